@@ -1,0 +1,147 @@
+//! `routerd`: the router server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use routerd::admin::Admin;
+use routerd::config::{self, watch::FileWatch};
+use routerd::proxy::Proxy;
+use routerd::routing::RouteTable;
+use routerd::server;
+
+/// A programmable HTTP router.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Route config file (JSON). Watched: valid changes apply at once, invalid ones are logged
+    /// and the last good routes keep serving. Without it, an embedded example route set is served.
+    #[arg(long, env = "ROUTERD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Proxy listener address.
+    #[arg(long, env = "ROUTERD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Admin API listener address.
+    #[arg(long, env = "ROUTERD_ADMIN", default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Plugins directory (created if missing).
+    #[arg(long, env = "ROUTERD_PLUGINS", default_value = "./plugins")]
+    plugins: PathBuf,
+    /// Data directory (created if missing).
+    #[arg(long, env = "ROUTERD_DATA", default_value = "./data")]
+    data: PathBuf,
+    /// How long SIGTERM waits for in-flight requests.
+    #[arg(long, env = "ROUTERD_DRAIN_SECS", default_value_t = 30)]
+    drain_secs: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("routerd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    for dir in [&args.plugins, &args.data] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let table = match &args.config {
+        Some(path) => config::load_file(path)?.1,
+        None => {
+            info!("no --config given: serving the embedded example routes");
+            RouteTable::build(&config::parse(
+                config::EMBEDDED_DEFAULT,
+                "embedded default",
+            )?)?
+        }
+    };
+    let proxy = Arc::new(Proxy::new(table));
+    let admin = Arc::new(Admin::new(proxy.clone()));
+
+    let proxy_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain = Duration::from_secs(args.drain_secs);
+    info!("proxy listening on http://{}", proxy_listener.local_addr()?);
+    info!("admin listening on http://{}", admin_listener.local_addr()?);
+    let proxy_task = tokio::spawn(server::serve(
+        proxy_listener,
+        proxy.clone(),
+        stop_rx.clone(),
+        drain,
+    ));
+    let admin_task = tokio::spawn(server::serve(admin_listener, admin, stop_rx, drain));
+
+    if let Some(path) = args.config.clone() {
+        let proxy = proxy.clone();
+        let mut watch = FileWatch::new(&path).context("cannot watch the config file")?;
+        tokio::spawn(async move {
+            while watch.changed().await.is_some() {
+                match config::load_file(&path) {
+                    Ok((cfg, table)) => {
+                        proxy.swap_table(table);
+                        info!(routes = cfg.routes.len(), "config reloaded");
+                    }
+                    Err(e) => {
+                        warn!("config change rejected, still serving the previous routes: {e}")
+                    }
+                }
+            }
+        });
+    }
+
+    shutdown_signal().await;
+    info!("shutting down: draining in-flight requests");
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(proxy_task, admin_task);
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,85 @@
+//! Configuration: the route document format (the Cube router's, plus our extensions), loading it
+//! from a file, and watching that file so that valid changes replace the table and invalid ones
+//! are reported while the last good table keeps serving.
+
+mod error;
+mod model;
+pub mod watch;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ErrorCode, RouteError, RouteSetError};
+pub use model::{ConfigFile, FilterSpec, MatcherSpec, RouteRule};
+
+use crate::routing::RouteTable;
+
+/// The route set served when no `--config` is given: a landing page and a templated greeting.
+pub const EMBEDDED_DEFAULT: &str = r#"{
+  "routes": [
+    {
+      "name": "welcome",
+      "matchers": [{"condition": "path", "pattern": "/"}],
+      "filters": [{"name": "respond", "args": ["200", "routerd is running: this is the embedded default route set.\nTry /hello/you, or start routerd with --config routes.json.\n"]}]
+    },
+    {
+      "name": "hello",
+      "matchers": [{"condition": "path", "pattern": "/hello/{name}"}, {"condition": "method", "pattern": "GET|HEAD"}],
+      "filters": [
+        {"name": "set_response_header", "args": ["X-Routerd-Route", "hello"]},
+        {"name": "respond", "args": ["200", "hello, {name}\n"]}
+      ]
+    }
+  ]
+}"#;
+
+/// Parses a config document.
+pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
+    serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+        path: origin.to_owned(),
+        source,
+    })
+}
+
+/// Reads, parses and compiles a config file.
+pub fn load_file(path: &Path) -> Result<(ConfigFile, RouteTable), ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: origin.clone(),
+        source,
+    })?;
+    let config = parse(&text, &origin)?;
+    let table = RouteTable::build(&config).map_err(|source| ConfigError::Invalid {
+        path: origin,
+        source,
+    })?;
+    Ok((config, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let cfg = parse(EMBEDDED_DEFAULT, "embedded").unwrap_or_else(|e| panic!("{e}"));
+        RouteTable::build(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn errors_name_route_field_and_reason() {
+        let cfg = parse(
+            r#"{"routes": [{"name": "bad", "target_url": "http://x", "matchers": [
+                {"condition": "header", "field": "X-A", "pattern": "(", "is_regex": true}]}]}"#,
+            "t",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let err = RouteTable::build(&cfg)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("\"bad\"") && err.contains("matchers[0].pattern"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The serde model of a route set: what a config file (or, later, the admin API) says, before any
+//! validation. Field names follow the Cube router's route rules, plus our extensions.
+
+use serde::{Deserialize, Serialize};
+
+/// A whole config document: `{"routes": [...], "default_url": "..."}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The route rules.
+    #[serde(default)]
+    pub routes: Vec<RouteRule>,
+    /// Where requests go when no route (and no default rule) matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_url: Option<String>,
+    /// How many body bytes a body matcher may read (default 1 MiB); a larger body never matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+}
+
+/// One route rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Unique name: ASCII letters, digits, `-`, `_`.
+    pub name: String,
+    /// The backend base URL (`http://host:port/base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_url: Option<String>,
+    /// Conditions that must all hold.
+    #[serde(default)]
+    pub matchers: Vec<MatcherSpec>,
+    /// 0..=1000; higher wins.
+    #[serde(default)]
+    pub priority: i64,
+    /// The fallback route used when no other route matches (its matchers are ignored).
+    #[serde(default)]
+    pub default_rule: bool,
+    /// A path prefix removed before the path is joined to the target's base path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// Disabled routes are kept but never match.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Filters, run in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterSpec>,
+    /// Deadline for the backend's response head, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Routes marked as system routes cannot be changed through the admin API.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One matcher: `{"condition": "header", "field": "X-Tier", "pattern": "gold", "is_regex": false}`,
+/// or a plugin predicate: `{"condition": "plugin", "plugin": "geo", "args": ["DE"]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatcherSpec {
+    /// What is matched: path, path_prefix, host, method, header, query_param, cookie, body_field,
+    /// body_regex, remote_addr, plugin.
+    pub condition: String,
+    /// The header / query key / cookie name / JSON path the condition looks at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The value (or regex, or pattern) to match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Whether `pattern` is a regular expression.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_regex: bool,
+    /// The plugin name, for `condition: plugin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Arguments passed to the plugin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+/// One filter: `{"name": "set_request_header", "args": ["X-A", "v"]}` or
+/// `{"plugin": "add-auth", "args": [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// A built-in filter's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A plugin filter's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The filter's arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+}

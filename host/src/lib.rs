@@ -1,0 +1,11 @@
+//! routerd: a programmable HTTP router.
+//!
+//! Data flows one way: a config document ([`config`]) is validated and compiled into an
+//! immutable [`routing::RouteTable`], which the [`proxy`] swaps in atomically and consults for
+//! every request; [`server`] runs the listeners and [`admin`] the management API.
+
+pub mod admin;
+pub mod config;
+pub mod proxy;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,310 @@
+//! The request path: decide with the current [`RouteTable`], run the route's filters, proxy to
+//! the backend, and answer every failure with a small JSON error (details go to the log).
+
+pub mod body;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use tracing::warn;
+
+use crate::routing::filters::BuiltinFilter;
+use crate::routing::{
+    BufferedBody, Decision, RequestView, RouteFilter, RouteTable, Target, request_host,
+};
+use body::RequestBody;
+use upstream::UpstreamClient;
+
+/// The body of every response routerd sends.
+pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
+
+/// The proxy: the current table and the upstream client.
+pub struct Proxy {
+    table: ArcSwap<RouteTable>,
+    client: UpstreamClient,
+}
+
+impl Proxy {
+    /// A proxy serving `table`.
+    pub fn new(table: RouteTable) -> Self {
+        Proxy {
+            table: ArcSwap::from_pointee(table),
+            client: upstream::client(),
+        }
+    }
+
+    /// Replaces the table; requests in flight finish on the old one.
+    pub fn swap_table(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The current table.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Handles one request. Never fails: every error becomes a response.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let table = self.table.load_full();
+        let (parts, body) = req.into_parts();
+        let mut body = RequestBody::Streaming(body);
+        let mut buffered: Option<BufferedBody> = None;
+        let decision = loop {
+            let view = RequestView {
+                method: &parts.method,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                host: request_host(&parts.uri, &parts.headers),
+                headers: &parts.headers,
+                remote: remote.ip(),
+                body: buffered.as_ref(),
+            };
+            match table.decide(&view) {
+                Decision::NeedBody => match body::read_prefix(body, table.max_body_bytes()).await {
+                    Ok((bytes, too_large, replay)) => {
+                        body = replay;
+                        buffered = Some(BufferedBody::new(bytes, too_large));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "reading the request body failed");
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "could not read the request body",
+                            None,
+                        );
+                    }
+                },
+                d => break d,
+            }
+        };
+        match decision {
+            Decision::Route(id) => self.run_route(&table, id, parts, body, remote).await,
+            Decision::DefaultUrl => match table.default_url() {
+                Some(target) => {
+                    let path = parts.uri.path().to_owned();
+                    self.forward(target, &path, parts, body, remote, None, "default_url")
+                        .await
+                }
+                None => error(StatusCode::NOT_FOUND, "no route matches", None),
+            },
+            Decision::Redirect(status, location) => {
+                let mut resp = error(status, "redirecting to the canonical path", None);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                resp
+            }
+            Decision::MethodNotAllowed(allow) => {
+                let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None);
+                set_allow(&mut resp, &allow);
+                resp
+            }
+            Decision::Options(allow) => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                set_allow(&mut resp, &allow);
+                resp
+            }
+            Decision::NotFound | Decision::NeedBody => {
+                error(StatusCode::NOT_FOUND, "no route matches", None)
+            }
+        }
+    }
+
+    async fn run_route(
+        &self,
+        table: &RouteTable,
+        id: u32,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        remote: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let route = table.route(id);
+        let path = parts.uri.path().to_owned();
+        let params = table.params(id, &path);
+        let mut upstream_path =
+            upstream::strip_prefix(&path, route.strip_prefix.as_deref()).into_owned();
+        let mut answer = None;
+        for f in &route.filters {
+            let RouteFilter::Builtin(f) = f;
+            match f {
+                BuiltinFilter::SetRequestHeader(name, value) => {
+                    match HeaderValue::from_str(&value.render(&params)) {
+                        Ok(v) => {
+                            parts.headers.insert(name.clone(), v);
+                        }
+                        Err(_) => {
+                            warn!(route = %route.name, header = %name, "filter produced an invalid header value; skipped")
+                        }
+                    }
+                }
+                BuiltinFilter::RemoveRequestHeader(name) => {
+                    parts.headers.remove(name);
+                }
+                BuiltinFilter::SetPath(t) => upstream_path = t.render(&params),
+                BuiltinFilter::Redirect(status, location) => {
+                    let mut resp = Response::new(empty());
+                    *resp.status_mut() = *status;
+                    if let Ok(v) = HeaderValue::from_str(&location.render(&params)) {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    answer = Some(resp);
+                    break;
+                }
+                BuiltinFilter::Respond(status, text, content_type) => {
+                    let mut resp = Response::new(full(text.render(&params)));
+                    *resp.status_mut() = *status;
+                    resp.headers_mut()
+                        .insert(header::CONTENT_TYPE, content_type.clone());
+                    answer = Some(resp);
+                    break;
+                }
+                BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
+            }
+        }
+        let mut resp = match (answer, &route.target) {
+            (Some(resp), _) => resp,
+            (None, Some(target)) => {
+                self.forward(
+                    target,
+                    &upstream_path,
+                    parts,
+                    body,
+                    remote,
+                    route.timeout,
+                    &route.name,
+                )
+                .await
+            }
+            (None, None) => error(
+                StatusCode::NOT_FOUND,
+                "the route has no target",
+                Some(&route.name),
+            ),
+        };
+        for f in &route.filters {
+            let RouteFilter::Builtin(f) = f;
+            match f {
+                BuiltinFilter::SetResponseHeader(name, value) => {
+                    if let Ok(v) = HeaderValue::from_str(&value.render(&params)) {
+                        resp.headers_mut().insert(name.clone(), v);
+                    }
+                }
+                BuiltinFilter::RemoveResponseHeader(name) => {
+                    resp.headers_mut().remove(name);
+                }
+                _ => {}
+            }
+        }
+        resp
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        target: &Target,
+        path: &str,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        remote: SocketAddr,
+        timeout: Option<std::time::Duration>,
+        route: &str,
+    ) -> Response<ResponseBody> {
+        let uri = match upstream::upstream_uri(target, path, parts.uri.query()) {
+            Ok(u) => u,
+            Err(e) => {
+                warn!(route, error = %e, "cannot build the backend URI");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot build the backend request",
+                    Some(route),
+                );
+            }
+        };
+        let host = request_host(&parts.uri, &parts.headers).map(str::to_owned);
+        upstream::remove_hop_by_hop(&mut parts.headers);
+        upstream::add_forwarded(&mut parts.headers, remote.ip(), host.as_deref());
+        // The client sets Host from the URI: the backend sees its own authority.
+        parts.headers.remove(header::HOST);
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        let request = self.client.request(Request::from_parts(parts, body));
+        let result = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, request).await {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(
+                        route,
+                        timeout_ms = limit.as_millis() as u64,
+                        "backend timed out"
+                    );
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the backend did not answer in time",
+                        Some(route),
+                    );
+                }
+            },
+            None => request.await,
+        };
+        match result {
+            Ok(resp) => {
+                let mut resp = resp.map(|b| b.boxed());
+                upstream::remove_hop_by_hop(resp.headers_mut());
+                resp
+            }
+            Err(e) => {
+                warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend request failed");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "the backend is unreachable",
+                    Some(route),
+                )
+            }
+        }
+    }
+}
+
+fn set_allow(resp: &mut Response<ResponseBody>, allow: &str) {
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+}
+
+/// An empty body.
+pub fn empty() -> ResponseBody {
+    full(Bytes::new())
+}
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A small JSON error response: `{"error": message, "route": name}`.
+pub fn error(status: StatusCode, message: &str, route: Option<&str>) -> Response<ResponseBody> {
+    let mut doc = serde_json::json!({ "error": message });
+    if let Some(r) = route {
+        doc["route"] = r.into();
+    }
+    let mut resp = Response::new(full(doc.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

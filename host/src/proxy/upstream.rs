@@ -1,0 +1,174 @@
+//! The upstream side of a proxied request: the pooled hyper client, building the backend URI
+//! (strip_prefix, base path, raw query), and the header hygiene of a proxy (hop-by-hop headers
+//! out, `X-Forwarded-*` in).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::body::RequestBody;
+use crate::routing::Target;
+
+/// The pooled HTTP/1.1 client used for every backend.
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Builds the shared client.
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build(connector)
+}
+
+/// Removes `prefix` from `path` when the path starts with it; the result starts with `/`.
+pub fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> std::borrow::Cow<'a, str> {
+    let Some(prefix) = prefix else {
+        return path.into();
+    };
+    // Only whole segments: `/api` is stripped from `/api/x` and `/api`, not from `/apix`.
+    match path.strip_prefix(prefix) {
+        Some("") => "/".into(),
+        Some(rest) if rest.starts_with('/') => rest.into(),
+        Some(rest) if prefix.ends_with('/') => format!("/{rest}").into(),
+        _ => path.into(),
+    }
+}
+
+/// The backend URI for `path` (already stripped / rewritten) and the raw query.
+pub fn upstream_uri(
+    target: &Target,
+    path: &str,
+    query: Option<&str>,
+) -> Result<http::Uri, http::Error> {
+    let mut pq = String::with_capacity(
+        target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&target.base_path);
+    if path == "/" && !target.base_path.is_empty() {
+        // `http://b/base` + `/` is `/base`, not `/base/`.
+    } else {
+        pq.push_str(path);
+    }
+    if pq.is_empty() {
+        pq.push('/');
+    }
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    http::Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Drops hop-by-hop headers, including those named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove("proxy-connection");
+}
+
+/// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let ip = client.to_string();
+    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: &str) -> Target {
+        Target::parse(url).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn joins_base_path_and_keeps_query_bytes() {
+        let t = target("http://b:1/base/");
+        let uri = upstream_uri(&t, "/x", Some("a=1&a=2&b=%20+x")).map(|u| u.to_string());
+        assert_eq!(
+            uri.ok().as_deref(),
+            Some("http://b:1/base/x?a=1&a=2&b=%20+x")
+        );
+        assert_eq!(
+            upstream_uri(&t, "/", None)
+                .map(|u| u.to_string())
+                .ok()
+                .as_deref(),
+            Some("http://b:1/base")
+        );
+        let root = target("http://b:1");
+        assert_eq!(
+            upstream_uri(&root, "/", None)
+                .map(|u| u.to_string())
+                .ok()
+                .as_deref(),
+            Some("http://b:1/")
+        );
+    }
+
+    #[test]
+    fn strips_prefixes() {
+        assert_eq!(strip_prefix("/api/x", Some("/api")), "/x");
+        assert_eq!(strip_prefix("/api", Some("/api")), "/");
+        assert_eq!(strip_prefix("/api/x", Some("/api/")), "/x");
+        assert_eq!(strip_prefix("/other", Some("/api")), "/other");
+        assert_eq!(strip_prefix("/apix", Some("/api")), "/apix");
+    }
+
+    #[test]
+    fn drops_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
+        assert!(h.get("x-kept").is_some());
+    }
+}

@@ -1,0 +1,17 @@
+//! Routing: from a validated route set to the decision for one request.
+//!
+//! `route` compiles and validates one rule, `pattern` parses path patterns and orders them,
+//! `tree` indexes them, `matchers` and `filters` are the built-in ones, and `table` puts it all
+//! together into the immutable [`RouteTable`] that the proxy swaps atomically.
+
+pub mod filters;
+pub mod matchers;
+pub mod pattern;
+pub mod request;
+pub mod route;
+pub mod table;
+pub mod tree;
+
+pub use request::{BufferedBody, RequestView, request_host};
+pub use route::{Route, RouteFilter, Target};
+pub use table::{Decision, Params, RouteTable};

@@ -1,0 +1,435 @@
+//! A compiled route: one validated [`RouteRule`] turned into what the request path runs, and the
+//! validation that produces it (every error names the route, the field and the reason).
+
+use std::time::Duration;
+
+use http::Method;
+use http::uri::{Authority, Scheme};
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::filters::BuiltinFilter;
+use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
+use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
+use crate::config::{ErrorCode, MatcherSpec, RouteError, RouteRule};
+
+/// Where a route's path matcher sends it in the index.
+#[derive(Debug)]
+pub enum PathMatch {
+    /// A radix pattern.
+    Pattern(PathPattern),
+    /// A whole-segment prefix (literal segments).
+    Prefix(Vec<Box<str>>),
+    /// A regex on the path; not indexed.
+    Regex(Regex),
+    /// No path matcher; not indexed.
+    Any,
+}
+
+/// A backend base URL.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http`.
+    pub scheme: Scheme,
+    /// `host:port`.
+    pub authority: Authority,
+    /// The base path without a trailing `/` (empty for none).
+    pub base_path: Box<str>,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/base]`.
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("{url:?} has no scheme"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "{url:?}: only http:// backends are supported (TLS to backends is not implemented)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .filter(|a| !a.host().is_empty())
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("{url:?}: a target URL cannot carry a query"));
+        }
+        let base = uri.path().trim_end_matches('/');
+        Ok(Target {
+            scheme,
+            authority,
+            base_path: base.into(),
+        })
+    }
+}
+
+/// An item of a route's filter chain.
+#[derive(Debug, Clone)]
+pub enum RouteFilter {
+    /// A built-in filter.
+    Builtin(BuiltinFilter),
+}
+
+/// A compiled, validated route.
+#[derive(Debug)]
+pub struct Route {
+    /// The route's name.
+    pub name: std::sync::Arc<str>,
+    /// The rule it was compiled from (what the API shows).
+    pub rule: RouteRule,
+    /// Its path matcher.
+    pub path: PathMatch,
+    /// Parameter names and their segment positions (catch-all flagged), for templates.
+    pub params: Vec<(Box<str>, usize, bool)>,
+    /// Allowed methods; `None` means any.
+    pub methods: Option<MethodSet>,
+    /// Other built-in matchers, cheapest first, body matchers last.
+    pub matchers: Vec<Matcher>,
+    /// Whether any matcher reads the body.
+    pub needs_body: bool,
+    /// The backend (absent when a filter answers).
+    pub target: Option<Target>,
+    /// Removed from the path before joining to the target.
+    pub strip_prefix: Option<Box<str>>,
+    /// The filter chain.
+    pub filters: Vec<RouteFilter>,
+    /// Deadline for the backend's response head.
+    pub timeout: Option<Duration>,
+    /// For ordering.
+    pub specificity: Specificity,
+}
+
+impl Route {
+    /// Validates and compiles `rule`. All problems are reported, not only the first.
+    pub fn compile(rule: &RouteRule) -> Result<Route, Vec<RouteError>> {
+        let name = rule.name.as_str();
+        let mut errors = Vec::new();
+        let mut err = |field: &str, code: ErrorCode, reason: String| {
+            errors.push(RouteError::new(name, field, code, reason));
+        };
+
+        if name.is_empty() || name.len() > 255 {
+            err(
+                "name",
+                ErrorCode::InvalidRouteName,
+                "a route name must be 1 to 255 characters".into(),
+            );
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            err(
+                "name",
+                ErrorCode::InvalidRouteName,
+                format!("{name:?} may only contain ASCII letters, digits, '-' and '_'"),
+            );
+        }
+        if !(0..=1000).contains(&rule.priority) {
+            err(
+                "priority",
+                ErrorCode::InvalidPriority,
+                format!("{} is outside 0..=1000", rule.priority),
+            );
+        }
+        let strip_prefix = match &rule.strip_prefix {
+            Some(p) if !p.starts_with('/') => {
+                err(
+                    "strip_prefix",
+                    ErrorCode::InvalidStripPrefix,
+                    format!("{p:?} must start with '/'"),
+                );
+                None
+            }
+            Some(p) => Some(p.as_str().into()),
+            None => None,
+        };
+
+        let mut path = PathMatch::Any;
+        let mut methods = None;
+        let mut matchers = Vec::new();
+        for (i, spec) in rule.matchers.iter().enumerate() {
+            let field = format!("matchers[{i}]");
+            match compile_matcher(spec) {
+                Ok(Compiled::Path(p)) => {
+                    if !matches!(path, PathMatch::Any) {
+                        err(
+                            &format!("{field}.condition"),
+                            ErrorCode::InvalidMatcher,
+                            "a route may have at most one path or path_prefix matcher".into(),
+                        );
+                    }
+                    path = p;
+                }
+                Ok(Compiled::Methods(m)) => {
+                    if methods.is_some() {
+                        err(
+                            &format!("{field}.condition"),
+                            ErrorCode::InvalidMatcher,
+                            "a route may have at most one method matcher".into(),
+                        );
+                    }
+                    methods = Some(m);
+                }
+                Ok(Compiled::Other(m)) => matchers.push(m),
+                Err((sub, code, reason)) => err(&format!("{field}{sub}"), code, reason),
+            }
+        }
+        // Cheap matchers first; body matchers last so the body is read only when all else holds.
+        matchers.sort_by_key(|m| match m {
+            Matcher::Host(_) | Matcher::RemoteAddr(_) => 0,
+            Matcher::Header(..) | Matcher::Cookie(..) | Matcher::QueryParam(..) => 1,
+            Matcher::BodyField(..) | Matcher::BodyRegex(_) => 2,
+        });
+        if !rule.default_rule && rule.matchers.is_empty() {
+            err(
+                "matchers",
+                ErrorCode::NoMatchers,
+                "a route that is not the default rule needs at least one matcher".into(),
+            );
+        }
+
+        let (params, specificity) = match &path {
+            PathMatch::Pattern(p) => (
+                p.segments
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match s {
+                        Segment::Param(n) => Some((n.clone(), i, false)),
+                        Segment::CatchAll(n) => Some((n.clone(), i, true)),
+                        Segment::Literal(_) => None,
+                    })
+                    .collect(),
+                Specificity::of_pattern(p),
+            ),
+            PathMatch::Prefix(segs) => (Vec::new(), Specificity::of_prefix(segs.len())),
+            PathMatch::Regex(_) => (Vec::new(), Specificity::regex()),
+            PathMatch::Any => (Vec::new(), Specificity::none()),
+        };
+        let param_names: Vec<&str> = params.iter().map(|(n, _, _)| &**n).collect();
+
+        let mut filters = Vec::new();
+        for (i, f) in rule.filters.iter().enumerate() {
+            let field = format!("filters[{i}]");
+            match (&f.name, &f.plugin) {
+                (Some(fname), None) => match BuiltinFilter::compile(fname, &f.args, &param_names) {
+                    Ok(bf) => filters.push(RouteFilter::Builtin(bf)),
+                    Err((sub, reason)) => {
+                        err(&format!("{field}.{sub}"), ErrorCode::InvalidFilter, reason)
+                    }
+                },
+                (None, Some(plugin)) => err(
+                    &format!("{field}.plugin"),
+                    ErrorCode::UnknownPlugin,
+                    format!("plugin {plugin:?} is not loaded"),
+                ),
+                _ => err(
+                    &field,
+                    ErrorCode::InvalidFilter,
+                    "a filter has either \"name\" (built-in) or \"plugin\", not both".into(),
+                ),
+            }
+        }
+        let answers = filters
+            .iter()
+            .any(|f| matches!(f, RouteFilter::Builtin(b) if b.answers()));
+
+        let target = match &rule.target_url {
+            Some(url) => match Target::parse(url) {
+                Ok(t) => Some(t),
+                Err(reason) => {
+                    err("target_url", ErrorCode::InvalidUrl, reason);
+                    None
+                }
+            },
+            None if !answers => {
+                err(
+                    "target_url",
+                    ErrorCode::InvalidUrl,
+                    "missing: every route needs a target_url unless a respond or redirect filter answers"
+                        .into(),
+                );
+                None
+            }
+            None => None,
+        };
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let needs_body = matchers.iter().any(Matcher::needs_body);
+        Ok(Route {
+            name: name.into(),
+            rule: rule.clone(),
+            path,
+            params,
+            methods,
+            matchers,
+            needs_body,
+            target,
+            strip_prefix,
+            filters,
+            timeout: rule.timeout_ms.map(Duration::from_millis),
+            specificity,
+        })
+    }
+
+    /// The number of matchers, for ordering.
+    pub fn matcher_count(&self) -> usize {
+        self.rule.matchers.len()
+    }
+}
+
+enum Compiled {
+    Path(PathMatch),
+    Methods(MethodSet),
+    Other(Matcher),
+}
+
+type MatcherError = (String, ErrorCode, String);
+
+fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
+    let invalid = |sub: &str, reason: String| (sub.to_owned(), ErrorCode::InvalidMatcher, reason);
+    let pattern = || -> Result<&str, MatcherError> {
+        spec.pattern.as_deref().ok_or_else(|| {
+            invalid(
+                ".pattern",
+                format!("condition {:?} needs a pattern", spec.condition),
+            )
+        })
+    };
+    let field = || -> Result<&str, MatcherError> {
+        spec.field
+            .as_deref()
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                invalid(
+                    ".field",
+                    format!("condition {:?} needs a field", spec.condition),
+                )
+            })
+    };
+    let regex = |p: &str| -> Result<Regex, MatcherError> {
+        Regex::new(p).map_err(|e| {
+            (
+                ".pattern".to_owned(),
+                ErrorCode::InvalidRegex,
+                e.to_string(),
+            )
+        })
+    };
+    let value = |p: &str| -> Result<ValueMatch, MatcherError> {
+        Ok(if spec.is_regex {
+            ValueMatch::Regex(regex(p)?)
+        } else {
+            ValueMatch::Exact(p.into())
+        })
+    };
+    if spec.condition != "plugin" && (spec.plugin.is_some() || !spec.args.is_empty()) {
+        return Err(invalid(
+            ".plugin",
+            "\"plugin\" and \"args\" belong to condition \"plugin\"".into(),
+        ));
+    }
+    Ok(match spec.condition.as_str() {
+        "path" if spec.is_regex => Compiled::Path(PathMatch::Regex(regex(pattern()?)?)),
+        "path" => Compiled::Path(PathMatch::Pattern(
+            parse_pattern(pattern()?).map_err(|e| invalid(".pattern", e))?,
+        )),
+        "path_prefix" => Compiled::Path(PathMatch::Prefix(
+            parse_prefix(pattern()?).map_err(|e| invalid(".pattern", e))?,
+        )),
+        "method" => {
+            let p = pattern()?;
+            let methods = p
+                .split('|')
+                .map(|m| {
+                    let m = m.trim();
+                    Method::from_bytes(m.as_bytes())
+                        .ok()
+                        .filter(|_| !m.is_empty())
+                        .ok_or_else(|| invalid(".pattern", format!("{m:?} is not an HTTP method")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Compiled::Methods(MethodSet(methods))
+        }
+        "host" => {
+            let p = pattern()?;
+            Compiled::Other(Matcher::Host(if spec.is_regex {
+                HostMatch::Regex(regex(p)?)
+            } else if let Some(suffix) = p.strip_prefix("*.") {
+                HostMatch::Wildcard(format!(".{suffix}").into())
+            } else if p.contains('*') {
+                return Err(invalid(
+                    ".pattern",
+                    format!("{p:?}: a wildcard host is written *.example.com"),
+                ));
+            } else {
+                HostMatch::Exact(p.split(':').next().unwrap_or(p).into())
+            }))
+        }
+        "header" => {
+            let f = field()?;
+            let name = http::HeaderName::from_bytes(f.as_bytes())
+                .map_err(|_| invalid(".field", format!("{f:?} is not a valid header name")))?;
+            Compiled::Other(Matcher::Header(name, value(pattern()?)?))
+        }
+        "query_param" => Compiled::Other(Matcher::QueryParam(field()?.into(), value(pattern()?)?)),
+        "cookie" => Compiled::Other(Matcher::Cookie(field()?.into(), value(pattern()?)?)),
+        "body_field" => Compiled::Other(Matcher::BodyField(
+            field()?.split('.').map(Into::into).collect(),
+            value(pattern()?)?,
+        )),
+        "body_regex" => Compiled::Other(Matcher::BodyRegex(
+            regex::bytes::Regex::new(pattern()?).map_err(|e| {
+                (
+                    ".pattern".to_owned(),
+                    ErrorCode::InvalidRegex,
+                    e.to_string(),
+                )
+            })?,
+        )),
+        "remote_addr" => {
+            let nets = pattern()?
+                .split([',', ' ', '|'])
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            invalid(".pattern", format!("{s:?} is not a CIDR or IP address"))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if nets.is_empty() {
+                return Err(invalid(
+                    ".pattern",
+                    "remote_addr needs at least one CIDR".into(),
+                ));
+            }
+            Compiled::Other(Matcher::RemoteAddr(nets))
+        }
+        "plugin" => {
+            let plugin = spec.plugin.as_deref().unwrap_or("");
+            return Err((
+                ".plugin".to_owned(),
+                ErrorCode::UnknownPlugin,
+                format!("plugin {plugin:?} is not loaded"),
+            ));
+        }
+        other => {
+            return Err(invalid(
+                ".condition",
+                format!(
+                    "unknown condition {other:?} (expected path, path_prefix, host, method, header, \
+                     query_param, cookie, body_field, body_regex, remote_addr or plugin)"
+                ),
+            ));
+        }
+    })
+}

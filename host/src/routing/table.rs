@@ -1,0 +1,325 @@
+//! The route table: an immutable, compiled route set plus its path index. A new table is built
+//! for every change and swapped in whole; requests in flight keep the table they started with.
+//!
+//! Routes are stored in decision order (priority, path specificity, matcher count, name), so a
+//! route's id is its rank and the winner among candidates is simply the smallest id that matches.
+
+use http::{Method, StatusCode};
+
+use super::request::RequestView;
+use super::route::{PathMatch, Route, Target};
+use super::tree::{Candidates, PathIndex, PathIndexBuilder};
+use crate::config::{ConfigFile, ErrorCode, RouteError, RouteSetError};
+
+/// The default limit on bodies read for body matchers.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// An immutable compiled route set.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+    index: PathIndex,
+    /// Routes with a regex path or no path matcher, in rank order.
+    unindexed: Vec<u32>,
+    default_route: Option<u32>,
+    default_url: Option<Target>,
+    max_body_bytes: usize,
+    disabled: Vec<Route>,
+}
+
+/// What to do with a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it through this route.
+    Route(u32),
+    /// A route that needs the body is next in line: read the body and decide again.
+    NeedBody,
+    /// Proxy to `default_url`.
+    DefaultUrl,
+    /// Redirect to the same path with a trailing slash added or removed.
+    Redirect(StatusCode, String),
+    /// Some routes failed only on the method; these are the allowed ones.
+    MethodNotAllowed(String),
+    /// An OPTIONS request for a path whose routes allow these methods.
+    Options(String),
+    /// Nothing matches.
+    NotFound,
+}
+
+enum Find {
+    Found(u32),
+    NeedBody,
+    Miss,
+}
+
+/// A route's path parameters for one request, read from the path on demand.
+#[derive(Debug, Clone, Copy)]
+pub struct Params<'a> {
+    layout: &'a [(Box<str>, usize, bool)],
+    path: &'a str,
+}
+
+impl<'a> Params<'a> {
+    /// The value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        let (_, pos, catch_all) = self.layout.iter().find(|(n, _, _)| &**n == name)?;
+        let mut rest = self.path.strip_prefix('/')?;
+        for _ in 0..*pos {
+            rest = rest.split_once('/')?.1;
+        }
+        Some(if *catch_all {
+            rest
+        } else {
+            rest.split('/').next().unwrap_or(rest)
+        })
+    }
+
+    /// All (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.layout
+            .iter()
+            .filter_map(|(n, _, _)| self.get(n).map(|v| (&**n, v)))
+    }
+}
+
+impl RouteTable {
+    /// Validates and compiles a config document. Nothing is built unless every route is valid.
+    pub fn build(config: &ConfigFile) -> Result<RouteTable, RouteSetError> {
+        let mut errors = Vec::new();
+        let mut compiled = Vec::with_capacity(config.routes.len());
+        let mut names = std::collections::HashSet::with_capacity(config.routes.len());
+        let mut default_seen: Option<&str> = None;
+        for rule in &config.routes {
+            if !names.insert(rule.name.as_str()) {
+                errors.push(RouteError::new(
+                    &rule.name,
+                    "name",
+                    ErrorCode::RouteConflict,
+                    "another route already has this name",
+                ));
+            }
+            if rule.default_rule {
+                if let Some(first) = default_seen {
+                    errors.push(RouteError::new(
+                        &rule.name,
+                        "default_rule",
+                        ErrorCode::MultipleDefaultRoutes,
+                        format!("route {first:?} is already the default rule"),
+                    ));
+                }
+                default_seen = Some(&rule.name);
+            }
+            match Route::compile(rule) {
+                Ok(r) => compiled.push(r),
+                Err(e) => errors.extend(e),
+            }
+        }
+        let default_url = match &config.default_url {
+            Some(url) => match Target::parse(url) {
+                Ok(t) => Some(t),
+                Err(reason) => {
+                    errors.push(RouteError::new(
+                        "",
+                        "default_url",
+                        ErrorCode::InvalidUrl,
+                        reason,
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        if !errors.is_empty() {
+            return Err(RouteSetError(errors));
+        }
+        Ok(Self::assemble(
+            compiled,
+            default_url,
+            config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        ))
+    }
+
+    fn assemble(
+        routes: Vec<Route>,
+        default_url: Option<Target>,
+        max_body_bytes: usize,
+    ) -> RouteTable {
+        let (mut routes, disabled): (Vec<Route>, Vec<Route>) =
+            routes.into_iter().partition(|r| r.rule.enabled);
+        routes.sort_by(|a, b| {
+            a.rule
+                .default_rule
+                .cmp(&b.rule.default_rule)
+                .then(b.rule.priority.cmp(&a.rule.priority))
+                .then_with(|| a.specificity.cmp(&b.specificity))
+                .then(b.matcher_count().cmp(&a.matcher_count()))
+                .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
+        });
+        let mut builder = PathIndexBuilder::new();
+        let mut unindexed = Vec::new();
+        let mut default_route = None;
+        for (id, route) in routes.iter().enumerate() {
+            let id = id as u32;
+            if route.rule.default_rule {
+                default_route = Some(id);
+                continue;
+            }
+            match &route.path {
+                PathMatch::Pattern(p) => builder.insert_pattern(&p.segments, id),
+                PathMatch::Prefix(segs) => builder.insert_prefix(segs, id),
+                PathMatch::Regex(_) | PathMatch::Any => unindexed.push(id),
+            }
+        }
+        RouteTable {
+            routes,
+            index: builder.build(),
+            unindexed,
+            default_route,
+            default_url,
+            max_body_bytes,
+            disabled,
+        }
+    }
+
+    /// The route with id `id` (from a [`Decision::Route`]).
+    pub fn route(&self, id: u32) -> &Route {
+        &self.routes[id as usize]
+    }
+
+    /// The enabled routes in decision order, then the disabled ones.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter().chain(&self.disabled)
+    }
+
+    /// The fallback backend.
+    pub fn default_url(&self) -> Option<&Target> {
+        self.default_url.as_ref()
+    }
+
+    /// The limit for bodies read by body matchers.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
+    }
+
+    /// The path parameters of route `id` for `path`.
+    pub fn params<'a>(&'a self, id: u32, path: &'a str) -> Params<'a> {
+        Params {
+            layout: &self.route(id).params,
+            path,
+        }
+    }
+
+    /// Decides what to do with a request. Allocates nothing on the way to a route for paths with
+    /// up to 16 candidate routes; the miss answers (redirect, 405) may allocate.
+    pub fn decide(&self, req: &RequestView<'_>) -> Decision {
+        match self.find(req, req.path, &mut None) {
+            Find::Found(id) => return Decision::Route(id),
+            Find::NeedBody => return Decision::NeedBody,
+            Find::Miss => {}
+        }
+        if let Some(id) = self.default_route {
+            return Decision::Route(id);
+        }
+        if self.default_url.is_some() {
+            return Decision::DefaultUrl;
+        }
+        if let Some(alt) = toggle_trailing_slash(req.path)
+            && matches!(self.find(req, &alt, &mut None), Find::Found(_))
+        {
+            let status = if req.method == Method::GET || req.method == Method::HEAD {
+                StatusCode::MOVED_PERMANENTLY
+            } else {
+                StatusCode::PERMANENT_REDIRECT
+            };
+            let location = match req.query {
+                Some(q) => format!("{alt}?{q}"),
+                None => alt,
+            };
+            return Decision::Redirect(status, location);
+        }
+        let mut allowed = Some(Vec::new());
+        self.find(req, req.path, &mut allowed);
+        let mut allowed = allowed.unwrap_or_default();
+        if allowed.is_empty() {
+            return Decision::NotFound;
+        }
+        allowed.push(Method::OPTIONS);
+        allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        allowed.dedup();
+        let allow = allowed
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if req.method == Method::OPTIONS {
+            Decision::Options(allow)
+        } else {
+            Decision::MethodNotAllowed(allow)
+        }
+    }
+
+    /// The first route (by rank) that matches `req` with `path`. With `allowed`, also collects
+    /// the methods of routes that fail only on the method (body matchers count as passing).
+    fn find(&self, req: &RequestView<'_>, path: &str, allowed: &mut Option<Vec<Method>>) -> Find {
+        let mut cands = Candidates::new();
+        self.index.candidates(path, &mut cands);
+        cands.sort_unstable();
+        let mut indexed = cands.iter().copied().peekable();
+        let mut unindexed = self.unindexed.iter().copied().peekable();
+        loop {
+            let id = match (indexed.peek(), unindexed.peek()) {
+                (Some(&a), Some(&b)) if a < b => indexed.next(),
+                (Some(_), None) => indexed.next(),
+                (_, Some(_)) => unindexed.next(),
+                (None, None) => return Find::Miss,
+            };
+            let Some(id) = id else { return Find::Miss };
+            let route = &self.routes[id as usize];
+            if let PathMatch::Regex(re) = &route.path
+                && !re.is_match(path)
+            {
+                continue;
+            }
+            let method_ok = route
+                .methods
+                .as_ref()
+                .is_none_or(|m| m.contains(req.method));
+            if let Some(allowed) = allowed {
+                if !method_ok && self.others_match(route, req, true) {
+                    allowed.extend(route.methods.iter().flat_map(|m| m.0.iter().cloned()));
+                }
+                continue;
+            }
+            if !method_ok {
+                continue;
+            }
+            if route.needs_body && req.body.is_none() {
+                // Only read the body if the cheap matchers already agree.
+                if self.others_match(route, req, true) {
+                    return Find::NeedBody;
+                }
+                continue;
+            }
+            if self.others_match(route, req, false) {
+                return Find::Found(id);
+            }
+        }
+    }
+
+    fn others_match(&self, route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool {
+        route
+            .matchers
+            .iter()
+            .all(|m| (skip_body && m.needs_body()) || m.matches(req))
+    }
+}
+
+fn toggle_trailing_slash(path: &str) -> Option<String> {
+    if path == "/" {
+        None
+    } else if let Some(p) = path.strip_suffix('/') {
+        Some(p.to_owned())
+    } else {
+        Some(format!("{path}/"))
+    }
+}

@@ -1,0 +1,198 @@
+//! The path index: a segment trie over every route's path pattern that yields, for a request
+//! path, *all* routes whose pattern matches (not only the most specific one), so that a route
+//! failing on another matcher falls through to the next pattern. Lookups walk the path in place
+//! and allocate nothing unless a path has more candidates than fit on the stack.
+//!
+//! Like matchit it prefers literal over parameter over catch-all at every segment, but unlike
+//! matchit it accepts every combination (`/a/{id}` beside `/a/{*rest}`, one pattern in many
+//! routes, different parameter names at the same position), because the winner among the
+//! candidates is decided by the table, not by the tree.
+
+use std::collections::HashMap;
+
+use smallvec::SmallVec;
+
+use super::pattern::Segment;
+
+/// The candidate route ids of one lookup; 16 fit without allocating.
+pub type Candidates = SmallVec<[u32; 16]>;
+
+#[derive(Debug, Default)]
+struct Node {
+    /// Literal children, sorted by segment for binary search.
+    literals: Vec<(Box<str>, u32)>,
+    /// The child for a `{param}` segment.
+    param: Option<u32>,
+    /// Routes whose pattern ends at this node.
+    end: Vec<u32>,
+    /// Routes with a `{*rest}` right after this node (needs at least one character).
+    catch_all: Vec<u32>,
+    /// `path_prefix` routes whose prefix ends at this node (matches at a segment boundary).
+    prefix: Vec<u32>,
+}
+
+/// Builds a [`PathIndex`].
+#[derive(Debug, Default)]
+pub struct PathIndexBuilder {
+    nodes: Vec<Node>,
+    literal_maps: Vec<HashMap<Box<str>, u32>>,
+}
+
+impl PathIndexBuilder {
+    /// An empty index with its root.
+    pub fn new() -> Self {
+        PathIndexBuilder {
+            nodes: vec![Node::default()],
+            literal_maps: vec![HashMap::new()],
+        }
+    }
+
+    fn child(&mut self, node: u32, seg: Option<&str>) -> u32 {
+        let existing = match seg {
+            Some(lit) => self.literal_maps[node as usize].get(lit).copied(),
+            None => self.nodes[node as usize].param,
+        };
+        if let Some(id) = existing {
+            return id;
+        }
+        let id = self.nodes.len() as u32;
+        self.nodes.push(Node::default());
+        self.literal_maps.push(HashMap::new());
+        match seg {
+            Some(lit) => {
+                self.literal_maps[node as usize].insert(lit.into(), id);
+            }
+            None => self.nodes[node as usize].param = Some(id),
+        }
+        id
+    }
+
+    /// Adds a radix pattern for `route`.
+    pub fn insert_pattern(&mut self, segments: &[Segment], route: u32) {
+        let mut node = 0;
+        for seg in segments {
+            match seg {
+                Segment::Literal(lit) => node = self.child(node, Some(lit)),
+                Segment::Param(_) => node = self.child(node, None),
+                Segment::CatchAll(_) => {
+                    self.nodes[node as usize].catch_all.push(route);
+                    return;
+                }
+            }
+        }
+        self.nodes[node as usize].end.push(route);
+    }
+
+    /// Adds a whole-segment path prefix for `route`.
+    pub fn insert_prefix(&mut self, segments: &[Box<str>], route: u32) {
+        let mut node = 0;
+        for seg in segments {
+            node = self.child(node, Some(seg));
+        }
+        self.nodes[node as usize].prefix.push(route);
+    }
+
+    /// Freezes the index for lookups.
+    pub fn build(mut self) -> PathIndex {
+        for (node, map) in self.nodes.iter_mut().zip(self.literal_maps) {
+            node.literals = map.into_iter().collect();
+            node.literals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        PathIndex { nodes: self.nodes }
+    }
+}
+
+/// An immutable path index; see the module docs.
+#[derive(Debug)]
+pub struct PathIndex {
+    nodes: Vec<Node>,
+}
+
+impl PathIndex {
+    /// Appends to `out` every route whose path pattern matches `path` (which starts with `/`).
+    /// The order is unspecified; the table sorts candidates by rank.
+    pub fn candidates(&self, path: &str, out: &mut Candidates) {
+        let rest = path.strip_prefix('/').unwrap_or(path);
+        self.walk(0, Some(rest), out);
+    }
+
+    /// `rest` is the unconsumed path after a `/`, or `None` when the path has been consumed.
+    fn walk(&self, node: u32, rest: Option<&str>, out: &mut Candidates) {
+        let node = &self.nodes[node as usize];
+        out.extend_from_slice(&node.prefix);
+        let Some(text) = rest else {
+            out.extend_from_slice(&node.end);
+            return;
+        };
+        if !text.is_empty() {
+            out.extend_from_slice(&node.catch_all);
+        }
+        let (seg, next) = match text.split_once('/') {
+            Some((seg, next)) => (seg, Some(next)),
+            None => (text, None),
+        };
+        if let Ok(i) = node.literals.binary_search_by(|(lit, _)| (**lit).cmp(seg)) {
+            self.walk(node.literals[i].1, next, out);
+        }
+        if let Some(param) = node.param
+            && !seg.is_empty()
+        {
+            self.walk(param, next, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::pattern::{parse_pattern, parse_prefix};
+
+    fn index(patterns: &[&str]) -> PathIndex {
+        let mut b = PathIndexBuilder::new();
+        for (i, p) in patterns.iter().enumerate() {
+            if let Some(prefix) = p.strip_prefix("prefix:") {
+                b.insert_prefix(&parse_prefix(prefix).unwrap_or_default(), i as u32);
+            } else {
+                let pat = parse_pattern(p).unwrap_or_else(|e| panic!("{e}"));
+                b.insert_pattern(&pat.segments, i as u32);
+            }
+        }
+        b.build()
+    }
+
+    fn hits(ix: &PathIndex, path: &str) -> Vec<u32> {
+        let mut out = Candidates::new();
+        ix.candidates(path, &mut out);
+        let mut v = out.to_vec();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn finds_every_matching_pattern() {
+        let ix = index(&[
+            "/users/new",       // 0
+            "/users/{id}",      // 1
+            "/users/{*rest}",   // 2
+            "prefix:/users",    // 3
+            "/",                // 4
+            "/users/{u}/posts", // 5
+            "/{*all}",          // 6
+            "prefix:/",         // 7
+        ]);
+        assert_eq!(hits(&ix, "/users/new"), vec![0, 1, 2, 3, 6, 7]);
+        assert_eq!(hits(&ix, "/users/7/posts"), vec![2, 3, 5, 6, 7]);
+        assert_eq!(hits(&ix, "/users"), vec![3, 6, 7]);
+        assert_eq!(hits(&ix, "/users/"), vec![3, 6, 7]);
+        assert_eq!(hits(&ix, "/"), vec![4, 7]);
+        assert_eq!(hits(&ix, "/usersx"), vec![6, 7]);
+    }
+
+    #[test]
+    fn empty_segments_never_fill_params() {
+        let ix = index(&["/a/{id}", "/a/"]);
+        assert_eq!(hits(&ix, "/a/"), vec![1]);
+        assert_eq!(hits(&ix, "/a/x"), vec![0]);
+        assert_eq!(hits(&ix, "/a"), Vec::<u32>::new());
+    }
+}

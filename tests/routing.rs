@@ -1,0 +1,808 @@
+//! Black-box routing tests: a real `routerd` process, requests over real sockets on 127.0.0.1.
+//!
+//! Covers every matcher condition, route precedence (table-driven, one routerd per case),
+//! fall-through, the default rule / `default_url` / trailing-slash redirect / 405 / OPTIONS /
+//! 404 chain, the filters, and the Cube router's documented example.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use harness::*;
+use serde_json::json;
+
+/// `matcher` with a field and regex flag.
+fn field_m(condition: &str, field: &str, pattern: &str, is_regex: bool) -> serde_json::Value {
+    matcher(condition, Some(field), pattern, is_regex)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_radix_patterns() {
+    let cfg = config(vec![
+        Route::respond("root").m(path("/")),
+        Route::respond("about").m(path("/about")),
+        Route::respond("users-id").m(path("/users/{id}")),
+        Route::respond("users-posts").m(path("/users/{user}/posts")),
+        Route::respond("files").m(path("/files/{*rest}")),
+        Route::respond("colon").m(path("/colon/:id/x")),
+        Route::respond("star").m(path("/star/*rest")),
+        Route::respond("docs-dir").m(path("/docs/")),
+    ]);
+    let probes = [
+        probe("GET", "/").route("root"),
+        probe("GET", "/about").route("about"),
+        probe("GET", "/users/42").route("users-id"),
+        probe("GET", "/users/abc-DEF_1.2").route("users-id"),
+        probe("GET", "/users/42/posts").route("users-posts"),
+        probe("GET", "/users/42/posts/extra").status(404),
+        probe("GET", "/users/42/comments").status(404),
+        // `{id}` needs one non-empty segment; `/users` itself matches nothing either.
+        probe("GET", "/users").status(404),
+        probe("GET", "/files/a").route("files"),
+        probe("GET", "/files/a/b/c.txt").route("files"),
+        // a catch-all needs at least one character
+        probe("GET", "/files").status(404),
+        probe("GET", "/colon/7/x").route("colon"),
+        probe("GET", "/colon/7").status(404),
+        probe("GET", "/star/a/b").route("star"),
+        probe("GET", "/docs/").route("docs-dir"),
+        probe("GET", "/nothing").status(404),
+        probe("GET", "/aboutx").status(404),
+        // query strings never take part in path matching
+        probe("GET", "/about?x=1").route("about"),
+        probe("POST", "/users/9").route("users-id"),
+    ];
+    assert_no_failures(&run_case("radix", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_regex_unanchored_and_anchored() {
+    let cfg = config(vec![
+        Route::respond("unanchored").m(path_re("v[0-9]+/items")),
+        Route::respond("anchored").m(path_re("^/exact$")),
+    ]);
+    let probes = [
+        probe("GET", "/api/v2/items/x").route("unanchored"),
+        probe("GET", "/v10/items").route("unanchored"),
+        probe("GET", "/v/items").status(404),
+        probe("GET", "/exact").route("anchored"),
+        probe("GET", "/exact/more").status(404),
+        probe("GET", "/x/exact").status(404),
+    ];
+    assert_no_failures(&run_case("regex", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_prefix_matches_whole_segments() {
+    let cfg = config(vec![Route::respond("static").m(prefix("/static"))]);
+    let probes = [
+        probe("GET", "/static").route("static"),
+        probe("GET", "/static/").route("static"),
+        probe("GET", "/static/a/b").route("static"),
+        probe("GET", "/static?v=1").route("static"),
+        probe("GET", "/staticx").status(404),
+        probe("GET", "/stat").status(404),
+        probe("GET", "/other/static").status(404),
+    ];
+    assert_no_failures(&run_case("prefix", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_matcher_exact_wildcard_regex() {
+    let cfg = config(vec![
+        Route::respond("exact").m(host("api.example.com")).priority(10),
+        Route::respond("wild").m(host("*.example.com")),
+        Route::respond("re").m(matcher("host", None, r"^shop[0-9]+\.test$", true)),
+    ]);
+    let probes = [
+        probe("GET", "/").header("Host", "api.example.com").route("exact"),
+        // case-insensitive, port ignored
+        probe("GET", "/")
+            .header("Host", "API.Example.COM:8080")
+            .route("exact"),
+        probe("GET", "/").header("Host", "www.example.com").route("wild"),
+        // one or more labels
+        probe("GET", "/")
+            .header("Host", "a.b.example.com")
+            .route("wild"),
+        probe("GET", "/")
+            .header("Host", "a.example.com:9000")
+            .route("wild"),
+        // the bare domain has no label in front
+        probe("GET", "/").header("Host", "example.com").status(404),
+        probe("GET", "/").header("Host", "example.org").status(404),
+        probe("GET", "/").header("Host", "notexample.com").status(404),
+        probe("GET", "/").header("Host", "shop12.test").route("re"),
+        probe("GET", "/").header("Host", "shop.test").status(404),
+    ];
+    assert_no_failures(&run_case("host", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_query_cookie_matchers() {
+    let cfg = config(vec![
+        Route::respond("hdr")
+            .m(path("/h"))
+            .m(header("X-Tenant", "acme")),
+        Route::respond("hdr-re")
+            .m(path("/hr"))
+            .m(field_m("header", "X-Version", "^v[23]$", true)),
+        Route::respond("qp")
+            .m(path("/q"))
+            .m(field_m("query_param", "debug", "1", false)),
+        Route::respond("qp-re")
+            .m(path("/qr"))
+            .m(field_m("query_param", "id", "^[0-9]+$", true)),
+        Route::respond("ck")
+            .m(path("/c"))
+            .m(field_m("cookie", "session", "abc", false)),
+        Route::respond("ck-re")
+            .m(path("/cr"))
+            .m(field_m("cookie", "theme", "^dark", true)),
+    ]);
+    let probes = [
+        probe("GET", "/h").header("X-Tenant", "acme").route("hdr"),
+        probe("GET", "/h").header("x-tenant", "acme").route("hdr"),
+        probe("GET", "/h").header("X-Tenant", "other").status(404),
+        probe("GET", "/h").header("X-Tenant", "acme-corp").status(404),
+        probe("GET", "/h").status(404),
+        probe("GET", "/hr").header("X-Version", "v2").route("hdr-re"),
+        probe("GET", "/hr").header("X-Version", "v3").route("hdr-re"),
+        probe("GET", "/hr").header("X-Version", "v4").status(404),
+        probe("GET", "/q?debug=1").route("qp"),
+        probe("GET", "/q?x=y&debug=1").route("qp"),
+        probe("GET", "/q?debug=0").status(404),
+        probe("GET", "/q?debug=10").status(404),
+        probe("GET", "/q").status(404),
+        probe("GET", "/qr?id=123").route("qp-re"),
+        probe("GET", "/qr?id=12a").status(404),
+        probe("GET", "/c").header("Cookie", "session=abc").route("ck"),
+        probe("GET", "/c")
+            .header("Cookie", "a=b; session=abc; c=d")
+            .route("ck"),
+        probe("GET", "/c").header("Cookie", "session=abcd").status(404),
+        probe("GET", "/c").header("Cookie", "xsession=abc").status(404),
+        probe("GET", "/c").status(404),
+        probe("GET", "/cr")
+            .header("Cookie", "theme=darkblue")
+            .route("ck-re"),
+        probe("GET", "/cr").header("Cookie", "theme=light").status(404),
+    ];
+    assert_no_failures(&run_case("header/query/cookie", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_matcher_405_and_options() {
+    let cfg = config(vec![
+        Route::respond("gp").m(path("/m")).m(method("GET|POST")),
+        Route::respond("del").m(path("/d")).m(method("DELETE")),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+    let failures = run_probes(
+        &rd,
+        "method",
+        &[
+            probe("GET", "/m").route("gp"),
+            probe("POST", "/m").route("gp"),
+            probe("DELETE", "/d").route("del"),
+        ],
+    )
+    .await;
+    assert_no_failures(&failures);
+
+    let allow_set = |r: &Resp| -> Vec<String> {
+        let mut v: Vec<String> = r
+            .header_all("allow")
+            .iter()
+            .flat_map(|a| a.split(',').map(|s| s.trim().to_ascii_uppercase()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+
+    let put = rd.request("PUT", "/m", &[], "x").await;
+    assert_eq!(put.status, 405, "PUT /m: {}", put.describe());
+    let allow = allow_set(&put);
+    assert!(
+        allow.contains(&"GET".to_owned()) && allow.contains(&"POST".to_owned()),
+        "405 Allow should list GET and POST, got {:?}",
+        put.header_all("allow")
+    );
+    assert_json_error(&put);
+
+    let opts = rd.request("OPTIONS", "/m", &[], "").await;
+    assert_eq!(opts.status, 204, "OPTIONS /m: {}", opts.describe());
+    let allow = allow_set(&opts);
+    assert!(
+        allow.contains(&"GET".to_owned()) && allow.contains(&"POST".to_owned()),
+        "OPTIONS Allow should list GET and POST, got {:?}",
+        opts.header_all("allow")
+    );
+
+    let get_d = rd.get("/d").await;
+    assert_eq!(get_d.status, 405, "GET /d: {}", get_d.describe());
+    assert!(
+        allow_set(&get_d).contains(&"DELETE".to_owned()),
+        "Allow should list DELETE, got {:?}",
+        get_d.header_all("allow")
+    );
+
+    // A path no route has is a 404, not a 405.
+    let nf = rd.request("PUT", "/nothing", &[], "").await;
+    assert_eq!(nf.status, 404, "PUT /nothing: {}", nf.describe());
+    assert_json_error(&nf);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_addr_cidr_matcher() {
+    let cfg = config(vec![
+        Route::respond("local")
+            .m(path("/ra"))
+            .m(matcher("remote_addr", None, "127.0.0.0/8, ::1/128", false)),
+        Route::respond("ten")
+            .m(path("/rb"))
+            .m(matcher("remote_addr", None, "10.0.0.0/8", false)),
+        Route::respond("single")
+            .m(path("/rc"))
+            .m(matcher("remote_addr", None, "192.168.0.0/16,127.0.0.1/32", false)),
+    ]);
+    let probes = [
+        probe("GET", "/ra").route("local"),
+        probe("GET", "/rb").status(404),
+        // the socket address counts, not a client-supplied X-Forwarded-For
+        probe("GET", "/rb")
+            .header("X-Forwarded-For", "10.1.2.3")
+            .status(404),
+        probe("GET", "/rc").route("single"),
+    ];
+    assert_no_failures(&run_case("remote_addr", &cfg, &probes).await);
+}
+
+/// One precedence case: routes, then probes expecting route names.
+struct Case {
+    label: &'static str,
+    routes: Vec<Route>,
+    probes: Vec<Probe>,
+}
+
+fn case(label: &'static str, routes: Vec<Route>, probes: Vec<Probe>) -> Case {
+    Case {
+        label,
+        routes,
+        probes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precedence_table() {
+    let r = Route::respond;
+    let cases = vec![
+        case(
+            "priority beats path specificity",
+            vec![
+                r("lit").m(path("/a/b")),
+                r("catch").m(path("/a/{*rest}")).priority(10),
+            ],
+            vec![probe("GET", "/a/b").route("catch")],
+        ),
+        case(
+            "priority beats radix-over-regex",
+            vec![r("lit").m(path("/r/x")), r("re").m(path_re("^/r/")).priority(1)],
+            vec![probe("GET", "/r/x").route("re")],
+        ),
+        case(
+            "priority beats more matchers",
+            vec![
+                r("few").m(path("/m")).priority(5),
+                r("many")
+                    .m(path("/m"))
+                    .m(header("X-A", "1"))
+                    .m(method("GET")),
+            ],
+            vec![probe("GET", "/m").header("X-A", "1").route("few")],
+        ),
+        case(
+            "literal beats param",
+            vec![r("param").m(path("/u/{id}")), r("lit").m(path("/u/new"))],
+            vec![
+                probe("GET", "/u/new").route("lit"),
+                probe("GET", "/u/7").route("param"),
+            ],
+        ),
+        case(
+            "param beats catch-all (matchit conflict)",
+            vec![r("catch").m(path("/a/{*rest}")), r("param").m(path("/a/{id}"))],
+            vec![
+                probe("GET", "/a/7").route("param"),
+                probe("GET", "/a/7/8").route("catch"),
+            ],
+        ),
+        case(
+            "first differing segment decides",
+            vec![
+                r("param-first").m(path("/x/{p}/lit")),
+                r("lit-first").m(path("/x/lit2/{q}")),
+            ],
+            vec![
+                probe("GET", "/x/lit2/lit").route("lit-first"),
+                probe("GET", "/x/other/lit").route("param-first"),
+            ],
+        ),
+        case(
+            "deeper literal catch-all beats shallower catch-all",
+            vec![
+                r("shallow").m(path("/a/{*rest}")),
+                r("deep").m(path("/a/b/{*rest}")),
+            ],
+            vec![
+                probe("GET", "/a/b/c").route("deep"),
+                probe("GET", "/a/c/d").route("shallow"),
+                // `/a/b/{*rest}` needs a non-empty rest
+                probe("GET", "/a/b").route("shallow"),
+            ],
+        ),
+        case(
+            "exact beats prefix on the prefix itself",
+            vec![r("pre").m(prefix("/a")), r("exact").m(path("/a"))],
+            vec![
+                probe("GET", "/a").route("exact"),
+                probe("GET", "/a/x").route("pre"),
+            ],
+        ),
+        case(
+            "exact beats prefix (two segments)",
+            vec![r("pre").m(prefix("/a/b")), r("exact").m(path("/a/b"))],
+            vec![probe("GET", "/a/b").route("exact")],
+        ),
+        case(
+            "prefix /a/b beats /a/{*rest}",
+            vec![r("catch").m(path("/a/{*rest}")), r("pre").m(prefix("/a/b"))],
+            vec![
+                probe("GET", "/a/b/c").route("pre"),
+                probe("GET", "/a/b").route("pre"),
+                probe("GET", "/a/c").route("catch"),
+            ],
+        ),
+        case(
+            "prefix literal beats param at the same depth",
+            vec![r("param").m(path("/a/{x}/c")), r("pre").m(prefix("/a/b"))],
+            vec![
+                probe("GET", "/a/b/c").route("pre"),
+                probe("GET", "/a/z/c").route("param"),
+            ],
+        ),
+        case(
+            "param beats the catch-all of a shorter prefix",
+            vec![r("pre").m(prefix("/a")), r("param").m(path("/a/{x}"))],
+            vec![
+                probe("GET", "/a/z").route("param"),
+                probe("GET", "/a/z/y").route("pre"),
+                probe("GET", "/a").route("pre"),
+            ],
+        ),
+        case(
+            "radix beats regex",
+            vec![r("re").m(path_re("^/r/x$")), r("radix").m(path("/r/{*rest}"))],
+            vec![probe("GET", "/r/x").route("radix")],
+        ),
+        case(
+            "regex beats no path matcher",
+            vec![r("nopath").m(method("GET")), r("re").m(path_re("^/q"))],
+            vec![
+                probe("GET", "/q").route("re"),
+                probe("GET", "/z").route("nopath"),
+            ],
+        ),
+        case(
+            "prefix beats no path matcher",
+            vec![
+                r("nopath").m(method("GET")).m(header("X-A", "1")),
+                r("pre").m(prefix("/p")),
+            ],
+            vec![probe("GET", "/p/1").header("X-A", "1").route("pre")],
+        ),
+        case(
+            "more matchers win on the same path",
+            vec![
+                r("one").m(path("/m")),
+                r("two").m(path("/m")).m(header("X-A", "1")),
+            ],
+            vec![
+                probe("GET", "/m").header("X-A", "1").route("two"),
+                probe("GET", "/m").route("one"),
+                probe("GET", "/m").header("X-A", "2").route("one"),
+            ],
+        ),
+        case(
+            "more specific path beats more matchers",
+            vec![
+                r("param-many")
+                    .m(path("/a/{x}"))
+                    .m(header("X-A", "1"))
+                    .m(method("GET")),
+                r("lit").m(path("/a/b")),
+            ],
+            vec![probe("GET", "/a/b").header("X-A", "1").route("lit")],
+        ),
+        case(
+            "same pattern twice with different headers",
+            vec![
+                r("sa").m(path("/s/{id}")).m(header("X-T", "a")),
+                r("sb").m(path("/s/{id}")).m(header("X-T", "b")),
+            ],
+            vec![
+                probe("GET", "/s/1").header("X-T", "a").route("sa"),
+                probe("GET", "/s/1").header("X-T", "b").route("sb"),
+                probe("GET", "/s/1").status(404),
+            ],
+        ),
+        case(
+            "name byte order breaks ties",
+            vec![
+                r("b-route").m(path("/t")),
+                r("a-route").m(path("/t")),
+                r("alpha").m(path("/u")),
+                r("Zulu").m(path("/u")),
+            ],
+            vec![
+                probe("GET", "/t").route("a-route"),
+                // byte order: uppercase sorts before lowercase
+                probe("GET", "/u").route("Zulu"),
+            ],
+        ),
+        case(
+            "{name}, :name and *name spellings",
+            vec![
+                r("colon").m(path("/c/:id")),
+                r("braces").m(path("/c/{id}/x")),
+                r("star").m(path("/c/{id}/x/*rest")),
+            ],
+            vec![
+                probe("GET", "/c/1").route("colon"),
+                probe("GET", "/c/1/x").route("braces"),
+                probe("GET", "/c/1/x/y/z").route("star"),
+            ],
+        ),
+        case(
+            "disabled routes never match",
+            vec![
+                r("off")
+                    .m(path("/e"))
+                    .priority(1000)
+                    .set("enabled", json!(false)),
+                r("on").m(path("/e")),
+                r("off-only").m(path("/g")).set("enabled", json!(false)),
+            ],
+            vec![
+                probe("GET", "/e").route("on"),
+                probe("GET", "/g").status(404),
+            ],
+        ),
+        case(
+            "fall-through to the next matching pattern",
+            vec![
+                r("new").m(path("/users/new")).m(header("X-Admin", "1")),
+                r("id").m(path("/users/{id}")),
+            ],
+            vec![
+                probe("GET", "/users/new").route("id"),
+                probe("GET", "/users/new").header("X-Admin", "1").route("new"),
+                probe("GET", "/users/42").route("id"),
+            ],
+        ),
+        case(
+            "fall-through across several levels",
+            vec![
+                r("lit").m(path("/f/a/x")).m(header("X-L", "1")),
+                r("param").m(path("/f/{a}/x")).m(header("X-P", "1")),
+                r("catch").m(path("/f/{*rest}")),
+                r("re").m(path_re("^/f/")).m(header("X-R", "1")),
+            ],
+            vec![
+                probe("GET", "/f/a/x").header("X-L", "1").route("lit"),
+                probe("GET", "/f/a/x").header("X-P", "1").route("param"),
+                probe("GET", "/f/a/x").route("catch"),
+                probe("GET", "/f/a/x")
+                    .header("X-R", "1")
+                    .header("X-L", "0")
+                    .route("catch"),
+            ],
+        ),
+        case(
+            "fall-through from radix to regex to no-path",
+            vec![
+                r("radix").m(path("/n/{id}")).m(header("X-A", "1")),
+                r("re").m(path_re("^/n/")).m(header("X-B", "1")),
+                r("nopath").m(header("X-C", "1")),
+            ],
+            vec![
+                probe("GET", "/n/1").header("X-A", "1").route("radix"),
+                probe("GET", "/n/1").header("X-B", "1").route("re"),
+                probe("GET", "/n/1").header("X-C", "1").route("nopath"),
+                probe("GET", "/n/1").status(404),
+            ],
+        ),
+        case(
+            "different param names at the same position",
+            vec![
+                r("by-id").m(path("/users/{id}")),
+                r("posts").m(path("/users/{user}/posts")),
+                r("post").m(path("/users/{uid}/posts/{pid}")),
+            ],
+            vec![
+                probe("GET", "/users/1").route("by-id"),
+                probe("GET", "/users/1/posts").route("posts"),
+                probe("GET", "/users/1/posts/2").route("post"),
+            ],
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for c in cases {
+        let cfg = config(c.routes);
+        failures.extend(run_case(c.label, &cfg, &c.probes).await);
+    }
+    assert_no_failures(&failures);
+}
+
+fn assert_json_error(resp: &Resp) {
+    let ct = resp.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "error response content-type should be application/json, got {ct:?} ({})",
+        resp.describe()
+    );
+    let json = resp.json();
+    assert!(
+        json.get("error").is_some_and(|e| e.is_string()),
+        "error body should be {{\"error\": \"...\"}}, got {json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_rule_catches_unmatched_and_ignores_its_matchers() {
+    let mut cfg = config(vec![
+        Route::respond("api").m(prefix("/api")),
+        Route::respond("fallback")
+            .set("default_rule", json!(true))
+            .m(path("/never")),
+    ]);
+    // default_url is only used when there is no default rule
+    cfg["default_url"] = json!(format!("http://127.0.0.1:{}", unused_port()));
+    let probes = [
+        probe("GET", "/api/x").route("api"),
+        probe("GET", "/other").route("fallback"),
+        probe("DELETE", "/x/y?z=1").route("fallback"),
+        probe("GET", "/never").route("fallback"),
+        // no trailing-slash redirect when a default rule exists
+        probe("GET", "/api/").route("api"),
+    ];
+    assert_no_failures(&run_case("default rule", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_url_proxies_unmatched_requests() {
+    let fallback = Backend::start("fallback").await;
+    let mut cfg = config(vec![Route::respond("api").m(prefix("/api"))]);
+    cfg["default_url"] = json!(fallback.url());
+    let rd = Routerd::start(&cfg).await;
+
+    let resp = rd.request("POST", "/zzz/y?x=1&y", &[], "payload").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    let echo = resp.json();
+    assert_eq!(echo["backend"], "fallback");
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/zzz/y");
+    assert_eq!(echo["query"], "x=1&y");
+    assert_eq!(echo["body"], "payload");
+
+    let api = rd.get("/api").await;
+    assert_eq!(api.text(), "api", "{}", api.describe());
+    assert_eq!(fallback.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailing_slash_redirects() {
+    let cfg = config(vec![
+        Route::respond("about").m(path("/about")),
+        Route::respond("docs").m(path("/docs/")),
+        Route::respond("item").m(path("/items/{id}")),
+    ]);
+    let probes = [
+        probe("GET", "/about/").redirect(301, "/about"),
+        probe("GET", "/about/?a=1&b=%20").redirect(301, "/about?a=1&b=%20"),
+        probe("HEAD", "/about/").redirect(301, "/about"),
+        probe("POST", "/about/?y=2").redirect(308, "/about?y=2"),
+        probe("DELETE", "/about/").redirect(308, "/about"),
+        probe("GET", "/docs?x=1").redirect(301, "/docs/?x=1"),
+        probe("PUT", "/docs").redirect(308, "/docs/"),
+        probe("GET", "/items/42/").redirect(301, "/items/42"),
+        // neither form matches anything
+        probe("GET", "/nope/").status(404),
+        probe("GET", "/about").route("about"),
+        probe("GET", "/docs/").route("docs"),
+    ];
+    assert_no_failures(&run_case("redirects", &cfg, &probes).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_json() {
+    let rd = Routerd::start(&config(vec![Route::respond("only").m(path("/only"))])).await;
+    let resp = rd.get("/missing").await;
+    assert_eq!(resp.status, 404, "{}", resp.describe());
+    assert_json_error(&resp);
+    let post = rd.request("POST", "/missing", &[], "x").await;
+    assert_eq!(post.status, 404, "{}", post.describe());
+    assert_json_error(&post);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_filters_and_path_params() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![
+        Route::proxy("users", &b.url())
+            .m(path("/users/{id}"))
+            .filter("set_request_header", &["X-User", "{id}"])
+            .filter("set_request_header", &["X-Combined", "user-{id}-x"])
+            .filter("remove_request_header", &["X-Secret"]),
+        Route::proxy("files", &b.url())
+            .m(path("/files/{*rest}"))
+            .filter("set_request_header", &["X-Rest", "{rest}"]),
+        Route::proxy("set-then-remove", &b.url())
+            .m(path("/str"))
+            .filter("set_request_header", &["X-A", "1"])
+            .filter("remove_request_header", &["X-A"]),
+        Route::proxy("remove-then-set", &b.url())
+            .m(path("/rts"))
+            .filter("remove_request_header", &["X-A"])
+            .filter("set_request_header", &["X-A", "2"]),
+        Route::proxy("rewrite", &format!("{}/base", b.url()))
+            .m(path("/items/{id}"))
+            .set("strip_prefix", json!("/items"))
+            .filter("set_path", &["/v2/items/{id}/detail"]),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+
+    let resp = rd
+        .request(
+            "GET",
+            "/users/42",
+            &[("X-User", "evil"), ("X-Secret", "s3cr3t"), ("X-Keep", "k")],
+            "",
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.echoed_header("x-user"), vec!["42"], "set overrides");
+    assert_eq!(resp.echoed_header("x-combined"), vec!["user-42-x"]);
+    assert!(resp.echoed_header("x-secret").is_empty(), "removed");
+    assert_eq!(resp.echoed_header("x-keep"), vec!["k"], "others kept");
+
+    let resp = rd.get("/files/a/b/c.txt").await;
+    assert_eq!(resp.echoed_header("x-rest"), vec!["a/b/c.txt"]);
+
+    let resp = rd.request("GET", "/str", &[("X-A", "client")], "").await;
+    assert!(
+        resp.echoed_header("x-a").is_empty(),
+        "set then remove: {:?}",
+        resp.echoed_header("x-a")
+    );
+    let resp = rd.request("GET", "/rts", &[("X-A", "client")], "").await;
+    assert_eq!(resp.echoed_header("x-a"), vec!["2"], "remove then set");
+
+    let resp = rd.get("/items/7?full=1").await;
+    let echo = resp.json();
+    assert_eq!(
+        echo["path"], "/v2/items/7/detail",
+        "set_path replaces the whole upstream path"
+    );
+    assert_eq!(echo["query"], "full=1", "set_path keeps the query");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_filters() {
+    let b = Backend::builder("b")
+        .header("X-Backend-Internal", "secret")
+        .header("X-Keep", "yes")
+        .start()
+        .await;
+    let cfg = config(vec![
+        Route::proxy("resp", &b.url())
+            .m(path("/r/{id}"))
+            .filter("set_response_header", &["X-Resp", "r-{id}"])
+            .filter("set_response_header", &["X-Keep", "overridden"])
+            .filter("remove_response_header", &["X-Backend-Internal"]),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+    let resp = rd.get("/r/9").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.backend().as_deref(), Some("b"));
+    assert_eq!(resp.header_all("x-resp"), vec!["r-9"]);
+    assert_eq!(resp.header_all("x-keep"), vec!["overridden"]);
+    assert!(
+        resp.header("x-backend-internal").is_none(),
+        "removed response header still present"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn respond_and_redirect_filters() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![
+        Route::proxy("moved", &b.url())
+            .m(path("/old/{id}"))
+            .filter("redirect", &["302", "/new/{id}"]),
+        Route(json!({
+            "name": "moved-no-target",
+            "matchers": [{"condition": "path", "pattern": "/gone"}],
+            "filters": [{"name": "redirect", "args": ["301", "https://elsewhere.example/"]}],
+        })),
+        Route(json!({
+            "name": "created",
+            "matchers": [{"condition": "path", "pattern": "/make/{id}"}],
+            "filters": [{"name": "respond", "args": ["201", "created {id}", "text/plain"]}],
+        })),
+        Route(json!({
+            "name": "teapot",
+            "matchers": [{"condition": "path", "pattern": "/tea"}],
+            "filters": [
+                {"name": "set_response_header", "args": ["X-Brew", "green"]},
+                {"name": "respond", "args": ["418", "[\"stout\"]", "application/json"]}
+            ],
+        })),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+
+    let resp = rd.get("/old/5").await;
+    assert_eq!(resp.status, 302, "{}", resp.describe());
+    assert_eq!(resp.header("location").as_deref(), Some("/new/5"));
+    assert_eq!(b.requests(), 0, "a redirect filter must not reach the backend");
+
+    let resp = rd.get("/gone").await;
+    assert_eq!(resp.status, 301, "{}", resp.describe());
+    assert_eq!(
+        resp.header("location").as_deref(),
+        Some("https://elsewhere.example/")
+    );
+
+    let resp = rd.request("POST", "/make/77", &[], "ignored").await;
+    assert_eq!(resp.status, 201, "{}", resp.describe());
+    assert_eq!(resp.text(), "created 77");
+    assert!(
+        resp.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain")),
+        "content-type {:?}",
+        resp.header("content-type")
+    );
+
+    let resp = rd.get("/tea").await;
+    assert_eq!(resp.status, 418, "{}", resp.describe());
+    assert_eq!(resp.json(), json!(["stout"]));
+    assert_eq!(
+        resp.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(resp.header("x-brew").as_deref(), Some("green"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cube_documented_example_loads_unchanged() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("fixtures")
+        .join("cube-example.json");
+    let rd = Routerd::start_with_file(&fixture).await;
+    // The example's backends (backend-v2, ...) don't resolve: every proxied request gets a 502
+    // that names the chosen route.
+    let probes = [
+        probe("GET", "/api/v2/x").error_route(502, "api-v2"),
+        probe("POST", "/api/v2/users").error_route(502, "api-v2"),
+        probe("DELETE", "/api/v2/x").error_route(502, "default"),
+        probe("GET", "/api/v1/x").error_route(502, "api-v1"),
+        probe("DELETE", "/api/v1/x").error_route(502, "api-v1"),
+        probe("GET", "/other").error_route(502, "default"),
+        probe("GET", "/").error_route(502, "default"),
+    ];
+    assert_no_failures(&run_probes(&rd, "cube", &probes).await);
+}
