@@ -6,6 +6,8 @@
 
 pub mod admin;
 pub mod config;
+pub mod plugins;
 pub mod proxy;
+pub mod routeset;
 pub mod routing;
 pub mod server;

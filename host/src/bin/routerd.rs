@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use routerd::admin::Admin;
 use routerd::config::{self, watch::FileWatch};
-use routerd::proxy::Proxy;
-use routerd::routing::RouteTable;
+use routerd::plugins::{PluginEngine, PluginRegistry, PoolLimits, watcher};
+use routerd::routeset::RouteSet;
 use routerd::server;
 
 /// A programmable HTTP router.
@@ -73,18 +73,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for dir in [&args.plugins, &args.data] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let table = match &args.config {
-        Some(path) => config::load_file(path)?.1,
+    let engine = PluginEngine::new(
+        &PoolLimits::default(),
+        Some(&args.data.join("plugin-cache")),
+    )?;
+    let registry = Arc::new(PluginRegistry::new(engine, &args.plugins));
+    registry.load_dir();
+    let config = match &args.config {
+        Some(path) => config::load_file(path)?,
         None => {
             info!("no --config given: serving the embedded example routes");
-            RouteTable::build(&config::parse(
-                config::EMBEDDED_DEFAULT,
-                "embedded default",
-            )?)?
+            config::parse(config::EMBEDDED_DEFAULT, "embedded default")?
         }
     };
-    let proxy = Arc::new(Proxy::new(table));
+    let origin = args
+        .config
+        .as_ref()
+        .map_or("embedded default".to_owned(), |p| p.display().to_string());
+    let routes = Arc::new(RouteSet::new(config, registry.clone()).map_err(|source| {
+        config::ConfigError::Invalid {
+            path: origin,
+            source,
+        }
+    })?);
+    let proxy = routes.proxy().clone();
     let admin = Arc::new(Admin::new(proxy.clone()));
+    let _plugin_watch =
+        watcher::watch(registry.clone()).context("cannot watch the plugins directory")?;
+    {
+        let routes = routes.clone();
+        let mut changes = registry.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                routes.plugins_changed();
+            }
+        });
+    }
 
     let proxy_listener = TcpListener::bind(args.listen)
         .await
@@ -105,15 +129,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(server::serve(admin_listener, admin, stop_rx, drain));
 
     if let Some(path) = args.config.clone() {
-        let proxy = proxy.clone();
+        let routes = routes.clone();
         let mut watch = FileWatch::new(&path).context("cannot watch the config file")?;
         tokio::spawn(async move {
             while watch.changed().await.is_some() {
-                match config::load_file(&path) {
-                    Ok((cfg, table)) => {
-                        proxy.swap_table(table);
-                        info!(routes = cfg.routes.len(), "config reloaded");
-                    }
+                let applied = config::load_file(&path).and_then(|cfg| {
+                    let n = cfg.routes.len();
+                    routes
+                        .apply(cfg)
+                        .map(|()| n)
+                        .map_err(|source| config::ConfigError::Invalid {
+                            path: path.display().to_string(),
+                            source,
+                        })
+                });
+                match applied {
+                    Ok(n) => info!(routes = n, "config reloaded"),
                     Err(e) => {
                         warn!("config change rejected, still serving the previous routes: {e}")
                     }

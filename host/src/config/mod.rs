@@ -11,8 +11,6 @@ use std::path::Path;
 pub use error::{ConfigError, ErrorCode, RouteError, RouteSetError};
 pub use model::{ConfigFile, FilterSpec, MatcherSpec, RouteRule};
 
-use crate::routing::RouteTable;
-
 /// The route set served when no `--config` is given: a landing page and a templated greeting.
 pub const EMBEDDED_DEFAULT: &str = r#"{
   "routes": [
@@ -40,24 +38,20 @@ pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
     })
 }
 
-/// Reads, parses and compiles a config file.
-pub fn load_file(path: &Path) -> Result<(ConfigFile, RouteTable), ConfigError> {
+/// Reads and parses a config file (validation happens when it is compiled into a table).
+pub fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: origin.clone(),
         source,
     })?;
-    let config = parse(&text, &origin)?;
-    let table = RouteTable::build(&config).map_err(|source| ConfigError::Invalid {
-        path: origin,
-        source,
-    })?;
-    Ok((config, table))
+    parse(&text, &origin)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::RouteTable;
 
     #[test]
     fn embedded_default_is_valid() {

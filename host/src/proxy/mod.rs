@@ -15,9 +15,11 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use tracing::warn;
 
+use crate::plugins::state::{HeaderOp, Reply, RequestAction};
+use crate::plugins::{CallRequest, CallResponse, FailurePolicy};
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
-    BufferedBody, Decision, RequestView, RouteFilter, RouteTable, Target, request_host,
+    BufferedBody, Decision, RequestView, RouteFilter, RouteTable, SharedHead, Target, request_host,
 };
 use body::RequestBody;
 use upstream::UpstreamClient;
@@ -58,9 +60,15 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let table = self.table.load_full();
         let (parts, body) = req.into_parts();
+        // Shared (not copied) with plugin predicates; unwrapped again once the route is chosen.
+        let shared = SharedHead {
+            parts: Arc::new(parts),
+            remote,
+        };
         let mut body = RequestBody::Streaming(body);
         let mut buffered: Option<BufferedBody> = None;
         let decision = loop {
+            let parts = &shared.parts;
             let view = RequestView {
                 method: &parts.method,
                 path: parts.uri.path(),
@@ -69,6 +77,7 @@ impl Proxy {
                 headers: &parts.headers,
                 remote: remote.ip(),
                 body: buffered.as_ref(),
+                shared: Some(&shared),
             };
             match table.decide(&view) {
                 Decision::NeedBody => match body::read_prefix(body, table.max_body_bytes()).await {
@@ -88,13 +97,24 @@ impl Proxy {
                 d => break d,
             }
         };
+        let parts = Arc::try_unwrap(shared.parts).unwrap_or_else(|shared| (*shared).clone());
         match decision {
             Decision::Route(id) => self.run_route(&table, id, parts, body, remote).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
                     let path = parts.uri.path().to_owned();
-                    self.forward(target, &path, parts, body, remote, None, "default_url")
-                        .await
+                    let query = parts.uri.query().map(str::to_owned);
+                    self.forward(
+                        target,
+                        &path,
+                        query.as_deref(),
+                        parts,
+                        body,
+                        remote,
+                        None,
+                        "default_url",
+                    )
+                    .await
                 }
                 None => error(StatusCode::NOT_FOUND, "no route matches", None),
             },
@@ -135,11 +155,23 @@ impl Proxy {
         let params = table.params(id, &path);
         let mut upstream_path =
             upstream::strip_prefix(&path, route.strip_prefix.as_deref()).into_owned();
+        let mut upstream_query = parts.uri.query().map(str::to_owned);
+        let has_plugin_filters = route
+            .filters
+            .iter()
+            .any(|f| matches!(f, RouteFilter::Plugin(_)));
+        let owned_params: Vec<(String, String)> = if has_plugin_filters {
+            params
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut answer = None;
         for f in &route.filters {
-            let RouteFilter::Builtin(f) = f;
             match f {
-                BuiltinFilter::SetRequestHeader(name, value) => {
+                RouteFilter::Builtin(BuiltinFilter::SetRequestHeader(name, value)) => {
                     match HeaderValue::from_str(&value.render(&params)) {
                         Ok(v) => {
                             parts.headers.insert(name.clone(), v);
@@ -149,11 +181,13 @@ impl Proxy {
                         }
                     }
                 }
-                BuiltinFilter::RemoveRequestHeader(name) => {
+                RouteFilter::Builtin(BuiltinFilter::RemoveRequestHeader(name)) => {
                     parts.headers.remove(name);
                 }
-                BuiltinFilter::SetPath(t) => upstream_path = t.render(&params),
-                BuiltinFilter::Redirect(status, location) => {
+                RouteFilter::Builtin(BuiltinFilter::SetPath(t)) => {
+                    upstream_path = t.render(&params)
+                }
+                RouteFilter::Builtin(BuiltinFilter::Redirect(status, location)) => {
                     let mut resp = Response::new(empty());
                     *resp.status_mut() = *status;
                     if let Ok(v) = HeaderValue::from_str(&location.render(&params)) {
@@ -162,7 +196,7 @@ impl Proxy {
                     answer = Some(resp);
                     break;
                 }
-                BuiltinFilter::Respond(status, text, content_type) => {
+                RouteFilter::Builtin(BuiltinFilter::Respond(status, text, content_type)) => {
                     let mut resp = Response::new(full(text.render(&params)));
                     *resp.status_mut() = *status;
                     resp.headers_mut()
@@ -170,15 +204,64 @@ impl Proxy {
                     answer = Some(resp);
                     break;
                 }
-                BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
+                RouteFilter::Builtin(
+                    BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_),
+                ) => {}
+                RouteFilter::Plugin(call) => {
+                    let head = Arc::new(std::mem::replace(
+                        &mut parts,
+                        Request::new(()).into_parts().0,
+                    ));
+                    let request = CallRequest {
+                        parts: head.clone(),
+                        remote,
+                        path: Some(upstream_path.clone()),
+                        params: owned_params.clone(),
+                    };
+                    let result = call.plugin.on_request(request, &call.args);
+                    parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
+                    match result {
+                        Ok(RequestAction::Proceed(edits)) => {
+                            apply_ops(&mut parts.headers, edits.headers, &call.plugin.name);
+                            if let Some(p) = edits.path {
+                                if p.starts_with('/') {
+                                    upstream_path = p;
+                                } else {
+                                    warn!(plugin = &*call.plugin.name, route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
+                                }
+                            }
+                            if let Some(q) = edits.query {
+                                upstream_query = (!q.is_empty()).then_some(q);
+                            }
+                        }
+                        Ok(RequestAction::Respond(reply)) => {
+                            answer = Some(reply_response(reply, &call.plugin.name));
+                            break;
+                        }
+                        Err(failure) => {
+                            let policy = call.plugin.settings.failure;
+                            warn!(plugin = &*call.plugin.name, route = %route.name, reason = %failure, ?policy, "plugin filter failed");
+                            if policy == FailurePolicy::FailClosed {
+                                answer = Some(error(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "a plugin filter failed",
+                                    Some(&route.name),
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                }
             }
         }
+        let response_head = has_plugin_filters.then(|| Arc::new(parts.clone()));
         let mut resp = match (answer, &route.target) {
             (Some(resp), _) => resp,
             (None, Some(target)) => {
                 self.forward(
                     target,
                     &upstream_path,
+                    upstream_query.as_deref(),
                     parts,
                     body,
                     remote,
@@ -194,17 +277,56 @@ impl Proxy {
             ),
         };
         for f in &route.filters {
-            let RouteFilter::Builtin(f) = f;
             match f {
-                BuiltinFilter::SetResponseHeader(name, value) => {
+                RouteFilter::Builtin(BuiltinFilter::SetResponseHeader(name, value)) => {
                     if let Ok(v) = HeaderValue::from_str(&value.render(&params)) {
                         resp.headers_mut().insert(name.clone(), v);
                     }
                 }
-                BuiltinFilter::RemoveResponseHeader(name) => {
+                RouteFilter::Builtin(BuiltinFilter::RemoveResponseHeader(name)) => {
                     resp.headers_mut().remove(name);
                 }
-                _ => {}
+                RouteFilter::Plugin(call) => {
+                    let Some(head) = &response_head else { continue };
+                    let request = CallRequest {
+                        parts: head.clone(),
+                        remote,
+                        path: Some(upstream_path.clone()),
+                        params: owned_params.clone(),
+                    };
+                    let view = CallResponse {
+                        status: resp.status().as_u16(),
+                        headers: std::mem::take(resp.headers_mut()),
+                    };
+                    let (result, view) = call.plugin.on_response(request, view, &call.args);
+                    *resp.headers_mut() = view.headers;
+                    match result {
+                        Ok(edits) => {
+                            if let Some(status) = edits.status {
+                                match StatusCode::from_u16(status) {
+                                    Ok(s) => *resp.status_mut() = s,
+                                    Err(_) => warn!(
+                                        plugin = &*call.plugin.name,
+                                        status, "plugin set an invalid status; ignored"
+                                    ),
+                                }
+                            }
+                            apply_ops(resp.headers_mut(), edits.headers, &call.plugin.name);
+                        }
+                        Err(failure) => {
+                            let policy = call.plugin.settings.failure;
+                            warn!(plugin = &*call.plugin.name, route = %route.name, reason = %failure, ?policy, "plugin filter failed");
+                            if policy == FailurePolicy::FailClosed {
+                                resp = error(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "a plugin filter failed",
+                                    Some(&route.name),
+                                );
+                            }
+                        }
+                    }
+                }
+                RouteFilter::Builtin(_) => {}
             }
         }
         resp
@@ -215,13 +337,14 @@ impl Proxy {
         &self,
         target: &Target,
         path: &str,
+        query: Option<&str>,
         mut parts: http::request::Parts,
         body: RequestBody,
         remote: SocketAddr,
         timeout: Option<std::time::Duration>,
         route: &str,
     ) -> Response<ResponseBody> {
-        let uri = match upstream::upstream_uri(target, path, parts.uri.query()) {
+        let uri = match upstream::upstream_uri(target, path, query) {
             Ok(u) => u,
             Err(e) => {
                 warn!(route, error = %e, "cannot build the backend URI");
@@ -274,6 +397,56 @@ impl Proxy {
             }
         }
     }
+}
+
+/// Applies a plugin's header changes; invalid names or values are logged and skipped.
+fn apply_ops(headers: &mut http::HeaderMap, ops: Vec<HeaderOp>, plugin: &str) {
+    use http::header::HeaderName;
+    for op in ops {
+        let (name, value, append) = match op {
+            HeaderOp::Remove(name) => {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+                continue;
+            }
+            HeaderOp::Set((n, v)) => (n, v, false),
+            HeaderOp::Append((n, v)) => (n, v, true),
+        };
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(n), Ok(v)) if append => {
+                headers.append(n, v);
+            }
+            (Ok(n), Ok(v)) => {
+                headers.insert(n, v);
+            }
+            _ => warn!(plugin, header = %name, "plugin produced an invalid header; skipped"),
+        }
+    }
+}
+
+/// A plugin's reply as a response.
+fn reply_response(reply: Reply, plugin: &str) -> Response<ResponseBody> {
+    let Ok(status) = StatusCode::from_u16(reply.status) else {
+        warn!(
+            plugin,
+            status = reply.status,
+            "plugin replied with an invalid status"
+        );
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a plugin filter failed",
+            None,
+        );
+    };
+    let mut resp = Response::new(full(reply.body));
+    *resp.status_mut() = status;
+    let ops = reply.headers.into_iter().map(HeaderOp::Append).collect();
+    apply_ops(resp.headers_mut(), ops, plugin);
+    resp
 }
 
 fn set_allow(resp: &mut Response<ResponseBody>, allow: &str) {

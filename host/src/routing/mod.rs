@@ -12,6 +12,6 @@ pub mod route;
 pub mod table;
 pub mod tree;
 
-pub use request::{BufferedBody, RequestView, request_host};
-pub use route::{Route, RouteFilter, Target};
-pub use table::{Decision, Params, RouteTable};
+pub use request::{BufferedBody, RequestView, SharedHead, request_host};
+pub use route::{PluginCall, PluginSource, Route, RouteFilter, Target};
+pub use table::{BuildMode, Decision, Params, RouteTable};

@@ -52,6 +52,17 @@ pub struct RequestView<'a> {
     pub remote: IpAddr,
     /// The body, when it has been read.
     pub body: Option<&'a BufferedBody>,
+    /// The shared request head for plugin predicates (without it, plugin predicates fail).
+    pub shared: Option<&'a SharedHead>,
+}
+
+/// The request head shared with plugin calls without copying.
+#[derive(Debug, Clone)]
+pub struct SharedHead {
+    /// The head.
+    pub parts: std::sync::Arc<http::request::Parts>,
+    /// The client's address.
+    pub remote: std::net::SocketAddr,
 }
 
 /// The host a request is for, without the port: the URI's authority (HTTP/2, absolute-form) or

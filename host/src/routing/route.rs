@@ -12,6 +12,41 @@ use super::filters::BuiltinFilter;
 use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
 use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
 use crate::config::{ErrorCode, MatcherSpec, RouteError, RouteRule};
+use crate::plugins::{Plugin, PluginRegistry};
+
+/// Where routes find their plugins.
+pub trait PluginSource {
+    /// The loaded plugin called `name`.
+    fn plugin(&self, name: &str) -> Option<std::sync::Arc<Plugin>>;
+}
+
+/// No plugins at all.
+impl PluginSource for () {
+    fn plugin(&self, _: &str) -> Option<std::sync::Arc<Plugin>> {
+        None
+    }
+}
+
+impl PluginSource for PluginRegistry {
+    fn plugin(&self, name: &str) -> Option<std::sync::Arc<Plugin>> {
+        self.get(name)
+    }
+}
+
+/// A plugin with a route's arguments (validated by the plugin at load).
+#[derive(Clone)]
+pub struct PluginCall {
+    /// The plugin.
+    pub plugin: std::sync::Arc<Plugin>,
+    /// The route's arguments.
+    pub args: Vec<String>,
+}
+
+impl std::fmt::Debug for PluginCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.plugin.name, self.args)
+    }
+}
 
 /// Where a route's path matcher sends it in the index.
 #[derive(Debug)]
@@ -74,6 +109,8 @@ impl Target {
 pub enum RouteFilter {
     /// A built-in filter.
     Builtin(BuiltinFilter),
+    /// A plugin filter.
+    Plugin(PluginCall),
 }
 
 /// A compiled, validated route.
@@ -91,6 +128,8 @@ pub struct Route {
     pub methods: Option<MethodSet>,
     /// Other built-in matchers, cheapest first, body matchers last.
     pub matchers: Vec<Matcher>,
+    /// Plugin predicates, run after every built-in matcher has matched.
+    pub predicates: Vec<PluginCall>,
     /// Whether any matcher reads the body.
     pub needs_body: bool,
     /// The backend (absent when a filter answers).
@@ -107,7 +146,7 @@ pub struct Route {
 
 impl Route {
     /// Validates and compiles `rule`. All problems are reported, not only the first.
-    pub fn compile(rule: &RouteRule) -> Result<Route, Vec<RouteError>> {
+    pub fn compile(rule: &RouteRule, plugins: &dyn PluginSource) -> Result<Route, Vec<RouteError>> {
         let name = rule.name.as_str();
         let mut errors = Vec::new();
         let mut err = |field: &str, code: ErrorCode, reason: String| {
@@ -153,6 +192,7 @@ impl Route {
         let mut path = PathMatch::Any;
         let mut methods = None;
         let mut matchers = Vec::new();
+        let mut predicates = Vec::new();
         for (i, spec) in rule.matchers.iter().enumerate() {
             let field = format!("matchers[{i}]");
             match compile_matcher(spec) {
@@ -177,6 +217,29 @@ impl Route {
                     methods = Some(m);
                 }
                 Ok(Compiled::Other(m)) => matchers.push(m),
+                Ok(Compiled::Plugin(name)) => match plugins.plugin(&name) {
+                    None => err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::UnknownPlugin,
+                        format!("plugin {name:?} is not loaded"),
+                    ),
+                    Some(p) if !p.kind.predicate => err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::InvalidMatcher,
+                        format!("plugin {name:?} is a filter, not a predicate"),
+                    ),
+                    Some(p) => match p.validate_predicate(&spec.args) {
+                        Ok(()) => predicates.push(PluginCall {
+                            plugin: p,
+                            args: spec.args.clone(),
+                        }),
+                        Err(reason) => err(
+                            &format!("{field}.args"),
+                            ErrorCode::InvalidPluginArgs,
+                            reason,
+                        ),
+                    },
+                },
                 Err((sub, code, reason)) => err(&format!("{field}{sub}"), code, reason),
             }
         }
@@ -223,11 +286,29 @@ impl Route {
                         err(&format!("{field}.{sub}"), ErrorCode::InvalidFilter, reason)
                     }
                 },
-                (None, Some(plugin)) => err(
-                    &format!("{field}.plugin"),
-                    ErrorCode::UnknownPlugin,
-                    format!("plugin {plugin:?} is not loaded"),
-                ),
+                (None, Some(name)) => match plugins.plugin(name) {
+                    None => err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::UnknownPlugin,
+                        format!("plugin {name:?} is not loaded"),
+                    ),
+                    Some(p) if !p.kind.filter => err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::InvalidFilter,
+                        format!("plugin {name:?} is a predicate, not a filter"),
+                    ),
+                    Some(p) => match p.validate_filter(&f.args) {
+                        Ok(()) => filters.push(RouteFilter::Plugin(PluginCall {
+                            plugin: p,
+                            args: f.args.clone(),
+                        })),
+                        Err(reason) => err(
+                            &format!("{field}.args"),
+                            ErrorCode::InvalidPluginArgs,
+                            reason,
+                        ),
+                    },
+                },
                 _ => err(
                     &field,
                     ErrorCode::InvalidFilter,
@@ -270,6 +351,7 @@ impl Route {
             params,
             methods,
             matchers,
+            predicates,
             needs_body,
             target,
             strip_prefix,
@@ -289,6 +371,7 @@ enum Compiled {
     Path(PathMatch),
     Methods(MethodSet),
     Other(Matcher),
+    Plugin(String),
 }
 
 type MatcherError = (String, ErrorCode, String);
@@ -414,14 +497,15 @@ fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
             }
             Compiled::Other(Matcher::RemoteAddr(nets))
         }
-        "plugin" => {
-            let plugin = spec.plugin.as_deref().unwrap_or("");
-            return Err((
-                ".plugin".to_owned(),
-                ErrorCode::UnknownPlugin,
-                format!("plugin {plugin:?} is not loaded"),
-            ));
-        }
+        "plugin" => match spec.plugin.as_deref() {
+            Some(name) if !name.is_empty() => Compiled::Plugin(name.to_owned()),
+            _ => {
+                return Err(invalid(
+                    ".plugin",
+                    "condition \"plugin\" needs \"plugin\": NAME".into(),
+                ));
+            }
+        },
         other => {
             return Err(invalid(
                 ".condition",

@@ -7,9 +7,10 @@
 use http::{Method, StatusCode};
 
 use super::request::RequestView;
-use super::route::{PathMatch, Route, Target};
+use super::route::{PathMatch, PluginSource, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteSetError};
+use crate::plugins::{CallRequest, FailurePolicy};
 
 /// The default limit on bodies read for body matchers.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -25,6 +26,19 @@ pub struct RouteTable {
     default_url: Option<Target>,
     max_body_bytes: usize,
     disabled: Vec<Route>,
+    excluded: Vec<(RouteRuleRef, String)>,
+}
+
+type RouteRuleRef = crate::config::RouteRule;
+
+/// How [`RouteTable::build`] treats routes whose plugin is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildMode {
+    /// Every error rejects the whole set (config loads and API changes).
+    Strict,
+    /// A route whose only problem is a missing plugin is excluded, with the reason, and comes
+    /// back when the plugin does (rebuilds after a plugin change).
+    ExcludeMissingPlugins,
 }
 
 /// What to do with a request.
@@ -85,7 +99,17 @@ impl<'a> Params<'a> {
 impl RouteTable {
     /// Validates and compiles a config document. Nothing is built unless every route is valid.
     pub fn build(config: &ConfigFile) -> Result<RouteTable, RouteSetError> {
+        Self::build_with(config, &(), BuildMode::Strict)
+    }
+
+    /// Like [`RouteTable::build`], with plugins.
+    pub fn build_with(
+        config: &ConfigFile,
+        plugins: &dyn PluginSource,
+        mode: BuildMode,
+    ) -> Result<RouteTable, RouteSetError> {
         let mut errors = Vec::new();
+        let mut excluded = Vec::new();
         let mut compiled = Vec::with_capacity(config.routes.len());
         let mut names = std::collections::HashSet::with_capacity(config.routes.len());
         let mut default_seen: Option<&str> = None;
@@ -109,8 +133,19 @@ impl RouteTable {
                 }
                 default_seen = Some(&rule.name);
             }
-            match Route::compile(rule) {
+            match Route::compile(rule, plugins) {
                 Ok(r) => compiled.push(r),
+                Err(e)
+                    if mode == BuildMode::ExcludeMissingPlugins
+                        && e.iter().all(|e| e.code == ErrorCode::UnknownPlugin) =>
+                {
+                    let reason = e
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    excluded.push((rule.clone(), reason));
+                }
                 Err(e) => errors.extend(e),
             }
         }
@@ -178,7 +213,13 @@ impl RouteTable {
             default_url,
             max_body_bytes,
             disabled,
+            excluded: Vec::new(),
         }
+    }
+
+    /// Routes left out because a plugin they use is missing, with the reason.
+    pub fn excluded(&self) -> &[(crate::config::RouteRule, String)] {
+        &self.excluded
     }
 
     /// The route with id `id` (from a [`Decision::Route`]).
@@ -285,7 +326,10 @@ impl RouteTable {
                 .as_ref()
                 .is_none_or(|m| m.contains(req.method));
             if let Some(allowed) = allowed {
-                if !method_ok && self.others_match(route, req, true) {
+                if !method_ok
+                    && self.others_match(route, req, true)
+                    && self.predicates_match(id, route, req, path)
+                {
                     allowed.extend(route.methods.iter().flat_map(|m| m.0.iter().cloned()));
                 }
                 continue;
@@ -300,7 +344,7 @@ impl RouteTable {
                 }
                 continue;
             }
-            if self.others_match(route, req, false) {
+            if self.others_match(route, req, false) && self.predicates_match(id, route, req, path) {
                 return Find::Found(id);
             }
         }
@@ -311,6 +355,49 @@ impl RouteTable {
             .matchers
             .iter()
             .all(|m| (skip_body && m.needs_body()) || m.matches(req))
+    }
+}
+
+impl RouteTable {
+    /// Runs the route's plugin predicates, applying each plugin's failure policy.
+    fn predicates_match(&self, id: u32, route: &Route, req: &RequestView<'_>, path: &str) -> bool {
+        if route.predicates.is_empty() {
+            return true;
+        }
+        let Some(shared) = req.shared else {
+            return false;
+        };
+        let params: Vec<(String, String)> = self
+            .params(id, path)
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for call in &route.predicates {
+            let request = CallRequest {
+                parts: shared.parts.clone(),
+                remote: shared.remote,
+                path: (path != shared.parts.uri.path()).then(|| path.to_owned()),
+                params: params.clone(),
+            };
+            match call.plugin.matches(request, &call.args) {
+                Ok(true) => {}
+                Ok(false) => return false,
+                Err(failure) => {
+                    let policy = call.plugin.settings.failure;
+                    tracing::warn!(
+                        plugin = &*call.plugin.name,
+                        route = &*route.name,
+                        reason = %failure,
+                        ?policy,
+                        "plugin predicate failed"
+                    );
+                    if policy == FailurePolicy::FailClosed {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
     }
 }
 

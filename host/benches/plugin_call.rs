@@ -1,0 +1,112 @@
+//! One plugin predicate call: a Rust guest reading one header of a 12-header request, through
+//! a warm (reused) instance and through a fresh instance per call, next to the same predicate
+//! written natively; plus a guest that reads nothing (the fixed cost of a call).
+//!
+//! Build the guests first: `bash plugins/build.sh`, then
+//! `cargo bench -p routerd --bench plugin_call`.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use routerd::plugins::{
+    CallRequest, InstanceMode, PluginEngine, PluginRegistry, PluginSettings, PoolLimits,
+};
+
+fn dist(name: &str) -> Vec<u8> {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `bash plugins/build.sh` first)",
+            path.display()
+        )
+    })
+}
+
+fn request() -> CallRequest {
+    let mut req = http::Request::builder()
+        .method("GET")
+        .uri("/api/users/42?x=1");
+    for (k, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+        ),
+        ("cookie", "session=abc; theme=dark"),
+        ("x-request-id", "0f3c9a1e-5c2b-4c1e-9a57-2b9a7c1d0e11"),
+        ("x-forwarded-for", "10.0.0.1"),
+        ("cache-control", "no-cache"),
+        ("x-tier", "gold"),
+        ("connection", "keep-alive"),
+    ] {
+        req = req.header(k, v);
+    }
+    let (parts, ()) = req.body(()).unwrap_or_else(|e| panic!("{e}")).into_parts();
+    CallRequest {
+        parts: Arc::new(parts),
+        remote: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
+        path: None,
+        params: Vec::new(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let engine = PluginEngine::new(&PoolLimits::default(), None).unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir();
+    let registry = PluginRegistry::new(engine, &dir);
+    let warm_settings = PluginSettings::default();
+    let fresh_settings = PluginSettings {
+        mode: InstanceMode::Fresh,
+        ..PluginSettings::default()
+    };
+    let header_eq = dist("header-eq");
+    let warm = registry
+        .load_bytes("header-eq", &header_eq, warm_settings.clone())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fresh = registry
+        .load_bytes("header-eq-fresh", &header_eq, fresh_settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let noop = registry
+        .load_bytes("noop-predicate", &dist("noop-predicate"), warm_settings)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let req = request();
+    let args = vec!["x-tier".to_owned(), "gold".to_owned()];
+    // The bench measures real answers.
+    assert!(matches!(warm.matches(req.clone(), &args), Ok(true)));
+    assert!(matches!(fresh.matches(req.clone(), &args), Ok(true)));
+    let miss = vec!["x-tier".to_owned(), "silver".to_owned()];
+    assert!(matches!(warm.matches(req.clone(), &miss), Ok(false)));
+
+    let mut g = c.benchmark_group("predicate_call_12_headers");
+    g.bench_function("native", |b| {
+        b.iter(|| {
+            let r = black_box(&req);
+            r.parts
+                .headers
+                .get(args[0].as_str())
+                .is_some_and(|v| v.as_bytes() == args[1].as_bytes())
+        })
+    });
+    g.bench_function("wasm_warm_instance", |b| {
+        b.iter(|| warm.matches(black_box(req.clone()), &args))
+    });
+    g.bench_function("wasm_warm_noop", |b| {
+        b.iter(|| noop.matches(black_box(req.clone()), &[]))
+    });
+    g.bench_function("wasm_fresh_instance", |b| {
+        b.iter(|| fresh.matches(black_box(req.clone()), &args))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

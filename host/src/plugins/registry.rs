@@ -1,0 +1,165 @@
+//! The plugin registry: name -> loaded plugin. Loading validates and compiles before anything
+//! is replaced, so a bad file never displaces a working plugin; every change bumps a generation
+//! that the route set watches to rebuild its table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use super::PluginError;
+use super::engine::PluginEngine;
+use super::plugin::{Plugin, PluginSettings};
+
+/// Checks a plugin name: letters, digits, `-`, `_`; no path separators or dots.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Loaded plugins by name.
+pub struct PluginRegistry {
+    engine: Arc<PluginEngine>,
+    dir: PathBuf,
+    plugins: RwLock<HashMap<String, Arc<Plugin>>>,
+    generation: watch::Sender<u64>,
+}
+
+impl PluginRegistry {
+    /// An empty registry for plugins in `dir`.
+    pub fn new(engine: Arc<PluginEngine>, dir: &Path) -> Self {
+        PluginRegistry {
+            engine,
+            dir: dir.to_path_buf(),
+            plugins: RwLock::default(),
+            generation: watch::channel(0).0,
+        }
+    }
+
+    /// The plugins directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every `*.wasm` in the directory; failures are logged and skipped.
+    pub fn load_dir(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            if let Err(e) = self.load_file(&path) {
+                tracing::warn!(path = %path.display(), "plugin not loaded: {e}");
+            }
+        }
+    }
+
+    /// Loads (or reloads) the plugin in `path`, named after the file stem, with settings from
+    /// `NAME.json` beside it. Unchanged bytes and settings keep the loaded plugin.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<Plugin>, PluginError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|n| valid_name(n))
+            .ok_or_else(|| PluginError::InvalidName(path.display().to_string()))?
+            .to_owned();
+        let bytes =
+            std::fs::read(path).map_err(|e| PluginError::Read(path.display().to_string(), e))?;
+        let settings = self.read_settings(&name)?;
+        self.load_bytes(&name, &bytes, settings)
+    }
+
+    fn read_settings(&self, name: &str) -> Result<PluginSettings, PluginError> {
+        let path = self.dir.join(format!("{name}.json"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| PluginError::Settings(path.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PluginSettings::default()),
+            Err(e) => Err(PluginError::Read(path.display().to_string(), e)),
+        }
+    }
+
+    /// Compiles, links and test-instantiates `bytes` as plugin `name`, then swaps it in.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        settings: PluginSettings,
+    ) -> Result<Arc<Plugin>, PluginError> {
+        if !valid_name(name) {
+            return Err(PluginError::InvalidName(name.to_owned()));
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(current) = self.get(name)
+            && current.sha256 == sha256
+            && serde_json::to_value(&current.settings).ok() == serde_json::to_value(&settings).ok()
+        {
+            return Ok(current);
+        }
+        let (component, from_cache, took) = self.engine.compile(&sha256, bytes)?;
+        let plugin = Arc::new(Plugin::new(
+            self.engine.clone(),
+            name,
+            sha256,
+            bytes.len(),
+            component,
+            from_cache,
+            settings,
+        )?);
+        tracing::info!(
+            plugin = name,
+            kind = plugin.kind.as_str(),
+            sha256 = %plugin.sha256,
+            size = plugin.size,
+            cache = if from_cache { "hit" } else { "miss" },
+            compile_ms = took.as_millis() as u64,
+            "plugin loaded"
+        );
+        if let Ok(mut map) = self.plugins.write() {
+            map.insert(name.to_owned(), plugin.clone());
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(plugin)
+    }
+
+    /// Unloads `name`; calls in flight finish on it.
+    pub fn unload(&self, name: &str) -> Option<Arc<Plugin>> {
+        let removed = self.plugins.write().ok()?.remove(name);
+        if removed.is_some() {
+            tracing::info!(plugin = name, "plugin unloaded");
+            self.generation.send_modify(|g| *g += 1);
+        }
+        removed
+    }
+
+    /// The plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.plugins.read().ok()?.get(name).cloned()
+    }
+
+    /// All plugins, by name.
+    pub fn list(&self) -> Vec<Arc<Plugin>> {
+        let mut v: Vec<_> = self
+            .plugins
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// A receiver that changes whenever a plugin is loaded, replaced or unloaded.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+}

@@ -1,0 +1,358 @@
+//! What a plugin's store holds and what the host gives a plugin: the bindings generated from
+//! `wit/`, the `log` import, the lazy `request` / `response` resources, WASI with nothing in it
+//! but clocks and random, stdout/stderr into our log, and the memory limiter.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Host bindings generated from `wit/router-plugin.wit` (documented there).
+#[allow(missing_docs)]
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        with: {
+            "router:plugin/types.request": super::RequestHandle,
+            "router:plugin/types.response": super::ResponseHandle,
+        },
+    });
+}
+
+pub use bindings::Plugin as PluginWorld;
+pub use bindings::exports::router::plugin::filter::{
+    Guest as FilterGuest, GuestIndices as FilterIndices,
+};
+pub use bindings::exports::router::plugin::predicate::{
+    Guest as PredicateGuest, GuestIndices as PredicateIndices,
+};
+use bindings::router;
+pub use bindings::router::plugin::types::{
+    HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits,
+};
+
+/// The guest's view of the current request; the handle carries nothing, the store holds the data.
+pub struct RequestHandle;
+/// The guest's view of the current response head.
+pub struct ResponseHandle;
+
+/// The request a plugin call sees. The head is shared, not copied: getters copy only what the
+/// guest asks for.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    /// The request head.
+    pub parts: Arc<http::request::Parts>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The path as earlier filters left it, when it differs from `parts.uri`.
+    pub path: Option<String>,
+    /// The route's path parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// The response head a filter's response phase sees.
+#[derive(Debug, Default)]
+pub struct CallResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// The most log lines one call may write; the rest are counted and dropped.
+const LOG_LINES_PER_CALL: u32 = 64;
+/// The longest log line kept.
+const LOG_LINE_MAX: usize = 4096;
+
+/// A store's data.
+pub struct PluginState {
+    pub(crate) plugin: Arc<str>,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) request: Option<CallRequest>,
+    pub(crate) response: Option<CallResponse>,
+    pub(crate) memory_cap: usize,
+    pub(crate) memory_cap_hit: bool,
+    pub(crate) log_lines: u32,
+}
+
+impl PluginState {
+    /// Fresh state for a new instance of `plugin`.
+    pub fn new(plugin: Arc<str>, memory_cap: usize) -> Self {
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        // No preopened directories, no environment, no arguments, no sockets (the default
+        // socket check denies every address), no name lookups.
+        wasi.allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .stdout(LogStream::new(plugin.clone(), "stdout"))
+            .stderr(LogStream::new(plugin.clone(), "stderr"));
+        PluginState {
+            plugin,
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            request: None,
+            response: None,
+            memory_cap,
+            memory_cap_hit: false,
+            log_lines: 0,
+        }
+    }
+
+    fn req(&self) -> Option<&CallRequest> {
+        self.request.as_ref()
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for PluginState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_cap_hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+fn lossy(v: &http::HeaderValue) -> String {
+    String::from_utf8_lossy(v.as_bytes()).into_owned()
+}
+
+fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), lossy(v)))
+        .collect()
+}
+
+impl router::plugin::types::Host for PluginState {}
+
+impl router::plugin::types::HostRequest for PluginState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req()
+            .map(|r| r.parts.method.to_string())
+            .unwrap_or_default()
+    }
+
+    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+        "http".to_owned()
+    }
+
+    fn host(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req()
+            .and_then(|r| crate::routing::request_host(&r.parts.uri, &r.parts.headers))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req()
+            .map(|r| {
+                r.path
+                    .clone()
+                    .unwrap_or_else(|| r.parts.uri.path().to_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    fn query(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req()
+            .and_then(|r| r.parts.uri.query())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.req()?.parts.headers.get(name.as_str()).map(lossy)
+    }
+
+    fn header_values(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<String> {
+        self.req()
+            .map(|r| {
+                r.parts
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .map(lossy)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, String)> {
+        self.req()
+            .map(|r| header_list(&r.parts.headers))
+            .unwrap_or_default()
+    }
+
+    fn remote_addr(&mut self, _: Resource<RequestHandle>) -> String {
+        self.req().map(|r| r.remote.to_string()).unwrap_or_default()
+    }
+
+    fn param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        self.req()?
+            .params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn params(&mut self, _: Resource<RequestHandle>) -> Vec<(String, String)> {
+        self.req().map(|r| r.params.clone()).unwrap_or_default()
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl router::plugin::types::HostResponse for PluginState {
+    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+        self.response.as_ref().map_or(0, |r| r.status)
+    }
+
+    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<String> {
+        self.response
+            .as_ref()?
+            .headers
+            .get(name.as_str())
+            .map(lossy)
+    }
+
+    fn headers(&mut self, _: Resource<ResponseHandle>) -> Vec<(String, String)> {
+        self.response
+            .as_ref()
+            .map(|r| header_list(&r.headers))
+            .unwrap_or_default()
+    }
+
+    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
+        Ok(())
+    }
+}
+
+impl router::plugin::log::Host for PluginState {
+    fn write(&mut self, level: router::plugin::log::Level, message: String) {
+        use router::plugin::log::Level;
+        self.log_lines += 1;
+        if self.log_lines > LOG_LINES_PER_CALL {
+            return;
+        }
+        let mut message = message;
+        if message.len() > LOG_LINE_MAX {
+            let mut cut = LOG_LINE_MAX;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+        }
+        let plugin = &*self.plugin;
+        match level {
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// A plugin's stdout or stderr: complete lines go to our log, tagged with the plugin's name.
+#[derive(Clone)]
+struct LogStream {
+    plugin: Arc<str>,
+    stream: &'static str,
+    pending: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl LogStream {
+    fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+        LogStream {
+            plugin,
+            stream,
+            pending: Arc::default(),
+        }
+    }
+
+    fn emit(&self, line: &[u8]) {
+        let line = String::from_utf8_lossy(&line[..line.len().min(LOG_LINE_MAX)]);
+        tracing::info!(
+            plugin = &*self.plugin,
+            stream = self.stream,
+            "{}",
+            line.trim_end()
+        );
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(tokio::io::sink())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime_wasi::p2::Pollable for LogStream {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for LogStream {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        let Ok(mut pending) = self.pending.lock() else {
+            return Ok(());
+        };
+        pending.extend_from_slice(&bytes);
+        while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            self.emit(&line);
+        }
+        if pending.len() > LOG_LINE_MAX {
+            let line = std::mem::take(&mut *pending);
+            self.emit(&line);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(LOG_LINE_MAX)
+    }
+}
