@@ -51,6 +51,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    quiet_expected_panics();
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -93,7 +94,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let routes = Arc::new(RouteSet::new(config, registry.clone()).map_err(|source| {
         config::ConfigError::Invalid {
             path: origin,
-            source,
+            errors: source,
         }
     })?);
     let proxy = routes.proxy().clone();
@@ -140,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         .map(|()| n)
                         .map_err(|source| config::ConfigError::Invalid {
                             path: path.display().to_string(),
-                            source,
+                            errors: source,
                         })
                 });
                 match applied {
@@ -175,4 +176,23 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// A plugin's first blocking WASI call panics inside wasmtime-wasi on a runtime thread; the
+/// plugin runtime catches that and retries (see `plugins::plugin`). Keep those out of stderr.
+fn quiet_expected_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("Cannot start a runtime from within a runtime") {
+            tracing::debug!("plugin call needs a blocking context; retrying");
+            return;
+        }
+        default(info);
+    }));
 }

@@ -111,27 +111,27 @@ impl fmt::Display for RouteSetError {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a valid config document (syntax, unknown field, wrong type).
-    #[error("config file {path} is not a valid route document: {source}")]
+    #[error("config file {path} is not a valid route document: {cause}")]
     Parse {
         /// The file.
         path: String,
         /// serde's message, with line and column.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The document parsed but some routes are invalid.
-    #[error("config file {path} has invalid routes: {source}")]
+    #[error("config file {path} has invalid routes: {errors}")]
     Invalid {
         /// The file.
         path: String,
         /// The route errors.
-        source: RouteSetError,
+        errors: RouteSetError,
     },
 }

@@ -32,18 +32,18 @@ pub const EMBEDDED_DEFAULT: &str = r#"{
 
 /// Parses a config document.
 pub fn parse(text: &str, origin: &str) -> Result<ConfigFile, ConfigError> {
-    serde_json::from_str(text).map_err(|source| ConfigError::Parse {
+    serde_json::from_str(text).map_err(|cause| ConfigError::Parse {
         path: origin.to_owned(),
-        source,
+        cause,
     })
 }
 
 /// Reads and parses a config file (validation happens when it is compiled into a table).
 pub fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: origin.clone(),
-        source,
+        cause,
     })?;
     parse(&text, &origin)
 }

@@ -109,6 +109,15 @@ struct Warm {
     filter: Option<FilterGuest>,
 }
 
+enum Attempt<R> {
+    Done(Result<R, CallFailure>, Option<CallResponse>),
+    HostPanicked(Option<CallRequest>, Option<CallResponse>),
+}
+
+fn host_panic() -> CallFailure {
+    CallFailure::Trap("a host function panicked during the call".to_owned())
+}
+
 /// Why a call failed; the failure policy decides what it means for the request.
 #[derive(Debug)]
 pub enum CallFailure {
@@ -156,9 +165,14 @@ pub struct Plugin {
     predicate_indices: Option<PredicateIndices>,
     filter_indices: Option<FilterIndices>,
     idle: Mutex<Vec<Warm>>,
+    needs_blocking: std::sync::atomic::AtomicBool,
     deadline_ticks: u64,
     memory_cap: usize,
 }
+
+/// Deadline of `validate` calls, in epoch ticks: they run at load, not per request, and a busy
+/// machine must not turn a slow start into a rejected route.
+const VALIDATE_TICKS: u64 = 1000;
 
 /// Most headers a filter may set or reply with in one call.
 pub const MAX_RESULT_HEADERS: usize = 256;
@@ -207,6 +221,7 @@ impl Plugin {
             predicate_indices,
             filter_indices,
             idle: Mutex::new(Vec::new()),
+            needs_blocking: std::sync::atomic::AtomicBool::new(false),
             deadline_ticks,
             memory_cap,
         };
@@ -282,16 +297,56 @@ impl Plugin {
 
     /// Runs `f` on an instance with the deadline armed; returns the instance to the pool only
     /// when the call succeeded.
+    ///
+    /// WASI's blocking operations (a guest writing to stdout, polling a clock) block on a tokio
+    /// runtime, which a tokio worker thread may not do. Most plugins never use them, so calls
+    /// run directly; the first time a plugin's call needs them (the host panics, the call is
+    /// abandoned), the call is retried inside `block_in_place`, and so are the plugin's later
+    /// calls.
     fn call<R>(
         &self,
+        ticks: u64,
         request: Option<CallRequest>,
         response: Option<CallResponse>,
-        f: impl FnOnce(&mut Warm) -> wasmtime::Result<R>,
+        f: impl Fn(&mut Warm) -> wasmtime::Result<R>,
     ) -> (Result<R, CallFailure>, Option<CallResponse>) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let can_block = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if can_block && self.needs_blocking.load(Ordering::Relaxed) {
+            return match tokio::task::block_in_place(|| self.attempt(ticks, request, response, &f))
+            {
+                Attempt::Done(r, resp) => (r, resp),
+                Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
+            };
+        }
+        match self.attempt(ticks, request, response, &f) {
+            Attempt::Done(r, resp) => (r, resp),
+            Attempt::HostPanicked(request, response) if can_block => {
+                self.needs_blocking.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    plugin = &*self.name,
+                    "plugin uses blocking WASI calls; its calls now run in block_in_place"
+                );
+                match tokio::task::block_in_place(|| self.attempt(ticks, request, response, &f)) {
+                    Attempt::Done(r, resp) => (r, resp),
+                    Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
+                }
+            }
+            Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
+        }
+    }
+
+    fn attempt<R>(
+        &self,
+        ticks: u64,
+        request: Option<CallRequest>,
+        response: Option<CallResponse>,
+        f: &impl Fn(&mut Warm) -> wasmtime::Result<R>,
+    ) -> Attempt<R> {
         let mut warm = match self.take() {
             Ok(w) => w,
-            Err(e) => return (Err(self.count(e)), response),
+            Err(e) => return Attempt::Done(Err(self.count(e)), response),
         };
         {
             let data = warm.store.data_mut();
@@ -300,18 +355,21 @@ impl Plugin {
             data.log_lines = 0;
             data.memory_cap_hit = false;
         }
-        warm.store.set_epoch_deadline(self.deadline_ticks);
-        let result = f(&mut warm);
-        let response = warm.store.data_mut().response.take();
+        warm.store.set_epoch_deadline(ticks);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut warm)));
+        let data = warm.store.data_mut();
+        let response = data.response.take();
         match result {
-            Ok(r) => {
+            Ok(Ok(r)) => {
                 self.put_back(warm);
-                (Ok(r), response)
+                Attempt::Done(Ok(r), response)
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let failure = classify(&warm.store, &e);
-                (Err(self.count(failure)), response)
+                Attempt::Done(Err(self.count(failure)), response)
             }
+            // The instance is abandoned mid-call and never reused.
+            Err(_) => Attempt::HostPanicked(data.request.take(), response),
         }
     }
 
@@ -328,7 +386,7 @@ impl Plugin {
 
     /// Asks the predicate to check a route's args.
     pub fn validate_predicate(&self, args: &[String]) -> Result<(), String> {
-        let (r, _) = self.call(None, None, |w| match &w.predicate {
+        let (r, _) = self.call(VALIDATE_TICKS, None, None, |w| match &w.predicate {
             Some(p) => p.call_validate(&mut w.store, args),
             None => Ok(Err("this plugin is not a predicate".to_owned())),
         });
@@ -337,7 +395,7 @@ impl Plugin {
 
     /// Asks the filter to check a route's args.
     pub fn validate_filter(&self, args: &[String]) -> Result<(), String> {
-        let (r, _) = self.call(None, None, |w| match &w.filter {
+        let (r, _) = self.call(VALIDATE_TICKS, None, None, |w| match &w.filter {
             Some(p) => p.call_validate(&mut w.store, args),
             None => Ok(Err("this plugin is not a filter".to_owned())),
         });
@@ -346,9 +404,13 @@ impl Plugin {
 
     /// Runs the predicate.
     pub fn matches(&self, request: CallRequest, args: &[String]) -> Result<bool, CallFailure> {
-        self.call(Some(request), None, |w| match &w.predicate {
-            Some(p) => p.call_matches(&mut w.store, Resource::<RequestHandle>::new_borrow(0), args),
-            None => Ok(false),
+        self.call(self.deadline_ticks, Some(request), None, |w| {
+            match &w.predicate {
+                Some(p) => {
+                    p.call_matches(&mut w.store, Resource::<RequestHandle>::new_borrow(0), args)
+                }
+                None => Ok(false),
+            }
         })
         .0
     }
@@ -360,15 +422,19 @@ impl Plugin {
         args: &[String],
     ) -> Result<RequestAction, CallFailure> {
         let action = self
-            .call(Some(request), None, |w| match &w.filter {
-                Some(p) => {
-                    p.call_on_request(&mut w.store, Resource::<RequestHandle>::new_borrow(0), args)
+            .call(self.deadline_ticks, Some(request), None, |w| {
+                match &w.filter {
+                    Some(p) => p.call_on_request(
+                        &mut w.store,
+                        Resource::<RequestHandle>::new_borrow(0),
+                        args,
+                    ),
+                    None => Ok(RequestAction::Proceed(super::state::RequestEdits {
+                        headers: Vec::new(),
+                        path: None,
+                        query: None,
+                    })),
                 }
-                None => Ok(RequestAction::Proceed(super::state::RequestEdits {
-                    headers: Vec::new(),
-                    path: None,
-                    query: None,
-                })),
             })
             .0?;
         let (headers, extra) = match &action {
@@ -391,18 +457,23 @@ impl Plugin {
         response: CallResponse,
         args: &[String],
     ) -> (Result<ResponseEdits, CallFailure>, CallResponse) {
-        let (r, back) = self.call(Some(request), Some(response), |w| match &w.filter {
-            Some(p) => p.call_on_response(
-                &mut w.store,
-                Resource::<RequestHandle>::new_borrow(0),
-                Resource::<ResponseHandle>::new_borrow(0),
-                args,
-            ),
-            None => Ok(ResponseEdits {
-                status: None,
-                headers: Vec::new(),
-            }),
-        });
+        let (r, back) = self.call(
+            self.deadline_ticks,
+            Some(request),
+            Some(response),
+            |w| match &w.filter {
+                Some(p) => p.call_on_response(
+                    &mut w.store,
+                    Resource::<RequestHandle>::new_borrow(0),
+                    Resource::<ResponseHandle>::new_borrow(0),
+                    args,
+                ),
+                None => Ok(ResponseEdits {
+                    status: None,
+                    headers: Vec::new(),
+                }),
+            },
+        );
         let back = back.unwrap_or_default();
         let r = r.and_then(|edits| {
             self.check_headers(edits.headers.len(), edits.headers.iter().map(op_len).sum())?;
@@ -435,6 +506,8 @@ fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> CallFailure {
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline,
-        _ => CallFailure::Trap(format!("{e:#}")),
+        // The root cause is the trap itself ("wasm trap: ..."); the wasm backtrace stays out
+        // of the one-line log.
+        _ => CallFailure::Trap(e.root_cause().to_string()),
     }
 }
