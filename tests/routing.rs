@@ -89,17 +89,23 @@ async fn path_prefix_matches_whole_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_matcher_exact_wildcard_regex() {
     let cfg = config(vec![
-        Route::respond("exact").m(host("api.example.com")).priority(10),
+        Route::respond("exact")
+            .m(host("api.example.com"))
+            .priority(10),
         Route::respond("wild").m(host("*.example.com")),
         Route::respond("re").m(matcher("host", None, r"^shop[0-9]+\.test$", true)),
     ]);
     let probes = [
-        probe("GET", "/").header("Host", "api.example.com").route("exact"),
+        probe("GET", "/")
+            .header("Host", "api.example.com")
+            .route("exact"),
         // case-insensitive, port ignored
         probe("GET", "/")
             .header("Host", "API.Example.COM:8080")
             .route("exact"),
-        probe("GET", "/").header("Host", "www.example.com").route("wild"),
+        probe("GET", "/")
+            .header("Host", "www.example.com")
+            .route("wild"),
         // one or more labels
         probe("GET", "/")
             .header("Host", "a.b.example.com")
@@ -110,7 +116,9 @@ async fn host_matcher_exact_wildcard_regex() {
         // the bare domain has no label in front
         probe("GET", "/").header("Host", "example.com").status(404),
         probe("GET", "/").header("Host", "example.org").status(404),
-        probe("GET", "/").header("Host", "notexample.com").status(404),
+        probe("GET", "/")
+            .header("Host", "notexample.com")
+            .status(404),
         probe("GET", "/").header("Host", "shop12.test").route("re"),
         probe("GET", "/").header("Host", "shop.test").status(404),
     ];
@@ -143,10 +151,16 @@ async fn header_query_cookie_matchers() {
         probe("GET", "/h").header("X-Tenant", "acme").route("hdr"),
         probe("GET", "/h").header("x-tenant", "acme").route("hdr"),
         probe("GET", "/h").header("X-Tenant", "other").status(404),
-        probe("GET", "/h").header("X-Tenant", "acme-corp").status(404),
+        probe("GET", "/h")
+            .header("X-Tenant", "acme-corp")
+            .status(404),
         probe("GET", "/h").status(404),
-        probe("GET", "/hr").header("X-Version", "v2").route("hdr-re"),
-        probe("GET", "/hr").header("X-Version", "v3").route("hdr-re"),
+        probe("GET", "/hr")
+            .header("X-Version", "v2")
+            .route("hdr-re"),
+        probe("GET", "/hr")
+            .header("X-Version", "v3")
+            .route("hdr-re"),
         probe("GET", "/hr").header("X-Version", "v4").status(404),
         probe("GET", "/q?debug=1").route("qp"),
         probe("GET", "/q?x=y&debug=1").route("qp"),
@@ -155,17 +169,25 @@ async fn header_query_cookie_matchers() {
         probe("GET", "/q").status(404),
         probe("GET", "/qr?id=123").route("qp-re"),
         probe("GET", "/qr?id=12a").status(404),
-        probe("GET", "/c").header("Cookie", "session=abc").route("ck"),
+        probe("GET", "/c")
+            .header("Cookie", "session=abc")
+            .route("ck"),
         probe("GET", "/c")
             .header("Cookie", "a=b; session=abc; c=d")
             .route("ck"),
-        probe("GET", "/c").header("Cookie", "session=abcd").status(404),
-        probe("GET", "/c").header("Cookie", "xsession=abc").status(404),
+        probe("GET", "/c")
+            .header("Cookie", "session=abcd")
+            .status(404),
+        probe("GET", "/c")
+            .header("Cookie", "xsession=abc")
+            .status(404),
         probe("GET", "/c").status(404),
         probe("GET", "/cr")
             .header("Cookie", "theme=darkblue")
             .route("ck-re"),
-        probe("GET", "/cr").header("Cookie", "theme=light").status(404),
+        probe("GET", "/cr")
+            .header("Cookie", "theme=light")
+            .status(404),
     ];
     assert_no_failures(&run_case("header/query/cookie", &cfg, &probes).await);
 }
@@ -175,6 +197,10 @@ async fn method_matcher_405_and_options() {
     let cfg = config(vec![
         Route::respond("gp").m(path("/m")).m(method("GET|POST")),
         Route::respond("del").m(path("/d")).m(method("DELETE")),
+        Route::respond("mh")
+            .m(path("/mh"))
+            .m(method("GET"))
+            .m(header("X-A", "1")),
     ]);
     let rd = Routerd::start(&cfg).await;
     let failures = run_probes(
@@ -228,6 +254,27 @@ async fn method_matcher_405_and_options() {
         get_d.header_all("allow")
     );
 
+    // 405 only when a route failed on nothing but its method.
+    let both = rd.request("PUT", "/mh", &[], "").await;
+    assert_eq!(
+        both.status,
+        404,
+        "PUT /mh without X-A fails on method and header: {}",
+        both.describe()
+    );
+    let only_method = rd.request("PUT", "/mh", &[("X-A", "1")], "").await;
+    assert_eq!(
+        only_method.status,
+        405,
+        "PUT /mh with X-A: {}",
+        only_method.describe()
+    );
+    assert!(
+        allow_set(&only_method).contains(&"GET".to_owned()),
+        "Allow {:?}",
+        only_method.header_all("allow")
+    );
+
     // A path no route has is a 404, not a 405.
     let nf = rd.request("PUT", "/nothing", &[], "").await;
     assert_eq!(nf.status, 404, "PUT /nothing: {}", nf.describe());
@@ -237,15 +284,21 @@ async fn method_matcher_405_and_options() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_addr_cidr_matcher() {
     let cfg = config(vec![
-        Route::respond("local")
-            .m(path("/ra"))
-            .m(matcher("remote_addr", None, "127.0.0.0/8, ::1/128", false)),
+        Route::respond("local").m(path("/ra")).m(matcher(
+            "remote_addr",
+            None,
+            "127.0.0.0/8, ::1/128",
+            false,
+        )),
         Route::respond("ten")
             .m(path("/rb"))
             .m(matcher("remote_addr", None, "10.0.0.0/8", false)),
-        Route::respond("single")
-            .m(path("/rc"))
-            .m(matcher("remote_addr", None, "192.168.0.0/16,127.0.0.1/32", false)),
+        Route::respond("single").m(path("/rc")).m(matcher(
+            "remote_addr",
+            None,
+            "192.168.0.0/16,127.0.0.1/32",
+            false,
+        )),
     ]);
     let probes = [
         probe("GET", "/ra").route("local"),
@@ -288,7 +341,10 @@ async fn precedence_table() {
         ),
         case(
             "priority beats radix-over-regex",
-            vec![r("lit").m(path("/r/x")), r("re").m(path_re("^/r/")).priority(1)],
+            vec![
+                r("lit").m(path("/r/x")),
+                r("re").m(path_re("^/r/")).priority(1),
+            ],
             vec![probe("GET", "/r/x").route("re")],
         ),
         case(
@@ -312,7 +368,10 @@ async fn precedence_table() {
         ),
         case(
             "param beats catch-all (matchit conflict)",
-            vec![r("catch").m(path("/a/{*rest}")), r("param").m(path("/a/{id}"))],
+            vec![
+                r("catch").m(path("/a/{*rest}")),
+                r("param").m(path("/a/{id}")),
+            ],
             vec![
                 probe("GET", "/a/7").route("param"),
                 probe("GET", "/a/7/8").route("catch"),
@@ -383,7 +442,10 @@ async fn precedence_table() {
         ),
         case(
             "radix beats regex",
-            vec![r("re").m(path_re("^/r/x$")), r("radix").m(path("/r/{*rest}"))],
+            vec![
+                r("re").m(path_re("^/r/x$")),
+                r("radix").m(path("/r/{*rest}")),
+            ],
             vec![probe("GET", "/r/x").route("radix")],
         ),
         case(
@@ -440,7 +502,7 @@ async fn precedence_table() {
         case(
             "name byte order breaks ties",
             vec![
-                r("b-route").m(path("/t")),
+                r("b_route").m(path("/t")),
                 r("a-route").m(path("/t")),
                 r("alpha").m(path("/u")),
                 r("Zulu").m(path("/u")),
@@ -487,7 +549,9 @@ async fn precedence_table() {
             ],
             vec![
                 probe("GET", "/users/new").route("id"),
-                probe("GET", "/users/new").header("X-Admin", "1").route("new"),
+                probe("GET", "/users/new")
+                    .header("X-Admin", "1")
+                    .route("new"),
                 probe("GET", "/users/42").route("id"),
             ],
         ),
@@ -657,10 +721,6 @@ async fn request_filters_and_path_params() {
             .m(path("/rts"))
             .filter("remove_request_header", &["X-A"])
             .filter("set_request_header", &["X-A", "2"]),
-        Route::proxy("rewrite", &format!("{}/base", b.url()))
-            .m(path("/items/{id}"))
-            .set("strip_prefix", json!("/items"))
-            .filter("set_path", &["/v2/items/{id}/detail"]),
     ]);
     let rd = Routerd::start(&cfg).await;
 
@@ -689,12 +749,31 @@ async fn request_filters_and_path_params() {
     );
     let resp = rd.request("GET", "/rts", &[("X-A", "client")], "").await;
     assert_eq!(resp.echoed_header("x-a"), vec!["2"], "remove then set");
+}
 
-    let resp = rd.get("/items/7?full=1").await;
-    let echo = resp.json();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_path_replaces_whole_upstream_path() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![
+        Route::proxy("plain", &b.url())
+            .m(path("/p/{id}"))
+            .filter("set_path", &["/v2/p/{id}"]),
+        Route::proxy("based", &format!("{}/base", b.url()))
+            .m(path("/items/{id}"))
+            .set("strip_prefix", json!("/items"))
+            .filter("set_path", &["/v2/items/{id}/detail"]),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+
+    let echo = rd.get("/p/3?x=y").await.json();
+    assert_eq!(echo["path"], "/v2/p/3");
+    assert_eq!(echo["query"], "x=y", "set_path keeps the query");
+
+    // Neither strip_prefix nor the target's base path applies once set_path has run.
+    let echo = rd.get("/items/7?full=1").await.json();
     assert_eq!(
         echo["path"], "/v2/items/7/detail",
-        "set_path replaces the whole upstream path"
+        "set_path replaces the whole upstream path (target base path /base)"
     );
     assert_eq!(echo["query"], "full=1", "set_path keeps the query");
 }
@@ -756,7 +835,11 @@ async fn respond_and_redirect_filters() {
     let resp = rd.get("/old/5").await;
     assert_eq!(resp.status, 302, "{}", resp.describe());
     assert_eq!(resp.header("location").as_deref(), Some("/new/5"));
-    assert_eq!(b.requests(), 0, "a redirect filter must not reach the backend");
+    assert_eq!(
+        b.requests(),
+        0,
+        "a redirect filter must not reach the backend"
+    );
 
     let resp = rd.get("/gone").await;
     assert_eq!(resp.status, 301, "{}", resp.describe());

@@ -80,6 +80,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let registry = Arc::new(PluginRegistry::new(engine, &args.plugins));
     registry.load_dir();
+    // Watch before the first read, so a change made while starting is not missed.
+    let config_watch = match &args.config {
+        Some(path) => Some(FileWatch::new(path).context("cannot watch the config file")?),
+        None => None,
+    };
     let config = match &args.config {
         Some(path) => config::load_file(path)?,
         None => {
@@ -129,9 +134,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let admin_task = tokio::spawn(server::serve(admin_listener, admin, stop_rx, drain));
 
-    if let Some(path) = args.config.clone() {
+    if let (Some(path), Some(mut watch)) = (args.config.clone(), config_watch) {
         let routes = routes.clone();
-        let mut watch = FileWatch::new(&path).context("cannot watch the config file")?;
         tokio::spawn(async move {
             while watch.changed().await.is_some() {
                 let applied = config::load_file(&path).and_then(|cfg| {

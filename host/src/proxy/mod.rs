@@ -22,7 +22,7 @@ use crate::routing::{
     BufferedBody, Decision, RequestView, RouteFilter, RouteTable, SharedHead, Target, request_host,
 };
 use body::RequestBody;
-use upstream::UpstreamClient;
+use upstream::{UpstreamClient, UpstreamPath};
 
 /// The body of every response routerd sends.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -102,7 +102,7 @@ impl Proxy {
             Decision::Route(id) => self.run_route(&table, id, parts, body, remote).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
-                    let path = parts.uri.path().to_owned();
+                    let path = UpstreamPath::Joined(parts.uri.path().to_owned());
                     let query = parts.uri.query().map(str::to_owned);
                     self.forward(
                         target,
@@ -153,8 +153,9 @@ impl Proxy {
         let route = table.route(id);
         let path = parts.uri.path().to_owned();
         let params = table.params(id, &path);
-        let mut upstream_path =
-            upstream::strip_prefix(&path, route.strip_prefix.as_deref()).into_owned();
+        let mut upstream_path = UpstreamPath::Joined(
+            upstream::strip_prefix(&path, route.strip_prefix.as_deref()).into_owned(),
+        );
         let mut upstream_query = parts.uri.query().map(str::to_owned);
         let has_plugin_filters = route
             .filters
@@ -185,7 +186,7 @@ impl Proxy {
                     parts.headers.remove(name);
                 }
                 RouteFilter::Builtin(BuiltinFilter::SetPath(t)) => {
-                    upstream_path = t.render(&params)
+                    upstream_path = UpstreamPath::Replaced(t.render(&params));
                 }
                 RouteFilter::Builtin(BuiltinFilter::Redirect(status, location)) => {
                     let mut resp = Response::new(empty());
@@ -215,7 +216,7 @@ impl Proxy {
                     let request = CallRequest {
                         parts: head.clone(),
                         remote,
-                        path: Some(upstream_path.clone()),
+                        path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
                     let result = call.plugin.on_request(request, &call.args);
@@ -225,7 +226,7 @@ impl Proxy {
                             apply_ops(&mut parts.headers, edits.headers, &call.plugin.name);
                             if let Some(p) = edits.path {
                                 if p.starts_with('/') {
-                                    upstream_path = p;
+                                    upstream_path = UpstreamPath::Replaced(p);
                                 } else {
                                     warn!(plugin = &*call.plugin.name, route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
                                 }
@@ -291,7 +292,7 @@ impl Proxy {
                     let request = CallRequest {
                         parts: head.clone(),
                         remote,
-                        path: Some(upstream_path.clone()),
+                        path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
                     let view = CallResponse {
@@ -336,7 +337,7 @@ impl Proxy {
     async fn forward(
         &self,
         target: &Target,
-        path: &str,
+        path: &UpstreamPath,
         query: Option<&str>,
         mut parts: http::request::Parts,
         body: RequestBody,
@@ -355,9 +356,15 @@ impl Proxy {
                 );
             }
         };
-        let host = request_host(&parts.uri, &parts.headers).map(str::to_owned);
+        // The Host as the client sent it (HTTP/2: the authority), port included.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         upstream::remove_hop_by_hop(&mut parts.headers);
-        upstream::add_forwarded(&mut parts.headers, remote.ip(), host.as_deref());
+        upstream::add_forwarded(&mut parts.headers, remote.ip(), host);
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
         parts.uri = uri;

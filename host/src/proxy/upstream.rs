@@ -27,6 +27,24 @@ pub fn client() -> UpstreamClient {
         .build(connector)
 }
 
+/// The path sent to the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamPath {
+    /// The request path (after `strip_prefix`), joined to the target's base path.
+    Joined(String),
+    /// A path set by a filter, sent as is.
+    Replaced(String),
+}
+
+impl UpstreamPath {
+    /// The path without the base.
+    pub fn as_str(&self) -> &str {
+        match self {
+            UpstreamPath::Joined(p) | UpstreamPath::Replaced(p) => p,
+        }
+    }
+}
+
 /// Removes `prefix` from `path` when the path starts with it; the result starts with `/`.
 pub fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> std::borrow::Cow<'a, str> {
     let Some(prefix) = prefix else {
@@ -41,17 +59,20 @@ pub fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> std::borrow::Cow
     }
 }
 
-/// The backend URI for `path` (already stripped / rewritten) and the raw query.
+/// The backend URI for `path` and the raw query. A [`UpstreamPath::Joined`] path is appended to
+/// the target's base path; a [`UpstreamPath::Replaced`] one (from `set_path`) is used as is.
 pub fn upstream_uri(
     target: &Target,
-    path: &str,
+    path: &UpstreamPath,
     query: Option<&str>,
 ) -> Result<http::Uri, http::Error> {
-    let mut pq = String::with_capacity(
-        target.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
-    );
-    pq.push_str(&target.base_path);
-    if path == "/" && !target.base_path.is_empty() {
+    let (base, path) = match path {
+        UpstreamPath::Joined(p) => (&*target.base_path, p.as_str()),
+        UpstreamPath::Replaced(p) => ("", p.as_str()),
+    };
+    let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(base);
+    if path == "/" && !base.is_empty() {
         // `http://b/base` + `/` is `/base`, not `/base/`.
     } else {
         pq.push_str(path);
@@ -96,8 +117,8 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
-/// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>) {
+/// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host` (the client's Host, port included).
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = client.to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -111,7 +132,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&str>
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(v) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v);
     }
 }
@@ -127,13 +148,18 @@ mod tests {
     #[test]
     fn joins_base_path_and_keeps_query_bytes() {
         let t = target("http://b:1/base/");
-        let uri = upstream_uri(&t, "/x", Some("a=1&a=2&b=%20+x")).map(|u| u.to_string());
+        let uri = upstream_uri(
+            &t,
+            &UpstreamPath::Joined("/x".into()),
+            Some("a=1&a=2&b=%20+x"),
+        )
+        .map(|u| u.to_string());
         assert_eq!(
             uri.ok().as_deref(),
             Some("http://b:1/base/x?a=1&a=2&b=%20+x")
         );
         assert_eq!(
-            upstream_uri(&t, "/", None)
+            upstream_uri(&t, &UpstreamPath::Joined("/".into()), None)
                 .map(|u| u.to_string())
                 .ok()
                 .as_deref(),
@@ -141,7 +167,7 @@ mod tests {
         );
         let root = target("http://b:1");
         assert_eq!(
-            upstream_uri(&root, "/", None)
+            upstream_uri(&root, &UpstreamPath::Joined("/".into()), None)
                 .map(|u| u.to_string())
                 .ok()
                 .as_deref(),

@@ -1,0 +1,657 @@
+//! Black-box proxying tests: a real `routerd` in front of real echo backends on 127.0.0.1.
+//!
+//! Covers upstream path building (`strip_prefix`, base paths), query bytes, hop-by-hop and
+//! forwarded headers, body matchers with the body forwarded byte for byte (also past 1 MiB),
+//! streaming in both directions, 502 / 504, and h2c prior knowledge on the listener.
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use harness::*;
+use http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+/// Split every value of a comma-separated header into trimmed items.
+fn comma_items(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_path_strip_prefix_and_base_path() {
+    let b = Backend::start("b").await;
+    let base = format!("{}/base", b.url());
+    let cfg = config(vec![
+        Route::proxy("api", &base)
+            .m(prefix("/api"))
+            .set("strip_prefix", json!("/api")),
+        Route::proxy("nobase", &b.url())
+            .m(prefix("/nb"))
+            .set("strip_prefix", json!("/nb")),
+        Route::proxy("slashbase", &format!("{}/base/", b.url()))
+            .m(prefix("/sb"))
+            .set("strip_prefix", json!("/sb")),
+        Route::proxy("nostrip", &base).m(prefix("/things")),
+        Route::proxy("root", &b.url()).m(prefix("/keep")),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+    let table: &[(&str, &str, Value)] = &[
+        ("/api/x?q=1", "/base/x", json!("q=1")),
+        ("/api/x/y/", "/base/x/y/", Value::Null),
+        ("/api/deep/er/path", "/base/deep/er/path", Value::Null),
+        ("/nb/x", "/x", Value::Null),
+        ("/nb/x/y?z", "/x/y", json!("z")),
+        ("/sb/x", "/base/x", Value::Null),
+        ("/things/1", "/base/things/1", Value::Null),
+        ("/keep/a/b", "/keep/a/b", Value::Null),
+        ("/keep/a%20b", "/keep/a%20b", Value::Null),
+    ];
+    let mut failures = Vec::new();
+    for (req_path, want_path, want_query) in table {
+        let resp = rd.get(req_path).await;
+        let Some(echo) = resp.try_json().filter(|_| resp.status == 200) else {
+            failures.push(format!("GET {req_path}: not proxied: {}", resp.describe()));
+            continue;
+        };
+        if echo["path"] != *want_path || echo["query"] != *want_query {
+            failures.push(format!(
+                "GET {req_path}: backend saw path {} query {}, expected {want_path:?} {want_query}",
+                echo["path"], echo["query"]
+            ));
+        }
+    }
+    assert_no_failures(&failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_string_forwarded_byte_for_byte() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![
+        Route::proxy("q", &b.url()).m(prefix("/q")),
+        Route::proxy("stripped", &format!("{}/base", b.url()))
+            .m(prefix("/s"))
+            .set("strip_prefix", json!("/s")),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+    let table: &[(&str, Value)] = &[
+        ("/q?a=1&a=2&b=%20+x", json!("a=1&a=2&b=%20+x")),
+        ("/q?x=%2F%3F%26&y=&z", json!("x=%2F%3F%26&y=&z")),
+        ("/q?B=2&A=1", json!("B=2&A=1")),
+        ("/q/p?k=%E2%9C%93", json!("k=%E2%9C%93")),
+        ("/q", Value::Null),
+        ("/s/p?a=1&a=2&b=%20+x", json!("a=1&a=2&b=%20+x")),
+    ];
+    let mut failures = Vec::new();
+    for (req_path, want) in table {
+        let resp = rd.get(req_path).await;
+        let got = resp.try_json().map(|j| j["query"].clone());
+        if got.as_ref() != Some(want) {
+            failures.push(format!(
+                "GET {req_path}: backend query {got:?}, expected {want} ({})",
+                resp.describe()
+            ));
+        }
+    }
+    assert_no_failures(&failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_dropped_both_ways() {
+    let b = Backend::builder("b")
+        .header("Connection", "X-Hop-R")
+        .header("X-Hop-R", "1")
+        .header("Keep-Alive", "timeout=5")
+        .header("Proxy-Authenticate", "Basic realm=x")
+        .header("X-End-To-End-R", "yes")
+        .start()
+        .await;
+    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+    let resp = rd
+        .request(
+            "GET",
+            "/hop",
+            &[
+                ("Connection", "keep-alive, X-Hop-A"),
+                ("X-Hop-A", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Trailer", "X-T"),
+                ("Upgrade", "foo/1"),
+                ("Proxy-Authorization", "Basic abc"),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-End-To-End", "kept"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    for name in [
+        "x-hop-a",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(
+            resp.echoed_header(name).is_empty(),
+            "hop-by-hop request header {name} reached the backend: {:?}",
+            resp.echoed_header(name)
+        );
+    }
+    let conn = resp.echoed_header("connection").join(",").to_lowercase();
+    assert!(
+        !conn.contains("x-hop-a"),
+        "client Connection header forwarded: {conn:?}"
+    );
+    assert_eq!(resp.echoed_header("x-end-to-end"), vec!["kept"]);
+
+    for name in ["x-hop-r", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            resp.header(name).is_none(),
+            "hop-by-hop response header {name} reached the client: {:?}",
+            resp.header_all(name)
+        );
+    }
+    assert_eq!(resp.header("x-end-to-end-r").as_deref(), Some("yes"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_upstream_host() {
+    let b = Backend::start("b").await;
+    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+
+    let resp = rd
+        .request("GET", "/f", &[("Host", "shop.example.com")], "")
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(
+        resp.echoed_header("host"),
+        vec![b.addr.to_string()],
+        "upstream Host must be the target's authority"
+    );
+    assert_eq!(
+        resp.echoed_header("x-forwarded-host"),
+        vec!["shop.example.com"]
+    );
+    assert_eq!(resp.echoed_header("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(
+        comma_items(&resp.echoed_header("x-forwarded-for")),
+        vec!["127.0.0.1"]
+    );
+
+    let resp = rd
+        .request("GET", "/f", &[("X-Forwarded-For", "10.0.0.1")], "")
+        .await;
+    assert_eq!(
+        comma_items(&resp.echoed_header("x-forwarded-for")),
+        vec!["10.0.0.1", "127.0.0.1"],
+        "client IP appended to the existing X-Forwarded-For"
+    );
+    assert_eq!(
+        resp.echoed_header("x-forwarded-host"),
+        vec![rd.proxy.to_string()],
+        "X-Forwarded-Host is the original Host"
+    );
+    assert_eq!(resp.echoed_header("host"), vec![b.addr.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_status_and_headers_pass_through() {
+    let b = Backend::builder("b")
+        .status(418)
+        .header("Set-Cookie", "a=1")
+        .header("Set-Cookie", "b=2")
+        .header("X-Custom", "yes")
+        .start()
+        .await;
+    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        let resp = rd
+            .request(method, "/m", &[("X-Multi", "1"), ("X-Multi", "2")], "body!")
+            .await;
+        assert_eq!(resp.status, 418, "{method}: {}", resp.describe());
+        assert_eq!(resp.header_all("set-cookie"), vec!["a=1", "b=2"]);
+        assert_eq!(resp.header("x-custom").as_deref(), Some("yes"));
+        let echo = resp.json();
+        assert_eq!(echo["method"], method);
+        assert_eq!(echo["body"], "body!", "{method} body");
+        assert_eq!(
+            comma_items(&resp.echoed_header("x-multi")),
+            vec!["1", "2"],
+            "repeated request header"
+        );
+    }
+
+    // HEAD: the backend's head comes back, without a body.
+    let resp = rd.request("HEAD", "/m", &[], "").await;
+    assert_eq!(resp.status, 418, "HEAD: {}", resp.describe());
+    assert_eq!(resp.header("x-custom").as_deref(), Some("yes"));
+    assert!(resp.body.is_empty(), "HEAD response with a body");
+    assert_eq!(b.requests(), 6);
+}
+
+/// Check that `resp` came from `backend` with exactly `body`.
+fn check_forwarded(label: &str, resp: &Resp, backend: &str, body: &[u8]) -> Option<String> {
+    let Some(echo) = resp.try_json() else {
+        return Some(format!("{label}: not an echo: {}", resp.describe()));
+    };
+    if echo["backend"] != backend {
+        return Some(format!(
+            "{label}: went to {}, expected {backend}",
+            echo["backend"]
+        ));
+    }
+    if echo["body_len"] != json!(body.len()) || echo["body_sha256"] != sha256_hex(body) {
+        return Some(format!(
+            "{label}: body not forwarded intact: backend got {} bytes, sent {}",
+            echo["body_len"],
+            body.len()
+        ));
+    }
+    None
+}
+
+/// Routes on `/b` by body, each to its own backend; `plain` catches the rest.
+async fn body_routing_setup(max_body_bytes: Option<u64>) -> (Routerd, Vec<Backend>) {
+    let mut backends = Vec::new();
+    for name in ["gold", "age", "admin", "sku", "plain"] {
+        backends.push(Backend::start(name).await);
+    }
+    let url = |i: usize| backends[i].url();
+    let mut cfg = config(vec![
+        Route::proxy("gold", &url(0)).m(prefix("/b")).m(matcher(
+            "body_field",
+            Some("user.tier"),
+            "gold",
+            false,
+        )),
+        Route::proxy("age", &url(1)).m(prefix("/b")).m(matcher(
+            "body_field",
+            Some("user.age"),
+            "42",
+            false,
+        )),
+        Route::proxy("admin", &url(2)).m(prefix("/b")).m(matcher(
+            "body_field",
+            Some("user.admin"),
+            "true",
+            false,
+        )),
+        Route::proxy("sku", &url(3)).m(prefix("/b")).m(matcher(
+            "body_regex",
+            None,
+            r#""sku"\s*:\s*"A-[0-9]+""#,
+            true,
+        )),
+        Route::proxy("plain", &url(4)).m(prefix("/b")),
+    ]);
+    if let Some(max) = max_body_bytes {
+        cfg["max_body_bytes"] = json!(max);
+    }
+    (Routerd::start(&cfg).await, backends)
+}
+
+/// A JSON body `{"user":{"tier":"gold"},"pad":"xxx…"}` of exactly `len` bytes.
+fn padded_gold(len: usize) -> Vec<u8> {
+    let head = br#"{"user":{"tier":"gold"},"pad":""#;
+    let tail = br#""}"#;
+    let mut body = head.to_vec();
+    body.resize(len - tail.len(), b'x');
+    body.extend_from_slice(tail);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_matchers_route_and_forward_body_intact() {
+    let (rd, _backends) = body_routing_setup(None).await;
+    let big_random = pseudo_random_bytes(1536 * 1024, 3);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("gold", br#"{"user":{"tier":"gold"}}"#.to_vec(), "gold"),
+        (
+            "gold, other fields",
+            br#"{"a":[1,2],"user":{"name":"x","tier":"gold"}}"#.to_vec(),
+            "gold",
+        ),
+        ("silver", br#"{"user":{"tier":"silver"}}"#.to_vec(), "plain"),
+        ("number", br#"{"user":{"age":42}}"#.to_vec(), "age"),
+        ("other number", br#"{"user":{"age":43}}"#.to_vec(), "plain"),
+        ("bool", br#"{"user":{"admin":true}}"#.to_vec(), "admin"),
+        ("false", br#"{"user":{"admin":false}}"#.to_vec(), "plain"),
+        ("regex", br#"{"order":{"sku": "A-123"}}"#.to_vec(), "sku"),
+        (
+            "regex miss",
+            br#"{"order":{"sku":"B-1"}}"#.to_vec(),
+            "plain",
+        ),
+        ("not json", b"user.tier=gold".to_vec(), "plain"),
+        ("empty", Vec::new(), "plain"),
+        (
+            "just under 1 MiB matches",
+            padded_gold(1024 * 1024 - 100),
+            "gold",
+        ),
+        (
+            "over 1 MiB doesn't match",
+            padded_gold(1024 * 1024 + 4096),
+            "plain",
+        ),
+        ("1.5 MiB binary", big_random, "plain"),
+    ];
+    let mut failures = Vec::new();
+    for (label, body, want) in cases {
+        let resp = rd
+            .request(
+                "POST",
+                "/b/x",
+                &[("content-type", "application/json")],
+                body.clone(),
+            )
+            .await;
+        failures.extend(check_forwarded(label, &resp, want, &body));
+    }
+    assert_no_failures(&failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_max_body_bytes_falls_to_other_route_intact() {
+    let (rd, _backends) = body_routing_setup(Some(1024)).await;
+    let mut failures = Vec::new();
+    let small = padded_gold(500);
+    let resp = rd.request("POST", "/b", &[], small.clone()).await;
+    failures.extend(check_forwarded("500 bytes", &resp, "gold", &small));
+    let large = padded_gold(2000);
+    let resp = rd.request("POST", "/b", &[], large.clone()).await;
+    failures.extend(check_forwarded("2000 bytes", &resp, "plain", &large));
+    let huge = padded_gold(3 * 1024 * 1024);
+    let resp = rd.request("POST", "/b", &[], huge.clone()).await;
+    failures.extend(check_forwarded("3 MiB", &resp, "plain", &huge));
+    assert_no_failures(&failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_body_to_body_matcher_route() {
+    let (rd, _backends) = body_routing_setup(None).await;
+    let parts: [&[u8]; 3] = [br#"{"user":"#, br#"{"tier":"#, br#""gold"}}"#];
+    let whole: Vec<u8> = parts.concat();
+    let (tx, body) = body_channel();
+    let req = build_request(rd.proxy, "POST", "/b/chunked", &[], body);
+    let addr = rd.proxy;
+    let pending = tokio::spawn(async move { collect(send_h1(addr, req).await?).await });
+    for part in parts {
+        tokio::time::timeout(Duration::from_secs(5), tx.send(Bytes::from_static(part)))
+            .await
+            .expect("send timed out")
+            .expect("body channel closed");
+    }
+    drop(tx);
+    let resp = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("response timed out")
+        .expect("task")
+        .expect("request");
+    let failure = check_forwarded("chunked", &resp, "gold", &whole);
+    assert!(failure.is_none(), "{failure:?}");
+}
+
+/// POST a body in two chunks to `/up` and check the first reaches backend `b` before the
+/// second is sent.
+async fn check_request_streams(rd: &Routerd, b: &Backend) {
+    let (tx, body) = body_channel();
+    let req = build_request(rd.proxy, "POST", "/up", &[], body);
+    let addr = rd.proxy;
+    let pending = tokio::spawn(async move { collect(send_h1(addr, req).await?).await });
+
+    tx.send(Bytes::from_static(b"first-chunk;"))
+        .await
+        .expect("send first chunk");
+    let arrived = wait_until(async || b.bytes_received() >= 12, Duration::from_secs(5)).await;
+    assert!(
+        arrived,
+        "the first chunk did not reach the backend before the body ended (request body buffered?); \
+         backend got {} bytes",
+        b.bytes_received()
+    );
+    tx.send(Bytes::from_static(b"second"))
+        .await
+        .expect("send second chunk");
+    drop(tx);
+    let resp = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("response timed out")
+        .expect("task")
+        .expect("request");
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.backend().as_deref(), Some("b"));
+    assert_eq!(resp.json()["body"], "first-chunk;second");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_streams_to_backend() {
+    let b = Backend::start("b").await;
+    let rd = Routerd::start(&config(vec![Route::proxy("up", &b.url()).m(prefix("/up"))])).await;
+    check_request_streams(&rd, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_body_not_buffered_when_the_winner_needs_no_body() {
+    // A body-matcher route exists, but only on lower-precedence paths: the body must not be
+    // read for `/up`.
+    let b = Backend::start("b").await;
+    let other = Backend::start("other").await;
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("up", &b.url()).m(prefix("/up")),
+        Route::proxy("by-body", &other.url())
+            .m(prefix("/"))
+            .m(matcher("body_regex", None, "first", true)),
+        Route::proxy("by-body-re", &other.url())
+            .m(path_re("^/up"))
+            .m(matcher("body_field", Some("a"), "1", false)),
+    ]))
+    .await;
+    check_request_streams(&rd, &b).await;
+    assert_eq!(other.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_body_streams_to_client() {
+    let b = Backend::builder("gated")
+        .gated("first-part|", "rest-of-it")
+        .start()
+        .await;
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("down", &b.url()).m(prefix("/down")),
+    ]))
+    .await;
+    let req = build_request(rd.proxy, "GET", "/down", &[], full(""));
+    let resp = send_h1(rd.proxy, req).await.expect("response head");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.len() < b"first-part|".len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame = tokio::time::timeout(left, body.frame())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "first chunk not received within 5 s while the backend holds the rest \
+                     (response buffered?); got {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            });
+        let frame = frame.expect("body ended early").expect("body error");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(got, b"first-part|");
+    b.open_gate();
+    let rest = tokio::time::timeout(Duration::from_secs(15), body.collect())
+        .await
+        .expect("rest timed out")
+        .expect("rest of body")
+        .to_bytes();
+    assert_eq!(&rest[..], b"rest-of-it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_response_body_streams_intact() {
+    let total = 8 * 1024 * 1024;
+    let b = Backend::builder("big")
+        .large_body(total, 64 * 1024)
+        .start()
+        .await;
+    let rd = Routerd::start(&config(vec![Route::proxy("big", &b.url()).m(prefix("/"))])).await;
+    let resp = rd.get("/big").await;
+    assert_eq!(resp.status, 200, "status {}", resp.status);
+    assert_eq!(resp.body.len(), total);
+    assert_eq!(
+        sha256_hex(&resp.body),
+        sha256_hex(&pseudo_random_bytes(total, 7)),
+        "body bytes differ"
+    );
+}
+
+fn assert_error_json(resp: &Resp, status: u16, route: &str) {
+    assert_eq!(resp.status, status, "{}", resp.describe());
+    let ct = resp.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "content-type {ct:?} for {}",
+        resp.describe()
+    );
+    let json = resp.json();
+    assert!(json["error"].is_string(), "no \"error\" in {json}");
+    assert_eq!(json["route"], route, "route in {json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_backend_is_502() {
+    let port = unused_port();
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("dead", &format!("http://127.0.0.1:{port}")).m(prefix("/dead")),
+    ]))
+    .await;
+    let started = Instant::now();
+    let resp = rd.get("/dead/x").await;
+    assert_error_json(&resp, 502, "dead");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "502 took {:?}",
+        started.elapsed()
+    );
+    let resp = rd.request("POST", "/dead", &[], "x").await;
+    assert_error_json(&resp, 502, "dead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_past_timeout_is_504() {
+    let slow = Backend::builder("slow")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let lagging = Backend::builder("lagging")
+        .delay(Duration::from_millis(500))
+        .start()
+        .await;
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("slow", &slow.url())
+            .m(prefix("/slow"))
+            .set("timeout_ms", json!(300)),
+        Route::proxy("patient", &lagging.url())
+            .m(prefix("/patient"))
+            .set("timeout_ms", json!(5000)),
+        Route::proxy("untimed", &lagging.url()).m(prefix("/untimed")),
+    ]))
+    .await;
+
+    let started = Instant::now();
+    let resp = rd.get("/slow").await;
+    let elapsed = started.elapsed();
+    assert_error_json(&resp, 504, "slow");
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_millis(2500),
+        "504 after {elapsed:?}, expected about 300 ms"
+    );
+
+    let resp = rd.get("/patient").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.backend().as_deref(), Some("lagging"));
+    let resp = rd.get("/untimed").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_prior_knowledge() {
+    let b = Backend::start("b").await;
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("h2", &b.url()).m(prefix("/h2")),
+        Route::respond("hello").m(path("/hello")),
+    ]))
+    .await;
+    let sender = h2c_connect(rd.proxy).await.expect("h2c connection");
+    let uri = |p: &str| format!("http://{}{p}", rd.proxy);
+
+    // Several concurrent streams on one connection.
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let mut s = sender.clone();
+        let body = pseudo_random_bytes(100_000 + i, i as u64);
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri(&format!("/h2/{i}?n={i}")))
+            .body(full(body.clone()))
+            .expect("request");
+        tasks.push(tokio::spawn(async move {
+            let resp = tokio::time::timeout(REQUEST_TIMEOUT, s.send_request(req))
+                .await
+                .map_err(|_| "h2 request timed out".to_owned())?
+                .map_err(|e| format!("h2 request: {e}"))?;
+            Ok::<_, String>((i, body, collect(resp).await?))
+        }));
+    }
+    for task in tasks {
+        let (i, body, resp) = task.await.expect("task").expect("h2 exchange");
+        assert_eq!(resp.version, http::Version::HTTP_2);
+        assert_eq!(resp.status, 200, "{}", resp.describe());
+        let echo = resp.json();
+        assert_eq!(echo["path"], format!("/h2/{i}"));
+        assert_eq!(echo["query"], format!("n={i}"));
+        assert_eq!(echo["method"], "POST");
+        assert_eq!(echo["body_sha256"], sha256_hex(&body));
+        let xfh = resp.echoed_header("x-forwarded-host");
+        assert!(
+            xfh.len() == 1 && xfh[0].starts_with("127.0.0.1"),
+            "X-Forwarded-Host from :authority, got {xfh:?}"
+        );
+    }
+
+    let req = Request::builder()
+        .uri(uri("/hello"))
+        .body(full(""))
+        .expect("request");
+    let resp = collect(send_h2c(rd.proxy, req).await.expect("h2c"))
+        .await
+        .expect("body");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "hello");
+
+    let req = Request::builder()
+        .uri(uri("/missing"))
+        .body(full(""))
+        .expect("request");
+    let resp = collect(send_h2c(rd.proxy, req).await.expect("h2c"))
+        .await
+        .expect("body");
+    assert_eq!(resp.status, 404, "{}", resp.describe());
+}
