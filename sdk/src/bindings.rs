@@ -39,7 +39,8 @@ pub mod filter_world {
     });
 }
 
-pub use predicate_world::exports::router::plugin::predicate as predicate_iface;
 pub use filter_world::exports::router::plugin::filter as filter_iface;
+pub use predicate_world::exports::router::plugin::predicate as predicate_iface;
+#[cfg(target_arch = "wasm32")]
 pub use predicate_world::router::plugin::log as log_iface;
 pub use predicate_world::router::plugin::types;

@@ -36,7 +36,8 @@ pub fn form_decode(s: &str) -> String {
 
 fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
-    if !bytes.contains(&b'%') && !(plus_is_space && bytes.contains(&b'+')) {
+    let needs_work = bytes.contains(&b'%') || (plus_is_space && bytes.contains(&b'+'));
+    if !needs_work {
         return s.to_owned();
     }
     let mut out = Vec::with_capacity(bytes.len());
@@ -165,7 +166,7 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 /// ```
 pub fn bearer_token(authorization: &str) -> Option<&str> {
     let value = authorization.trim();
-    let (scheme, token) = value.split_once(|c: char| c == ' ' || c == '\t')?;
+    let (scheme, token) = value.split_once([' ', '\t'])?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
@@ -214,7 +215,9 @@ pub fn is_header_name(name: &str) -> bool {
 /// assert!(!is_header_value("a\nb"));
 /// ```
 pub fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]

@@ -100,9 +100,13 @@
 //!
 //! # Using a plugin in a route
 //!
-//! Load the `.wasm` into routerd under a name, then refer to that name from a route. A
-//! predicate goes in the route's `matchers`, and runs after the route's built-in matchers have
-//! matched:
+//! routerd loads every `NAME.wasm` in its plugins directory (`--plugins`, env `ROUTERD_PLUGINS`,
+//! default `./plugins`) and reloads one when its file changes; `NAME` (letters, digits, `-`,
+//! `_`) is the plugin's name. An optional `NAME.json` beside it overrides the plugin's limits,
+//! e.g. `{"deadline_ms": 20, "memory_mib": 32, "failure": "fail_open", "mode": "fresh"}`.
+//!
+//! A route refers to the plugin by name. A predicate goes in the route's `matchers`, and runs
+//! after the route's built-in matchers have matched:
 //!
 //! ```json
 //! {"condition": "plugin", "plugin": "tenant", "args": ["acme", "globex"]}
@@ -122,19 +126,26 @@
 //!
 //! * **Bounded calls.** routerd gives each call a deadline (10 ms by default) and each instance a
 //!   memory cap (64 MiB by default). A plugin that runs over, grows past its cap, or traps
-//!   (a Rust panic traps) is handled by the route's failure policy and its instance is discarded.
+//!   (a Rust panic traps) is handled by the plugin's failure policy (by default a predicate does
+//!   not match and a filter answers 500) and its instance is discarded.
 //! * **Instances are reused** between calls, so statics (e.g. a `thread_local!` cache of compiled
 //!   regexes keyed by the args) persist, but an instance can be replaced at any time: use them
 //!   for caches, never for state that must survive.
-//! * **No ambient access.** Expect no files, network, clock precision or environment; talk to
-//!   routerd only through [`Request`], [`Response`], the return values and [`log`].
+//! * **No ambient access.** The standard library works (routerd links WASI), but there is
+//!   nothing behind it: no preopened directories, no network, no environment or arguments;
+//!   clocks and random numbers do work. Stdout and stderr go to routerd's log. Talk to routerd
+//!   through [`Request`], [`Response`], the return values and [`log`](mod@log).
+//! * **Bounded results.** routerd refuses, as a failed call, a result with too many or too large
+//!   headers (currently more than 256 headers or 256 KiB of them in one result). Keep header
+//!   names and values valid ([`http::is_header_name`], [`http::is_header_value`]) and new paths
+//!   starting with `/`.
 //! * **Reads cost a copy.** Each [`Request`] accessor copies just what it returns from routerd;
 //!   call it once and keep the value.
 //!
 //! # Testing natively
 //!
 //! Imports into routerd exist only inside the component; compiled natively they panic, except
-//! [`log`], which prints to stderr. For `cargo test`, build requests with
+//! [`log`](mod@log), which prints to stderr. For `cargo test`, build requests with
 //! [`testing::MockRequest`] and call your trait methods directly (as in the examples above), and
 //! keep the interesting logic in plain functions. The helpers in [`http`] and the builders in
 //! [`edits`] are plain Rust:
@@ -264,8 +275,8 @@ pub mod __private {
 
     pub use crate::bindings::{filter_world, predicate_world};
 
-    use crate::bindings::{filter_iface, types as wit};
     use crate::bindings::predicate_iface;
+    use crate::bindings::{filter_iface, types as wit};
     use crate::{Filter, Predicate, Request, Response};
 
     /// Implements the generated `Guest` traits for a [`Predicate`] and/or [`Filter`] `T`.
