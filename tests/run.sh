@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: the guest plugins (built to wasm32-wasip2 for the integration tests, and
+# their logic tested natively), the SDK with its doctests, then every host unit and integration
+# test (which start real routerd processes against those plugins).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash plugins/build.sh
+cargo test --manifest-path plugins/Cargo.toml --target-dir plugins/target/native
+cargo test --manifest-path sdk/Cargo.toml --target-dir plugins/target/native
+cargo test --workspace
