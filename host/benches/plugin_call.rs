@@ -1,6 +1,8 @@
 //! One plugin predicate call: a Rust guest reading one header of a 12-header request, through
 //! a warm (reused) instance and through a fresh instance per call, next to the same predicate
-//! written natively; plus a guest that reads nothing (the fixed cost of a call).
+//! written natively; plus a guest that reads nothing (the fixed cost of a call), a guest that
+//! copies all twelve headers across (what passing the request as a record would cost), and the
+//! warm call on an engine without epoch deadlines (what the deadline costs).
 //!
 //! Build the guests first: `bash plugins/build.sh`, then
 //! `cargo bench -p routerd --bench plugin_call`.
@@ -76,8 +78,25 @@ fn bench(c: &mut Criterion) {
         .load_bytes("header-eq-fresh", &header_eq, fresh_settings)
         .unwrap_or_else(|e| panic!("{e}"));
     let noop = registry
-        .load_bytes("noop-predicate", &dist("noop-predicate"), warm_settings)
+        .load_bytes(
+            "noop-predicate",
+            &dist("noop-predicate"),
+            warm_settings.clone(),
+        )
         .unwrap_or_else(|e| panic!("{e}"));
+    let copyall = registry
+        .load_bytes(
+            "header-eq-copyall",
+            &dist("header-eq-copyall"),
+            warm_settings.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let undeadlined = PluginRegistry::new(
+        PluginEngine::without_deadlines(&PoolLimits::default()).unwrap_or_else(|e| panic!("{e}")),
+        &dir,
+    )
+    .load_bytes("header-eq", &header_eq, warm_settings)
+    .unwrap_or_else(|e| panic!("{e}"));
     let req = request();
     let args = vec!["x-tier".to_owned(), "gold".to_owned()];
     // The bench measures real answers.
@@ -85,6 +104,9 @@ fn bench(c: &mut Criterion) {
     assert!(matches!(fresh.matches(req.clone(), &args), Ok(true)));
     let miss = vec!["x-tier".to_owned(), "silver".to_owned()];
     assert!(matches!(warm.matches(req.clone(), &miss), Ok(false)));
+    assert!(matches!(copyall.matches(req.clone(), &args), Ok(true)));
+    assert!(matches!(copyall.matches(req.clone(), &miss), Ok(false)));
+    assert!(matches!(undeadlined.matches(req.clone(), &args), Ok(true)));
 
     let mut g = c.benchmark_group("predicate_call_12_headers");
     g.bench_function("native", |b| {

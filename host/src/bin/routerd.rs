@@ -37,6 +37,15 @@ struct Args {
     /// Data directory (created if missing).
     #[arg(long, env = "ROUTERD_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Plugin instances alive at once (the pooling allocator's size).
+    #[arg(long, env = "ROUTERD_PLUGIN_INSTANCES", default_value_t = 256)]
+    plugin_instances: u32,
+    /// Plugin linear memories alive at once.
+    #[arg(long, env = "ROUTERD_PLUGIN_MEMORIES", default_value_t = 512)]
+    plugin_memories: u32,
+    /// The largest memory cap (MiB) a plugin may be given in its settings.
+    #[arg(long, env = "ROUTERD_PLUGIN_MAX_MEMORY_MIB", default_value_t = 256)]
+    plugin_max_memory_mib: usize,
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, env = "ROUTERD_DRAIN_SECS", default_value_t = 30)]
     drain_secs: u64,
@@ -74,10 +83,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for dir in [&args.plugins, &args.data] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let engine = PluginEngine::new(
-        &PoolLimits::default(),
-        Some(&args.data.join("plugin-cache")),
-    )?;
+    let limits = PoolLimits {
+        instances: args.plugin_instances,
+        memories: args.plugin_memories,
+        max_memory_bytes: args.plugin_max_memory_mib << 20,
+    };
+    let engine = PluginEngine::new(&limits, Some(&args.data.join("plugin-cache")))?;
     let registry = Arc::new(PluginRegistry::new(engine, &args.plugins));
     registry.load_dir();
     // Watch before the first read, so a change made while starting is not missed.

@@ -49,12 +49,26 @@ impl PluginEngine {
     /// Builds the engine. Falls back to on-demand allocation (logged) when the pool's virtual
     /// memory cannot be reserved on this machine.
     pub fn new(limits: &PoolLimits, cache_dir: Option<&Path>) -> Result<Arc<Self>, PluginError> {
-        let (engine, pooling) = match Engine::new(&Self::config(Some(limits))) {
+        Self::build(limits, cache_dir, true)
+    }
+
+    /// An engine whose calls have no deadline: only for measuring what deadlines cost. A plugin
+    /// that loops forever hangs its caller here.
+    pub fn without_deadlines(limits: &PoolLimits) -> Result<Arc<Self>, PluginError> {
+        Self::build(limits, None, false)
+    }
+
+    fn build(
+        limits: &PoolLimits,
+        cache_dir: Option<&Path>,
+        deadlines: bool,
+    ) -> Result<Arc<Self>, PluginError> {
+        let (engine, pooling) = match Engine::new(&Self::config(Some(limits), deadlines)) {
             Ok(e) => (e, true),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reserve the plugin instance pool; using on-demand allocation");
                 (
-                    Engine::new(&Self::config(None)).map_err(PluginError::engine)?,
+                    Engine::new(&Self::config(None, deadlines)).map_err(PluginError::engine)?,
                     false,
                 )
             }
@@ -95,9 +109,9 @@ impl PluginEngine {
         self.pooling
     }
 
-    fn config(pool: Option<&PoolLimits>) -> Config {
+    fn config(pool: Option<&PoolLimits>, deadlines: bool) -> Config {
         let mut config = Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(deadlines);
         // Our calls are synchronous; concurrency bookkeeping costs every call.
         config.concurrency_support(false);
         config.wasm_component_model(true);
