@@ -114,7 +114,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     })?);
     let proxy = routes.proxy().clone();
-    let admin = Arc::new(Admin::new(proxy.clone()));
+    let admin = Arc::new(Admin::new(routes.clone()));
     let _plugin_watch =
         watcher::watch(registry.clone()).context("cannot watch the plugins directory")?;
     {
