@@ -1,18 +1,21 @@
 //! Shared black-box test harness: echo backends, a `routerd` process wrapper, an HTTP client
 //! over real sockets, config builders and table-driven probes.
 //!
-//! Everything here talks to 127.0.0.1 only, and every wait is bounded in time.
+//! Everything here talks to 127.0.0.1 only, and every wait is bounded in time. Plugins are
+//! built once per test process from `plugins/` ([`plugins_dist`]) and started through
+//! [`Launch`].
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -657,6 +660,39 @@ fn lock_lines(lines: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
     lines.lock().map(|l| l.clone()).unwrap_or_default()
 }
 
+/// Whether a tagged log line (`[err] ...`) starts a new event: routerd's log lines begin with an
+/// RFC 3339 timestamp (`2026-01-02T03:04:05...`).
+fn starts_record(line: &str) -> bool {
+    let text = line
+        .split_once("] ")
+        .map_or(line, |(_, rest)| rest)
+        .as_bytes();
+    text.len() > 11
+        && text[..4].iter().all(u8::is_ascii_digit)
+        && text[4] == b'-'
+        && text[7] == b'-'
+        && text[10] == b'T'
+}
+
+/// Groups tagged log lines into events: a line that does not start with a timestamp continues
+/// the previous event (joined with `\n`).
+pub fn log_records(lines: &[String]) -> Vec<String> {
+    let mut records: Vec<String> = Vec::new();
+    for line in lines {
+        match records.last_mut() {
+            Some(last) if !starts_record(line) => {
+                last.push('\n');
+                last.push_str(
+                    line.split_once("] ")
+                        .map_or(line.as_str(), |(_, rest)| rest),
+                );
+            }
+            _ => records.push(line.clone()),
+        }
+    }
+    records
+}
+
 /// Where routerd's config comes from.
 pub enum ConfigSource {
     /// Written as JSON to `config.json` in the test's temp dir.
@@ -667,21 +703,25 @@ pub enum ConfigSource {
     None,
 }
 
-/// Spawn routerd with the standard flags in `dir`, stdout and stderr piped.
+/// Spawn routerd with the standard flags in `dir` (plugins and data in `dir/plugins` and
+/// `dir/data`), stdout and stderr piped.
 fn spawn_routerd(dir: &Path, config: Option<&Path>) -> Child {
-    let plugins = dir.join("plugins");
-    let data = dir.join("data");
-    std::fs::create_dir_all(&plugins).expect("create plugins dir");
-    std::fs::create_dir_all(&data).expect("create data dir");
+    spawn_routerd_with(dir, config, &dir.join("plugins"), &dir.join("data"))
+}
+
+/// Spawn routerd in `dir` with these plugins and data directories, stdout and stderr piped.
+fn spawn_routerd_with(dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
+    std::fs::create_dir_all(plugins).expect("create plugins dir");
+    std::fs::create_dir_all(data).expect("create data dir");
     let mut cmd = Command::new(routerd_bin());
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
     cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
         .arg("--plugins")
-        .arg(&plugins)
+        .arg(plugins)
         .arg("--data")
-        .arg(&data)
+        .arg(data)
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -708,6 +748,8 @@ pub struct Routerd {
     stderr_lines: Arc<Mutex<Vec<String>>>,
     config_path: Option<PathBuf>,
     exit: Option<ExitStatus>,
+    plugins_dir: PathBuf,
+    data_dir: PathBuf,
     dir: TempDir,
 }
 
@@ -729,88 +771,12 @@ impl Routerd {
 
     /// Start and wait (bounded by [`STARTUP_TIMEOUT`]) until both listeners are logged.
     pub async fn start_from(source: ConfigSource) -> Routerd {
-        let dir = TempDir::new("rd");
-        let config_path = match source {
-            ConfigSource::Json(json) => {
-                let path = dir.path().join("config.json");
-                std::fs::write(
-                    &path,
-                    serde_json::to_vec_pretty(&json).expect("config json"),
-                )
-                .expect("write config");
-                Some(path)
-            }
-            ConfigSource::File(path) => Some(path),
-            ConfigSource::None => None,
-        };
-        let mut child = spawn_routerd(dir.path(), config_path.as_deref());
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("child stdout");
-        let stderr = child.stderr.take().expect("child stderr");
-        pump_lines(stdout, "out", logs.clone());
-        {
-            // stderr goes to both the combined log and a stderr-only copy.
-            let (logs, stderr_lines) = (logs.clone(), stderr_lines.clone());
-            std::thread::spawn(move || {
-                let reader = BufReader::new(stderr);
-                for line in reader.split(b'\n') {
-                    let Ok(line) = line else { break };
-                    let line = strip_ansi(String::from_utf8_lossy(&line).trim_end());
-                    if let Ok(mut l) = stderr_lines.lock() {
-                        l.push(line.clone());
-                    }
-                    if let Ok(mut l) = logs.lock() {
-                        l.push(format!("[err] {line}"));
-                    }
-                }
-            });
-        }
+        Launch::new(source).start().await
+    }
 
-        let proxy_re =
-            regex::Regex::new(r"proxy listening on http://([0-9.]+:[0-9]+)").expect("regex");
-        let admin_re =
-            regex::Regex::new(r"admin listening on http://([0-9.]+:[0-9]+)").expect("regex");
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let (proxy, admin) = loop {
-            let lines = lock_lines(&logs);
-            let find = |re: &regex::Regex| {
-                lines.iter().find_map(|l| {
-                    re.captures(l)
-                        .and_then(|c| c.get(1))
-                        .and_then(|m| m.as_str().parse::<SocketAddr>().ok())
-                })
-            };
-            if let (Some(p), Some(a)) = (find(&proxy_re), find(&admin_re)) {
-                break (p, a);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "routerd exited during startup with {status}; logs:\n{}",
-                    lock_lines(&logs).join("\n")
-                );
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "routerd did not log both listeners within {STARTUP_TIMEOUT:?}; logs:\n{}",
-                    lock_lines(&logs).join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Routerd {
-            child,
-            proxy,
-            admin,
-            logs,
-            stderr_lines,
-            config_path,
-            exit: None,
-            dir,
-        }
+    /// A [`Launch`] with `config` written to a temp file (to add plugins, directories, ...).
+    pub fn launch(config: &Value) -> Launch {
+        Launch::new(ConfigSource::Json(config.clone()))
     }
 
     /// The process id.
@@ -831,6 +797,70 @@ impl Routerd {
     /// Every stderr line so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         lock_lines(&self.stderr_lines)
+    }
+
+    /// The plugins directory it watches.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    /// Its data directory (the compile cache is in `plugin-cache/`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// How many log lines so far (a mark for [`Routerd::wait_for_log`]).
+    pub fn log_count(&self) -> usize {
+        self.logs.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// The log lines from index `from` on.
+    pub fn logs_since(&self, from: usize) -> Vec<String> {
+        self.logs
+            .lock()
+            .map(|l| l.iter().skip(from).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The log records from line index `from` on: each event with its continuation lines (a
+    /// message with newlines in it) joined by `\n`.
+    pub fn log_records_since(&self, from: usize) -> Vec<String> {
+        log_records(&self.logs_since(from))
+    }
+
+    /// Wait (bounded by `timeout`) for a log record (see [`Routerd::log_records_since`]) from
+    /// line index `from` on that satisfies `pred`; returns it, or `None` at the deadline.
+    pub async fn wait_for_log(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(record) = self.log_records_since(from).into_iter().find(|l| pred(l)) {
+                return Some(record);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// Replace the config file atomically (write a temp file, then rename over it).
@@ -942,6 +972,188 @@ impl Drop for Routerd {
     }
 }
 
+/// How to start routerd: the config, the plugins and data directories, and plugins (with their
+/// settings) to put in the plugins directory first. Start with [`Routerd::launch`].
+pub struct Launch {
+    source: ConfigSource,
+    plugins_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    plugins: Vec<(String, PathBuf)>,
+    settings: Vec<(String, Value)>,
+}
+
+impl Launch {
+    /// Defaults: `plugins/` and `data/` in the process's own temp dir, no plugins.
+    pub fn new(source: ConfigSource) -> Launch {
+        Launch {
+            source,
+            plugins_dir: None,
+            data_dir: None,
+            plugins: Vec::new(),
+            settings: Vec::new(),
+        }
+    }
+
+    /// Use this (existing or new) plugins directory.
+    pub fn plugins_dir(mut self, dir: &Path) -> Launch {
+        self.plugins_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Use this data directory (e.g. [`shared_plugin_data`], or a fresh one for cache tests).
+    pub fn data_dir(mut self, dir: &Path) -> Launch {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Install the built plugin `name` (see [`dist_plugin`]) under its own name.
+    pub fn plugin(self, name: &str) -> Launch {
+        self.plugin_as(name, name)
+    }
+
+    /// Install the built plugin `built` as `name.wasm`.
+    pub fn plugin_as(mut self, name: &str, built: &str) -> Launch {
+        self.plugins.push((name.to_owned(), dist_plugin(built)));
+        self
+    }
+
+    /// Write `settings` to `name.json` in the plugins directory.
+    pub fn plugin_settings(mut self, name: &str, settings: Value) -> Launch {
+        self.settings.push((name.to_owned(), settings));
+        self
+    }
+
+    /// Create the directories, install the plugins and settings; returns (plugins, data).
+    fn prepare(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let plugins = self
+            .plugins_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("plugins"));
+        let data = self.data_dir.clone().unwrap_or_else(|| dir.join("data"));
+        std::fs::create_dir_all(&plugins).expect("create plugins dir");
+        std::fs::create_dir_all(&data).expect("create data dir");
+        for (name, source) in &self.plugins {
+            let bytes = std::fs::read(source)
+                .unwrap_or_else(|e| panic!("read plugin {}: {e}", source.display()));
+            install_file(&plugins.join(format!("{name}.wasm")), &bytes);
+        }
+        for (name, settings) in &self.settings {
+            let text = serde_json::to_vec_pretty(settings).expect("settings json");
+            install_file(&plugins.join(format!("{name}.json")), &text);
+        }
+        (plugins, data)
+    }
+
+    /// Start and wait (bounded by [`STARTUP_TIMEOUT`]) until both listeners are logged.
+    pub async fn start(self) -> Routerd {
+        let dir = TempDir::new("rd");
+        let (plugins_dir, data_dir) = self.prepare(dir.path());
+        let config_path = match self.source {
+            ConfigSource::Json(json) => {
+                let path = dir.path().join("config.json");
+                std::fs::write(
+                    &path,
+                    serde_json::to_vec_pretty(&json).expect("config json"),
+                )
+                .expect("write config");
+                Some(path)
+            }
+            ConfigSource::File(path) => Some(path),
+            ConfigSource::None => None,
+        };
+        let mut child =
+            spawn_routerd_with(dir.path(), config_path.as_deref(), &plugins_dir, &data_dir);
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("child stdout");
+        let stderr = child.stderr.take().expect("child stderr");
+        pump_lines(stdout, "out", logs.clone());
+        {
+            // stderr goes to both the combined log and a stderr-only copy.
+            let (logs, stderr_lines) = (logs.clone(), stderr_lines.clone());
+            std::thread::spawn(move || {
+                let reader = BufReader::new(stderr);
+                for line in reader.split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = strip_ansi(String::from_utf8_lossy(&line).trim_end());
+                    if let Ok(mut l) = stderr_lines.lock() {
+                        l.push(line.clone());
+                    }
+                    if let Ok(mut l) = logs.lock() {
+                        l.push(format!("[err] {line}"));
+                    }
+                }
+            });
+        }
+
+        let proxy_re =
+            regex::Regex::new(r"proxy listening on http://([0-9.]+:[0-9]+)").expect("regex");
+        let admin_re =
+            regex::Regex::new(r"admin listening on http://([0-9.]+:[0-9]+)").expect("regex");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let (proxy, admin) = loop {
+            let lines = lock_lines(&logs);
+            let find = |re: &regex::Regex| {
+                lines.iter().find_map(|l| {
+                    re.captures(l)
+                        .and_then(|c| c.get(1))
+                        .and_then(|m| m.as_str().parse::<SocketAddr>().ok())
+                })
+            };
+            if let (Some(p), Some(a)) = (find(&proxy_re), find(&admin_re)) {
+                break (p, a);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "routerd exited during startup with {status}; logs:\n{}",
+                    lock_lines(&logs).join("\n")
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "routerd did not log both listeners within {STARTUP_TIMEOUT:?}; logs:\n{}",
+                    lock_lines(&logs).join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Routerd {
+            child,
+            proxy,
+            admin,
+            logs,
+            stderr_lines,
+            config_path,
+            exit: None,
+            plugins_dir,
+            data_dir,
+            dir,
+        }
+    }
+
+    /// Run to completion instead (for configs routerd must refuse): wait (bounded by
+    /// `timeout`) for it to exit; if it starts serving instead it is killed at once.
+    pub async fn run_to_exit(self, timeout: Duration) -> RunOutcome {
+        let dir = TempDir::new("run");
+        let (plugins_dir, data_dir) = self.prepare(dir.path());
+        let config = match &self.source {
+            ConfigSource::Json(json) => {
+                let path = dir.path().join("config.json");
+                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
+                    .expect("write config");
+                Some(path)
+            }
+            ConfigSource::File(path) => Some(path.clone()),
+            ConfigSource::None => None,
+        };
+        let child = spawn_routerd_with(dir.path(), config.as_deref(), &plugins_dir, &data_dir);
+        wait_for_exit_or_start(child, timeout).await
+    }
+}
+
 /// What happened when routerd was run to completion (see [`run_routerd_to_exit`]).
 #[derive(Debug)]
 pub struct RunOutcome {
@@ -967,7 +1179,13 @@ pub async fn run_routerd_to_exit(config_text: Option<&str>, timeout: Duration) -
         }
         None => dir.path().join("does-not-exist.json"),
     };
-    let mut child = spawn_routerd(dir.path(), Some(&config));
+    let child = spawn_routerd(dir.path(), Some(&config));
+    wait_for_exit_or_start(child, timeout).await
+}
+
+/// Wait (bounded by `timeout`) for `child` to exit; kill it as soon as it logs
+/// `proxy listening`.
+async fn wait_for_exit_or_start(mut child: Child, timeout: Duration) -> RunOutcome {
     let out = Arc::new(Mutex::new(Vec::new()));
     let err = Arc::new(Mutex::new(Vec::new()));
     let out_thread = pump_lines(child.stdout.take().expect("stdout"), "out", out.clone());
@@ -1012,6 +1230,159 @@ pub async fn run_routerd_to_exit(config_text: Option<&str>, timeout: Duration) -
         stdout: strip(lock_lines(&out)),
         stderr: strip(lock_lines(&err)),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugins
+// ---------------------------------------------------------------------------------------------
+
+/// The repository root (the parent of `host/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Hold an exclusive lock on `target/NAME` (created if missing) until the file is dropped, so
+/// that several test processes take turns.
+fn exclusive_lock(name: &str) -> std::fs::File {
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target).expect("create target dir");
+    let path = target.join(name);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open lock file {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    file
+}
+
+/// `plugins/dist`, after `bash plugins/build.sh` has built every plugin to wasm32-wasip2. The
+/// script runs at most once per test process, and under an exclusive file lock
+/// (`target/plugins-build.lock`) so that test binaries running at once take turns. Panics with
+/// the script's output if it fails.
+pub fn plugins_dist() -> PathBuf {
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    DIST.get_or_init(|| {
+        let root = repo_root();
+        let _lock = exclusive_lock("plugins-build.lock");
+        let script = root.join("plugins").join("build.sh");
+        let started = Instant::now();
+        let output = Command::new("bash")
+            .arg(&script)
+            .current_dir(&root)
+            // The plugins workspace has its own target dir; an inherited override would
+            // send the artifacts elsewhere.
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        if !output.status.success() {
+            panic!(
+                "{} failed ({}) after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                script.display(),
+                output.status,
+                started.elapsed(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        root.join("plugins").join("dist")
+    })
+    .clone()
+}
+
+/// The built plugin `plugins/dist/NAME.wasm` (building the plugins first if needed).
+pub fn dist_plugin(name: &str) -> PathBuf {
+    let path = plugins_dist().join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} does not exist after plugins/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// Write `bytes` to `path` atomically: a hidden temp file in the same directory (whose name
+/// does not end in `.wasm` or `.json`, so the plugin watcher ignores it), then a rename.
+pub fn install_file(path: &Path, bytes: &[u8]) {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = path.parent().expect("file has a directory");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::write(&tmp, bytes).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("rename {} -> {}: {e}", tmp.display(), path.display()));
+}
+
+/// A data directory shared by the tests that are not about the compile cache
+/// (`target/plugin-test-data`), so their routerd processes load plugins from the cache instead
+/// of compiling them. The first call in a process (under an exclusive file lock) fills the cache
+/// by starting routerd once with every built plugin.
+pub fn shared_plugin_data() -> PathBuf {
+    static DATA: OnceLock<PathBuf> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let dist = plugins_dist();
+        let data = repo_root().join("target").join("plugin-test-data");
+        let _lock = exclusive_lock("plugin-test-data.lock");
+        let dir = TempDir::new("warm");
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("create plugins dir");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dist).expect("read plugins/dist") {
+            let path = entry.expect("dist entry").path();
+            if path.extension().is_some_and(|e| e == "wasm") {
+                let name = path.file_name().expect("file name");
+                std::fs::copy(&path, plugins.join(name)).expect("copy plugin");
+                count += 1;
+            }
+        }
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, r#"{"routes": []}"#).expect("write config");
+        let mut child = spawn_routerd_with(dir.path(), Some(&config), &plugins, &data);
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = pump_lines(child.stdout.take().expect("stdout"), "out", lines.clone());
+        let err = pump_lines(child.stderr.take().expect("stderr"), "err", lines.clone());
+        // Compiling every plugin cold in a debug build takes a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let started = loop {
+            if lock_lines(&lines)
+                .iter()
+                .any(|l| l.contains("proxy listening"))
+            {
+                break true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = out.join();
+        let _ = err.join();
+        assert!(
+            started,
+            "routerd did not start with the {count} built plugins to fill the shared compile \
+             cache; logs:\n{}",
+            lock_lines(&lines).join("\n")
+        );
+        data
+    })
+    .clone()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1060,6 +1431,11 @@ pub fn header(name: &str, value: &str) -> Value {
     matcher("header", Some(name), value, false)
 }
 
+/// A plugin predicate matcher: `{"condition": "plugin", "plugin": plugin, "args": args}`.
+pub fn plugin_pred(plugin: &str, args: &[&str]) -> Value {
+    json!({"condition": "plugin", "plugin": plugin, "args": args})
+}
+
 /// A route under construction.
 pub struct Route(pub Value);
 
@@ -1101,20 +1477,25 @@ impl Route {
 
     /// Append a filter. On a `respond` route it goes before the `respond` filter.
     pub fn filter(mut self, name: &str, args: &[&str]) -> Route {
-        let filter = json!({"name": name, "args": args});
-        let filters = self.0["filters"].as_array_mut();
-        match filters {
-            Some(list)
-                if list
-                    .last()
-                    .is_some_and(|f| f["name"] == "respond" && name != "respond") =>
-            {
+        self.push_filter(json!({"name": name, "args": args}), name != "respond");
+        self
+    }
+
+    /// Append a plugin filter (`{"plugin": plugin, "args": args}`). On a `respond` route it goes
+    /// before the `respond` filter.
+    pub fn plugin_filter(mut self, plugin: &str, args: &[&str]) -> Route {
+        self.push_filter(json!({"plugin": plugin, "args": args}), true);
+        self
+    }
+
+    fn push_filter(&mut self, filter: Value, before_respond: bool) {
+        match self.0["filters"].as_array_mut() {
+            Some(list) if before_respond && list.last().is_some_and(|f| f["name"] == "respond") => {
                 let at = list.len() - 1;
                 list.insert(at, filter);
             }
             _ => self.push("filters", filter),
         }
-        self
     }
 
     fn push(&mut self, key: &str, value: Value) {

@@ -153,7 +153,8 @@ impl PluginEngine {
         if let Some(path) = &cached {
             match component.serialize() {
                 Ok(artifact) => {
-                    let tmp = path.with_extension("tmp");
+                    // Unique per process: several routerd may share a data directory.
+                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
                     if let Err(e) =
                         std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, path))
                     {

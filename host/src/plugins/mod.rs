@@ -53,6 +53,19 @@ impl PluginError {
     }
 
     pub(crate) fn invalid(e: wasmtime::Error) -> Self {
-        PluginError::Invalid(format!("{e:#}"))
+        PluginError::Invalid(one_line(&e))
+    }
+}
+
+/// An error chain on one line: the first line of the outermost and of the root cause (parser
+/// errors can carry multi-line dumps).
+fn one_line(e: &wasmtime::Error) -> String {
+    let first = |s: String| s.lines().next().unwrap_or_default().to_owned();
+    let top = first(e.to_string());
+    let root = first(e.root_cause().to_string());
+    if top == root {
+        top
+    } else {
+        format!("{top}: {root}")
     }
 }

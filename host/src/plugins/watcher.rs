@@ -40,8 +40,15 @@ pub fn watch(registry: Arc<PluginRegistry>) -> notify::Result<notify::Recommende
             while let Ok(Some(stem)) = tokio::time::timeout(SETTLE, rx.recv()).await {
                 stems.insert(stem);
             }
-            for stem in stems {
-                apply(&registry, &dir, &stem);
+            // Compiling takes a while: keep it off the runtime's worker threads.
+            let (registry, dir) = (registry.clone(), dir.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                for stem in stems {
+                    apply(&registry, &dir, &stem);
+                }
+            });
+            if let Err(e) = applied.await {
+                tracing::warn!(error = %e, "applying a plugin change failed");
             }
         }
     });

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use super::request::RequestView;
 use super::route::{PathMatch, PluginSource, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
-use crate::config::{ConfigFile, ErrorCode, RouteError, RouteSetError};
+use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use crate::plugins::{CallRequest, FailurePolicy};
 
 /// The default limit on bodies read for body matchers.
@@ -26,10 +26,8 @@ pub struct RouteTable {
     default_url: Option<Target>,
     max_body_bytes: usize,
     disabled: Vec<Route>,
-    excluded: Vec<(RouteRuleRef, String)>,
+    excluded: Vec<(RouteRule, String)>,
 }
-
-type RouteRuleRef = crate::config::RouteRule;
 
 /// How [`RouteTable::build`] treats routes whose plugin is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,11 +165,13 @@ impl RouteTable {
         if !errors.is_empty() {
             return Err(RouteSetError(errors));
         }
-        Ok(Self::assemble(
+        let mut table = Self::assemble(
             compiled,
             default_url,
             config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
-        ))
+        );
+        table.excluded = excluded;
+        Ok(table)
     }
 
     fn assemble(
@@ -218,7 +218,7 @@ impl RouteTable {
     }
 
     /// Routes left out because a plugin they use is missing, with the reason.
-    pub fn excluded(&self) -> &[(crate::config::RouteRule, String)] {
+    pub fn excluded(&self) -> &[(RouteRule, String)] {
         &self.excluded
     }
 
