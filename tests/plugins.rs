@@ -28,10 +28,9 @@ const CONTAINED_WITHIN: Duration = Duration::from_secs(2);
 
 /// A launch on the shared warm compile cache, with these built plugins installed.
 fn launch(cfg: &Value, plugins: &[&str]) -> Launch {
-    plugins.iter().fold(
-        Routerd::launch(cfg).data_dir(&shared_plugin_data()),
-        |l, p| l.plugin(p),
-    )
+    plugins
+        .iter()
+        .fold(Routerd::launch(cfg).warm_cache(), |l, p| l.plugin(p))
 }
 
 /// The value of `key` in a log line's `key="value"` or `key=value` field.
@@ -712,7 +711,7 @@ async fn plugins_directory_changes_apply_under_load_without_failed_requests() {
     install_file(&sel, &header_eq);
     let rd = Routerd::launch(&selector_config())
         .plugins_dir(plugins.path())
-        .data_dir(&shared_plugin_data())
+        .warm_cache()
         .start()
         .await;
     let mut failures = run_probes(
@@ -867,7 +866,7 @@ async fn garbage_and_half_written_plugins_do_not_disturb_serving() {
     install_file(&sel, &header_eq);
     let rd = Routerd::launch(&selector_config())
         .plugins_dir(plugins.path())
-        .data_dir(&shared_plugin_data())
+        .warm_cache()
         .start()
         .await;
     let old_version = [

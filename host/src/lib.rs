@@ -6,8 +6,11 @@
 
 pub mod admin;
 pub mod config;
+pub mod health;
+pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod routeset;
 pub mod routing;
 pub mod server;
+pub mod store;

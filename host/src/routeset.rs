@@ -1,30 +1,205 @@
-//! The live route set: the current route document and the plugin registry, from which the
-//! table is rebuilt and swapped into the proxy whenever either changes. A document change is
-//! all-or-nothing; a plugin change excludes (and later restores) the routes that use it.
+//! The live route set: routes from the config file and routes made through the admin API (kept
+//! in the [`RouteStore`]), one name space, compiled together into the table the proxy serves.
+//! Every change builds a whole new table and swaps it in; a change that does not validate
+//! changes nothing. Writes are serialised by one lock, and an API change is committed to the
+//! store before it is acknowledged and served.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::{ConfigFile, RouteSetError};
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
+use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::proxy::Proxy;
 use crate::routing::{BuildMode, RouteTable};
+use crate::store::{Change, RouteStore, StoredRoute};
+
+/// Where a route comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The config file (read-only through the API).
+    File,
+    /// The admin API.
+    Api,
+}
+
+/// A route as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// The route.
+    #[serde(flatten)]
+    pub rule: RouteRule,
+    /// Its version (for `If-Match`).
+    pub version: u64,
+    /// Where it comes from.
+    pub source: Source,
+    /// `active`, `disabled` or `excluded`.
+    pub status: &'static str,
+    /// Why it is excluded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An API error: an HTTP status, a stable code and a message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The stable code.
+    pub code: &'static str,
+    /// For a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// Builds an error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn from_validation(e: &RouteSetError) -> Self {
+        let code = e.0.first().map_or(ErrorCode::InvalidMatcher, |e| e.code);
+        let status = match code {
+            ErrorCode::RouteConflict | ErrorCode::MultipleDefaultRoutes => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, code.as_str(), e.to_string())
+    }
+}
+
+/// The result of `apply`.
+#[derive(Debug, Default, Serialize)]
+pub struct ApplySummary {
+    /// Routes created.
+    pub created: Vec<String>,
+    /// Routes changed.
+    pub updated: Vec<String>,
+    /// Routes deleted.
+    pub deleted: Vec<String>,
+}
+
+struct State {
+    file: ConfigFile,
+    file_version: u64,
+    api: BTreeMap<String, StoredRoute>,
+    last_version: u64,
+    table_version: u64,
+}
 
 /// See the module docs.
 pub struct RouteSet {
-    config: Mutex<ConfigFile>,
+    state: Mutex<State>,
+    store: Option<RouteStore>,
     plugins: Arc<PluginRegistry>,
     proxy: Arc<Proxy>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+fn document(file: &ConfigFile, api: &BTreeMap<String, StoredRoute>) -> ConfigFile {
+    let mut doc = file.clone();
+    doc.routes.extend(api.values().map(|r| r.rule.clone()));
+    doc
 }
 
 impl RouteSet {
-    /// Compiles `config` strictly and starts serving it.
-    pub fn new(config: ConfigFile, plugins: Arc<PluginRegistry>) -> Result<Self, RouteSetError> {
-        let table = RouteTable::build_with(&config, &*plugins, BuildMode::Strict)?;
-        Ok(RouteSet {
-            config: Mutex::new(config),
-            proxy: Arc::new(Proxy::new(table)),
+    /// Starts from the config file and the stored API routes. File routes are strict (a
+    /// missing plugin is an error); stored API routes whose plugin is missing are excluded.
+    pub fn new(
+        file: ConfigFile,
+        plugins: Arc<PluginRegistry>,
+        store: Option<RouteStore>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, RouteSetError> {
+        let (stored, last_version) = match &store {
+            Some(s) => s.load().map_err(|e| {
+                RouteSetError(vec![RouteError::new(
+                    "",
+                    "data",
+                    ErrorCode::InvalidMatcher,
+                    e.to_string(),
+                )])
+            })?,
+            None => (Vec::new(), 0),
+        };
+        let api: BTreeMap<String, StoredRoute> = stored
+            .into_iter()
+            .map(|r| (r.rule.name.clone(), r))
+            .collect();
+        let table = Self::compile(&plugins, &document(&file, &api), |name| {
+            file.routes.iter().any(|r| r.name == name)
+        })?;
+        let set = RouteSet {
+            state: Mutex::new(State {
+                file,
+                file_version: last_version + 1,
+                api,
+                last_version: last_version + 1,
+                table_version: 0,
+            }),
+            proxy: Arc::new(Proxy::new(
+                RouteTable::build(&ConfigFile::default())?,
+                metrics.clone(),
+            )),
+            store,
             plugins,
-        })
+            metrics,
+        };
+        let mut state = set.lock();
+        set.swap(&mut state, table);
+        drop(state);
+        Ok(set)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Builds a table, excluding routes whose plugin is missing unless `strict(name)` says the
+    /// route must not be excluded (then the missing plugin is an error).
+    fn compile(
+        plugins: &PluginRegistry,
+        doc: &ConfigFile,
+        strict: impl Fn(&str) -> bool,
+    ) -> Result<RouteTable, RouteSetError> {
+        let table = RouteTable::build_with(doc, plugins, BuildMode::ExcludeMissingPlugins)?;
+        let errors: Vec<RouteError> = table
+            .excluded()
+            .iter()
+            .filter(|(rule, _)| strict(&rule.name))
+            .map(|(rule, reason)| {
+                RouteError::new(
+                    &rule.name,
+                    "matchers",
+                    ErrorCode::UnknownPlugin,
+                    reason.clone(),
+                )
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(table)
+        } else {
+            Err(RouteSetError(errors))
+        }
+    }
+
+    fn swap(&self, state: &mut State, table: RouteTable) {
+        for (rule, reason) in table.excluded() {
+            tracing::warn!(route = %rule.name, "route excluded: {reason}");
+        }
+        self.proxy.swap_table(table);
+        state.table_version += 1;
+        if let Some(m) = &self.metrics {
+            m.table_swapped(state.table_version);
+        }
     }
 
     /// The proxy serving this route set.
@@ -37,29 +212,292 @@ impl RouteSet {
         &self.plugins
     }
 
-    /// Replaces the document if every route in it is valid; otherwise nothing changes.
-    pub fn apply(&self, config: ConfigFile) -> Result<(), RouteSetError> {
-        let mut current = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        let table = RouteTable::build_with(&config, &*self.plugins, BuildMode::Strict)?;
-        self.proxy.swap_table(table);
-        *current = config;
+    /// Replaces the config file's routes if they are all valid; otherwise nothing changes.
+    pub fn apply_file(&self, config: ConfigFile) -> Result<(), RouteSetError> {
+        let mut state = self.lock();
+        let mut api = state.api.clone();
+        // A file route takes its name back from an API route of the same name.
+        for r in &config.routes {
+            api.remove(&r.name);
+        }
+        let table = Self::compile(&self.plugins, &document(&config, &api), |name| {
+            config.routes.iter().any(|r| r.name == name)
+        })?;
+        state.file = config;
+        state.file_version = state.last_version + 1;
+        state.last_version += 1;
+        self.swap(&mut state, table);
         Ok(())
     }
 
     /// Rebuilds after plugins changed: routes whose plugin is gone are excluded, and routes
     /// whose plugin is back return.
     pub fn plugins_changed(&self) {
-        let current = self.config.lock().unwrap_or_else(|p| p.into_inner());
-        match RouteTable::build_with(&current, &*self.plugins, BuildMode::ExcludeMissingPlugins) {
-            Ok(table) => {
-                for (rule, reason) in table.excluded() {
-                    tracing::warn!(route = %rule.name, "route excluded: {reason}");
-                }
-                self.proxy.swap_table(table);
-            }
+        let mut state = self.lock();
+        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
+            Ok(table) => self.swap(&mut state, table),
             Err(e) => tracing::warn!(
                 "routes not rebuilt after a plugin change, the previous table keeps serving: {e}"
             ),
         }
     }
+
+    /// The table generation being served.
+    pub fn table_version(&self) -> u64 {
+        self.lock().table_version
+    }
+
+    /// Every route, by name.
+    pub fn list(&self) -> Vec<RouteView> {
+        let state = self.lock();
+        let table = self.proxy.table();
+        let excluded: BTreeMap<&str, &str> = table
+            .excluded()
+            .iter()
+            .map(|(r, why)| (r.name.as_str(), why.as_str()))
+            .collect();
+        let view = |rule: &RouteRule, version: u64, source: Source| {
+            let reason = excluded.get(rule.name.as_str()).map(|r| (*r).to_owned());
+            RouteView {
+                status: if reason.is_some() {
+                    "excluded"
+                } else if rule.enabled {
+                    "active"
+                } else {
+                    "disabled"
+                },
+                rule: rule.clone(),
+                version,
+                source,
+                reason,
+            }
+        };
+        let mut out: Vec<RouteView> = state
+            .file
+            .routes
+            .iter()
+            .map(|r| view(r, state.file_version, Source::File))
+            .chain(
+                state
+                    .api
+                    .values()
+                    .map(|r| view(&r.rule, r.version, Source::Api)),
+            )
+            .collect();
+        out.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
+        out
+    }
+
+    /// One route.
+    pub fn get(&self, name: &str) -> Result<RouteView, ApiError> {
+        self.list()
+            .into_iter()
+            .find(|r| r.rule.name == name)
+            .ok_or_else(|| not_found(name))
+    }
+
+    fn check_writable(state: &State, name: &str) -> Result<(), ApiError> {
+        if let Some(r) = state.file.routes.iter().find(|r| r.name == name) {
+            return Err(if r.system {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "system_route_protected",
+                    format!(
+                        "route {name:?} is a system route and cannot be changed through the API"
+                    ),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "read_only_route",
+                    format!("route {name:?} comes from the config file; change it there"),
+                )
+            });
+        }
+        Ok(())
+    }
+
+    fn check_version(current: &StoredRoute, if_match: Option<u64>) -> Result<(), ApiError> {
+        match if_match {
+            Some(v) if v != current.version => Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "route {:?} is at version {}, not {v}",
+                    current.rule.name, current.version
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Validates the new API routes, commits them, and serves them.
+    fn commit(
+        &self,
+        state: &mut State,
+        api: BTreeMap<String, StoredRoute>,
+        changes: Vec<Change>,
+        changed: &[&str],
+    ) -> Result<(), ApiError> {
+        let table = Self::compile(&self.plugins, &document(&state.file, &api), |name| {
+            changed.contains(&name)
+        })
+        .map_err(|e| ApiError::from_validation(&e))?;
+        let last_version = state.last_version;
+        if let Some(store) = &self.store {
+            store.commit(&changes, last_version).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_failed",
+                    e.to_string(),
+                )
+            })?;
+        }
+        state.api = api;
+        self.swap(state, table);
+        Ok(())
+    }
+
+    /// Creates an API route.
+    pub fn create(&self, rule: RouteRule) -> Result<RouteView, ApiError> {
+        let mut state = self.lock();
+        let name = rule.name.clone();
+        if state.file.routes.iter().any(|r| r.name == name) || state.api.contains_key(&name) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "route_conflict",
+                format!("a route named {name:?} already exists"),
+            ));
+        }
+        state.last_version += 1;
+        let stored = StoredRoute {
+            rule,
+            version: state.last_version,
+        };
+        let mut api = state.api.clone();
+        api.insert(name.clone(), stored.clone());
+        self.commit(&mut state, api, vec![Change::Put(stored)], &[&name])?;
+        drop(state);
+        self.get(&name)
+    }
+
+    /// Replaces (and maybe renames) API route `name`.
+    pub fn update(
+        &self,
+        name: &str,
+        rule: RouteRule,
+        if_match: Option<u64>,
+    ) -> Result<RouteView, ApiError> {
+        let mut state = self.lock();
+        Self::check_writable(&state, name)?;
+        let current = state
+            .api
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))?;
+        Self::check_version(&current, if_match)?;
+        let new_name = rule.name.clone();
+        if new_name != name {
+            Self::check_writable(&state, &new_name).map_err(|_| conflict(&new_name))?;
+            if state.api.contains_key(&new_name) {
+                return Err(conflict(&new_name));
+            }
+        }
+        state.last_version += 1;
+        let stored = StoredRoute {
+            rule,
+            version: state.last_version,
+        };
+        let mut api = state.api.clone();
+        api.remove(name);
+        api.insert(new_name.clone(), stored.clone());
+        let mut changes = Vec::new();
+        if new_name != name {
+            changes.push(Change::Delete(name.to_owned()));
+        }
+        changes.push(Change::Put(stored));
+        self.commit(&mut state, api, changes, &[&new_name])?;
+        drop(state);
+        self.get(&new_name)
+    }
+
+    /// Deletes API route `name`.
+    pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+        let mut state = self.lock();
+        Self::check_writable(&state, name)?;
+        let current = state
+            .api
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found(name))?;
+        Self::check_version(&current, if_match)?;
+        state.last_version += 1;
+        let mut api = state.api.clone();
+        api.remove(name);
+        self.commit(&mut state, api, vec![Change::Delete(name.to_owned())], &[])
+    }
+
+    /// Makes the API routes equal to `doc`'s routes, in one transaction.
+    pub fn apply(&self, doc: ConfigFile) -> Result<ApplySummary, ApiError> {
+        let mut state = self.lock();
+        for r in &doc.routes {
+            Self::check_writable(&state, &r.name)?;
+        }
+        let mut summary = ApplySummary::default();
+        let mut api = BTreeMap::new();
+        let mut changes = Vec::new();
+        state.last_version += 1;
+        let version = state.last_version;
+        for rule in doc.routes {
+            let name = rule.name.clone();
+            match state.api.get(&name) {
+                Some(current) if current.rule == rule => {
+                    api.insert(name, current.clone());
+                }
+                existing => {
+                    if existing.is_some() {
+                        summary.updated.push(name.clone());
+                    } else {
+                        summary.created.push(name.clone());
+                    }
+                    let stored = StoredRoute { rule, version };
+                    changes.push(Change::Put(stored.clone()));
+                    if api.insert(name.clone(), stored).is_some() {
+                        return Err(conflict(&name));
+                    }
+                }
+            }
+        }
+        for name in state.api.keys() {
+            if !api.contains_key(name) {
+                summary.deleted.push(name.clone());
+                changes.push(Change::Delete(name.clone()));
+            }
+        }
+        let changed: Vec<String> = summary
+            .created
+            .iter()
+            .chain(&summary.updated)
+            .cloned()
+            .collect();
+        let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
+        self.commit(&mut state, api, changes, &changed)?;
+        Ok(summary)
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        format!("no route named {name:?}"),
+    )
+}
+
+fn conflict(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "route_conflict",
+        format!("a route named {name:?} already exists"),
+    )
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -711,13 +712,27 @@ fn spawn_routerd(dir: &Path, config: Option<&Path>) -> Child {
 
 /// Spawn routerd in `dir` with these plugins and data directories, stdout and stderr piped.
 fn spawn_routerd_with(dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
+    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[])
+}
+
+/// [`spawn_routerd_with`] with this `--admin` address and extra arguments after the standard
+/// ones.
+fn spawn_routerd_args(
+    dir: &Path,
+    config: Option<&Path>,
+    plugins: &Path,
+    data: &Path,
+    admin: &str,
+    extra: &[OsString],
+) -> Child {
     std::fs::create_dir_all(plugins).expect("create plugins dir");
     std::fs::create_dir_all(data).expect("create data dir");
     let mut cmd = Command::new(routerd_bin());
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
-    cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+    cmd.args(["--listen", "127.0.0.1:0", "--admin", admin])
+        .args(extra)
         .arg("--plugins")
         .arg(plugins)
         .arg("--data")
@@ -928,6 +943,51 @@ impl Routerd {
             .unwrap_or_else(|e| panic!("admin GET {path} failed: {e}"))
     }
 
+    /// `http://ADMIN_ADDR` (for `routerctl --admin`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// One HTTP/1.1 exchange with the admin listener; panics on transport errors.
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        request_to(self.admin, method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("admin {method} {path} failed: {e}"))
+    }
+
+    /// An admin request with a JSON body (`Content-Type: application/json`), or none.
+    pub async fn admin_json(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        match body {
+            Some(doc) => {
+                self.admin_request(
+                    method,
+                    path,
+                    &[("content-type", "application/json")],
+                    doc.to_string(),
+                )
+                .await
+            }
+            None => self.admin_request(method, path, &[], Bytes::new()).await,
+        }
+    }
+
+    /// Kill the process with SIGKILL (no chance to flush or clean up) and reap it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        self.child.kill().expect("SIGKILL routerd");
+        let status = self.child.wait().expect("reap routerd");
+        self.exit = Some(status);
+        status
+    }
+
     /// Send SIGTERM (via `kill -TERM`).
     pub fn sigterm(&self) {
         let status = Command::new("kill")
@@ -978,8 +1038,11 @@ pub struct Launch {
     source: ConfigSource,
     plugins_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    warm_cache: bool,
     plugins: Vec<(String, PathBuf)>,
     settings: Vec<(String, Value)>,
+    admin_addr: Option<String>,
+    extra_args: Vec<OsString>,
 }
 
 impl Launch {
@@ -989,9 +1052,30 @@ impl Launch {
             source,
             plugins_dir: None,
             data_dir: None,
+            warm_cache: false,
             plugins: Vec::new(),
             settings: Vec::new(),
+            admin_addr: None,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Pass `--admin addr` instead of `127.0.0.1:0` (only [`Launch::run_to_exit`] may use a
+    /// non-loopback address: tests never send traffic anywhere but 127.0.0.1).
+    pub fn admin_addr(mut self, addr: &str) -> Launch {
+        self.admin_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// Add a command-line argument after the standard ones (e.g. `--admin-token-file`).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    fn spawn(&self, dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
+        let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
+        spawn_routerd_args(dir, config, plugins, data, admin, &self.extra_args)
     }
 
     /// Use this (existing or new) plugins directory.
@@ -1003,6 +1087,14 @@ impl Launch {
     /// Use this data directory (e.g. [`shared_plugin_data`], or a fresh one for cache tests).
     pub fn data_dir(mut self, dir: &Path) -> Launch {
         self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Start with a private data directory holding a copy of the shared warm compile cache
+    /// ([`shared_plugin_data`]): no cold plugin compiles, and no data shared with another
+    /// routerd (the route database takes an exclusive lock).
+    pub fn warm_cache(mut self) -> Launch {
+        self.warm_cache = true;
         self
     }
 
@@ -1032,6 +1124,17 @@ impl Launch {
         let data = self.data_dir.clone().unwrap_or_else(|| dir.join("data"));
         std::fs::create_dir_all(&plugins).expect("create plugins dir");
         std::fs::create_dir_all(&data).expect("create data dir");
+        if self.warm_cache {
+            let cache = data.join("plugin-cache");
+            std::fs::create_dir_all(&cache).expect("create plugin-cache");
+            let shared = shared_plugin_data().join("plugin-cache");
+            for entry in std::fs::read_dir(&shared)
+                .expect("read the shared cache")
+                .flatten()
+            {
+                let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
+            }
+        }
         for (name, source) in &self.plugins {
             let bytes = std::fs::read(source)
                 .unwrap_or_else(|e| panic!("read plugin {}: {e}", source.display()));
@@ -1048,21 +1151,17 @@ impl Launch {
     pub async fn start(self) -> Routerd {
         let dir = TempDir::new("rd");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
-        let config_path = match self.source {
+        let config_path = match &self.source {
             ConfigSource::Json(json) => {
                 let path = dir.path().join("config.json");
-                std::fs::write(
-                    &path,
-                    serde_json::to_vec_pretty(&json).expect("config json"),
-                )
-                .expect("write config");
+                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
+                    .expect("write config");
                 Some(path)
             }
-            ConfigSource::File(path) => Some(path),
+            ConfigSource::File(path) => Some(path.clone()),
             ConfigSource::None => None,
         };
-        let mut child =
-            spawn_routerd_with(dir.path(), config_path.as_deref(), &plugins_dir, &data_dir);
+        let mut child = self.spawn(dir.path(), config_path.as_deref(), &plugins_dir, &data_dir);
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("child stdout");
@@ -1149,7 +1248,7 @@ impl Launch {
             ConfigSource::File(path) => Some(path.clone()),
             ConfigSource::None => None,
         };
-        let child = spawn_routerd_with(dir.path(), config.as_deref(), &plugins_dir, &data_dir);
+        let child = self.spawn(dir.path(), config.as_deref(), &plugins_dir, &data_dir);
         wait_for_exit_or_start(child, timeout).await
     }
 }
@@ -1383,6 +1482,26 @@ pub fn shared_plugin_data() -> PathBuf {
         data
     })
     .clone()
+}
+
+/// A fresh data directory (removed on drop) holding a copy of the shared warm compile cache
+/// ([`shared_plugin_data`]), for tests that need their own data (e.g. `routes.redb`) but not a
+/// cold plugin compile.
+pub fn warm_data_dir() -> TempDir {
+    let shared = shared_plugin_data().join("plugin-cache");
+    let dir = TempDir::new("data");
+    let cache = dir.path().join("plugin-cache");
+    std::fs::create_dir_all(&cache).expect("create plugin-cache");
+    if let Ok(entries) = std::fs::read_dir(&shared) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_file() {
+                let name = path.file_name().expect("file name");
+                std::fs::copy(&path, cache.join(name)).expect("copy cached plugin");
+            }
+        }
+    }
+    dir
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,103 +1,359 @@
-//! The admin listener: health, and read-only views of the routes (with their status) and the
-//! loaded plugins (with their counters). Mutations come with the control-plane API.
+//! The admin API (`/api/v1`): routes (create, read, update with rename, delete, apply, with
+//! optimistic concurrency), plugins (upload, list, unload), the explain tool (`match`), backend
+//! health and Prometheus metrics. Mutations need the bearer token when one is configured.
+
+mod plugins;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Deserialize;
 
-use crate::proxy::{Proxy, ResponseBody, error, full};
-use crate::routeset::RouteSet;
+use crate::config::{ConfigFile, RouteRule};
+use crate::health::HealthChecks;
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, ResponseBody, full};
+use crate::routeset::{ApiError, RouteSet};
+use crate::routing::{BufferedBody, RequestView, SharedHead, request_host};
 use crate::server::Handler;
+
+/// The largest route document accepted.
+const MAX_JSON_BODY: usize = 4 << 20;
+/// The largest plugin accepted.
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
 /// The admin API.
 pub struct Admin {
     routes: Arc<RouteSet>,
+    metrics: Arc<Metrics>,
+    health: Arc<HealthChecks>,
+    token: Option<String>,
+}
+
+type Reply = Result<Response<ResponseBody>, ApiError>;
+
+fn json(status: StatusCode, doc: &impl serde::Serialize) -> Response<ResponseBody> {
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(e: &ApiError) -> Response<ResponseBody> {
+    json(
+        e.status,
+        &serde_json::json!({"error": e.code, "message": e.message}),
+    )
+}
+
+fn bad_body(message: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message.to_string())
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(bad_body(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// A route from a request body; the fields the API adds (`version`, `source`, `status`,
+/// `reason`) are ignored.
+fn parse_rule(bytes: &[u8]) -> Result<RouteRule, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad_body)?;
+    if let Some(obj) = value.as_object_mut() {
+        for key in ["version", "source", "status", "reason"] {
+            obj.remove(key);
+        }
+    }
+    serde_json::from_value(value).map_err(bad_body)
+}
+
+fn if_match(req_headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = req_headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"');
+    if text == "*" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| bad_body(format!("If-Match {text:?} is not a route version")))
+}
+
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<std::borrow::Cow<'a, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+}
+
+/// Runs a blocking admin operation (database commits, plugin compilation) off the workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
 impl Admin {
-    /// An admin API over a live route set.
-    pub fn new(routes: Arc<RouteSet>) -> Self {
-        Admin { routes }
-    }
-
-    fn json(status: StatusCode, doc: serde_json::Value) -> Response<ResponseBody> {
-        let mut resp = Response::new(full(doc.to_string()));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        resp
-    }
-
-    fn routes(&self) -> serde_json::Value {
-        let table = self.routes.proxy().table();
-        let mut routes: Vec<serde_json::Value> = table
-            .routes()
-            .map(|r| {
-                let mut doc = serde_json::to_value(&r.rule).unwrap_or_default();
-                doc["status"] = if r.rule.enabled { "active" } else { "disabled" }.into();
-                doc
-            })
-            .collect();
-        for (rule, reason) in table.excluded() {
-            let mut doc = serde_json::to_value(rule).unwrap_or_default();
-            doc["status"] = "excluded".into();
-            doc["reason"] = reason.as_str().into();
-            routes.push(doc);
+    /// The admin API over a live route set.
+    pub fn new(
+        routes: Arc<RouteSet>,
+        metrics: Arc<Metrics>,
+        health: Arc<HealthChecks>,
+        token: Option<String>,
+    ) -> Self {
+        Admin {
+            routes,
+            metrics,
+            health,
+            token,
         }
-        let total = routes.len();
-        serde_json::json!({ "routes": routes, "total": total })
     }
 
-    fn plugins(&self) -> serde_json::Value {
-        let table = self.routes.proxy().table();
-        let plugins: Vec<serde_json::Value> = self
-            .routes
-            .plugins()
-            .list()
-            .iter()
-            .map(|p| {
-                let used_by: Vec<&str> = table
-                    .routes()
-                    .filter(|r| {
-                        r.rule
-                            .matchers
-                            .iter()
-                            .any(|m| m.plugin.as_deref() == Some(&*p.name))
-                            || r.rule
-                                .filters
-                                .iter()
-                                .any(|f| f.plugin.as_deref() == Some(&*p.name))
-                    })
-                    .map(|r| &*r.name)
-                    .collect();
-                let loaded_at = p
-                    .loaded_at
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
-                serde_json::json!({
-                    "name": &*p.name,
-                    "kind": p.kind.as_str(),
-                    "sha256": p.sha256,
-                    "size": p.size,
-                    "loaded_at_unix": loaded_at,
-                    "compiled_from_cache": p.from_cache,
-                    "settings": p.settings,
-                    "used_by": used_by,
-                    "calls": p.stats.calls.load(Ordering::Relaxed),
-                    "traps": p.stats.traps.load(Ordering::Relaxed),
-                    "deadline_hits": p.stats.deadline_hits.load(Ordering::Relaxed),
-                    "memory_cap_hits": p.stats.memory_cap_hits.load(Ordering::Relaxed),
-                    "rejected_results": p.stats.bad_results.load(Ordering::Relaxed),
-                })
-            })
-            .collect();
-        serde_json::json!({ "plugins": plugins })
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Compare without an early exit on the first differing byte.
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let method = parts.method.clone();
+        let mutation = matches!(method, Method::POST | Method::PUT | Method::DELETE)
+            && segments.get(2) != Some(&"match");
+        if mutation && !self.authorized(&parts.headers) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this change needs Authorization: Bearer <admin token>",
+            ));
+        }
+        let query = parts.uri.query();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => {
+                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            }
+            (&Method::GET, ["metrics"]) => {
+                let mut resp = Response::new(full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(resp)
+            }
+            (&Method::GET, ["api", "v1", "routes"]) => self.list_routes(query),
+            (&Method::POST, ["api", "v1", "routes"]) => {
+                let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
+                let routes = self.routes.clone();
+                let view = blocking(move || routes.create(rule)).await?;
+                Ok(json(StatusCode::CREATED, &view))
+            }
+            (&Method::POST, ["api", "v1", "routes", "apply"]) => {
+                let bytes = read_body(body, MAX_JSON_BODY).await?;
+                let doc: ConfigFile = serde_json::from_slice(&bytes).map_err(bad_body)?;
+                if doc.default_url.is_some() || doc.max_body_bytes.is_some() {
+                    return Err(bad_body(
+                        "default_url and max_body_bytes belong to the config file",
+                    ));
+                }
+                let routes = self.routes.clone();
+                let summary = blocking(move || routes.apply(doc)).await?;
+                Ok(json(StatusCode::OK, &summary))
+            }
+            (&Method::GET, ["api", "v1", "routes", name]) => {
+                Ok(json(StatusCode::OK, &self.routes.get(name)?))
+            }
+            (&Method::PUT, ["api", "v1", "routes", name]) => {
+                let version = if_match(&parts.headers)?;
+                let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
+                let (routes, name) = (self.routes.clone(), (*name).to_owned());
+                let view = blocking(move || routes.update(&name, rule, version)).await?;
+                Ok(json(StatusCode::OK, &view))
+            }
+            (&Method::DELETE, ["api", "v1", "routes", name]) => {
+                let version = if_match(&parts.headers)?;
+                let (routes, name) = (self.routes.clone(), (*name).to_owned());
+                blocking(move || routes.delete(&name, version)).await?;
+                Ok(no_content())
+            }
+            (&Method::GET, ["api", "v1", "plugins"]) => {
+                Ok(json(StatusCode::OK, &plugins::list(&self.routes)))
+            }
+            (&Method::POST, ["api", "v1", "plugins"]) => {
+                let name = query_param(query, "name")
+                    .map(|n| n.into_owned())
+                    .unwrap_or_default();
+                let bytes = read_body(body, MAX_PLUGIN_BYTES).await?;
+                let routes = self.routes.clone();
+                let doc = blocking(move || plugins::upload(&routes, &name, &bytes)).await?;
+                Ok(json(StatusCode::CREATED, &doc))
+            }
+            (&Method::GET, ["api", "v1", "plugins", name]) => {
+                Ok(json(StatusCode::OK, &plugins::get(&self.routes, name)?))
+            }
+            (&Method::DELETE, ["api", "v1", "plugins", name]) => {
+                let force = query_param(query, "force").is_some_and(|v| v == "true" || v == "1");
+                let (routes, name) = (self.routes.clone(), (*name).to_owned());
+                blocking(move || plugins::unload(&routes, &name, force)).await?;
+                Ok(no_content())
+            }
+            (&Method::POST, ["api", "v1", "match"]) => {
+                let probe: MatchRequest =
+                    serde_json::from_slice(&read_body(body, MAX_JSON_BODY).await?)
+                        .map_err(bad_body)?;
+                let proxy = self.routes.proxy().clone();
+                let explanation = blocking(move || explain(&proxy, probe)).await?;
+                Ok(json(StatusCode::OK, &explanation))
+            }
+            (&Method::GET, ["api", "v1", "health"]) => Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"routes": self.health.snapshot()}),
+            )),
+            (
+                _,
+                ["healthz" | "metrics"]
+                | ["api", "v1", "routes" | "plugins" | "match" | "health", ..],
+            ) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not supported on {path}"),
+            )),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no admin endpoint {path}"),
+            )),
+        }
+    }
+
+    fn list_routes(&self, query: Option<&str>) -> Reply {
+        let number = |key: &str, default: usize| -> Result<usize, ApiError> {
+            match query_param(query, key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| bad_body(format!("{key}={v} is not a number"))),
+            }
+        };
+        let offset = number("offset", 0)?;
+        let limit = number("limit", 50)?;
+        if !(1..=1000).contains(&limit) {
+            return Err(bad_body(format!("limit={limit} is outside 1..=1000")));
+        }
+        let all = self.routes.list();
+        let total = all.len();
+        let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"routes": page, "total": total, "offset": offset, "limit": limit}),
+        ))
+    }
+}
+
+fn no_content() -> Response<ResponseBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+/// A request to explain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchRequest {
+    #[serde(default = "get")]
+    method: String,
+    path: String,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    remote_addr: Option<String>,
+}
+
+fn get() -> String {
+    "GET".to_owned()
+}
+
+fn explain(proxy: &Proxy, probe: MatchRequest) -> Result<crate::routing::Explanation, ApiError> {
+    let mut builder = Request::builder()
+        .method(probe.method.as_str())
+        .uri(probe.path.as_str());
+    if let Some(host) = &probe.host {
+        builder = builder.header(header::HOST, host.as_str());
+    }
+    for (k, v) in &probe.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let (parts, ()) = builder.body(()).map_err(bad_body)?.into_parts();
+    if !parts.uri.path().starts_with('/') {
+        return Err(bad_body("path must start with '/'"));
+    }
+    let remote: SocketAddr = match &probe.remote_addr {
+        Some(a) => a
+            .parse()
+            .or_else(|_| {
+                a.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 0))
+            })
+            .map_err(|_| bad_body(format!("remote_addr {a:?} is not an IP address")))?,
+        None => SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let shared = SharedHead {
+        parts: Arc::new(parts),
+        remote,
+    };
+    let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
+    let table = proxy.table();
+    let p = &shared.parts;
+    let view = RequestView {
+        method: &p.method,
+        path: p.uri.path(),
+        query: p.uri.query(),
+        host: request_host(&p.uri, &p.headers),
+        headers: &p.headers,
+        remote: remote.ip(),
+        body: body.as_ref(),
+        shared: Some(&shared),
+    };
+    Ok(table.explain(&view))
 }
 
 impl Handler for Admin {
@@ -106,13 +362,9 @@ impl Handler for Admin {
         req: Request<Incoming>,
         _remote: SocketAddr,
     ) -> Response<ResponseBody> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => {
-                Self::json(StatusCode::OK, serde_json::json!({"status": "ok"}))
-            }
-            (&Method::GET, "/api/v1/routes") => Self::json(StatusCode::OK, self.routes()),
-            (&Method::GET, "/api/v1/plugins") => Self::json(StatusCode::OK, self.plugins()),
-            _ => error(StatusCode::NOT_FOUND, "no such admin endpoint", None),
+        match self.route(req).await {
+            Ok(resp) => resp,
+            Err(e) => error_response(&e),
         }
     }
 }

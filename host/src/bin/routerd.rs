@@ -13,9 +13,12 @@ use tracing::{error, info, warn};
 
 use routerd::admin::Admin;
 use routerd::config::{self, watch::FileWatch};
+use routerd::health::HealthChecks;
+use routerd::metrics::Metrics;
 use routerd::plugins::{PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd::routeset::RouteSet;
 use routerd::server;
+use routerd::store::RouteStore;
 
 /// A programmable HTTP router.
 #[derive(Parser, Debug)]
@@ -46,6 +49,13 @@ struct Args {
     /// The largest memory cap (MiB) a plugin may be given in its settings.
     #[arg(long, env = "ROUTERD_PLUGIN_MAX_MEMORY_MIB", default_value_t = 256)]
     plugin_max_memory_mib: usize,
+    /// A file holding the admin API's bearer token; mutations need it. Mandatory when the admin
+    /// listener is not on a loopback address.
+    #[arg(long, env = "ROUTERD_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Seconds between active health checks of the backends.
+    #[arg(long, env = "ROUTERD_HEALTH_INTERVAL_SECS", default_value_t = 1)]
+    health_interval_secs: u64,
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, env = "ROUTERD_DRAIN_SECS", default_value_t = 30)]
     drain_secs: u64,
@@ -107,14 +117,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .config
         .as_ref()
         .map_or("embedded default".to_owned(), |p| p.display().to_string());
-    let routes = Arc::new(RouteSet::new(config, registry.clone()).map_err(|source| {
-        config::ConfigError::Invalid {
-            path: origin,
-            errors: source,
+    let token = match &args.admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the admin token file {} is empty",
+                path.display()
+            );
+            Some(token)
         }
-    })?);
+        None if !args.admin.ip().is_loopback() => anyhow::bail!(
+            "the admin listener {} is not on a loopback address: --admin-token-file is required",
+            args.admin
+        ),
+        None => None,
+    };
+    let store = RouteStore::open(&args.data.join("routes.redb"))?;
+    let metrics = Metrics::new(registry.clone());
+    let routes = Arc::new(
+        RouteSet::new(config, registry.clone(), Some(store), Some(metrics.clone())).map_err(
+            |source| config::ConfigError::Invalid {
+                path: origin,
+                errors: source,
+            },
+        )?,
+    );
     let proxy = routes.proxy().clone();
-    let admin = Arc::new(Admin::new(routes.clone()));
+    let health = HealthChecks::start(
+        proxy.clone(),
+        Duration::from_secs(args.health_interval_secs.max(1)),
+    );
+    let admin = Arc::new(Admin::new(routes.clone(), metrics, health, token));
     let _plugin_watch =
         watcher::watch(registry.clone()).context("cannot watch the plugins directory")?;
     {
@@ -151,13 +188,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             while watch.changed().await.is_some() {
                 let applied = config::load_file(&path).and_then(|cfg| {
                     let n = cfg.routes.len();
-                    routes
-                        .apply(cfg)
-                        .map(|()| n)
-                        .map_err(|source| config::ConfigError::Invalid {
+                    routes.apply_file(cfg).map(|()| n).map_err(|source| {
+                        config::ConfigError::Invalid {
                             path: path.display().to_string(),
                             errors: source,
-                        })
+                        }
+                    })
                 });
                 match applied {
                     Ok(n) => info!(routes = n, "config reloaded"),

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use tracing::warn;
 
+use crate::metrics::Metrics;
 use crate::plugins::state::{HeaderOp, Reply, RequestAction};
 use crate::plugins::{CallRequest, CallResponse, FailurePolicy};
 use crate::routing::filters::BuiltinFilter;
@@ -31,14 +32,16 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
     client: UpstreamClient,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
     /// A proxy serving `table`.
-    pub fn new(table: RouteTable) -> Self {
+    pub fn new(table: RouteTable, metrics: Option<Arc<Metrics>>) -> Self {
         Proxy {
             table: ArcSwap::from_pointee(table),
             client: upstream::client(),
+            metrics,
         }
     }
 
@@ -58,6 +61,20 @@ impl Proxy {
         req: Request<Incoming>,
         remote: SocketAddr,
     ) -> Response<ResponseBody> {
+        let started = std::time::Instant::now();
+        let (resp, route) = self.dispatch(req, remote).await;
+        if let Some(m) = &self.metrics {
+            m.request(&route, resp.status().as_u16(), started.elapsed());
+        }
+        resp
+    }
+
+    /// Answers a request; also says which route did (`default_url`, or `none`).
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        remote: SocketAddr,
+    ) -> (Response<ResponseBody>, Arc<str>) {
         let table = self.table.load_full();
         let (parts, body) = req.into_parts();
         // Shared (not copied) with plugin predicates; unwrapped again once the route is chosen.
@@ -87,18 +104,24 @@ impl Proxy {
                     }
                     Err(e) => {
                         warn!(error = %e, "reading the request body failed");
-                        return error(
+                        let resp = error(
                             StatusCode::BAD_REQUEST,
                             "could not read the request body",
                             None,
                         );
+                        return (resp, Arc::from("none"));
                     }
                 },
                 d => break d,
             }
         };
         let parts = Arc::try_unwrap(shared.parts).unwrap_or_else(|shared| (*shared).clone());
-        match decision {
+        let route: Arc<str> = match &decision {
+            Decision::Route(id) => table.route(*id).name.clone(),
+            Decision::DefaultUrl => Arc::from("default_url"),
+            _ => Arc::from("none"),
+        };
+        let resp = match decision {
             Decision::Route(id) => self.run_route(&table, id, parts, body, remote).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
@@ -139,7 +162,8 @@ impl Proxy {
             Decision::NotFound | Decision::NeedBody => {
                 error(StatusCode::NOT_FOUND, "no route matches", None)
             }
-        }
+        };
+        (resp, route)
     }
 
     async fn run_route(

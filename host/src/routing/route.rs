@@ -126,10 +126,12 @@ pub struct Route {
     pub params: Vec<(Box<str>, usize, bool)>,
     /// Allowed methods; `None` means any.
     pub methods: Option<MethodSet>,
-    /// Other built-in matchers, cheapest first, body matchers last.
-    pub matchers: Vec<Matcher>,
-    /// Plugin predicates, run after every built-in matcher has matched.
-    pub predicates: Vec<PluginCall>,
+    /// Other built-in matchers (with their index in the rule), cheapest first, body matchers
+    /// last.
+    pub matchers: Vec<(usize, Matcher)>,
+    /// Plugin predicates (with their index in the rule), run after every built-in matcher has
+    /// matched.
+    pub predicates: Vec<(usize, PluginCall)>,
     /// Whether any matcher reads the body.
     pub needs_body: bool,
     /// The backend (absent when a filter answers).
@@ -216,7 +218,7 @@ impl Route {
                     }
                     methods = Some(m);
                 }
-                Ok(Compiled::Other(m)) => matchers.push(m),
+                Ok(Compiled::Other(m)) => matchers.push((i, m)),
                 Ok(Compiled::Plugin(name)) => match plugins.plugin(&name) {
                     None => err(
                         &format!("{field}.plugin"),
@@ -229,10 +231,13 @@ impl Route {
                         format!("plugin {name:?} is a filter, not a predicate"),
                     ),
                     Some(p) => match p.validate_predicate(&spec.args) {
-                        Ok(()) => predicates.push(PluginCall {
-                            plugin: p,
-                            args: spec.args.clone(),
-                        }),
+                        Ok(()) => predicates.push((
+                            i,
+                            PluginCall {
+                                plugin: p,
+                                args: spec.args.clone(),
+                            },
+                        )),
                         Err(reason) => err(
                             &format!("{field}.args"),
                             ErrorCode::InvalidPluginArgs,
@@ -244,7 +249,7 @@ impl Route {
             }
         }
         // Cheap matchers first; body matchers last so the body is read only when all else holds.
-        matchers.sort_by_key(|m| match m {
+        matchers.sort_by_key(|(_, m)| match m {
             Matcher::Host(_) | Matcher::RemoteAddr(_) => 0,
             Matcher::Header(..) | Matcher::Cookie(..) | Matcher::QueryParam(..) => 1,
             Matcher::BodyField(..) | Matcher::BodyRegex(_) => 2,
@@ -343,7 +348,7 @@ impl Route {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let needs_body = matchers.iter().any(Matcher::needs_body);
+        let needs_body = matchers.iter().any(|(_, m)| m.needs_body());
         Ok(Route {
             name: name.into(),
             rule: rule.clone(),

@@ -354,7 +354,7 @@ impl RouteTable {
         route
             .matchers
             .iter()
-            .all(|m| (skip_body && m.needs_body()) || m.matches(req))
+            .all(|(_, m)| (skip_body && m.needs_body()) || m.matches(req))
     }
 }
 
@@ -372,7 +372,7 @@ impl RouteTable {
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        for call in &route.predicates {
+        for (_, call) in &route.predicates {
             let request = CallRequest {
                 parts: shared.parts.clone(),
                 remote: shared.remote,
@@ -408,5 +408,126 @@ fn toggle_trailing_slash(path: &str) -> Option<String> {
         Some(p.to_owned())
     } else {
         Some(format!("{path}/"))
+    }
+}
+
+/// One candidate route in an [`Explanation`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CandidateResult {
+    /// The route's name.
+    pub route: String,
+    /// `matched` or `failed`.
+    pub result: &'static str,
+    /// The first matcher that failed, e.g. `matchers[1] (header x-tier)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// Why a request gets the answer it gets: the decision, and every candidate route considered
+/// on the way in decision order, with the matcher that failed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Explanation {
+    /// `route`, `need_body`, `default_url`, `redirect`, `method_not_allowed`, `options` or
+    /// `not_found`.
+    pub decision: &'static str,
+    /// The chosen route, for `route`.
+    pub route: Option<String>,
+    /// The redirect target or the `Allow` list, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The candidates, in the order they were considered.
+    pub candidates: Vec<CandidateResult>,
+}
+
+impl RouteTable {
+    /// Explains the decision for `req` (the admin API's `match`). Plugin predicates run.
+    pub fn explain(&self, req: &RequestView<'_>) -> Explanation {
+        let mut cands = Candidates::new();
+        self.index.candidates(req.path, &mut cands);
+        let mut ids: Vec<u32> = cands
+            .into_iter()
+            .chain(self.unindexed.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        let mut candidates = Vec::new();
+        for id in ids {
+            let route = &self.routes[id as usize];
+            let failed = self.first_failure(id, route, req);
+            let matched = failed.is_none();
+            candidates.push(CandidateResult {
+                route: route.name.to_string(),
+                result: if matched { "matched" } else { "failed" },
+                failed,
+            });
+            if matched {
+                break;
+            }
+        }
+        let (decision, route, detail) = match self.decide(req) {
+            Decision::Route(id) => ("route", Some(self.route(id).name.to_string()), None),
+            Decision::NeedBody => ("need_body", None, None),
+            Decision::DefaultUrl => ("default_url", None, None),
+            Decision::Redirect(status, location) => (
+                "redirect",
+                None,
+                Some(format!("{} {location}", status.as_u16())),
+            ),
+            Decision::MethodNotAllowed(allow) => ("method_not_allowed", None, Some(allow)),
+            Decision::Options(allow) => ("options", None, Some(allow)),
+            Decision::NotFound => ("not_found", None, None),
+        };
+        Explanation {
+            decision,
+            route,
+            detail,
+            candidates,
+        }
+    }
+
+    fn first_failure(&self, id: u32, route: &Route, req: &RequestView<'_>) -> Option<String> {
+        let describe = |i: usize| {
+            let spec = &route.rule.matchers[i];
+            let what = match (&spec.field, &spec.plugin) {
+                (Some(f), _) => format!("{} {f}", spec.condition),
+                (None, Some(p)) => format!("plugin {p}"),
+                _ => spec.condition.clone(),
+            };
+            format!("matchers[{i}] ({what})")
+        };
+        let index_of = |conditions: &[&str]| {
+            route
+                .rule
+                .matchers
+                .iter()
+                .position(|m| conditions.contains(&m.condition.as_str()))
+                .unwrap_or(0)
+        };
+        if let PathMatch::Regex(re) = &route.path
+            && !re.is_match(req.path)
+        {
+            return Some(describe(index_of(&["path"])));
+        }
+        if route
+            .methods
+            .as_ref()
+            .is_some_and(|m| !m.contains(req.method))
+        {
+            return Some(describe(index_of(&["method"])));
+        }
+        for (i, m) in &route.matchers {
+            if m.needs_body() && req.body.is_none() {
+                return Some(format!("{} (no body given)", describe(*i)));
+            }
+            if !m.matches(req) {
+                return Some(describe(*i));
+            }
+        }
+        for (i, _) in &route.predicates {
+            // Predicates are all-or-nothing here: run them once and name the first.
+            if !self.predicates_match(id, route, req, req.path) {
+                return Some(describe(*i));
+            }
+        }
+        None
     }
 }

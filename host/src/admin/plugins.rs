@@ -1,0 +1,149 @@
+//! The plugin endpoints: upload (validated and compiled before it replaces anything, then
+//! written to the plugins directory), list and show with counters, unload.
+
+use std::sync::atomic::Ordering;
+
+use http::StatusCode;
+
+use crate::plugins::registry::valid_name;
+use crate::plugins::{Plugin, PluginError, PluginSettings};
+use crate::routeset::{ApiError, RouteSet};
+
+fn used_by(routes: &RouteSet, name: &str) -> Vec<String> {
+    routes
+        .list()
+        .into_iter()
+        .filter(|r| {
+            r.rule
+                .matchers
+                .iter()
+                .any(|m| m.plugin.as_deref() == Some(name))
+                || r.rule
+                    .filters
+                    .iter()
+                    .any(|f| f.plugin.as_deref() == Some(name))
+        })
+        .map(|r| r.rule.name)
+        .collect()
+}
+
+fn describe(routes: &RouteSet, p: &Plugin) -> serde_json::Value {
+    let loaded_at = p
+        .loaded_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    serde_json::json!({
+        "name": &*p.name,
+        "kind": p.kind.as_str(),
+        "sha256": p.sha256,
+        "size": p.size,
+        "loaded_at_unix": loaded_at,
+        "compiled_from_cache": p.from_cache,
+        "settings": p.settings,
+        "used_by": used_by(routes, &p.name),
+        "calls": p.stats.calls.load(Ordering::Relaxed),
+        "traps": p.stats.traps.load(Ordering::Relaxed),
+        "deadline_hits": p.stats.deadline_hits.load(Ordering::Relaxed),
+        "memory_cap_hits": p.stats.memory_cap_hits.load(Ordering::Relaxed),
+        "rejected_results": p.stats.bad_results.load(Ordering::Relaxed),
+    })
+}
+
+/// `GET /api/v1/plugins`.
+pub fn list(routes: &RouteSet) -> serde_json::Value {
+    let plugins: Vec<_> = routes
+        .plugins()
+        .list()
+        .iter()
+        .map(|p| describe(routes, p))
+        .collect();
+    serde_json::json!({ "plugins": plugins })
+}
+
+/// `GET /api/v1/plugins/{name}`.
+pub fn get(routes: &RouteSet, name: &str) -> Result<serde_json::Value, ApiError> {
+    let p = routes.plugins().get(name).ok_or_else(|| not_found(name))?;
+    Ok(describe(routes, &p))
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "plugin_not_found",
+        format!("no plugin named {name:?}"),
+    )
+}
+
+/// `POST /api/v1/plugins?name=NAME`.
+pub fn upload(routes: &RouteSet, name: &str, bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if !valid_name(name) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_plugin_name",
+            format!("plugin name {name:?} must be 1-128 letters, digits, '-' or '_'"),
+        ));
+    }
+    let registry = routes.plugins();
+    let settings_path = registry.dir().join(format!("{name}.json"));
+    let settings = match std::fs::read_to_string(&settings_path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+        Err(_) => PluginSettings::default(),
+    };
+    let plugin = registry
+        .load_bytes(name, bytes, settings)
+        .map_err(|e| match e {
+            PluginError::InvalidName(_) => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_plugin_name",
+                e.to_string(),
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", other.to_string()),
+        })?;
+    // Write the file too, so the plugin survives a restart; the watcher sees the same bytes
+    // and keeps the loaded plugin.
+    let path = registry.dir().join(format!("{name}.wasm"));
+    let tmp = registry.dir().join(format!(".{name}.wasm.upload"));
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+    Ok(describe(routes, &plugin))
+}
+
+/// `DELETE /api/v1/plugins/{name}[?force=true]`.
+pub fn unload(routes: &RouteSet, name: &str, force: bool) -> Result<(), ApiError> {
+    let registry = routes.plugins();
+    if registry.get(name).is_none() {
+        return Err(not_found(name));
+    }
+    let users = used_by(routes, name);
+    if !users.is_empty() && !force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plugin_in_use",
+            format!(
+                "plugin {name:?} is used by routes {}; add ?force=true to unload it anyway (they will be excluded)",
+                users.join(", ")
+            ),
+        ));
+    }
+    let path = registry.dir().join(format!("{name}.wasm"));
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_failed",
+                format!("cannot remove {}: {e}", path.display()),
+            ));
+        }
+    }
+    registry.unload(name);
+    Ok(())
+}
