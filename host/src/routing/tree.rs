@@ -17,10 +17,36 @@ use super::pattern::Segment;
 /// The candidate route ids of one lookup; 16 fit without allocating.
 pub type Candidates = SmallVec<[u32; 16]>;
 
+/// A node's literal children: a short list is scanned, a wide fan-out (an API with thousands of
+/// resources under one prefix) is hashed.
+#[derive(Debug)]
+enum Literals {
+    Few(Vec<(Box<str>, u32)>),
+    Many(HashMap<Box<str>, u32, rustc_hash::FxBuildHasher>),
+}
+
+impl Default for Literals {
+    fn default() -> Self {
+        Literals::Few(Vec::new())
+    }
+}
+
+/// Above this many children a node hashes its literals.
+const SCAN_LIMIT: usize = 8;
+
+impl Literals {
+    fn get(&self, seg: &str) -> Option<u32> {
+        match self {
+            Literals::Few(v) => v.iter().find(|(lit, _)| **lit == *seg).map(|(_, id)| *id),
+            Literals::Many(m) => m.get(seg).copied(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Node {
-    /// Literal children, sorted by segment for binary search.
-    literals: Vec<(Box<str>, u32)>,
+    /// Literal children.
+    literals: Literals,
     /// The child for a `{param}` segment.
     param: Option<u32>,
     /// Routes whose pattern ends at this node.
@@ -95,8 +121,11 @@ impl PathIndexBuilder {
     /// Freezes the index for lookups.
     pub fn build(mut self) -> PathIndex {
         for (node, map) in self.nodes.iter_mut().zip(self.literal_maps) {
-            node.literals = map.into_iter().collect();
-            node.literals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            node.literals = if map.len() > SCAN_LIMIT {
+                Literals::Many(map.into_iter().collect())
+            } else {
+                Literals::Few(map.into_iter().collect())
+            };
         }
         PathIndex { nodes: self.nodes }
     }
@@ -131,8 +160,8 @@ impl PathIndex {
             Some((seg, next)) => (seg, Some(next)),
             None => (text, None),
         };
-        if let Ok(i) = node.literals.binary_search_by(|(lit, _)| (**lit).cmp(seg)) {
-            self.walk(node.literals[i].1, next, out);
+        if let Some(child) = node.literals.get(seg) {
+            self.walk(child, next, out);
         }
         if let Some(param) = node.param
             && !seg.is_empty()
