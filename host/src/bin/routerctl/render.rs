@@ -348,9 +348,9 @@ pub fn health_table(doc: &Value, now_unix: u64) -> String {
         .iter()
         .map(|e| {
             let status = text(e.get("status"));
-            let latency = match e.get("latency_ms") {
-                Some(Value::Number(n)) => format!("{n} ms"),
-                other => text(other),
+            let latency = match e.get("latency_ms").and_then(Value::as_f64) {
+                Some(ms) => format!("{ms:.2} ms"),
+                None => text(e.get("latency_ms")),
             };
             let uptime = match (status.as_str(), e.get("since")) {
                 ("up", Some(since)) if !since.is_null() => unix_secs(since).map_or_else(
@@ -371,15 +371,20 @@ pub fn health_table(doc: &Value, now_unix: u64) -> String {
     table(&["ROUTE", "BACKEND", "STATUS", "LATENCY", "UPTIME"], &rows)
 }
 
-/// The explain tree of `routerctl match`: `→ route NAME` (or `→ DECISION`), then one line per
-/// candidate in the order they were considered, the last one with `└─`.
+/// The explain tree of `routerctl match`: `→ route NAME` (or `→ DECISION[: DETAIL]`), then one
+/// line per candidate in the order they were considered, the last one with `└─`.
 pub fn explain(doc: &Value) -> String {
     let decision = str_field(doc, "decision").unwrap_or("unknown");
     let mut out = match (decision, str_field(doc, "route")) {
-        ("route", Some(route)) => format!("→ route {route}\n"),
-        (decision, Some(route)) => format!("→ {decision} (route {route})\n"),
-        (decision, None) => format!("→ {decision}\n"),
+        ("route", Some(route)) => format!("→ route {route}"),
+        (decision, Some(route)) => format!("→ {decision} (route {route})"),
+        (decision, None) => format!("→ {decision}"),
     };
+    // The redirect's target, or the `Allow` list of a 405.
+    if let Some(detail) = str_field(doc, "detail") {
+        let _ = write!(out, ": {detail}");
+    }
+    out.push('\n');
     let candidates = doc
         .get("candidates")
         .and_then(Value::as_array)
@@ -550,9 +555,9 @@ mod tests {
         assert_eq!(
             health_table(&doc, 1_767_225_700),
             "ROUTE  BACKEND                STATUS  LATENCY  UPTIME\n\
-             users  http://127.0.0.1:3000  up      1.5 ms   1h 1m\n\
+             users  http://127.0.0.1:3000  up      1.50 ms  1h 1m\n\
              files  http://127.0.0.1:3002  down    -        -\n\
-             ms     http://h               up      3 ms     13m 20s\n\
+             ms     http://h               up      3.00 ms  13m 20s\n\
              text   http://h               up      -        2026-01-01T00:00:00Z\n"
         );
     }
@@ -571,6 +576,18 @@ mod tests {
             "→ route users\n\
              ├─ users-new: failed at matchers[1] (header x-tier)\n\
              └─ users: matched\n"
+        );
+    }
+
+    #[test]
+    fn explain_with_detail() {
+        let doc = json!({
+            "decision": "method_not_allowed", "route": null, "detail": "GET, HEAD",
+            "candidates": [{"route": "users", "result": "failed", "failed": "matchers[1] (method)"}]
+        });
+        assert_eq!(
+            explain(&doc),
+            "→ method_not_allowed: GET, HEAD\n└─ users: failed at matchers[1] (method)\n"
         );
     }
 
