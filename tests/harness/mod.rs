@@ -1484,26 +1484,6 @@ pub fn shared_plugin_data() -> PathBuf {
     .clone()
 }
 
-/// A fresh data directory (removed on drop) holding a copy of the shared warm compile cache
-/// ([`shared_plugin_data`]), for tests that need their own data (e.g. `routes.redb`) but not a
-/// cold plugin compile.
-pub fn warm_data_dir() -> TempDir {
-    let shared = shared_plugin_data().join("plugin-cache");
-    let dir = TempDir::new("data");
-    let cache = dir.path().join("plugin-cache");
-    std::fs::create_dir_all(&cache).expect("create plugin-cache");
-    if let Ok(entries) = std::fs::read_dir(&shared) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_file() {
-                let name = path.file_name().expect("file name");
-                std::fs::copy(&path, cache.join(name)).expect("copy cached plugin");
-            }
-        }
-    }
-    dir
-}
-
 // ---------------------------------------------------------------------------------------------
 // Config builders
 // ---------------------------------------------------------------------------------------------
