@@ -18,7 +18,7 @@ use crate::health::HealthChecks;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
 use crate::routeset::{ApiError, RouteSet};
-use crate::routing::{BufferedBody, RequestView, SharedHead, request_host};
+use crate::routing::{BufferedBody, SharedHead};
 use crate::server::Handler;
 
 /// The largest route document accepted.
@@ -342,18 +342,7 @@ fn explain(proxy: &Proxy, probe: MatchRequest) -> Result<crate::routing::Explana
     };
     let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
     let table = proxy.table();
-    let p = &shared.parts;
-    let view = RequestView {
-        method: &p.method,
-        path: p.uri.path(),
-        query: p.uri.query(),
-        host: request_host(&p.uri, &p.headers),
-        headers: &p.headers,
-        remote: remote.ip(),
-        body: body.as_ref(),
-        shared: Some(&shared),
-    };
-    Ok(table.explain(&view))
+    Ok(table.explain(&shared.view(body.as_ref())))
 }
 
 impl Handler for Admin {

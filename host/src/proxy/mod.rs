@@ -19,9 +19,7 @@ use crate::metrics::Metrics;
 use crate::plugins::state::{HeaderOp, Reply, RequestAction};
 use crate::plugins::{CallRequest, CallResponse, FailurePolicy};
 use crate::routing::filters::BuiltinFilter;
-use crate::routing::{
-    BufferedBody, Decision, RequestView, RouteFilter, RouteTable, SharedHead, Target, request_host,
-};
+use crate::routing::{BufferedBody, Decision, RouteFilter, RouteTable, SharedHead, Target};
 use body::RequestBody;
 use upstream::{UpstreamClient, UpstreamPath};
 
@@ -85,18 +83,7 @@ impl Proxy {
         let mut body = RequestBody::Streaming(body);
         let mut buffered: Option<BufferedBody> = None;
         let decision = loop {
-            let parts = &shared.parts;
-            let view = RequestView {
-                method: &parts.method,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                host: request_host(&parts.uri, &parts.headers),
-                headers: &parts.headers,
-                remote: remote.ip(),
-                body: buffered.as_ref(),
-                shared: Some(&shared),
-            };
-            match table.decide(&view) {
+            match table.decide(&shared.view(buffered.as_ref())) {
                 Decision::NeedBody => match body::read_prefix(body, table.max_body_bytes()).await {
                     Ok((bytes, too_large, replay)) => {
                         body = replay;

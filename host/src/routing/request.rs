@@ -65,6 +65,23 @@ pub struct SharedHead {
     pub remote: std::net::SocketAddr,
 }
 
+impl SharedHead {
+    /// What the matchers see of this request, with `body` if it has been read.
+    pub fn view<'a>(&'a self, body: Option<&'a BufferedBody>) -> RequestView<'a> {
+        let p = &self.parts;
+        RequestView {
+            method: &p.method,
+            path: p.uri.path(),
+            query: p.uri.query(),
+            host: request_host(&p.uri, &p.headers),
+            headers: &p.headers,
+            remote: self.remote.ip(),
+            body,
+            shared: Some(self),
+        }
+    }
+}
+
 /// The host a request is for, without the port: the URI's authority (HTTP/2, absolute-form) or
 /// the `Host` header.
 pub fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {

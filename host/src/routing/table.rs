@@ -361,18 +361,28 @@ impl RouteTable {
 impl RouteTable {
     /// Runs the route's plugin predicates, applying each plugin's failure policy.
     fn predicates_match(&self, id: u32, route: &Route, req: &RequestView<'_>, path: &str) -> bool {
-        if route.predicates.is_empty() {
-            return true;
-        }
+        self.first_failed_predicate(id, route, req, path).is_none()
+    }
+
+    /// The rule index of the first plugin predicate that does not match (after each plugin's
+    /// failure policy), if any.
+    fn first_failed_predicate(
+        &self,
+        id: u32,
+        route: &Route,
+        req: &RequestView<'_>,
+        path: &str,
+    ) -> Option<usize> {
+        let (first, _) = route.predicates.first()?;
         let Some(shared) = req.shared else {
-            return false;
+            return Some(*first);
         };
         let params: Vec<(String, String)> = self
             .params(id, path)
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        for (_, call) in &route.predicates {
+        for (index, call) in &route.predicates {
             let request = CallRequest {
                 parts: shared.parts.clone(),
                 remote: shared.remote,
@@ -381,7 +391,7 @@ impl RouteTable {
             };
             match call.plugin.matches(request, &call.args) {
                 Ok(true) => {}
-                Ok(false) => return false,
+                Ok(false) => return Some(*index),
                 Err(failure) => {
                     let policy = call.plugin.settings.failure;
                     tracing::warn!(
@@ -392,12 +402,12 @@ impl RouteTable {
                         "plugin predicate failed"
                     );
                     if policy == FailurePolicy::FailClosed {
-                        return false;
+                        return Some(*index);
                     }
                 }
             }
         }
-        true
+        None
     }
 }
 
@@ -522,12 +532,7 @@ impl RouteTable {
                 return Some(describe(*i));
             }
         }
-        for (i, _) in &route.predicates {
-            // Predicates are all-or-nothing here: run them once and name the first.
-            if !self.predicates_match(id, route, req, req.path) {
-                return Some(describe(*i));
-            }
-        }
-        None
+        self.first_failed_predicate(id, route, req, req.path)
+            .map(describe)
     }
 }
