@@ -124,6 +124,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("wasm_warm_noop", |b| {
         b.iter(|| noop.matches(black_box(req.clone()), &[]))
     });
+    g.bench_function("wasm_warm_copy_all_headers", |b| {
+        b.iter(|| copyall.matches(black_box(req.clone()), &args))
+    });
+    g.bench_function("wasm_warm_no_deadline", |b| {
+        b.iter(|| undeadlined.matches(black_box(req.clone()), &args))
+    });
     g.bench_function("wasm_fresh_instance", |b| {
         b.iter(|| fresh.matches(black_box(req.clone()), &args))
     });

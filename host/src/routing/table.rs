@@ -109,7 +109,8 @@ impl RouteTable {
         let mut errors = Vec::new();
         let mut excluded = Vec::new();
         let mut compiled = Vec::with_capacity(config.routes.len());
-        let mut names = std::collections::HashSet::with_capacity(config.routes.len());
+        let mut names = rustc_hash::FxHashSet::default();
+        names.reserve(config.routes.len());
         let mut default_seen: Option<&str> = None;
         for rule in &config.routes {
             if !names.insert(rule.name.as_str()) {
@@ -179,9 +180,12 @@ impl RouteTable {
         default_url: Option<Target>,
         max_body_bytes: usize,
     ) -> RouteTable {
-        let (mut routes, disabled): (Vec<Route>, Vec<Route>) =
+        let (routes, disabled): (Vec<Route>, Vec<Route>) =
             routes.into_iter().partition(|r| r.rule.enabled);
-        routes.sort_by(|a, b| {
+        // Sort positions, not the (large) routes, then move each route once.
+        let mut order: Vec<usize> = (0..routes.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&routes[a], &routes[b]);
             a.rule
                 .default_rule
                 .cmp(&b.rule.default_rule)
@@ -190,6 +194,8 @@ impl RouteTable {
                 .then(b.matcher_count().cmp(&a.matcher_count()))
                 .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
         });
+        let mut slots: Vec<Option<Route>> = routes.into_iter().map(Some).collect();
+        let routes: Vec<Route> = order.into_iter().filter_map(|i| slots[i].take()).collect();
         let mut builder = PathIndexBuilder::new();
         let mut unindexed = Vec::new();
         let mut default_route = None;

@@ -61,7 +61,7 @@ struct Node {
 #[derive(Debug, Default)]
 pub struct PathIndexBuilder {
     nodes: Vec<Node>,
-    literal_maps: Vec<HashMap<Box<str>, u32>>,
+    literal_maps: Vec<HashMap<Box<str>, u32, rustc_hash::FxBuildHasher>>,
 }
 
 impl PathIndexBuilder {
@@ -69,7 +69,7 @@ impl PathIndexBuilder {
     pub fn new() -> Self {
         PathIndexBuilder {
             nodes: vec![Node::default()],
-            literal_maps: vec![HashMap::new()],
+            literal_maps: vec![HashMap::default()],
         }
     }
 
@@ -83,7 +83,7 @@ impl PathIndexBuilder {
         }
         let id = self.nodes.len() as u32;
         self.nodes.push(Node::default());
-        self.literal_maps.push(HashMap::new());
+        self.literal_maps.push(HashMap::default());
         match seg {
             Some(lit) => {
                 self.literal_maps[node as usize].insert(lit.into(), id);
