@@ -317,6 +317,13 @@ impl RouteSet {
         Ok(())
     }
 
+    /// API route `name` exists, may be changed, and is at version `if_match` (when given).
+    fn check_changeable(state: &State, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+        Self::check_writable(state, name)?;
+        let current = state.api.get(name).ok_or_else(|| not_found(name))?;
+        Self::check_version(current, if_match)
+    }
+
     fn check_version(current: &StoredRoute, if_match: Option<u64>) -> Result<(), ApiError> {
         match if_match {
             Some(v) if v != current.version => Err(ApiError::new(
@@ -389,13 +396,7 @@ impl RouteSet {
         if_match: Option<u64>,
     ) -> Result<RouteView, ApiError> {
         let mut state = self.lock();
-        Self::check_writable(&state, name)?;
-        let current = state
-            .api
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found(name))?;
-        Self::check_version(&current, if_match)?;
+        Self::check_changeable(&state, name, if_match)?;
         let new_name = rule.name.clone();
         if new_name != name {
             Self::check_writable(&state, &new_name).map_err(|_| conflict(&new_name))?;
@@ -424,14 +425,7 @@ impl RouteSet {
     /// Deletes API route `name`.
     pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
         let mut state = self.lock();
-        Self::check_writable(&state, name)?;
-        let current = state
-            .api
-            .get(name)
-            .cloned()
-            .ok_or_else(|| not_found(name))?;
-        Self::check_version(&current, if_match)?;
-        state.last_version += 1;
+        Self::check_changeable(&state, name, if_match)?;
         let mut api = state.api.clone();
         api.remove(name);
         self.commit(&mut state, api, vec![Change::Delete(name.to_owned())], &[])
