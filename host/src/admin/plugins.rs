@@ -7,12 +7,12 @@ use http::StatusCode;
 
 use crate::plugins::registry::valid_name;
 use crate::plugins::{Plugin, PluginError, PluginSettings};
-use crate::routeset::{ApiError, RouteSet};
+use crate::routeset::{ApiError, RouteSet, RouteView};
 
-fn used_by(routes: &RouteSet, name: &str) -> Vec<String> {
-    routes
-        .list()
-        .into_iter()
+/// The routes (from one listing) that use plugin `name`.
+fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {
+    listing
+        .iter()
         .filter(|r| {
             r.rule
                 .matchers
@@ -23,11 +23,11 @@ fn used_by(routes: &RouteSet, name: &str) -> Vec<String> {
                     .iter()
                     .any(|f| f.plugin.as_deref() == Some(name))
         })
-        .map(|r| r.rule.name)
+        .map(|r| r.rule.name.clone())
         .collect()
 }
 
-fn describe(routes: &RouteSet, p: &Plugin) -> serde_json::Value {
+fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
     let loaded_at = p
         .loaded_at
         .duration_since(std::time::UNIX_EPOCH)
@@ -40,7 +40,7 @@ fn describe(routes: &RouteSet, p: &Plugin) -> serde_json::Value {
         "loaded_at_unix": loaded_at,
         "compiled_from_cache": p.from_cache,
         "settings": p.settings,
-        "used_by": used_by(routes, &p.name),
+        "used_by": used_by(listing, &p.name),
         "calls": p.stats.calls.load(Ordering::Relaxed),
         "traps": p.stats.traps.load(Ordering::Relaxed),
         "deadline_hits": p.stats.deadline_hits.load(Ordering::Relaxed),
@@ -51,11 +51,13 @@ fn describe(routes: &RouteSet, p: &Plugin) -> serde_json::Value {
 
 /// `GET /api/v1/plugins`.
 pub fn list(routes: &RouteSet) -> serde_json::Value {
+    // One route listing for all plugins, not one per plugin.
+    let listing = routes.list();
     let plugins: Vec<_> = routes
         .plugins()
         .list()
         .iter()
-        .map(|p| describe(routes, p))
+        .map(|p| describe(&listing, p))
         .collect();
     serde_json::json!({ "plugins": plugins })
 }
@@ -63,7 +65,7 @@ pub fn list(routes: &RouteSet) -> serde_json::Value {
 /// `GET /api/v1/plugins/{name}`.
 pub fn get(routes: &RouteSet, name: &str) -> Result<serde_json::Value, ApiError> {
     let p = routes.plugins().get(name).ok_or_else(|| not_found(name))?;
-    Ok(describe(routes, &p))
+    Ok(describe(&routes.list(), &p))
 }
 
 fn not_found(name: &str) -> ApiError {
@@ -112,7 +114,7 @@ pub fn upload(routes: &RouteSet, name: &str, bytes: &[u8]) -> Result<serde_json:
                 format!("cannot write {}: {e}", path.display()),
             )
         })?;
-    Ok(describe(routes, &plugin))
+    Ok(describe(&routes.list(), &plugin))
 }
 
 /// `DELETE /api/v1/plugins/{name}[?force=true]`.
@@ -121,7 +123,7 @@ pub fn unload(routes: &RouteSet, name: &str, force: bool) -> Result<(), ApiError
     if registry.get(name).is_none() {
         return Err(not_found(name));
     }
-    let users = used_by(routes, name);
+    let users = used_by(&routes.list(), name);
     if !users.is_empty() && !force {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

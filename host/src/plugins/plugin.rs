@@ -114,6 +114,12 @@ enum Attempt<R> {
     HostPanicked(Option<CallRequest>, Option<CallResponse>),
 }
 
+/// Whether this thread may block in place: a worker of a multi-threaded tokio runtime.
+fn can_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
 fn host_panic() -> CallFailure {
     CallFailure::Trap("a host function panicked during the call".to_owned())
 }
@@ -311,28 +317,31 @@ impl Plugin {
         f: impl Fn(&mut Warm) -> wasmtime::Result<R>,
     ) -> (Result<R, CallFailure>, Option<CallResponse>) {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let can_block = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if can_block && self.needs_blocking.load(Ordering::Relaxed) {
-            return match tokio::task::block_in_place(|| self.attempt(ticks, request, response, &f))
-            {
-                Attempt::Done(r, resp) => (r, resp),
-                Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
-            };
+        // Only a plugin already known to block pays for the runtime check.
+        if self.needs_blocking.load(Ordering::Relaxed) && can_block_in_place() {
+            return self.finish(tokio::task::block_in_place(|| {
+                self.attempt(ticks, request, response, &f)
+            }));
         }
         match self.attempt(ticks, request, response, &f) {
-            Attempt::Done(r, resp) => (r, resp),
-            Attempt::HostPanicked(request, response) if can_block => {
+            Attempt::HostPanicked(request, response) if can_block_in_place() => {
                 self.needs_blocking.store(true, Ordering::Relaxed);
                 tracing::info!(
                     plugin = &*self.name,
                     "plugin uses blocking WASI calls; its calls now run in block_in_place"
                 );
-                match tokio::task::block_in_place(|| self.attempt(ticks, request, response, &f)) {
-                    Attempt::Done(r, resp) => (r, resp),
-                    Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
-                }
+                self.finish(tokio::task::block_in_place(|| {
+                    self.attempt(ticks, request, response, &f)
+                }))
             }
+            other => self.finish(other),
+        }
+    }
+
+    /// An attempt's result; a host panic counts as a trap.
+    fn finish<R>(&self, attempt: Attempt<R>) -> (Result<R, CallFailure>, Option<CallResponse>) {
+        match attempt {
+            Attempt::Done(r, resp) => (r, resp),
             Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
         }
     }
