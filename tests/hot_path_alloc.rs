@@ -101,9 +101,10 @@ fn route_decision_allocates_nothing() {
             shared: None,
         };
         // The first regex search on a thread sets up its scratch space; measure steady state.
-        let _ = table.decide(&view);
+        let done = routerd::routing::PredicateResults::default();
+        let _ = table.decide(&view, &done);
         let mut decision = Decision::NotFound;
-        let n = allocations_during(|| decision = table.decide(&view));
+        let n = allocations_during(|| decision = table.decide(&view, &done));
         match decision {
             Decision::Route(id) => assert_eq!(&*table.route(id).name, want, "{path}"),
             other => panic!("{path}: {other:?}"),

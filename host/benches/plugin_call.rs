@@ -56,6 +56,7 @@ fn request() -> CallRequest {
     CallRequest {
         parts: Arc::new(parts),
         remote: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
+        scheme: "http",
         path: None,
         params: Vec::new(),
     }
@@ -99,14 +100,30 @@ fn bench(c: &mut Criterion) {
     .unwrap_or_else(|e| panic!("{e}"));
     let req = request();
     let args = vec!["x-tier".to_owned(), "gold".to_owned()];
+    // Calls are futures; a current-thread runtime drives them, as a request worker would.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     // The bench measures real answers.
-    assert!(matches!(warm.matches(req.clone(), &args), Ok(true)));
-    assert!(matches!(fresh.matches(req.clone(), &args), Ok(true)));
     let miss = vec!["x-tier".to_owned(), "silver".to_owned()];
-    assert!(matches!(warm.matches(req.clone(), &miss), Ok(false)));
-    assert!(matches!(copyall.matches(req.clone(), &args), Ok(true)));
-    assert!(matches!(copyall.matches(req.clone(), &miss), Ok(false)));
-    assert!(matches!(undeadlined.matches(req.clone(), &args), Ok(true)));
+    rt.block_on(async {
+        assert!(matches!(warm.matches(req.clone(), &args).await, Ok(true)));
+        assert!(matches!(fresh.matches(req.clone(), &args).await, Ok(true)));
+        assert!(matches!(warm.matches(req.clone(), &miss).await, Ok(false)));
+        assert!(matches!(
+            copyall.matches(req.clone(), &args).await,
+            Ok(true)
+        ));
+        assert!(matches!(
+            copyall.matches(req.clone(), &miss).await,
+            Ok(false)
+        ));
+        assert!(matches!(
+            undeadlined.matches(req.clone(), &args).await,
+            Ok(true)
+        ));
+    });
 
     let mut g = c.benchmark_group("predicate_call_12_headers");
     g.bench_function("native", |b| {
@@ -119,19 +136,24 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("wasm_warm_instance", |b| {
-        b.iter(|| warm.matches(black_box(req.clone()), &args))
+        b.to_async(&rt)
+            .iter(|| warm.matches(black_box(req.clone()), &args))
     });
     g.bench_function("wasm_warm_noop", |b| {
-        b.iter(|| noop.matches(black_box(req.clone()), &[]))
+        b.to_async(&rt)
+            .iter(|| noop.matches(black_box(req.clone()), &[]))
     });
     g.bench_function("wasm_warm_copy_all_headers", |b| {
-        b.iter(|| copyall.matches(black_box(req.clone()), &args))
+        b.to_async(&rt)
+            .iter(|| copyall.matches(black_box(req.clone()), &args))
     });
     g.bench_function("wasm_warm_no_deadline", |b| {
-        b.iter(|| undeadlined.matches(black_box(req.clone()), &args))
+        b.to_async(&rt)
+            .iter(|| undeadlined.matches(black_box(req.clone()), &args))
     });
     g.bench_function("wasm_fresh_instance", |b| {
-        b.iter(|| fresh.matches(black_box(req.clone()), &args))
+        b.to_async(&rt)
+            .iter(|| fresh.matches(black_box(req.clone()), &args))
     });
     g.finish();
 }

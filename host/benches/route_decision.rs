@@ -103,13 +103,14 @@ fn bench(c: &mut Criterion) {
             body: None,
             shared: None,
         };
-        match table.decide(&view) {
+        match table.decide(&view, &Default::default()) {
             Decision::Route(id) => assert_eq!(&*table.route(id).name, format!("r{i}")),
             other => panic!("{path}: {other:?}"),
         }
     }
 
     let mut g = c.benchmark_group("decision_10k_routes_1k_paths");
+    let done = routerd::routing::PredicateResults::default();
     g.bench_function("routerd_decide", |b| {
         b.iter(|| {
             for path in &paths {
@@ -123,7 +124,7 @@ fn bench(c: &mut Criterion) {
                     body: None,
                     shared: None,
                 };
-                let d = table.decide(black_box(&view));
+                let d = table.decide(black_box(&view), &done);
                 debug_assert!(matches!(d, Decision::Route(_)));
                 black_box(d);
             }

@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by route and status, latency histograms by route, the table
-//! version, and the plugins' call, trap, deadline and memory-cap counters (read from the
-//! plugins at scrape time).
+//! version, and the plugins' counters (calls by phase, traps, deadline and memory-cap hits,
+//! refused results, overload and circuit-breaker refusals; read from the plugins at scrape
+//! time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::plugins::PluginRegistry;
+use crate::plugins::{Phase, PluginRegistry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -30,6 +31,12 @@ struct RouteLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     plugin: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    plugin: String,
+    phase: &'static str,
 }
 
 type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
@@ -126,11 +133,24 @@ impl std::fmt::Debug for PluginCounters {
 impl Collector for PluginCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let plugins = self.0.list();
-        type Read = fn(&crate::plugins::plugin::PluginStats) -> u64;
-        let series: [(&str, &str, Read); 4] = [
-            ("routerd_plugin_calls", "Plugin calls", |s| {
-                s.calls.load(Ordering::Relaxed)
-            }),
+        let mut family = encoder.encode_descriptor(
+            "routerd_plugin_calls",
+            "Plugin calls (run or refused), by phase: validate, predicate, request, response",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for p in &plugins {
+            for phase in Phase::ALL {
+                let labels = PhaseLabels {
+                    plugin: p.name.to_string(),
+                    phase: phase.as_str(),
+                };
+                ConstCounter::new(p.stats.calls_in(phase))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        type Read = fn(&crate::plugins::PluginStats) -> u64;
+        let series: [(&str, &str, Read); 7] = [
             ("routerd_plugin_traps", "Plugin calls that trapped", |s| {
                 s.traps.load(Ordering::Relaxed)
             }),
@@ -143,6 +163,26 @@ impl Collector for PluginCounters {
                 "routerd_plugin_memory_cap_hits",
                 "Plugin calls that hit the memory cap",
                 |s| s.memory_cap_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "routerd_plugin_rejected_results",
+                "Plugin results refused (too many or too large headers, too large a body)",
+                |s| s.bad_results.load(Ordering::Relaxed),
+            ),
+            (
+                "routerd_plugin_overloaded",
+                "Plugin calls refused because the plugin's concurrency cap stayed full",
+                |s| s.overloaded.load(Ordering::Relaxed),
+            ),
+            (
+                "routerd_plugin_short_circuited",
+                "Plugin calls refused at once because its circuit breaker was open",
+                |s| s.short_circuited.load(Ordering::Relaxed),
+            ),
+            (
+                "routerd_plugin_breaker_opened",
+                "Times a plugin's circuit breaker opened",
+                |s| s.breaker_opened.load(Ordering::Relaxed),
             ),
         ];
         for (name, help, read) in series {
@@ -157,6 +197,33 @@ impl Collector for PluginCounters {
                     plugin: p.name.to_string(),
                 };
                 ConstCounter::new(read(&p.stats)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [(&str, &str, fn(&crate::plugins::Plugin) -> i64); 2] = [
+            (
+                "routerd_plugin_breaker_open",
+                "1 while a plugin's circuit breaker is open",
+                |p| i64::from(p.breaker_open()),
+            ),
+            (
+                "routerd_plugin_idle_instances",
+                "Warm instances a plugin keeps idle",
+                |p| p.idle_instances() as i64,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::gauge::ConstGauge::new(0i64).metric_type(),
+            )?;
+            for p in &plugins {
+                let labels = PluginLabels {
+                    plugin: p.name.to_string(),
+                };
+                prometheus_client::metrics::gauge::ConstGauge::new(read(p))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())

@@ -3,8 +3,8 @@
 //! Only two worlds are generated: `predicate-plugin` (which also brings the shared `types` and `log`
 //! imports) and `filter-plugin` (which reuses those through `with`). A component that exports both
 //! (world `plugin`) is made by expanding both worlds' export macros in the same plugin crate: the
-//! linker then sees both worlds' type sections and merges them into `imports log; export
-//! predicate; export filter;`, which is exactly world `plugin`. Generating `plugin` here as well
+//! linker then sees both worlds' type sections and merges them into `import log; import request;
+//! import response; export predicate; export filter;`, which is exactly world `plugin`. Generating `plugin` here as well
 //! would define the per-interface export macros twice.
 //!
 //! With `pub_export_macro: true`, wit-bindgen keeps only an imports-only type section in this
@@ -13,7 +13,7 @@
 
 #![allow(missing_docs, unsafe_code, clippy::all)]
 
-/// World `predicate-plugin`: `import log; export predicate;` plus the shared `types`.
+/// World `predicate-plugin`: `import log; import request; export predicate;`.
 pub mod predicate_world {
     wit_bindgen::generate!({
         path: "../wit",
@@ -24,7 +24,8 @@ pub mod predicate_world {
     });
 }
 
-/// World `filter-plugin`: `import log; export filter;`, reusing `predicate_world`'s types.
+/// World `filter-plugin`: `import log; import request; import response; export filter;`,
+/// reusing `predicate_world`'s `log` and `request`; the shared `types` are generated here.
 pub mod filter_world {
     wit_bindgen::generate!({
         path: "../wit",
@@ -33,14 +34,16 @@ pub mod filter_world {
         export_macro_name: "export_world",
         default_bindings_module: "routerd_sdk::__private::filter_world",
         with: {
-            "router:plugin/types@0.1.0": crate::bindings::predicate_world::router::plugin::types,
-            "router:plugin/log@0.1.0": crate::bindings::predicate_world::router::plugin::log,
+            "router:plugin/log@0.2.0": crate::bindings::predicate_world::router::plugin::log,
+            "router:plugin/request@0.2.0": crate::bindings::predicate_world::router::plugin::request,
         },
     });
 }
 
 pub use filter_world::exports::router::plugin::filter as filter_iface;
+pub use filter_world::router::plugin::response as response_iface;
+pub use filter_world::router::plugin::types;
 pub use predicate_world::exports::router::plugin::predicate as predicate_iface;
 #[cfg(target_arch = "wasm32")]
 pub use predicate_world::router::plugin::log as log_iface;
-pub use predicate_world::router::plugin::types;
+pub use predicate_world::router::plugin::request as request_iface;

@@ -1,7 +1,7 @@
 //! Write routerd route predicates and filters in Rust, as WebAssembly components.
 //!
 //! routerd runs plugins as WebAssembly components that implement the contract in
-//! `wit/router-plugin.wit` (package `router:plugin@0.1.0`). This crate generates the bindings for
+//! `wit/router-plugin.wit` (package `router:plugin@0.2.0`). This crate generates the bindings for
 //! that contract once and wraps them in a small Rust API, so a plugin is a type, a trait impl and
 //! one macro call:
 //!
@@ -136,7 +136,7 @@
 //!   clocks and random numbers do work. Stdout and stderr go to routerd's log. Talk to routerd
 //!   through [`Request`], [`Response`], the return values and [`log`](mod@log).
 //! * **Bounded results.** routerd refuses, as a failed call, a result with too many or too large
-//!   headers (currently more than 256 headers or 256 KiB of them in one result). Keep header
+//!   headers (more than 256 headers or 256 KiB of them in one result) or a reply body over 1 MiB. Keep header
 //!   names and values valid ([`http::is_header_name`], [`http::is_header_value`]) and new paths
 //!   starting with `/`.
 //! * **Reads cost a copy.** Each [`Request`] accessor copies just what it returns from routerd;
@@ -287,8 +287,8 @@ pub mod __private {
             T::validate(&args)
         }
 
-        fn matches(req: &wit::Request, args: Vec<String>) -> bool {
-            T::matches(&Request::from_host(req), &args)
+        fn matches(args: Vec<String>) -> bool {
+            T::matches(&Request::from_host(), &args)
         }
     }
 
@@ -297,16 +297,12 @@ pub mod __private {
             T::validate(&args)
         }
 
-        fn on_request(req: &wit::Request, args: Vec<String>) -> wit::RequestAction {
-            T::on_request(&Request::from_host(req), &args).into()
+        fn on_request(args: Vec<String>) -> wit::RequestAction {
+            T::on_request(&Request::from_host(), &args).into()
         }
 
-        fn on_response(
-            req: &wit::Request,
-            resp: &wit::Response,
-            args: Vec<String>,
-        ) -> wit::ResponseEdits {
-            T::on_response(&Request::from_host(req), &Response::from_host(resp), &args).into()
+        fn on_response(args: Vec<String>) -> wit::ResponseEdits {
+            T::on_response(&Request::from_host(), &Response::from_host(), &args).into()
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::bindings::types as wit;
+use crate::bindings::{request_iface as wreq, response_iface as wresp};
 use crate::http;
 use crate::testing::{MockRequest, MockResponse};
 
@@ -18,15 +18,14 @@ pub struct Request<'a> {
 }
 
 enum ReqSrc<'a> {
-    Host(&'a wit::Request),
+    /// The request of the call in progress, read through the `request` import.
+    Host,
     Mock(&'a MockRequest),
 }
 
 impl<'a> Request<'a> {
-    pub(crate) fn from_host(req: &'a wit::Request) -> Self {
-        Self {
-            src: ReqSrc::Host(req),
-        }
+    pub(crate) fn from_host() -> Self {
+        Self { src: ReqSrc::Host }
     }
 
     pub(crate) fn from_mock(req: &'a MockRequest) -> Self {
@@ -38,7 +37,7 @@ impl<'a> Request<'a> {
     /// The method, e.g. `GET`.
     pub fn method(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.method(),
+            ReqSrc::Host => wreq::method(),
             ReqSrc::Mock(m) => m.method.clone(),
         }
     }
@@ -46,7 +45,7 @@ impl<'a> Request<'a> {
     /// `http` or `https`: the scheme the client used to reach routerd.
     pub fn scheme(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.scheme(),
+            ReqSrc::Host => wreq::scheme(),
             ReqSrc::Mock(m) => m.scheme.clone(),
         }
     }
@@ -54,7 +53,7 @@ impl<'a> Request<'a> {
     /// The host the client asked for, without the port; empty when there is none.
     pub fn host(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.host(),
+            ReqSrc::Host => wreq::host(),
             ReqSrc::Mock(m) => m.host.clone(),
         }
     }
@@ -62,7 +61,7 @@ impl<'a> Request<'a> {
     /// The path as received, percent-encoding kept, e.g. `/users/42`.
     pub fn path(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.path(),
+            ReqSrc::Host => wreq::path(),
             ReqSrc::Mock(m) => m.path.clone(),
         }
     }
@@ -70,7 +69,7 @@ impl<'a> Request<'a> {
     /// The raw query string without `?`; empty when there is none.
     pub fn query(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.query(),
+            ReqSrc::Host => wreq::query(),
             ReqSrc::Mock(m) => m.query.clone(),
         }
     }
@@ -88,7 +87,7 @@ impl<'a> Request<'a> {
     /// The first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<String> {
         match &self.src {
-            ReqSrc::Host(r) => r.header(name),
+            ReqSrc::Host => wreq::header(name),
             ReqSrc::Mock(m) => m.header_values(name).next().map(str::to_owned),
         }
     }
@@ -101,7 +100,7 @@ impl<'a> Request<'a> {
     /// Every value of header `name` (case-insensitive), in order.
     pub fn header_values(&self, name: &str) -> Vec<String> {
         match &self.src {
-            ReqSrc::Host(r) => r.header_values(name),
+            ReqSrc::Host => wreq::header_values(name),
             ReqSrc::Mock(m) => m.header_values(name).map(str::to_owned).collect(),
         }
     }
@@ -110,7 +109,7 @@ impl<'a> Request<'a> {
     /// for one: this copies them all.
     pub fn headers(&self) -> Vec<(String, String)> {
         match &self.src {
-            ReqSrc::Host(r) => r.headers(),
+            ReqSrc::Host => wreq::headers(),
             ReqSrc::Mock(m) => m.headers.clone(),
         }
     }
@@ -144,7 +143,7 @@ impl<'a> Request<'a> {
     /// The client's address as `ip:port`.
     pub fn remote_addr(&self) -> String {
         match &self.src {
-            ReqSrc::Host(r) => r.remote_addr(),
+            ReqSrc::Host => wreq::remote_addr(),
             ReqSrc::Mock(m) => m.remote_addr.clone(),
         }
     }
@@ -162,7 +161,7 @@ impl<'a> Request<'a> {
     /// `/users/42`: `param("id")` is `42`).
     pub fn param(&self, name: &str) -> Option<String> {
         match &self.src {
-            ReqSrc::Host(r) => r.param(name),
+            ReqSrc::Host => wreq::param(name),
             ReqSrc::Mock(m) => m
                 .params
                 .iter()
@@ -173,7 +172,7 @@ impl<'a> Request<'a> {
     /// All path parameters as `(name, value)`.
     pub fn params(&self) -> Vec<(String, String)> {
         match &self.src {
-            ReqSrc::Host(r) => r.params(),
+            ReqSrc::Host => wreq::params(),
             ReqSrc::Mock(m) => m.params.clone(),
         }
     }
@@ -186,15 +185,14 @@ pub struct Response<'a> {
 }
 
 enum RespSrc<'a> {
-    Host(&'a wit::Response),
+    /// The response of the call in progress, read through the `response` import.
+    Host,
     Mock(&'a MockResponse),
 }
 
 impl<'a> Response<'a> {
-    pub(crate) fn from_host(resp: &'a wit::Response) -> Self {
-        Self {
-            src: RespSrc::Host(resp),
-        }
+    pub(crate) fn from_host() -> Self {
+        Self { src: RespSrc::Host }
     }
 
     pub(crate) fn from_mock(resp: &'a MockResponse) -> Self {
@@ -206,7 +204,7 @@ impl<'a> Response<'a> {
     /// The status code from the backend (or from an earlier filter).
     pub fn status(&self) -> u16 {
         match &self.src {
-            RespSrc::Host(r) => r.status(),
+            RespSrc::Host => wresp::status(),
             RespSrc::Mock(m) => m.status,
         }
     }
@@ -214,7 +212,7 @@ impl<'a> Response<'a> {
     /// The first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<String> {
         match &self.src {
-            RespSrc::Host(r) => r.header(name),
+            RespSrc::Host => wresp::header(name),
             RespSrc::Mock(m) => m
                 .headers
                 .iter()
@@ -225,7 +223,7 @@ impl<'a> Response<'a> {
     /// All headers in order, names in lowercase.
     pub fn headers(&self) -> Vec<(String, String)> {
         match &self.src {
-            RespSrc::Host(r) => r.headers(),
+            RespSrc::Host => wresp::headers(),
             RespSrc::Mock(m) => m.headers.clone(),
         }
     }

@@ -237,7 +237,7 @@ impl Admin {
                     serde_json::from_slice(&read_body(body, MAX_JSON_BODY).await?)
                         .map_err(bad_body)?;
                 let proxy = self.routes.proxy().clone();
-                let explanation = blocking(move || explain(&proxy, probe)).await?;
+                let explanation = explain(&proxy, probe).await?;
                 Ok(json(StatusCode::OK, &explanation))
             }
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
@@ -312,7 +312,10 @@ fn get() -> String {
     "GET".to_owned()
 }
 
-fn explain(proxy: &Proxy, probe: MatchRequest) -> Result<crate::routing::Explanation, ApiError> {
+async fn explain(
+    proxy: &Proxy,
+    probe: MatchRequest,
+) -> Result<crate::routing::Explanation, ApiError> {
     let mut builder = Request::builder()
         .method(probe.method.as_str())
         .uri(probe.path.as_str());
@@ -339,10 +342,11 @@ fn explain(proxy: &Proxy, probe: MatchRequest) -> Result<crate::routing::Explana
     let shared = SharedHead {
         parts: Arc::new(parts),
         remote,
+        scheme: "http",
     };
     let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
     let table = proxy.table();
-    Ok(table.explain(&shared.view(body.as_ref())))
+    Ok(table.explain(&shared.view(body.as_ref())).await)
 }
 
 impl Handler for Admin {

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use crate::plugins::registry::valid_name;
-use crate::plugins::{Plugin, PluginError, PluginSettings};
+use crate::plugins::{Phase, Plugin, PluginError, PluginSettings};
 use crate::routeset::{ApiError, RouteSet, RouteView};
 
 /// The routes (from one listing) that use plugin `name`.
@@ -41,11 +41,23 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         "compiled_from_cache": p.from_cache,
         "settings": p.settings,
         "used_by": used_by(listing, &p.name),
-        "calls": p.stats.calls.load(Ordering::Relaxed),
+        "compile_ms": p.compile_time.as_secs_f64() * 1000.0,
+        "instantiate_ms": p.instantiate_time.as_secs_f64() * 1000.0,
+        "calls": p.stats.total_calls(),
+        "calls_by_phase": Phase::ALL
+            .iter()
+            .map(|ph| (ph.as_str(), p.stats.calls_in(*ph)))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "traps": p.stats.traps.load(Ordering::Relaxed),
         "deadline_hits": p.stats.deadline_hits.load(Ordering::Relaxed),
         "memory_cap_hits": p.stats.memory_cap_hits.load(Ordering::Relaxed),
         "rejected_results": p.stats.bad_results.load(Ordering::Relaxed),
+        "overloaded": p.stats.overloaded.load(Ordering::Relaxed),
+        "short_circuited": p.stats.short_circuited.load(Ordering::Relaxed),
+        "breaker_opened": p.stats.breaker_opened.load(Ordering::Relaxed),
+        "breaker_open": p.breaker_open(),
+        "max_concurrent": p.concurrency(),
+        "idle_instances": p.idle_instances(),
     })
 }
 

@@ -70,7 +70,6 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    quiet_expected_panics();
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -227,23 +226,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-/// A plugin's first blocking WASI call panics inside wasmtime-wasi on a runtime thread; the
-/// plugin runtime catches that and retries (see `plugins::plugin`). Keep those out of stderr.
-fn quiet_expected_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if message.starts_with("Cannot start a runtime from within a runtime") {
-            tracing::debug!("plugin call needs a blocking context; retrying");
-            return;
-        }
-        default(info);
-    }));
 }

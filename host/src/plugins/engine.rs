@@ -1,15 +1,20 @@
 //! The one wasmtime [`Engine`] every plugin runs on: pooling allocator with copy-on-write memory
-//! images, epoch interruption driven by a ticker thread, the host linker, and the on-disk cache
-//! of compiled components keyed by content hash and engine.
+//! images, epoch interruption driven by a ticker thread, the host linker (async WASI, so a guest
+//! that blocks in WASI suspends its call instead of a thread), the on-disk cache of compiled
+//! components keyed by content hash and engine, and the warm instances of every plugin, which
+//! are a cache: when the pool runs short, the least recently used idle instance is evicted.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PluginError;
+use super::plugin::Compiled;
 use super::state::{PluginState, PluginWorld};
 
 /// How often the epoch advances: the resolution of every call deadline.
@@ -43,7 +48,74 @@ pub struct PluginEngine {
     pub(crate) linker: Linker<PluginState>,
     cache_dir: Option<PathBuf>,
     pooling: bool,
+    /// Runs load-time calls (trial instantiation, `validate`) for callers that are not async.
+    control: tokio::runtime::Handle,
+    /// Every plugin's idle instances, for eviction.
+    idle_pools: Mutex<Vec<Weak<dyn Evictable>>>,
 }
+
+/// One plugin's idle warm instances, oldest first.
+pub(crate) struct IdlePool<T> {
+    pub(crate) instances: Mutex<Vec<T>>,
+    /// When an instance was last taken or returned, in ms since [`clock_base`].
+    pub(crate) last_used: AtomicU64,
+}
+
+impl<T> IdlePool<T> {
+    pub(crate) fn new() -> Self {
+        IdlePool {
+            instances: Mutex::new(Vec::new()),
+            last_used: AtomicU64::new(now_ms()),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+/// Something that can give up its oldest idle instance.
+pub(crate) trait Evictable: Send + Sync {
+    /// When it was last used, and whether it has an idle instance.
+    fn last_used(&self) -> Option<u64>;
+    /// Drops its oldest idle instance; false when it had none.
+    fn evict_oldest(&self) -> bool;
+}
+
+impl<T: Send> Evictable for IdlePool<T> {
+    fn last_used(&self) -> Option<u64> {
+        let has = self.instances.lock().is_ok_and(|v| !v.is_empty());
+        has.then(|| self.last_used.load(Ordering::Relaxed))
+    }
+
+    fn evict_oldest(&self) -> bool {
+        let oldest = match self.instances.lock() {
+            Ok(mut v) if !v.is_empty() => Some(v.remove(0)),
+            _ => None,
+        };
+        // Dropped outside the lock: freeing a store returns its slots to the pool.
+        oldest.is_some()
+    }
+}
+
+/// Milliseconds since the first call, on a monotonic clock.
+pub(crate) fn now_ms() -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Interfaces a plugin may import: WASI 0.2's CLI-world interfaces (wired to nothing but clocks,
+/// random and our log) and the router contract. Checked before compiling, so a component that
+/// cannot link fails in milliseconds instead of after a multi-second compile.
+const PROVIDED_IMPORTS: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "router:plugin/",
+];
 
 impl PluginEngine {
     /// Builds the engine. Falls back to on-demand allocation (logged) when the pool's virtual
@@ -74,7 +146,7 @@ impl PluginEngine {
             }
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
         PluginWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
         tracing::debug!(pooling, "plugin engine ready");
@@ -101,7 +173,97 @@ impl PluginEngine {
             linker,
             cache_dir,
             pooling,
+            control: control_runtime()?,
+            idle_pools: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Runs `fut` to completion for a caller that is not async (loading a plugin, validating a
+    /// route's args while a table is built). Inside a runtime it runs on a scoped thread, so it
+    /// never blocks in an async context's place.
+    pub(crate) fn block_on<F: Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.control.block_on(fut);
+        }
+        std::thread::scope(|s| {
+            let joined = std::thread::Builder::new()
+                .name("plugin-load".into())
+                .spawn_scoped(s, || self.control.block_on(fut))
+                .map(|h| h.join());
+            match joined {
+                Ok(Ok(out)) => out,
+                // A panic in the future is a bug in the host; let it surface where it belongs.
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(e) => panic!("cannot start a plugin-load thread: {e}"),
+            }
+        })
+    }
+
+    /// Registers a plugin's idle instances for eviction.
+    pub(crate) fn register_idle(&self, pool: Weak<dyn Evictable>) {
+        if let Ok(mut pools) = self.idle_pools.lock() {
+            pools.retain(|p| p.strong_count() > 0);
+            pools.push(pool);
+        }
+    }
+
+    /// Drops the least recently used idle instance of any plugin; false when none is idle.
+    pub(crate) fn evict_one(&self) -> bool {
+        let victim = {
+            let Ok(mut pools) = self.idle_pools.lock() else {
+                return false;
+            };
+            pools.retain(|p| p.strong_count() > 0);
+            pools
+                .iter()
+                .filter_map(|p| {
+                    let p = p.upgrade()?;
+                    let used = p.last_used()?;
+                    Some((used, p))
+                })
+                .min_by_key(|(used, _)| *used)
+                .map(|(_, p)| p)
+        };
+        victim.is_some_and(|p| p.evict_oldest())
+    }
+
+    /// Checks, without compiling, that everything the component imports is something we
+    /// provide.
+    pub fn check_imports(bytes: &[u8]) -> Result<(), PluginError> {
+        // Nested modules and components come inline, each between its own `Version` and `End`;
+        // only the outermost component's imports are ours to provide.
+        let mut depth = 0usize;
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            let payload = payload.map_err(|e| PluginError::Invalid(e.message().to_owned()))?;
+            match payload {
+                wasmparser::Payload::Version { encoding, .. } => {
+                    if depth == 0 && encoding == wasmparser::Encoding::Module {
+                        return Err(PluginError::Invalid(
+                            "this is a core WebAssembly module, not a component (wrap it with `wasm-tools component new`)".into(),
+                        ));
+                    }
+                    depth += 1;
+                }
+                wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+                wasmparser::Payload::ComponentImportSection(imports) if depth == 1 => {
+                    for import in imports {
+                        let import =
+                            import.map_err(|e| PluginError::Invalid(e.message().to_owned()))?;
+                        let name = import.name.name;
+                        if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                            return Err(PluginError::Link(format!(
+                                "the component imports {name}, which routerd does not provide (plugins get WASI 0.2's cli, io, clocks, random, filesystem and sockets interfaces, without any files or network, and router:plugin)"
+                            )));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Whether instances come from the pooling allocator.
@@ -112,9 +274,11 @@ impl PluginEngine {
     fn config(pool: Option<&PoolLimits>, deadlines: bool) -> Config {
         let mut config = Config::new();
         config.epoch_interruption(deadlines);
-        // Our calls are synchronous; concurrency bookkeeping costs every call.
-        config.concurrency_support(false);
         config.wasm_component_model(true);
+        // Toolchains such as jco's QuickJS backend emit the component model's async built-ins
+        // even for synchronous exports.
+        config.concurrency_support(true);
+        config.wasm_component_model_async(true);
         if let Some(limits) = pool {
             let mut pooling = PoolingAllocationConfig::default();
             pooling
@@ -132,23 +296,26 @@ impl PluginEngine {
     }
 
     /// Compiles `bytes`, or loads the compiled artifact cached for them.
-    pub fn compile(
-        &self,
-        sha256: &str,
-        bytes: &[u8],
-    ) -> Result<(Component, bool, Duration), PluginError> {
+    pub fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Compiled, PluginError> {
         let started = Instant::now();
         let cached = self.cache_path(sha256);
         if let Some(path) = &cached
             && path.exists()
         {
             match self.load_cached(path) {
-                Ok(c) => return Ok((c, true, started.elapsed())),
+                Ok(component) => {
+                    return Ok(Compiled {
+                        component,
+                        from_cache: true,
+                        took: started.elapsed(),
+                    });
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached compilation")
                 }
             }
         }
+        Self::check_imports(bytes)?;
         let component = Component::new(&self.engine, bytes).map_err(PluginError::invalid)?;
         if let Some(path) = &cached {
             match component.serialize() {
@@ -164,7 +331,11 @@ impl PluginEngine {
                 Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled plugin"),
             }
         }
-        Ok((component, false, started.elapsed()))
+        Ok(Compiled {
+            component,
+            from_cache: false,
+            took: started.elapsed(),
+        })
     }
 
     fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
@@ -185,4 +356,26 @@ impl PluginEngine {
         // our binary, so the file is as trusted as the code running this.
         unsafe { Component::deserialize_file(&self.engine, path) }
     }
+}
+
+/// A one-worker runtime of its own for load-time calls, so they never wait for (or hold) a
+/// request worker. It lives as long as the process (it is leaked on purpose: dropping a runtime
+/// from async code panics, and every engine shares it).
+fn control_runtime() -> Result<tokio::runtime::Handle, PluginError> {
+    static CONTROL: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+    let mut slot = CONTROL
+        .lock()
+        .map_err(|_| PluginError::Engine("the plugin control runtime lock is poisoned".into()))?;
+    if let Some(handle) = &*slot {
+        return Ok(handle.clone());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("plugin-control")
+        .enable_all()
+        .build()
+        .map_err(PluginError::engine)?;
+    let handle = Box::leak(Box::new(rt)).handle().clone();
+    *slot = Some(handle.clone());
+    Ok(handle)
 }

@@ -1,18 +1,24 @@
 //! WebAssembly plugins: route predicates and filters as sandboxed components.
 //!
-//! `engine` owns the wasmtime engine (pooling, epochs, compile cache), `state` the host side of
-//! the WIT contract, `plugin` one loaded plugin with its warm instances and limits, `registry`
-//! the loaded set, and `watcher` the plugins directory.
+//! `engine` owns the wasmtime engine (pooling, epochs, compile cache, instance eviction),
+//! `state` the host side of the WIT contract, `settings` a plugin's `NAME.json`, `gate` the
+//! concurrency cap, circuit breaker and counters in front of every call, `plugin` one loaded
+//! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
+//! plugins directory.
 
 pub mod engine;
+pub mod gate;
 pub mod plugin;
 pub mod registry;
+pub mod settings;
 pub mod state;
 pub mod watcher;
 
 pub use engine::{PluginEngine, PoolLimits};
-pub use plugin::{CallFailure, FailurePolicy, InstanceMode, Plugin, PluginSettings};
+pub use gate::{Phase, PluginStats};
+pub use plugin::{CallFailure, Plugin};
 pub use registry::PluginRegistry;
+pub use settings::{FailurePolicy, InstanceMode, PluginSettings};
 pub use state::{CallRequest, CallResponse};
 
 /// Why a plugin could not be loaded.
@@ -57,15 +63,34 @@ impl PluginError {
     }
 }
 
-/// An error chain on one line: the first line of the outermost and of the root cause (parser
-/// errors can carry multi-line dumps).
-fn one_line(e: &wasmtime::Error) -> String {
-    let first = |s: String| s.lines().next().unwrap_or_default().to_owned();
-    let top = first(e.to_string());
-    let root = first(e.root_cause().to_string());
-    if top == root {
-        top
-    } else {
-        format!("{top}: {root}")
+/// An error chain on one line: every cause, each with its lines joined, so a parser's
+/// multi-line message ("expected=[...]") keeps its substance. Long chains are cut at 1,000
+/// characters.
+pub(crate) fn one_line(e: &wasmtime::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let text = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
     }
+    if out.len() > 1000 {
+        let mut cut = 1000;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(" ...");
+    }
+    out
 }

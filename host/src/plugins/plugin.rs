@@ -1,72 +1,27 @@
-//! One loaded plugin: its compiled component linked once (`InstancePre`), its settings, a pool
-//! of warm instances, and the two calls the router makes (predicate, filter phases) with the
-//! deadline, memory cap and failure policy applied. A call that fails for any reason throws its
-//! instance away; the next call gets a clean one.
+//! One loaded plugin: its compiled component linked once (`InstancePre`), its warm instances,
+//! and the calls the router makes, each run as a future under a deadline (the epoch check
+//! interrupts guest code; a timer ends a call that waits in WASI), behind the plugin's
+//! concurrency cap and circuit breaker, with its result checked against the caps. A call that
+//! fails for any reason throws its instance away; the next call gets a clean one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-use wasmtime::Store;
-use wasmtime::component::{Component, InstancePre, Resource};
+use serde::Serialize;
+use wasmtime::component::{Component, InstancePre};
+use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{EPOCH_TICK, PluginEngine};
+use super::engine::{IdlePool, PluginEngine};
+use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
+use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
-    CallRequest, CallResponse, FilterGuest, FilterIndices, PluginState, PredicateGuest,
-    PredicateIndices, RequestAction, RequestHandle, ResponseEdits, ResponseHandle,
+    CallRequest, CallResponse, FilterGuest, FilterIndices, HeaderOp, PluginState, PredicateGuest,
+    PredicateIndices, RequestAction, RequestEdits, ResponseEdits,
 };
-
-/// How a plugin's instances are used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum InstanceMode {
-    /// Warm instances are reused across calls (a failed one is discarded). The default.
-    #[default]
-    Reuse,
-    /// A fresh instance for every call: no state survives between requests.
-    Fresh,
-}
-
-/// What a failed call counts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FailurePolicy {
-    /// A predicate does not match; a filter answers 500. The default.
-    #[default]
-    FailClosed,
-    /// A predicate matches; a filter is skipped.
-    FailOpen,
-}
-
-/// Per-plugin settings, from `NAME.json` beside `NAME.wasm` (every field optional).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PluginSettings {
-    /// Instance reuse or a fresh instance per call.
-    pub mode: InstanceMode,
-    /// Deadline per call, in milliseconds.
-    pub deadline_ms: u64,
-    /// Memory cap per instance, in MiB.
-    pub memory_mib: usize,
-    /// What a failed call counts as.
-    pub failure: FailurePolicy,
-    /// Most warm instances kept idle.
-    pub max_idle: usize,
-}
-
-impl Default for PluginSettings {
-    fn default() -> Self {
-        PluginSettings {
-            mode: InstanceMode::Reuse,
-            deadline_ms: 10,
-            memory_mib: 64,
-            failure: FailurePolicy::FailClosed,
-            max_idle: 16,
-        }
-    }
-}
 
 /// What the plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -88,42 +43,6 @@ impl PluginKind {
     }
 }
 
-/// Call counters, shown by the admin API and metrics.
-#[derive(Debug, Default)]
-pub struct PluginStats {
-    /// Calls made.
-    pub calls: AtomicU64,
-    /// Calls that trapped (panic, stack overflow, ...), deadline and memory hits excluded.
-    pub traps: AtomicU64,
-    /// Calls stopped at the deadline.
-    pub deadline_hits: AtomicU64,
-    /// Calls that hit the memory cap.
-    pub memory_cap_hits: AtomicU64,
-    /// Calls whose result was rejected (e.g. too many headers).
-    pub bad_results: AtomicU64,
-}
-
-struct Warm {
-    store: Store<PluginState>,
-    predicate: Option<PredicateGuest>,
-    filter: Option<FilterGuest>,
-}
-
-enum Attempt<R> {
-    Done(Result<R, CallFailure>, Option<CallResponse>),
-    HostPanicked(Option<CallRequest>, Option<CallResponse>),
-}
-
-/// Whether this thread may block in place: a worker of a multi-threaded tokio runtime.
-fn can_block_in_place() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
-
-fn host_panic() -> CallFailure {
-    CallFailure::Trap("a host function panicked during the call".to_owned())
-}
-
 /// Why a call failed; the failure policy decides what it means for the request.
 #[derive(Debug)]
 pub enum CallFailure {
@@ -135,6 +54,26 @@ pub enum CallFailure {
     Trap(String),
     /// The guest answered something we refuse (too large, invalid).
     BadResult(String),
+    /// The plugin's concurrency cap (or the shared instance pool) stayed full until the
+    /// deadline.
+    Overloaded(String),
+    /// The circuit breaker is open: the plugin kept failing, so it is not called for now.
+    CircuitOpen,
+}
+
+impl CallFailure {
+    /// A short machine-readable name: `deadline`, `memory_cap`, `trap`, `bad_result`,
+    /// `overloaded` or `circuit_open`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallFailure::Deadline => "deadline",
+            CallFailure::MemoryCap => "memory_cap",
+            CallFailure::Trap(_) => "trap",
+            CallFailure::BadResult(_) => "bad_result",
+            CallFailure::Overloaded(_) => "overloaded",
+            CallFailure::CircuitOpen => "circuit_open",
+        }
+    }
 }
 
 impl std::fmt::Display for CallFailure {
@@ -144,9 +83,47 @@ impl std::fmt::Display for CallFailure {
             CallFailure::MemoryCap => f.write_str("memory cap exceeded"),
             CallFailure::Trap(t) => write!(f, "trap: {t}"),
             CallFailure::BadResult(r) => write!(f, "rejected result: {r}"),
+            CallFailure::Overloaded(r) => write!(f, "overloaded: {r}"),
+            CallFailure::CircuitOpen => {
+                f.write_str("circuit breaker open (the plugin kept failing; not called for now)")
+            }
         }
     }
 }
+
+/// One instance with its store.
+pub(crate) struct Warm {
+    store: Store<PluginState>,
+    predicate: Option<PredicateGuest>,
+    filter: Option<FilterGuest>,
+}
+
+/// A call into the guest.
+enum Call<'a> {
+    Validate { filter: bool, args: &'a [String] },
+    Matches(&'a [String]),
+    OnRequest(&'a [String]),
+    OnResponse(&'a [String]),
+}
+
+/// What a call answered.
+enum Outcome {
+    Valid(Result<(), String>),
+    Matched(bool),
+    Action(RequestAction),
+    Edits(ResponseEdits),
+}
+
+/// The time a load-time call (trial instantiation, `validate`) gets: they run once, not per
+/// request, and a busy machine or a big guest must not turn a slow start into a rejection.
+const LOAD_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// Most headers a filter may set or reply with in one call.
+pub const MAX_RESULT_HEADERS: usize = 256;
+/// Most bytes of header names and values a filter may produce in one call.
+pub const MAX_RESULT_HEADER_BYTES: usize = 256 << 10;
+/// The largest reply body a filter may answer with.
+pub const MAX_REPLY_BODY_BYTES: usize = 1 << 20;
 
 /// A loaded plugin.
 pub struct Plugin {
@@ -162,6 +139,10 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// Whether the compilation came from the cache.
     pub from_cache: bool,
+    /// How long compiling (or loading the cached compilation) took.
+    pub compile_time: Duration,
+    /// How long the trial instantiation at load took.
+    pub instantiate_time: Duration,
     /// Its settings.
     pub settings: PluginSettings,
     /// Its counters.
@@ -170,37 +151,39 @@ pub struct Plugin {
     pre: InstancePre<PluginState>,
     predicate_indices: Option<PredicateIndices>,
     filter_indices: Option<FilterIndices>,
-    idle: Mutex<Vec<Warm>>,
-    needs_blocking: std::sync::atomic::AtomicBool,
-    deadline_ticks: u64,
+    idle: Arc<IdlePool<Warm>>,
+    deadline: Duration,
     memory_cap: usize,
+    cap: ConcurrencyCap,
+    breaker: Breaker,
 }
 
-/// Deadline of `validate` calls, in epoch ticks: they run at load, not per request, and a busy
-/// machine must not turn a slow start into a rejected route.
-const VALIDATE_TICKS: u64 = 1000;
-
-/// Most headers a filter may set or reply with in one call.
-pub const MAX_RESULT_HEADERS: usize = 256;
-/// Most bytes of header names and values a filter may produce in one call.
-pub const MAX_RESULT_HEADER_BYTES: usize = 256 << 10;
+/// Where a compiled component came from.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// Whether it came from the compile cache.
+    pub from_cache: bool,
+    /// How long compiling or loading it took.
+    pub took: Duration,
+}
 
 impl Plugin {
-    /// Links a compiled component and checks that it exports a predicate or a filter, and that
-    /// it can be instantiated.
+    /// Links a compiled component, checks that it exports a predicate or a filter, and
+    /// instantiates it once (under the load-time allowance, not the call deadline) so a
+    /// component that cannot start is rejected here.
     pub fn new(
         engine: Arc<PluginEngine>,
         name: &str,
         sha256: String,
         size: usize,
-        component: Component,
-        from_cache: bool,
+        compiled: Compiled,
         settings: PluginSettings,
     ) -> Result<Plugin, PluginError> {
         let pre = engine
             .linker
-            .instantiate_pre(&component)
-            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| PluginError::Link(super::one_line(&e)))?;
         let predicate_indices = PredicateIndices::new(&pre).ok();
         let filter_indices = FilterIndices::new(&pre).ok();
         if predicate_indices.is_none() && filter_indices.is_none() {
@@ -210,81 +193,116 @@ impl Plugin {
             predicate: predicate_indices.is_some(),
             filter: filter_indices.is_some(),
         };
-        let deadline_ticks =
-            (settings.deadline_ms.max(1) * 1000).div_ceil(EPOCH_TICK.as_micros() as u64);
-        let memory_cap = settings.memory_mib.max(1) << 20;
-        let plugin = Plugin {
+        let idle = Arc::new(IdlePool::new());
+        let weak: std::sync::Weak<IdlePool<Warm>> = Arc::downgrade(&idle);
+        engine.register_idle(weak);
+        let mut plugin = Plugin {
             name: name.into(),
             sha256,
             size,
             kind,
             loaded_at: SystemTime::now(),
-            from_cache,
+            from_cache: compiled.from_cache,
+            compile_time: compiled.took,
+            instantiate_time: Duration::ZERO,
+            deadline: Duration::from_millis(settings.deadline_ms.max(1)),
+            memory_cap: settings.memory_mib.max(1) << 20,
+            cap: ConcurrencyCap::new(settings.concurrency()),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
             settings,
             stats: PluginStats::default(),
-            engine,
+            engine: engine.clone(),
             pre,
             predicate_indices,
             filter_indices,
-            idle: Mutex::new(Vec::new()),
-            needs_blocking: std::sync::atomic::AtomicBool::new(false),
-            deadline_ticks,
-            memory_cap,
+            idle,
         };
-        // Instantiate once now, so a component that cannot start is rejected at load.
-        let warm = plugin
-            .instantiate()
+        let started = Instant::now();
+        let warm = engine
+            .block_on(plugin.instantiate(started + LOAD_ALLOWANCE))
             .map_err(|f| PluginError::Instantiate(f.to_string()))?;
+        plugin.instantiate_time = started.elapsed();
         plugin.put_back(warm);
         Ok(plugin)
     }
 
     /// The deadline per call.
     pub fn deadline(&self) -> Duration {
-        Duration::from_millis(self.settings.deadline_ms)
+        self.deadline
     }
 
-    fn instantiate(&self) -> Result<Warm, CallFailure> {
-        let mut store = Store::new(
-            &self.engine.engine,
-            PluginState::new(self.name.clone(), self.memory_cap),
-        );
-        store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
-        // The deadline must be set before instantiating: start functions run too.
-        store.set_epoch_deadline(self.deadline_ticks);
-        store.epoch_deadline_trap();
-        let instance = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify(&store, &e))?;
-        let predicate = match &self.predicate_indices {
-            Some(ix) => Some(
-                ix.load(&mut store, &instance)
-                    .map_err(|e| CallFailure::Trap(format!("{e:#}")))?,
-            ),
-            None => None,
-        };
-        let filter = match &self.filter_indices {
-            Some(ix) => Some(
-                ix.load(&mut store, &instance)
-                    .map_err(|e| CallFailure::Trap(format!("{e:#}")))?,
-            ),
-            None => None,
-        };
-        Ok(Warm {
-            store,
-            predicate,
-            filter,
-        })
+    /// The concurrency cap in effect.
+    pub fn concurrency(&self) -> usize {
+        self.cap.limit()
     }
 
-    fn take(&self) -> Result<Warm, CallFailure> {
+    /// Whether the circuit breaker is open now.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Idle warm instances kept now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.instances.lock().map_or(0, |v| v.len())
+    }
+
+    /// A new instance. When the shared pool is full, idle instances of any plugin are evicted,
+    /// least recently used first.
+    async fn instantiate(&self, deadline_at: Instant) -> Result<Warm, CallFailure> {
+        loop {
+            let mut store = Store::new(
+                &self.engine.engine,
+                PluginState::new(self.name.clone(), self.memory_cap),
+            );
+            store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
+            store.data_mut().deadline_at = deadline_at;
+            store.epoch_deadline_callback(epoch_check);
+            // Start functions run too: the deadline is armed before instantiating.
+            store.set_epoch_deadline(1);
+            let instance = match within(deadline_at, self.pre.instantiate_async(&mut store)).await {
+                None => return Err(CallFailure::Deadline),
+                Some(Ok(i)) => i,
+                Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                    drop(store);
+                    if self.engine.evict_one() {
+                        continue;
+                    }
+                    return Err(CallFailure::Overloaded(
+                        "the plugin instance pool is full (raise --plugin-instances)".into(),
+                    ));
+                }
+                Some(Err(e)) => return Err(classify(&store, &e)),
+            };
+            let predicate = match &self.predicate_indices {
+                Some(ix) => Some(
+                    ix.load(&mut store, &instance)
+                        .map_err(|e| CallFailure::Trap(super::one_line(&e)))?,
+                ),
+                None => None,
+            };
+            let filter = match &self.filter_indices {
+                Some(ix) => Some(
+                    ix.load(&mut store, &instance)
+                        .map_err(|e| CallFailure::Trap(super::one_line(&e)))?,
+                ),
+                None => None,
+            };
+            return Ok(Warm {
+                store,
+                predicate,
+                filter,
+            });
+        }
+    }
+
+    async fn take(&self, deadline_at: Instant) -> Result<Warm, CallFailure> {
+        self.idle.touch();
         if self.settings.mode == InstanceMode::Reuse
-            && let Some(w) = self.idle.lock().ok().and_then(|mut idle| idle.pop())
+            && let Some(w) = self.idle.instances.lock().ok().and_then(|mut v| v.pop())
         {
             return Ok(w);
         }
-        self.instantiate()
+        self.instantiate(deadline_at).await
     }
 
     fn put_back(&self, mut warm: Warm) {
@@ -294,215 +312,291 @@ impl Plugin {
         let data = warm.store.data_mut();
         data.request = None;
         data.response = None;
-        if let Ok(mut idle) = self.idle.lock()
+        if let Ok(mut idle) = self.idle.instances.lock()
             && idle.len() < self.settings.max_idle
         {
             idle.push(warm);
         }
     }
 
-    /// Runs `f` on an instance with the deadline armed; returns the instance to the pool only
-    /// when the call succeeded.
-    ///
-    /// WASI's blocking operations (a guest writing to stdout, polling a clock) block on a tokio
-    /// runtime, which a tokio worker thread may not do. Most plugins never use them, so calls
-    /// run directly; the first time a plugin's call needs them (the host panics, the call is
-    /// abandoned), the call is retried inside `block_in_place`, and so are the plugin's later
-    /// calls.
-    fn call<R>(
+    /// Runs one call: breaker, concurrency cap, an instance, the guest under the deadline,
+    /// the result caps; then the outcome is counted and the instance kept only on success.
+    async fn call(
         &self,
-        ticks: u64,
+        phase: Phase,
+        call: Call<'_>,
         request: Option<CallRequest>,
         response: Option<CallResponse>,
-        f: impl Fn(&mut Warm) -> wasmtime::Result<R>,
-    ) -> (Result<R, CallFailure>, Option<CallResponse>) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        // Only a plugin already known to block pays for the runtime check.
-        if self.needs_blocking.load(Ordering::Relaxed) && can_block_in_place() {
-            return self.finish(tokio::task::block_in_place(|| {
-                self.attempt(ticks, request, response, &f)
-            }));
-        }
-        match self.attempt(ticks, request, response, &f) {
-            Attempt::HostPanicked(request, response) if can_block_in_place() => {
-                self.needs_blocking.store(true, Ordering::Relaxed);
-                tracing::info!(
-                    plugin = &*self.name,
-                    "plugin uses blocking WASI calls; its calls now run in block_in_place"
-                );
-                self.finish(tokio::task::block_in_place(|| {
-                    self.attempt(ticks, request, response, &f)
-                }))
-            }
-            other => self.finish(other),
-        }
-    }
-
-    /// An attempt's result; a host panic counts as a trap.
-    fn finish<R>(&self, attempt: Attempt<R>) -> (Result<R, CallFailure>, Option<CallResponse>) {
-        match attempt {
-            Attempt::Done(r, resp) => (r, resp),
-            Attempt::HostPanicked(_, resp) => (Err(self.count(host_panic())), resp),
-        }
-    }
-
-    fn attempt<R>(
-        &self,
-        ticks: u64,
-        request: Option<CallRequest>,
-        response: Option<CallResponse>,
-        f: &impl Fn(&mut Warm) -> wasmtime::Result<R>,
-    ) -> Attempt<R> {
-        let mut warm = match self.take() {
-            Ok(w) => w,
-            Err(e) => return Attempt::Done(Err(self.count(e)), response),
+    ) -> (Result<Outcome, CallFailure>, Option<CallResponse>) {
+        self.stats.calls[phase as usize].fetch_add(1, Ordering::Relaxed);
+        let load_time = phase == Phase::Validate;
+        let deadline_at = Instant::now()
+            + if load_time {
+                LOAD_ALLOWANCE
+            } else {
+                self.deadline
+            };
+        let admission = if load_time {
+            Admission::Run
+        } else {
+            self.breaker.admit()
         };
-        {
-            let data = warm.store.data_mut();
-            data.request = request;
-            data.response = response;
-            data.log_lines = 0;
-            data.memory_cap_hit = false;
+        if admission == Admission::Refuse {
+            self.stats.short_circuited.fetch_add(1, Ordering::Relaxed);
+            return (Err(CallFailure::CircuitOpen), response);
         }
-        warm.store.set_epoch_deadline(ticks);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut warm)));
-        let data = warm.store.data_mut();
-        let response = data.response.take();
-        match result {
-            Ok(Ok(r)) => {
-                self.put_back(warm);
-                Attempt::Done(Ok(r), response)
+        let probe = admission == Admission::Probe;
+        let Some(_slot) = self.cap.enter(deadline_at).await else {
+            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+            if probe {
+                self.breaker.record(false, true);
             }
-            Ok(Err(e)) => {
-                let failure = classify(&warm.store, &e);
-                Attempt::Done(Err(self.count(failure)), response)
+            let failure = CallFailure::Overloaded(format!(
+                "{} calls already running (max_concurrent)",
+                self.cap.limit()
+            ));
+            return (Err(failure), response);
+        };
+        let (result, response) = match self.take(deadline_at).await {
+            Err(failure) => (Err(failure), response),
+            Ok(mut warm) => {
+                {
+                    let data = warm.store.data_mut();
+                    data.request = request;
+                    data.response = response;
+                    data.log_lines = 0;
+                    data.memory_cap_hit = false;
+                    data.deadline_at = deadline_at;
+                }
+                warm.store.set_epoch_deadline(1);
+                let outcome = within(deadline_at, invoke(&mut warm, &call)).await;
+                let response = warm.store.data_mut().response.take();
+                match outcome {
+                    Some(Ok(out)) => {
+                        let checked = check_result(&out);
+                        self.put_back(warm);
+                        (checked.map(|()| out), response)
+                    }
+                    Some(Err(e)) => (Err(classify(&warm.store, &e)), response),
+                    // The call was still waiting (in WASI) at the deadline; its instance
+                    // is dropped mid-call and never reused.
+                    None => (Err(CallFailure::Deadline), response),
+                }
             }
-            // The instance is abandoned mid-call and never reused.
-            Err(_) => Attempt::HostPanicked(data.request.take(), response),
+        };
+        if let Err(failure) = &result {
+            self.count(failure);
         }
+        if !load_time && self.breaker.record(result.is_ok(), probe) {
+            self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = &*self.name,
+                backoff_ms = self.settings.breaker_backoff_ms,
+                "circuit breaker opened: {} calls in a row failed; calls fail by the plugin's policy until a probe call succeeds",
+                self.settings.breaker_failures
+            );
+        }
+        (result, response)
     }
 
-    fn count(&self, failure: CallFailure) -> CallFailure {
-        let counter = match &failure {
+    fn count(&self, failure: &CallFailure) {
+        let counter = match failure {
             CallFailure::Deadline => &self.stats.deadline_hits,
             CallFailure::MemoryCap => &self.stats.memory_cap_hits,
             CallFailure::Trap(_) => &self.stats.traps,
             CallFailure::BadResult(_) => &self.stats.bad_results,
+            CallFailure::Overloaded(_) => &self.stats.overloaded,
+            CallFailure::CircuitOpen => &self.stats.short_circuited,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        failure
     }
 
-    /// Asks the predicate to check a route's args.
+    /// Asks the predicate to check a route's args (at load; blocks the calling thread).
     pub fn validate_predicate(&self, args: &[String]) -> Result<(), String> {
-        let (r, _) = self.call(VALIDATE_TICKS, None, None, |w| match &w.predicate {
-            Some(p) => p.call_validate(&mut w.store, args),
-            None => Ok(Err("this plugin is not a predicate".to_owned())),
-        });
-        r.map_err(|f| format!("validate failed: {f}"))?
+        self.validate(false, args)
     }
 
-    /// Asks the filter to check a route's args.
+    /// Asks the filter to check a route's args (at load; blocks the calling thread).
     pub fn validate_filter(&self, args: &[String]) -> Result<(), String> {
-        let (r, _) = self.call(VALIDATE_TICKS, None, None, |w| match &w.filter {
-            Some(p) => p.call_validate(&mut w.store, args),
-            None => Ok(Err("this plugin is not a filter".to_owned())),
-        });
-        r.map_err(|f| format!("validate failed: {f}"))?
+        self.validate(true, args)
+    }
+
+    fn validate(&self, filter: bool, args: &[String]) -> Result<(), String> {
+        let call = Call::Validate { filter, args };
+        let (r, _) = self
+            .engine
+            .block_on(self.call(Phase::Validate, call, None, None));
+        match r {
+            Ok(Outcome::Valid(v)) => v,
+            Ok(_) => Err("validate answered something else".into()),
+            Err(f) => Err(format!("validate failed: {f}")),
+        }
     }
 
     /// Runs the predicate.
-    pub fn matches(&self, request: CallRequest, args: &[String]) -> Result<bool, CallFailure> {
-        self.call(self.deadline_ticks, Some(request), None, |w| {
-            match &w.predicate {
-                Some(p) => {
-                    p.call_matches(&mut w.store, Resource::<RequestHandle>::new_borrow(0), args)
-                }
-                None => Ok(false),
-            }
-        })
-        .0
+    pub async fn matches(
+        &self,
+        request: CallRequest,
+        args: &[String],
+    ) -> Result<bool, CallFailure> {
+        match self
+            .call(Phase::Predicate, Call::Matches(args), Some(request), None)
+            .await
+            .0?
+        {
+            Outcome::Matched(m) => Ok(m),
+            _ => Ok(false),
+        }
     }
 
     /// Runs the filter's request phase.
-    pub fn on_request(
+    pub async fn on_request(
         &self,
         request: CallRequest,
         args: &[String],
     ) -> Result<RequestAction, CallFailure> {
-        let action = self
-            .call(self.deadline_ticks, Some(request), None, |w| {
-                match &w.filter {
-                    Some(p) => p.call_on_request(
-                        &mut w.store,
-                        Resource::<RequestHandle>::new_borrow(0),
-                        args,
-                    ),
-                    None => Ok(RequestAction::Proceed(super::state::RequestEdits {
-                        headers: Vec::new(),
-                        path: None,
-                        query: None,
-                    })),
-                }
-            })
-            .0?;
-        let (headers, extra) = match &action {
-            RequestAction::Proceed(e) => {
-                (e.headers.len(), e.headers.iter().map(op_len).sum::<usize>())
-            }
-            RequestAction::Respond(r) => (
-                r.headers.len(),
-                r.headers.iter().map(|(k, v)| k.len() + v.len()).sum(),
-            ),
-        };
-        self.check_headers(headers, extra)?;
-        Ok(action)
+        match self
+            .call(Phase::Request, Call::OnRequest(args), Some(request), None)
+            .await
+            .0?
+        {
+            Outcome::Action(a) => Ok(a),
+            _ => Ok(RequestAction::Proceed(RequestEdits {
+                headers: Vec::new(),
+                path: None,
+                query: None,
+            })),
+        }
     }
 
     /// Runs the filter's response phase on `response` (handed back with the result).
-    pub fn on_response(
+    pub async fn on_response(
         &self,
         request: CallRequest,
         response: CallResponse,
         args: &[String],
     ) -> (Result<ResponseEdits, CallFailure>, CallResponse) {
-        let (r, back) = self.call(
-            self.deadline_ticks,
-            Some(request),
-            Some(response),
-            |w| match &w.filter {
-                Some(p) => p.call_on_response(
-                    &mut w.store,
-                    Resource::<RequestHandle>::new_borrow(0),
-                    Resource::<ResponseHandle>::new_borrow(0),
-                    args,
-                ),
-                None => Ok(ResponseEdits {
-                    status: None,
-                    headers: Vec::new(),
-                }),
+        let (r, back) = self
+            .call(
+                Phase::Response,
+                Call::OnResponse(args),
+                Some(request),
+                Some(response),
+            )
+            .await;
+        let r = r.map(|out| match out {
+            Outcome::Edits(e) => e,
+            _ => ResponseEdits {
+                status: None,
+                headers: Vec::new(),
             },
-        );
-        let back = back.unwrap_or_default();
-        let r = r.and_then(|edits| {
-            self.check_headers(edits.headers.len(), edits.headers.iter().map(op_len).sum())?;
-            Ok(edits)
         });
-        (r, back)
+        (r, back.unwrap_or_default())
     }
 
-    fn check_headers(&self, count: usize, bytes: usize) -> Result<(), CallFailure> {
-        if count > MAX_RESULT_HEADERS || bytes > MAX_RESULT_HEADER_BYTES {
-            return Err(self.count(CallFailure::BadResult(format!(
-                "{count} headers / {bytes} bytes exceed the limit of {MAX_RESULT_HEADERS} headers / {MAX_RESULT_HEADER_BYTES} bytes"
-            ))));
-        }
-        Ok(())
+    /// The failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.settings.failure
     }
 }
 
-fn op_len(op: &super::state::HeaderOp) -> usize {
-    use super::state::HeaderOp;
+/// Runs the guest function `call` names.
+async fn invoke(warm: &mut Warm, call: &Call<'_>) -> wasmtime::Result<Outcome> {
+    let Warm {
+        store,
+        predicate,
+        filter,
+    } = warm;
+    Ok(match (call, predicate, filter) {
+        (
+            Call::Validate {
+                filter: false,
+                args,
+            },
+            Some(p),
+            _,
+        ) => Outcome::Valid(p.call_validate(&mut *store, args).await?),
+        (Call::Validate { filter: true, args }, _, Some(f)) => {
+            Outcome::Valid(f.call_validate(&mut *store, args).await?)
+        }
+        (Call::Validate { filter, .. }, _, _) => Outcome::Valid(Err(if *filter {
+            "this plugin is not a filter".into()
+        } else {
+            "this plugin is not a predicate".into()
+        })),
+        (Call::Matches(args), Some(p), _) => {
+            Outcome::Matched(p.call_matches(&mut *store, args).await?)
+        }
+        (Call::Matches(_), None, _) => Outcome::Matched(false),
+        (Call::OnRequest(args), _, Some(f)) => {
+            Outcome::Action(f.call_on_request(&mut *store, args).await?)
+        }
+        (Call::OnResponse(args), _, Some(f)) => {
+            Outcome::Edits(f.call_on_response(&mut *store, args).await?)
+        }
+        (Call::OnRequest(_), _, None) => Outcome::Action(RequestAction::Proceed(RequestEdits {
+            headers: Vec::new(),
+            path: None,
+            query: None,
+        })),
+        (Call::OnResponse(_), _, None) => Outcome::Edits(ResponseEdits {
+            status: None,
+            headers: Vec::new(),
+        }),
+    })
+}
+
+/// Runs `fut` until `deadline_at`; `None` when the deadline came first (the future is dropped).
+/// Most calls finish in their first poll, so only one that suspends (an epoch yield, a wait in
+/// WASI) pays for a timer.
+async fn within<F: Future>(deadline_at: Instant, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    tokio::time::timeout_at(deadline_at.into(), fut).await.ok()
+}
+
+/// Called by wasmtime at every epoch tick while guest code runs: past the deadline the guest is
+/// interrupted; before it, the call yields to the executor, so a long call shares its thread.
+fn epoch_check(store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
+    if Instant::now() >= store.data().deadline_at {
+        Ok(UpdateDeadline::Interrupt)
+    } else {
+        Ok(UpdateDeadline::Yield(1))
+    }
+}
+
+/// Refuses results over the caps.
+fn check_result(out: &Outcome) -> Result<(), CallFailure> {
+    let (count, bytes, body) = match out {
+        Outcome::Action(RequestAction::Proceed(e)) => (
+            e.headers.len(),
+            e.headers.iter().map(op_len).sum::<usize>(),
+            0,
+        ),
+        Outcome::Action(RequestAction::Respond(r)) => (
+            r.headers.len(),
+            r.headers.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            r.body.len(),
+        ),
+        Outcome::Edits(e) => (e.headers.len(), e.headers.iter().map(op_len).sum(), 0),
+        Outcome::Valid(_) | Outcome::Matched(_) => return Ok(()),
+    };
+    if count > MAX_RESULT_HEADERS || bytes > MAX_RESULT_HEADER_BYTES {
+        return Err(CallFailure::BadResult(format!(
+            "{count} headers / {bytes} bytes exceed the limit of {MAX_RESULT_HEADERS} headers / {MAX_RESULT_HEADER_BYTES} bytes"
+        )));
+    }
+    if body > MAX_REPLY_BODY_BYTES {
+        return Err(CallFailure::BadResult(format!(
+            "a reply body of {body} bytes exceeds the limit of {MAX_REPLY_BODY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn op_len(op: &HeaderOp) -> usize {
     match op {
         HeaderOp::Set((k, v)) | HeaderOp::Append((k, v)) => k.len() + v.len(),
         HeaderOp::Remove(k) => k.len(),

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::PluginError;
 use super::engine::PluginEngine;
-use super::plugin::{Plugin, PluginSettings};
+use super::plugin::Plugin;
+use super::settings::PluginSettings;
 
 /// Checks a plugin name: letters, digits, `-`, `_`; no path separators or dots.
 pub fn valid_name(name: &str) -> bool {
@@ -102,18 +103,19 @@ impl PluginRegistry {
         let sha256 = hex::encode(Sha256::digest(bytes));
         if let Some(current) = self.get(name)
             && current.sha256 == sha256
-            && serde_json::to_value(&current.settings).ok() == serde_json::to_value(&settings).ok()
+            && current.settings == settings
         {
             return Ok(current);
         }
-        let (component, from_cache, took) = self.engine.compile(&sha256, bytes)?;
+        let compiled = self.engine.compile(&sha256, bytes)?;
+        let from_cache = compiled.from_cache;
+        let took = compiled.took;
         let plugin = Arc::new(Plugin::new(
             self.engine.clone(),
             name,
             sha256,
             bytes.len(),
-            component,
-            from_cache,
+            compiled,
             settings,
         )?);
         tracing::info!(
@@ -123,6 +125,7 @@ impl PluginRegistry {
             size = plugin.size,
             cache = if from_cache { "hit" } else { "miss" },
             compile_ms = took.as_millis() as u64,
+            instantiate_ms = plugin.instantiate_time.as_millis() as u64,
             "plugin loaded"
         );
         if let Ok(mut map) = self.plugins.write() {

@@ -1,12 +1,13 @@
 //! What a plugin's store holds and what the host gives a plugin: the bindings generated from
-//! `wit/`, the `log` import, the lazy `request` / `response` resources, WASI with nothing in it
+//! `wit/`, the `log` import, the `request` / `response` imports (functions about the call in
+//! progress, so no handle is lent that a guest could forget to drop), WASI with nothing in it
 //! but clocks and random, stdout/stderr into our log, and the memory limiter.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Host bindings generated from `wit/router-plugin.wit` (documented there).
@@ -15,10 +16,8 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
-        with: {
-            "router:plugin/types.request": super::RequestHandle,
-            "router:plugin/types.response": super::ResponseHandle,
-        },
+        // Calls run as futures: a deadline can end one that waits in WASI.
+        exports: { default: async },
     });
 }
 
@@ -34,11 +33,6 @@ pub use bindings::router::plugin::types::{
     HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits,
 };
 
-/// The guest's view of the current request; the handle carries nothing, the store holds the data.
-pub struct RequestHandle;
-/// The guest's view of the current response head.
-pub struct ResponseHandle;
-
 /// The request a plugin call sees. The head is shared, not copied: getters copy only what the
 /// guest asks for.
 #[derive(Debug, Clone)]
@@ -47,6 +41,8 @@ pub struct CallRequest {
     pub parts: Arc<http::request::Parts>,
     /// The client's address.
     pub remote: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     /// The path as earlier filters left it, when it differs from `parts.uri`.
     pub path: Option<String>,
     /// The route's path parameters.
@@ -77,6 +73,8 @@ pub struct PluginState {
     pub(crate) memory_cap: usize,
     pub(crate) memory_cap_hit: bool,
     pub(crate) log_lines: u32,
+    /// When the call in progress must end; the epoch callback checks it every tick.
+    pub(crate) deadline_at: std::time::Instant,
 }
 
 impl PluginState {
@@ -99,6 +97,7 @@ impl PluginState {
             memory_cap,
             memory_cap_hit: false,
             log_lines: 0,
+            deadline_at: std::time::Instant::now(),
         }
     }
 
@@ -153,25 +152,25 @@ fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
 
 impl router::plugin::types::Host for PluginState {}
 
-impl router::plugin::types::HostRequest for PluginState {
-    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+impl router::plugin::request::Host for PluginState {
+    fn method(&mut self) -> String {
         self.req()
             .map(|r| r.parts.method.to_string())
             .unwrap_or_default()
     }
 
-    fn scheme(&mut self, _: Resource<RequestHandle>) -> String {
+    fn scheme(&mut self) -> String {
         "http".to_owned()
     }
 
-    fn host(&mut self, _: Resource<RequestHandle>) -> String {
+    fn host(&mut self) -> String {
         self.req()
             .and_then(|r| crate::routing::request_host(&r.parts.uri, &r.parts.headers))
             .unwrap_or_default()
             .to_owned()
     }
 
-    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+    fn path(&mut self) -> String {
         self.req()
             .map(|r| {
                 r.path
@@ -181,18 +180,18 @@ impl router::plugin::types::HostRequest for PluginState {
             .unwrap_or_default()
     }
 
-    fn query(&mut self, _: Resource<RequestHandle>) -> String {
+    fn query(&mut self) -> String {
         self.req()
             .and_then(|r| r.parts.uri.query())
             .unwrap_or_default()
             .to_owned()
     }
 
-    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+    fn header(&mut self, name: String) -> Option<String> {
         self.req()?.parts.headers.get(name.as_str()).map(lossy)
     }
 
-    fn header_values(&mut self, _: Resource<RequestHandle>, name: String) -> Vec<String> {
+    fn header_values(&mut self, name: String) -> Vec<String> {
         self.req()
             .map(|r| {
                 r.parts
@@ -205,17 +204,17 @@ impl router::plugin::types::HostRequest for PluginState {
             .unwrap_or_default()
     }
 
-    fn headers(&mut self, _: Resource<RequestHandle>) -> Vec<(String, String)> {
+    fn headers(&mut self) -> Vec<(String, String)> {
         self.req()
             .map(|r| header_list(&r.parts.headers))
             .unwrap_or_default()
     }
 
-    fn remote_addr(&mut self, _: Resource<RequestHandle>) -> String {
+    fn remote_addr(&mut self) -> String {
         self.req().map(|r| r.remote.to_string()).unwrap_or_default()
     }
 
-    fn param(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+    fn param(&mut self, name: String) -> Option<String> {
         self.req()?
             .params
             .iter()
@@ -223,21 +222,17 @@ impl router::plugin::types::HostRequest for PluginState {
             .map(|(_, v)| v.clone())
     }
 
-    fn params(&mut self, _: Resource<RequestHandle>) -> Vec<(String, String)> {
+    fn params(&mut self) -> Vec<(String, String)> {
         self.req().map(|r| r.params.clone()).unwrap_or_default()
-    }
-
-    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 
-impl router::plugin::types::HostResponse for PluginState {
-    fn status(&mut self, _: Resource<ResponseHandle>) -> u16 {
+impl router::plugin::response::Host for PluginState {
+    fn status(&mut self) -> u16 {
         self.response.as_ref().map_or(0, |r| r.status)
     }
 
-    fn header(&mut self, _: Resource<ResponseHandle>, name: String) -> Option<String> {
+    fn header(&mut self, name: String) -> Option<String> {
         self.response
             .as_ref()?
             .headers
@@ -245,15 +240,11 @@ impl router::plugin::types::HostResponse for PluginState {
             .map(lossy)
     }
 
-    fn headers(&mut self, _: Resource<ResponseHandle>) -> Vec<(String, String)> {
+    fn headers(&mut self) -> Vec<(String, String)> {
         self.response
             .as_ref()
             .map(|r| header_list(&r.headers))
             .unwrap_or_default()
-    }
-
-    fn drop(&mut self, _: Resource<ResponseHandle>) -> wasmtime::Result<()> {
-        Ok(())
     }
 }
 

@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::plugins::state::{HeaderOp, Reply, RequestAction};
 use crate::plugins::{CallRequest, CallResponse, FailurePolicy};
 use crate::routing::filters::BuiltinFilter;
-use crate::routing::{BufferedBody, Decision, RouteFilter, RouteTable, SharedHead, Target};
+use crate::routing::{
+    BufferedBody, Decision, PredicateResults, RouteFilter, RouteTable, SharedHead, Target,
+};
 use body::RequestBody;
 use upstream::{UpstreamClient, UpstreamPath};
 
@@ -79,11 +81,23 @@ impl Proxy {
         let shared = SharedHead {
             parts: Arc::new(parts),
             remote,
+            scheme: "http",
         };
         let mut body = RequestBody::Streaming(body);
         let mut buffered: Option<BufferedBody> = None;
+        let mut predicates = PredicateResults::default();
         let decision = loop {
-            match table.decide(&shared.view(buffered.as_ref())) {
+            match table.decide(&shared.view(buffered.as_ref()), &predicates) {
+                Decision::NeedPredicates { route, toggled } => {
+                    table
+                        .run_predicates(
+                            route,
+                            toggled,
+                            &shared.view(buffered.as_ref()),
+                            &mut predicates,
+                        )
+                        .await;
+                }
                 Decision::NeedBody => match body::read_prefix(body, table.max_body_bytes()).await {
                     Ok((bytes, too_large, replay)) => {
                         body = replay;
@@ -146,7 +160,7 @@ impl Proxy {
                 set_allow(&mut resp, &allow);
                 resp
             }
-            Decision::NotFound | Decision::NeedBody => {
+            Decision::NotFound | Decision::NeedBody | Decision::NeedPredicates { .. } => {
                 error(StatusCode::NOT_FOUND, "no route matches", None)
             }
         };
@@ -227,10 +241,11 @@ impl Proxy {
                     let request = CallRequest {
                         parts: head.clone(),
                         remote,
+                        scheme: "http",
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
-                    let result = call.plugin.on_request(request, &call.args);
+                    let result = call.plugin.on_request(request, &call.args).await;
                     parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
                     match result {
                         Ok(RequestAction::Proceed(edits)) => {
@@ -252,7 +267,7 @@ impl Proxy {
                         }
                         Err(failure) => {
                             let policy = call.plugin.settings.failure;
-                            warn!(plugin = &*call.plugin.name, route = %route.name, reason = %failure, ?policy, "plugin filter failed");
+                            warn!(plugin = &*call.plugin.name, route = %route.name, failure = failure.kind(), reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 answer = Some(error(
                                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -303,6 +318,7 @@ impl Proxy {
                     let request = CallRequest {
                         parts: head.clone(),
                         remote,
+                        scheme: "http",
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
@@ -310,7 +326,7 @@ impl Proxy {
                         status: resp.status().as_u16(),
                         headers: std::mem::take(resp.headers_mut()),
                     };
-                    let (result, view) = call.plugin.on_response(request, view, &call.args);
+                    let (result, view) = call.plugin.on_response(request, view, &call.args).await;
                     *resp.headers_mut() = view.headers;
                     match result {
                         Ok(edits) => {
@@ -327,7 +343,7 @@ impl Proxy {
                         }
                         Err(failure) => {
                             let policy = call.plugin.settings.failure;
-                            warn!(plugin = &*call.plugin.name, route = %route.name, reason = %failure, ?policy, "plugin filter failed");
+                            warn!(plugin = &*call.plugin.name, route = %route.name, failure = failure.kind(), reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 resp = error(
                                     StatusCode::INTERNAL_SERVER_ERROR,

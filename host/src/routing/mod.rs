@@ -14,4 +14,6 @@ pub mod tree;
 
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};
 pub use route::{PluginCall, PluginSource, Route, RouteFilter, Target};
-pub use table::{BuildMode, CandidateResult, Decision, Explanation, Params, RouteTable};
+pub use table::{
+    BuildMode, CandidateResult, Decision, Explanation, Params, PredicateResults, RouteTable,
+};

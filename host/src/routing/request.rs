@@ -63,6 +63,8 @@ pub struct SharedHead {
     pub parts: std::sync::Arc<http::request::Parts>,
     /// The client's address.
     pub remote: std::net::SocketAddr,
+    /// `http` or `https`: how the client reached us.
+    pub scheme: &'static str,
 }
 
 impl SharedHead {

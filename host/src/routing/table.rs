@@ -46,6 +46,15 @@ pub enum Decision {
     Route(u32),
     /// A route that needs the body is next in line: read the body and decide again.
     NeedBody,
+    /// A route whose plugin predicates have not run yet is next in line: run them
+    /// ([`RouteTable::run_predicates`]) and decide again with the result.
+    NeedPredicates {
+        /// The route.
+        route: u32,
+        /// Whether they run against the path with its trailing slash toggled (the redirect
+        /// check) rather than the request's own.
+        toggled: bool,
+    },
     /// Proxy to `default_url`.
     DefaultUrl,
     /// Redirect to the same path with a trailing slash added or removed.
@@ -61,7 +70,25 @@ pub enum Decision {
 enum Find {
     Found(u32),
     NeedBody,
+    NeedPredicates(u32),
     Miss,
+}
+
+/// The plugin predicates already run for one request: per (route, toggled path), the rule index
+/// of the first predicate that did not match, if any. Kept inline: a request rarely meets more
+/// than a few routes with plugin predicates.
+#[derive(Debug, Default)]
+pub struct PredicateResults {
+    done: smallvec::SmallVec<[(u32, bool, Option<usize>); 4]>,
+}
+
+impl PredicateResults {
+    fn get(&self, route: u32, toggled: bool) -> Option<Option<usize>> {
+        self.done
+            .iter()
+            .find(|(r, t, _)| *r == route && *t == toggled)
+            .map(|(_, _, failed)| *failed)
+    }
 }
 
 /// A route's path parameters for one request, read from the path on demand.
@@ -258,10 +285,18 @@ impl RouteTable {
 
     /// Decides what to do with a request. Allocates nothing on the way to a route for paths with
     /// up to 16 candidate routes; the miss answers (redirect, 405) may allocate.
-    pub fn decide(&self, req: &RequestView<'_>) -> Decision {
-        match self.find(req, req.path, &mut None) {
+    /// Routes with plugin predicates answer [`Decision::NeedPredicates`] until `done` has their
+    /// result.
+    pub fn decide(&self, req: &RequestView<'_>, done: &PredicateResults) -> Decision {
+        match self.find(req, req.path, false, done, &mut None) {
             Find::Found(id) => return Decision::Route(id),
             Find::NeedBody => return Decision::NeedBody,
+            Find::NeedPredicates(route) => {
+                return Decision::NeedPredicates {
+                    route,
+                    toggled: false,
+                };
+            }
             Find::Miss => {}
         }
         if let Some(id) = self.default_route {
@@ -270,8 +305,22 @@ impl RouteTable {
         if self.default_url.is_some() {
             return Decision::DefaultUrl;
         }
-        if let Some(alt) = toggle_trailing_slash(req.path)
-            && matches!(self.find(req, &alt, &mut None), Find::Found(_))
+        let alt = toggle_trailing_slash(req.path);
+        let alt_found = match &alt {
+            Some(alt) => match self.find(req, alt, true, done, &mut None) {
+                Find::Found(_) => true,
+                Find::NeedPredicates(route) => {
+                    return Decision::NeedPredicates {
+                        route,
+                        toggled: true,
+                    };
+                }
+                Find::NeedBody | Find::Miss => false,
+            },
+            None => false,
+        };
+        if let Some(alt) = alt
+            && alt_found
         {
             let status = if req.method == Method::GET || req.method == Method::HEAD {
                 StatusCode::MOVED_PERMANENTLY
@@ -285,7 +334,12 @@ impl RouteTable {
             return Decision::Redirect(status, location);
         }
         let mut allowed = Some(Vec::new());
-        self.find(req, req.path, &mut allowed);
+        if let Find::NeedPredicates(route) = self.find(req, req.path, false, done, &mut allowed) {
+            return Decision::NeedPredicates {
+                route,
+                toggled: false,
+            };
+        }
         let mut allowed = allowed.unwrap_or_default();
         if allowed.is_empty() {
             return Decision::NotFound;
@@ -307,7 +361,14 @@ impl RouteTable {
 
     /// The first route (by rank) that matches `req` with `path`. With `allowed`, also collects
     /// the methods of routes that fail only on the method (body matchers count as passing).
-    fn find(&self, req: &RequestView<'_>, path: &str, allowed: &mut Option<Vec<Method>>) -> Find {
+    fn find(
+        &self,
+        req: &RequestView<'_>,
+        path: &str,
+        toggled: bool,
+        done: &PredicateResults,
+        allowed: &mut Option<Vec<Method>>,
+    ) -> Find {
         let mut cands = Candidates::new();
         self.index.candidates(path, &mut cands);
         cands.sort_unstable();
@@ -332,11 +393,14 @@ impl RouteTable {
                 .as_ref()
                 .is_none_or(|m| m.contains(req.method));
             if let Some(allowed) = allowed {
-                if !method_ok
-                    && self.others_match(route, req, true)
-                    && self.predicates_match(id, route, req, path)
-                {
-                    allowed.extend(route.methods.iter().flat_map(|m| m.0.iter().cloned()));
+                if !method_ok && self.others_match(route, req, true) {
+                    match predicates_passed(route, id, toggled, done) {
+                        Some(true) => {
+                            allowed.extend(route.methods.iter().flat_map(|m| m.0.iter().cloned()))
+                        }
+                        Some(false) => {}
+                        None => return Find::NeedPredicates(id),
+                    }
                 }
                 continue;
             }
@@ -350,8 +414,12 @@ impl RouteTable {
                 }
                 continue;
             }
-            if self.others_match(route, req, false) && self.predicates_match(id, route, req, path) {
-                return Find::Found(id);
+            if self.others_match(route, req, false) {
+                match predicates_passed(route, id, toggled, done) {
+                    Some(true) => return Find::Found(id),
+                    Some(false) => {}
+                    None => return Find::NeedPredicates(id),
+                }
             }
         }
     }
@@ -364,15 +432,58 @@ impl RouteTable {
     }
 }
 
+/// Whether route `id`'s plugin predicates passed: `None` while they have not run.
+fn predicates_passed(
+    route: &Route,
+    id: u32,
+    toggled: bool,
+    done: &PredicateResults,
+) -> Option<bool> {
+    if route.predicates.is_empty() {
+        return Some(true);
+    }
+    done.get(id, toggled).map(|failed| failed.is_none())
+}
+
 impl RouteTable {
-    /// Runs the route's plugin predicates, applying each plugin's failure policy.
-    fn predicates_match(&self, id: u32, route: &Route, req: &RequestView<'_>, path: &str) -> bool {
-        self.first_failed_predicate(id, route, req, path).is_none()
+    /// Runs route `route`'s plugin predicates for `req` (against the toggled path when
+    /// `toggled`), applying each plugin's failure policy, and records the outcome in `done` for
+    /// the next [`RouteTable::decide`].
+    pub async fn run_predicates(
+        &self,
+        route: u32,
+        toggled: bool,
+        req: &RequestView<'_>,
+        done: &mut PredicateResults,
+    ) {
+        let path = if toggled {
+            toggle_trailing_slash(req.path).unwrap_or_else(|| req.path.to_owned())
+        } else {
+            req.path.to_owned()
+        };
+        let failed = self
+            .first_failed_predicate(route, self.route(route), req, &path)
+            .await;
+        done.done.push((route, toggled, failed));
+    }
+
+    /// Decides, running plugin predicates as the decision reaches them (the body is not read:
+    /// body matchers see `req.body`).
+    pub async fn decide_with_predicates(&self, req: &RequestView<'_>) -> Decision {
+        let mut done = PredicateResults::default();
+        loop {
+            match self.decide(req, &done) {
+                Decision::NeedPredicates { route, toggled } => {
+                    self.run_predicates(route, toggled, req, &mut done).await;
+                }
+                d => return d,
+            }
+        }
     }
 
     /// The rule index of the first plugin predicate that does not match (after each plugin's
     /// failure policy), if any.
-    fn first_failed_predicate(
+    async fn first_failed_predicate(
         &self,
         id: u32,
         route: &Route,
@@ -392,10 +503,11 @@ impl RouteTable {
             let request = CallRequest {
                 parts: shared.parts.clone(),
                 remote: shared.remote,
+                scheme: shared.scheme,
                 path: (path != shared.parts.uri.path()).then(|| path.to_owned()),
                 params: params.clone(),
             };
-            match call.plugin.matches(request, &call.args) {
+            match call.plugin.matches(request, &call.args).await {
                 Ok(true) => {}
                 Ok(false) => return Some(*index),
                 Err(failure) => {
@@ -403,6 +515,7 @@ impl RouteTable {
                     tracing::warn!(
                         plugin = &*call.plugin.name,
                         route = &*route.name,
+                        failure = failure.kind(),
                         reason = %failure,
                         ?policy,
                         "plugin predicate failed"
@@ -457,7 +570,7 @@ pub struct Explanation {
 
 impl RouteTable {
     /// Explains the decision for `req` (the admin API's `match`). Plugin predicates run.
-    pub fn explain(&self, req: &RequestView<'_>) -> Explanation {
+    pub async fn explain(&self, req: &RequestView<'_>) -> Explanation {
         let mut cands = Candidates::new();
         self.index.candidates(req.path, &mut cands);
         let mut ids: Vec<u32> = cands
@@ -468,7 +581,7 @@ impl RouteTable {
         let mut candidates = Vec::new();
         for id in ids {
             let route = &self.routes[id as usize];
-            let failed = self.first_failure(id, route, req);
+            let failed = self.first_failure(id, route, req).await;
             let matched = failed.is_none();
             candidates.push(CandidateResult {
                 route: route.name.to_string(),
@@ -479,9 +592,9 @@ impl RouteTable {
                 break;
             }
         }
-        let (decision, route, detail) = match self.decide(req) {
+        let (decision, route, detail) = match self.decide_with_predicates(req).await {
             Decision::Route(id) => ("route", Some(self.route(id).name.to_string()), None),
-            Decision::NeedBody => ("need_body", None, None),
+            Decision::NeedBody | Decision::NeedPredicates { .. } => ("need_body", None, None),
             Decision::DefaultUrl => ("default_url", None, None),
             Decision::Redirect(status, location) => (
                 "redirect",
@@ -500,7 +613,7 @@ impl RouteTable {
         }
     }
 
-    fn first_failure(&self, id: u32, route: &Route, req: &RequestView<'_>) -> Option<String> {
+    async fn first_failure(&self, id: u32, route: &Route, req: &RequestView<'_>) -> Option<String> {
         let describe = |i: usize| {
             let spec = &route.rule.matchers[i];
             let what = match (&spec.field, &spec.plugin) {
@@ -539,6 +652,7 @@ impl RouteTable {
             }
         }
         self.first_failed_predicate(id, route, req, req.path)
+            .await
             .map(describe)
     }
 }

@@ -1,0 +1,79 @@
+//! A plugin's settings, read from `NAME.json` beside `NAME.wasm`: instance reuse, deadline,
+//! memory cap, failure policy, concurrency cap and circuit breaker.
+
+use serde::{Deserialize, Serialize};
+
+/// How a plugin's instances are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceMode {
+    /// Warm instances are reused across calls (a failed one is discarded). The default.
+    #[default]
+    Reuse,
+    /// A fresh instance for every call: no state survives between requests.
+    Fresh,
+}
+
+/// What a failed call counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// A predicate does not match; a filter answers 500. The default.
+    #[default]
+    FailClosed,
+    /// A predicate matches; a filter is skipped.
+    FailOpen,
+}
+
+/// Per-plugin settings, from `NAME.json` beside `NAME.wasm` (every field optional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// Instance reuse or a fresh instance per call.
+    pub mode: InstanceMode,
+    /// Deadline per call, in milliseconds.
+    pub deadline_ms: u64,
+    /// Memory cap per instance, in MiB.
+    pub memory_mib: usize,
+    /// What a failed call counts as.
+    pub failure: FailurePolicy,
+    /// Most warm instances kept idle.
+    pub max_idle: usize,
+    /// Most calls of this plugin running at once; a call beyond it waits until its deadline for
+    /// a slot, then fails by the policy. 0 means the number of CPUs, halved (at least 1), so a
+    /// plugin that burns its whole deadline on every call can never hold every core.
+    pub max_concurrent: usize,
+    /// Consecutive failed calls (deadline, memory cap, trap, refused result) that open the
+    /// circuit breaker: while open, calls fail by the policy at once, without running. 0 turns
+    /// the breaker off.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe call is let through, in milliseconds;
+    /// doubled after every failed probe, up to 30 s.
+    pub breaker_backoff_ms: u64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            mode: InstanceMode::Reuse,
+            deadline_ms: 10,
+            memory_mib: 64,
+            failure: FailurePolicy::FailClosed,
+            max_idle: 16,
+            max_concurrent: 0,
+            breaker_failures: 5,
+            breaker_backoff_ms: 1000,
+        }
+    }
+}
+
+impl PluginSettings {
+    /// The effective concurrency cap.
+    pub fn concurrency(&self) -> usize {
+        if self.max_concurrent > 0 {
+            return self.max_concurrent;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cpus / 2).max(1)
+    }
+}
