@@ -960,10 +960,40 @@ fn contained_config(plugin: &str, args: &[&str]) -> Value {
     ])
 }
 
+/// The value of the series `name{plugin="plugin"...}` in a `/metrics` text (summed over the
+/// other labels).
+fn plugin_metric(metrics: &str, name: &str, plugin: &str) -> Option<f64> {
+    let label = format!("plugin=\"{plugin}\"");
+    let mut found = None;
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let Some(rest) = rest.strip_prefix('{') else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        if labels.split(',').any(|l| l == label)
+            && let Ok(v) = value.trim().parse::<f64>()
+        {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
 /// Runs a misbehaving predicate three times under fail_closed (the request gets the fallback,
-/// fast, with a failure log line; nothing else is disturbed), then three times under fail_open
-/// (the guarded route matches).
-async fn misbehaving_predicate_is_contained(plugin: &str, args: &[&str]) {
+/// fast, with a failure log line naming the failure `kind`; nothing else is disturbed), then
+/// three times under fail_open (the guarded route matches); each time `/metrics` must count
+/// the three failures in `counter`.
+async fn misbehaving_predicate_is_contained(
+    plugin: &str,
+    args: &[&str],
+    kind: &str,
+    counter: &str,
+) {
     let cfg = contained_config(plugin, args);
     for (policy, settings, want, policy_field) in [
         ("fail_closed", None, "fallback", "FailClosed"),
@@ -1017,6 +1047,11 @@ async fn misbehaving_predicate_is_contained(plugin: &str, args: &[&str]) {
                 line.contains(policy_field),
                 "{line:?} does not name the policy {policy_field}"
             );
+            assert_eq!(
+                log_field(&line, "failure").as_deref(),
+                Some(kind),
+                "{plugin}: the failure kind in {line:?}"
+            );
 
             // Nothing else is disturbed.
             let resp = rd.get("/ok").await;
@@ -1033,27 +1068,201 @@ async fn misbehaving_predicate_is_contained(plugin: &str, args: &[&str]) {
         assert!(rd.is_running(), "routerd died after {plugin} ({policy})");
         let health = rd.admin_get("/healthz").await;
         assert_eq!(health.status, 200, "{}", health.describe());
+        let metrics = rd.admin_get("/metrics").await.text();
+        assert_eq!(
+            plugin_metric(&metrics, counter, plugin),
+            Some(3.0),
+            "{plugin} ({policy}): {counter} in /metrics:\n{metrics}"
+        );
+        assert_eq!(
+            plugin_metric_phase(&metrics, plugin, "predicate"),
+            3.0,
+            "{plugin}: three predicate calls"
+        );
     }
+}
+
+/// `routerd_plugin_calls{plugin, phase}`.
+fn plugin_metric_phase(metrics: &str, plugin: &str, phase: &str) -> f64 {
+    let want = format!("routerd_plugin_calls_total{{plugin=\"{plugin}\",phase=\"{phase}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(want.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_loop_is_stopped_at_the_deadline() {
-    misbehaving_predicate_is_contained("bad-loop", &[]).await;
+    misbehaving_predicate_is_contained(
+        "bad-loop",
+        &[],
+        "deadline",
+        "routerd_plugin_deadline_hits_total",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_memory_is_stopped_at_the_memory_cap() {
-    misbehaving_predicate_is_contained("bad-memory", &[]).await;
+    misbehaving_predicate_is_contained(
+        "bad-memory",
+        &[],
+        "memory_cap",
+        "routerd_plugin_memory_cap_hits_total",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_recursion_stack_overflow_is_contained() {
-    misbehaving_predicate_is_contained("bad-recursion", &[]).await;
+    misbehaving_predicate_is_contained("bad-recursion", &[], "trap", "routerd_plugin_traps_total")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_panic_predicate_is_contained() {
-    misbehaving_predicate_is_contained("bad-panic", &["panic"]).await;
+    misbehaving_predicate_is_contained(
+        "bad-panic",
+        &["panic"],
+        "trap",
+        "routerd_plugin_traps_total",
+    )
+    .await;
+}
+
+/// A guest that waits in WASI (`std::thread::sleep`, 5 s) runs no guest code, so only a timer
+/// can end its call: each request must get the fallback long before the sleep would end, with
+/// a `deadline` failure, and each call must run exactly once (one stderr line per call, no
+/// replays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sleep_blocking_in_wasi_is_stopped_at_the_deadline_and_runs_once() {
+    let cfg = contained_config("bad-sleep", &["5000"]);
+    let mut rd = launch(&cfg, &["bad-sleep", "header-eq"])
+        .plugin_settings("bad-sleep", json!({"deadline_ms": 200}))
+        .start()
+        .await;
+    for attempt in 1..=3 {
+        let mark = rd.log_count();
+        let started = Instant::now();
+        let resp = rd.get("/bad").await;
+        let elapsed = started.elapsed();
+        println!(
+            "bad-sleep request {attempt}: {} in {elapsed:?}",
+            resp.describe()
+        );
+        assert_eq!((resp.status, resp.text()), (200, "fallback".to_owned()));
+        // Deadline 200 ms, sleep 5 s: anything near the sleep means the wait was not cut.
+        assert!(elapsed < Duration::from_millis(1500), "took {elapsed:?}");
+        let line = rd
+            .wait_for_log(mark, Duration::from_secs(5), |l| {
+                is_failure_line(l, "predicate", "bad-sleep", "guarded")
+            })
+            .await
+            .unwrap_or_else(|| panic!("request {attempt}: no failure line"));
+        assert_eq!(
+            log_field(&line, "failure").as_deref(),
+            Some("deadline"),
+            "{line}"
+        );
+        let starts: Vec<String> = rd
+            .logs_since(mark)
+            .into_iter()
+            .filter(|l| l.contains("bad-sleep: call "))
+            .collect();
+        assert_eq!(
+            starts.len(),
+            1,
+            "request {attempt} ran the guest {} times: {starts:?}",
+            starts.len()
+        );
+        let resp = rd.get("/ok").await;
+        assert_eq!((resp.status, resp.text()), (200, "unrelated".to_owned()));
+    }
+    let metrics = rd.admin_get("/metrics").await.text();
+    assert_eq!(
+        plugin_metric(&metrics, "routerd_plugin_deadline_hits_total", "bad-sleep"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert!(rd.is_running());
+}
+
+/// A plugin that fails on every call opens its circuit breaker after `breaker_failures` calls
+/// in a row: later requests get the failure policy without the plugin running (counted as
+/// short-circuited), and once the back-off is over a probe call runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_opens_after_consecutive_failures_and_probes_later() {
+    let cfg = contained_config("bad-loop", &[]);
+    let mut rd = launch(&cfg, &["bad-loop", "header-eq"])
+        .plugin_settings(
+            "bad-loop",
+            json!({"breaker_failures": 3, "breaker_backoff_ms": 1500}),
+        )
+        .start()
+        .await;
+    for _ in 0..3 {
+        let resp = rd.get("/bad").await;
+        assert_eq!(resp.text(), "fallback");
+    }
+    let mark = rd.log_count();
+    let opened = rd
+        .wait_for_log(0, Duration::from_secs(5), |l| {
+            l.contains("circuit breaker opened")
+                && log_field(l, "plugin").as_deref() == Some("bad-loop")
+        })
+        .await;
+    assert!(opened.is_some(), "no `circuit breaker opened` line");
+    for _ in 0..5 {
+        let resp = rd.get("/bad").await;
+        assert_eq!(resp.text(), "fallback");
+    }
+    let refused: Vec<String> = rd
+        .logs_since(mark)
+        .into_iter()
+        .filter(|l| is_failure_line(l, "predicate", "bad-loop", "guarded"))
+        .collect();
+    assert_eq!(refused.len(), 5, "{refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|l| log_field(l, "failure").as_deref() == Some("circuit_open")),
+        "while open, calls are refused without running: {refused:?}"
+    );
+    let metrics = rd.admin_get("/metrics").await.text();
+    assert_eq!(
+        plugin_metric(&metrics, "routerd_plugin_short_circuited_total", "bad-loop"),
+        Some(5.0)
+    );
+    assert_eq!(
+        plugin_metric(&metrics, "routerd_plugin_breaker_opened_total", "bad-loop"),
+        Some(1.0)
+    );
+    assert_eq!(
+        plugin_metric(&metrics, "routerd_plugin_breaker_open", "bad-loop"),
+        Some(1.0)
+    );
+    // After the back-off one probe runs (and fails again: a deadline, not a refusal).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mark = rd.log_count();
+    let resp = rd.get("/bad").await;
+    assert_eq!(resp.text(), "fallback");
+    let probe = rd
+        .wait_for_log(mark, Duration::from_secs(5), |l| {
+            is_failure_line(l, "predicate", "bad-loop", "guarded")
+        })
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        log_field(&probe, "failure").as_deref(),
+        Some("deadline"),
+        "{probe}"
+    );
+    // The healthy plugin was never affected.
+    let resp = rd
+        .request("GET", "/ok-plugin", &[("x-tier", "gold")], Bytes::new())
+        .await;
+    assert_eq!(resp.text(), "healthy");
 }
 
 /// Asserts a fail_closed plugin-filter answer: 500 `{"error":"a plugin filter failed","route":…}`.

@@ -5,7 +5,8 @@
 //! * `reply`: `on-request` answers 200 with `count` headers `x-bad-00000 .. ` of `size` bytes
 //!   each (10 000 x 1 KiB = 10 MiB of headers by default);
 //! * `edits`: `on-request` proceeds with `count` `set` edits of that size;
-//! * `response`: `on-request` proceeds unchanged and `on-response` returns `count` `set` edits.
+//! * `response`: `on-request` proceeds unchanged and `on-response` returns `count` `set` edits;
+//! * `body`: `on-request` answers 200 with no headers and a body of `count` x `size` bytes.
 //!
 //! routerd is expected to refuse the oversized result (failure policy) rather than forward it.
 //! validate: mode is one of the three, count and size are non-negative integers.
@@ -26,6 +27,8 @@ pub enum Mode {
     Edits,
     /// Response edits.
     Response,
+    /// A reply with a large body instead.
+    Body,
 }
 
 /// Parsed args.
@@ -48,9 +51,10 @@ pub fn parse(args: &[String]) -> Result<Config, String> {
         None | Some("reply") => Mode::Reply,
         Some("edits") => Mode::Edits,
         Some("response") => Mode::Response,
+        Some("body") => Mode::Body,
         Some(other) => {
             return Err(format!(
-                "bad-headers: mode {other:?} must be reply, edits or response"
+                "bad-headers: mode {other:?} must be reply, edits, response or body"
             ));
         }
     };
@@ -104,6 +108,11 @@ impl Filter for BadHeaders {
             }
             .into(),
             Mode::Response => RequestAction::proceed(),
+            Mode::Body => {
+                let mut reply = Reply::new(200);
+                reply.body = vec![b'b'; cfg.count.saturating_mul(cfg.size)];
+                reply.into()
+            }
         }
     }
 
@@ -185,5 +194,12 @@ mod tests {
         );
         let edits = BadHeaders::on_response(&req.as_request(), &resp.as_response(), &a);
         assert_eq!(edits.headers.len(), 4);
+
+        let a = args(&["body", "10", "1024"]);
+        let RequestAction::Respond(reply) = BadHeaders::on_request(&req.as_request(), &a) else {
+            panic!("expected a reply");
+        };
+        assert!(reply.headers.is_empty());
+        assert_eq!(reply.body.len(), 10 * 1024);
     }
 }
