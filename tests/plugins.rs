@@ -1194,7 +1194,7 @@ async fn bad_sleep_blocking_in_wasi_is_stopped_at_the_deadline_and_runs_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_opens_after_consecutive_failures_and_probes_later() {
     let cfg = contained_config("bad-loop", &[]);
-    let mut rd = launch(&cfg, &["bad-loop", "header-eq"])
+    let rd = launch(&cfg, &["bad-loop", "header-eq"])
         .plugin_settings(
             "bad-loop",
             json!({"breaker_failures": 3, "breaker_backoff_ms": 1500}),

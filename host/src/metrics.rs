@@ -199,7 +199,8 @@ impl Collector for PluginCounters {
                 ConstCounter::new(read(&p.stats)).encode(family.encode_family(&labels)?)?;
             }
         }
-        let gauges: [(&str, &str, fn(&crate::plugins::Plugin) -> i64); 2] = [
+        type Gauge = fn(&crate::plugins::Plugin) -> i64;
+        let gauges: [(&str, &str, Gauge); 2] = [
             (
                 "routerd_plugin_breaker_open",
                 "1 while a plugin's circuit breaker is open",
