@@ -128,8 +128,8 @@ build_c() {
     need_wasm_tools
     local build="$src/build"
     rm -rf "$build" && mkdir -p "$build/gen"
-    wit-bindgen c "$wit" -w plugin --out-dir "$build/gen" >/dev/null
-    clang-19 --target=wasm32-wasip2 -O2 -mexec-model=reactor -I "$build/gen" \
+    wit-bindgen c "$wit" -w plugin --out-dir "$build/gen" >/dev/null 2>&1
+    clang-19 --target=wasm32-wasi -O2 -mexec-model=reactor -I "$build/gen" \
         "$src/lang.c" "$build/gen/plugin.c" "$build/gen/plugin_component_type.o" \
         -o "$build/core.wasm"
     wasm-tools component new "$build/core.wasm" -o "$build/lang-c.wasm"
@@ -138,21 +138,24 @@ build_c() {
 
 build_go() {
     local src="$here/go" out="$dist/lang-go.wasm"
-    stale "$out" "$src/main.go" "$src/go.mod" || return 0
+    stale "$out" "$src" || return 0
     need_wit_bindgen
     need_go
     need_wasm_tools
     local build="$src/build"
     rm -rf "$build" && mkdir -p "$build"
-    cp "$src/main.go" "$src/go.mod" "$build/"
-    (cd "$build" && wit-bindgen go "$wit" -w plugin >/dev/null)
+    # The bindings (module wit_component, package main with the exports' glue), then our two
+    # export packages beside them.
+    (cd "$build" && wit-bindgen go "$wit" -w plugin >/dev/null 2>&1)
+    cp -r "$src/export_router_plugin_predicate" "$src/export_router_plugin_filter" "$build/"
     # The generated code imports go.bytecodealliance.org/pkg; its source ships inside the
     # wit-bindgen-go crate (there is no Go module proxy to fetch it from).
     local pkg
     pkg="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/wit-bindgen-go-"$WIT_BINDGEN"/src/pkg 2>/dev/null | head -n 1)"
     [[ -d "$pkg" ]] || { log "cannot find the wit-bindgen-go $WIT_BINDGEN crate's src/pkg"; exit 1; }
     cp -r "$pkg" "$build/pkg"
-    (cd "$build" && GOOS=wasip1 GOARCH=wasm GOPROXY=off GOFLAGS=-mod=mod \
+    echo 'replace go.bytecodealliance.org/pkg => ./pkg' >>"$build/go.mod"
+    (cd "$build" && GOOS=wasip1 GOARCH=wasm GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local \
         go build -buildmode=c-shared -ldflags=-checklinkname=0 -o core.wasm .)
     local adapter="$build/wasi_snapshot_preview1.reactor.wasm"
     cargo run --quiet --manifest-path "$here/adapter/Cargo.toml" --target-dir "$here/adapter/target" -- "$adapter"

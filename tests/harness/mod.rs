@@ -1043,6 +1043,7 @@ pub struct Launch {
     settings: Vec<(String, Value)>,
     admin_addr: Option<String>,
     extra_args: Vec<OsString>,
+    startup_timeout: Duration,
 }
 
 impl Launch {
@@ -1057,7 +1058,15 @@ impl Launch {
             settings: Vec::new(),
             admin_addr: None,
             extra_args: Vec::new(),
+            startup_timeout: STARTUP_TIMEOUT,
         }
+    }
+
+    /// Wait this long for the listeners instead of [`STARTUP_TIMEOUT`] (big plugins compiled
+    /// cold at start, in a debug build, take a while).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Launch {
+        self.startup_timeout = timeout;
+        self
     }
 
     /// Pass `--admin addr` instead of `127.0.0.1:0` (only [`Launch::run_to_exit`] may use a
@@ -1109,6 +1118,12 @@ impl Launch {
         self
     }
 
+    /// Install the component at `path` as `name.wasm`.
+    pub fn plugin_path(mut self, name: &str, path: &Path) -> Launch {
+        self.plugins.push((name.to_owned(), path.to_owned()));
+        self
+    }
+
     /// Write `settings` to `name.json` in the plugins directory.
     pub fn plugin_settings(mut self, name: &str, settings: Value) -> Launch {
         self.settings.push((name.to_owned(), settings));
@@ -1147,7 +1162,8 @@ impl Launch {
         (plugins, data)
     }
 
-    /// Start and wait (bounded by [`STARTUP_TIMEOUT`]) until both listeners are logged.
+    /// Start and wait (bounded by [`STARTUP_TIMEOUT`], or [`Launch::startup_timeout`]) until
+    /// both listeners are logged.
     pub async fn start(self) -> Routerd {
         let dir = TempDir::new("rd");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
@@ -1189,7 +1205,8 @@ impl Launch {
             regex::Regex::new(r"proxy listening on http://([0-9.]+:[0-9]+)").expect("regex");
         let admin_re =
             regex::Regex::new(r"admin listening on http://([0-9.]+:[0-9]+)").expect("regex");
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let startup_timeout = self.startup_timeout;
+        let deadline = Instant::now() + startup_timeout;
         let (proxy, admin) = loop {
             let lines = lock_lines(&logs);
             let find = |re: &regex::Regex| {
@@ -1213,7 +1230,7 @@ impl Launch {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "routerd did not log both listeners within {STARTUP_TIMEOUT:?}; logs:\n{}",
+                    "routerd did not log both listeners within {startup_timeout:?}; logs:\n{}",
                     lock_lines(&logs).join("\n")
                 );
             }
@@ -1403,6 +1420,50 @@ pub fn dist_plugin(name: &str) -> PathBuf {
     assert!(
         path.is_file(),
         "{} does not exist after plugins/build.sh",
+        path.display()
+    );
+    path
+}
+
+/// The `lang` plugin in guest language `lang`: `plugins/dist/lang-rust.wasm` for Rust, else
+/// `plugins/lang/dist/lang-LANG.wasm`, built by `plugins/lang/build.sh` (which installs missing
+/// toolchains and skips builds that are up to date) at most once per test process, under an
+/// exclusive file lock. Panics with the script's output if it fails.
+pub fn lang_plugin(lang: &str) -> PathBuf {
+    if lang == "rust" {
+        return dist_plugin("lang-rust");
+    }
+    static DIST: OnceLock<PathBuf> = OnceLock::new();
+    let dist = DIST.get_or_init(|| {
+        let root = repo_root();
+        let _lock = exclusive_lock("lang-build.lock");
+        let script = root.join("plugins").join("lang").join("build.sh");
+        let started = Instant::now();
+        let output = Command::new("bash")
+            .arg(&script)
+            .current_dir(&root)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        if !output.status.success() {
+            panic!(
+                "{} failed ({}) after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+                script.display(),
+                output.status,
+                started.elapsed(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        root.join("plugins").join("lang").join("dist")
+    });
+    let path = dist.join(format!("lang-{lang}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} does not exist after plugins/lang/build.sh",
         path.display()
     );
     path

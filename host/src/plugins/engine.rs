@@ -105,7 +105,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Interfaces a plugin may import: WASI 0.2's CLI-world interfaces (wired to nothing but clocks,
-/// random and our log) and the router contract. Checked before compiling, so a component that
+/// random and our log), `wasi:http` (every outgoing request refused) and the router contract. Checked before compiling, so a component that
 /// cannot link fails in milliseconds instead of after a multi-second compile.
 const PROVIDED_IMPORTS: &[&str] = &[
     "wasi:cli/",
@@ -114,6 +114,7 @@ const PROVIDED_IMPORTS: &[&str] = &[
     "wasi:random/",
     "wasi:filesystem/",
     "wasi:sockets/",
+    "wasi:http/",
     "router:plugin/",
 ];
 
@@ -147,6 +148,8 @@ impl PluginEngine {
         };
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(PluginError::engine)?;
         PluginWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
         tracing::debug!(pooling, "plugin engine ready");
@@ -255,7 +258,7 @@ impl PluginEngine {
                         let name = import.name.name;
                         if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
                             return Err(PluginError::Link(format!(
-                                "the component imports {name}, which routerd does not provide (plugins get WASI 0.2's cli, io, clocks, random, filesystem and sockets interfaces, without any files or network, and router:plugin)"
+                                "the component imports {name}, which routerd does not provide (plugins get WASI 0.2's cli, io, clocks, random, filesystem, sockets and http interfaces, without any files or network, and router:plugin)"
                             )));
                         }
                     }

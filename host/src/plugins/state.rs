@@ -1,7 +1,8 @@
 //! What a plugin's store holds and what the host gives a plugin: the bindings generated from
 //! `wit/`, the `log` import, the `request` / `response` imports (functions about the call in
 //! progress, so no handle is lent that a guest could forget to drop), WASI with nothing in it
-//! but clocks and random, stdout/stderr into our log, and the memory limiter.
+//! but clocks and random, `wasi:http` whose every outgoing request is refused, stdout/stderr
+//! into our log, and the memory limiter.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Host bindings generated from `wit/router-plugin.wit` (documented there).
 #[allow(missing_docs)]
@@ -68,6 +70,8 @@ pub struct PluginState {
     pub(crate) plugin: Arc<str>,
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: NoOutgoingRequests,
     pub(crate) request: Option<CallRequest>,
     pub(crate) response: Option<CallResponse>,
     pub(crate) memory_cap: usize,
@@ -92,6 +96,8 @@ impl PluginState {
             plugin,
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks: NoOutgoingRequests,
             request: None,
             response: None,
             memory_cap,
@@ -112,6 +118,40 @@ impl WasiView for PluginState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for PluginState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// The `wasi:http` outgoing handler a plugin gets: every request is refused
+/// (`HTTP-request-denied`), so a plugin never reaches the network. The `wasi:http` types are
+/// there because toolchains (componentize-js) import them whether or not the code uses them.
+pub(crate) struct NoOutgoingRequests;
+
+/// An outgoing request's response, as `wasi:http` hooks return it.
+type OutgoingResponse = wasmtime_wasi_http::Result<(
+    http::Response<wasmtime_wasi_http::WasiBody>,
+    Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for NoOutgoingRequests {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn std::future::Future<Output = OutgoingResponse> + Send> {
+        Box::new(std::future::ready(Err(
+            wasmtime_wasi_http::Error::HttpRequestDenied,
+        )))
     }
 }
 

@@ -72,7 +72,10 @@ mod tests {
         let no = MockRequest::new("GET", "/").header("x-lang", "no");
         assert!(Lang::matches(&yes.as_request(), &a));
         assert!(!Lang::matches(&no.as_request(), &a));
-        assert!(!Lang::matches(&MockRequest::new("GET", "/").as_request(), &a));
+        assert!(!Lang::matches(
+            &MockRequest::new("GET", "/").as_request(),
+            &a
+        ));
         assert!(<Lang as Predicate>::validate(&args(&["x"])).is_err());
     }
 

@@ -9,10 +9,28 @@
 import { header } from 'router:plugin/request@0.2.0';
 import { status } from 'router:plugin/response@0.2.0';
 
+// UTF-8 bytes of a string. (QuickJS has no TextEncoder; this runs on both engines.)
+function utf8(text) {
+  const bytes = [];
+  for (const ch of text) {
+    const c = ch.codePointAt(0);
+    if (c < 0x80) {
+      bytes.push(c);
+    } else if (c < 0x800) {
+      bytes.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    } else if (c < 0x10000) {
+      bytes.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    } else {
+      bytes.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    }
+  }
+  return new Uint8Array(bytes);
+}
+
 export const predicate = {
   validate(args) {
     if (args.length !== 2) {
-      throw `expected [header, value], got ${args.length} args`;
+      throw "expected 2 args: [header, value]";
     }
   },
   matches(args) {
@@ -23,13 +41,14 @@ export const predicate = {
 export const filter = {
   validate(args) {
     if (args.length !== 1) {
-      throw `expected [tag], got ${args.length} args`;
+      throw "expected 1 arg: [tag]";
     }
   },
   onRequest(args) {
     const tag = args[0];
-    if (header('x-reply') !== undefined) {
-      const body = new TextEncoder().encode(`reply from ${tag}`);
+    // A missing header is undefined under componentize-js and null under QuickJS.
+    if (header('x-reply') != null) {
+      const body = utf8(`reply from ${tag}`);
       return { tag: 'respond', val: { status: 203, headers: [['x-tag', tag]], body } };
     }
     return {

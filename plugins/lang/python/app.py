@@ -13,7 +13,7 @@ from wit_world.imports import request, response, types
 class Predicate(exports.Predicate):
     def validate(self, args):
         if len(args) != 2:
-            raise Err(f"expected [header, value], got {len(args)} args")
+            raise Err("expected 2 args: [header, value]")
 
     def matches(self, args):
         return request.header(args[0]) == args[1]
@@ -22,7 +22,7 @@ class Predicate(exports.Predicate):
 class Filter(exports.Filter):
     def validate(self, args):
         if len(args) != 1:
-            raise Err(f"expected [tag], got {len(args)} args")
+            raise Err("expected 1 arg: [tag]")
 
     def on_request(self, args):
         tag = args[0]

@@ -1,0 +1,59 @@
+// The `lang` plugin in Go (bindings from `wit-bindgen go`): the filter. See ../README.md.
+//
+// args [tag]: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is answered 203
+// "reply from TAG"; the response gets `x-tag-response: TAG:STATUS`.
+package export_router_plugin_filter
+
+import (
+	"strconv"
+
+	"wit_component/router_plugin_request"
+	"wit_component/router_plugin_response"
+	"wit_component/router_plugin_types"
+
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+)
+
+type header = witTypes.Tuple2[string, string]
+
+func tagOf(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[0]
+}
+
+func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
+	if len(args) != 1 {
+		return witTypes.Err[witTypes.Unit, string]("expected 1 arg: [tag]")
+	}
+	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+}
+
+func OnRequest(args []string) router_plugin_types.RequestAction {
+	tag := tagOf(args)
+	if router_plugin_request.Header("x-reply").IsSome() {
+		return router_plugin_types.MakeRequestActionRespond(router_plugin_types.Reply{
+			Status:  203,
+			Headers: []header{{F0: "x-tag", F1: tag}},
+			Body:    []uint8("reply from " + tag),
+		})
+	}
+	return router_plugin_types.MakeRequestActionProceed(router_plugin_types.RequestEdits{
+		Headers: []router_plugin_types.HeaderOp{
+			router_plugin_types.MakeHeaderOpSet(header{F0: "x-tag", F1: tag}),
+		},
+		Path:  witTypes.None[string](),
+		Query: witTypes.None[string](),
+	})
+}
+
+func OnResponse(args []string) router_plugin_types.ResponseEdits {
+	status := strconv.Itoa(int(router_plugin_response.Status()))
+	return router_plugin_types.ResponseEdits{
+		Status: witTypes.None[uint16](),
+		Headers: []router_plugin_types.HeaderOp{
+			router_plugin_types.MakeHeaderOpSet(header{F0: "x-tag-response", F1: tagOf(args) + ":" + status}),
+		},
+	}
+}
