@@ -1773,3 +1773,110 @@ async fn plugin_log_lines_are_tagged_with_the_plugin_name() {
     assert_eq!(log_field(&line, "plugin").as_deref(), Some("bad-escape"));
     assert_eq!(log_field(&line, "stream"), None, "{line}");
 }
+
+/// Loaded plugins are not bounded by the instance pool: warm instances are a cache, evicted
+/// least recently used first when the pool runs short. With a pool of 16 instances, 48 plugins
+/// load, every route using them is active, and each answers through its own plugin, round
+/// after round (so instances are evicted and re-created all the time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_plugins_than_pool_instances_all_load_and_serve() {
+    const PLUGINS: usize = 48;
+    const POOL: usize = 16;
+    let mut routes = Vec::new();
+    for i in 0..PLUGINS {
+        routes.push(
+            Route::respond(&format!("r{i}"))
+                .m(path(&format!("/p/{i}")))
+                .m(plugin_pred(&format!("p{i}"), &["x-n", &i.to_string()])),
+        );
+    }
+    routes.push(Route::respond("miss").m(prefix("/p")));
+    let cfg = config(routes);
+    let mut launch = launch(&cfg, &[])
+        .arg("--plugin-instances")
+        .arg(POOL.to_string());
+    for i in 0..PLUGINS {
+        launch = launch.plugin_as(&format!("p{i}"), "header-eq");
+    }
+    let rd = launch.start().await;
+    let list = rd.admin_get("/api/v1/plugins").await.json();
+    let loaded = list["plugins"].as_array().map_or(0, Vec::len);
+    assert_eq!(loaded, PLUGINS, "every plugin loads: {list}");
+    let mut failures = Vec::new();
+    for round in 1..=2 {
+        let mut probes = Vec::new();
+        for i in 0..PLUGINS {
+            let n = i.to_string();
+            probes.push(
+                probe("GET", &format!("/p/{i}"))
+                    .header("x-n", &n)
+                    .route(&format!("r{i}")),
+            );
+            probes.push(
+                probe("GET", &format!("/p/{i}"))
+                    .header("x-n", "no")
+                    .route("miss"),
+            );
+        }
+        failures.extend(run_probes(&rd, &format!("round {round}"), &probes).await);
+    }
+    assert_no_failures(&failures);
+    let list = rd.admin_get("/api/v1/plugins").await.json();
+    let plugins = list["plugins"].as_array().unwrap();
+    let idle: u64 = plugins
+        .iter()
+        .map(|p| p["idle_instances"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        idle <= POOL as u64,
+        "idle instances ({idle}) never exceed the pool ({POOL})"
+    );
+    for p in plugins {
+        assert_eq!(
+            p["overloaded"], 0,
+            "no call was refused for want of an instance: {p}"
+        );
+        assert_eq!(p["traps"], 0, "{p}");
+    }
+}
+
+/// Compiling happens in a short-lived child process by default (so the compiler's memory is
+/// returned to the system), and in routerd itself with `--plugin-compiler in-process`; either
+/// way the plugin serves, and a restart loads the cached artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_compile_in_a_child_process_unless_told_otherwise() {
+    let cfg = config(vec![
+        Route::respond("gold")
+            .m(path("/t"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+        Route::respond("plain").m(path("/t")),
+    ]);
+    for (flag, expected) in [(None, "child"), (Some("in-process"), "routerd")] {
+        // A cold cache of its own, so the plugin is compiled.
+        let mut launch = Routerd::launch(&cfg).plugin("header-eq");
+        if let Some(place) = flag {
+            launch = launch.arg("--plugin-compiler").arg(place);
+        }
+        let rd = launch.start().await;
+        let line = rd
+            .logs()
+            .into_iter()
+            .find(|l| is_loaded_line(l, "header-eq"))
+            .unwrap_or_else(|| panic!("no load line: {:?}", rd.logs()));
+        assert_eq!(
+            log_field(&line, "compiled_by").as_deref(),
+            Some(expected),
+            "{line}"
+        );
+        let resp = rd.request("GET", "/t", &[("x-tier", "gold")], "").await;
+        assert_eq!(resp.text(), "gold", "{expected}: {}", resp.describe());
+        let cached = std::fs::read_dir(rd.data_dir().join("plugin-cache"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(cached, 1, "{expected}: one artifact in the compile cache");
+    }
+}

@@ -15,7 +15,7 @@ use routerd::admin::Admin;
 use routerd::config::{self, watch::FileWatch};
 use routerd::health::HealthChecks;
 use routerd::metrics::Metrics;
-use routerd::plugins::{PluginEngine, PluginRegistry, PoolLimits, watcher};
+use routerd::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd::routeset::RouteSet;
 use routerd::server;
 use routerd::store::RouteStore;
@@ -59,6 +59,23 @@ struct Args {
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, env = "ROUTERD_DRAIN_SECS", default_value_t = 30)]
     drain_secs: u64,
+    /// Where plugins are compiled: `child` (a short-lived routerd process, so the compiler's
+    /// memory is returned to the system) or `in-process`.
+    #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
+    plugin_compiler: CompilerPlace,
+    /// Internal: compile the component on stdin into this artifact file, then exit (the
+    /// child of `--plugin-compiler child`).
+    #[arg(long, hide = true, value_name = "ARTIFACT")]
+    compile_plugin: Option<PathBuf>,
+}
+
+/// Where plugins are compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompilerPlace {
+    /// In a short-lived child process.
+    Child,
+    /// In routerd itself.
+    InProcess,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +88,9 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    if let Some(out) = &args.compile_plugin {
+        return compile_plugin(out);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -88,6 +108,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The compiling child: the component on stdin, the artifact to `out`.
+fn compile_plugin(out: &std::path::Path) -> std::process::ExitCode {
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+        eprintln!("cannot read the component from stdin: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match PluginEngine::compile_to_file(&bytes, out) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(
+            e
+            @ (routerd::plugins::PluginError::Invalid(_) | routerd::plugins::PluginError::Link(_)),
+        ) => {
+            eprintln!("{e}");
+            std::process::ExitCode::from(routerd::plugins::engine::CHILD_EXIT_INVALID as u8)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     for dir in [&args.plugins, &args.data] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -98,6 +141,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_memory_bytes: args.plugin_max_memory_mib << 20,
     };
     let engine = PluginEngine::new(&limits, Some(&args.data.join("plugin-cache")))?;
+    if args.plugin_compiler == CompilerPlace::Child {
+        match std::env::current_exe() {
+            Ok(program) => engine.compile_in_child(ChildCompiler {
+                program,
+                args: vec!["--compile-plugin".into()],
+            }),
+            Err(e) => warn!(
+                "cannot find routerd's own executable ({e}); compiling plugins in this process"
+            ),
+        }
+    }
     let registry = Arc::new(PluginRegistry::new(engine, &args.plugins));
     registry.load_dir();
     // Watch before the first read, so a change made while starting is not missed.

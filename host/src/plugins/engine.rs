@@ -1,13 +1,15 @@
 //! The one wasmtime [`Engine`] every plugin runs on: pooling allocator with copy-on-write memory
 //! images, epoch interruption driven by a ticker thread, the host linker (async WASI, so a guest
-//! that blocks in WASI suspends its call instead of a thread), the on-disk cache of compiled
-//! components keyed by content hash and engine, and the warm instances of every plugin, which
-//! are a cache: when the pool runs short, the least recently used idle instance is evicted.
+//! that blocks in WASI suspends its call instead of a thread), compiling (in a short-lived child
+//! process when one is configured, so the compiler's memory goes back to the system), the
+//! on-disk cache of compiled components keyed by content hash and engine, and the warm
+//! instances of every plugin, which are a cache: when the pool runs short, the least recently
+//! used idle instance is evicted.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
@@ -52,7 +54,25 @@ pub struct PluginEngine {
     control: tokio::runtime::Handle,
     /// Every plugin's idle instances, for eviction.
     idle_pools: Mutex<Vec<Weak<dyn Evictable>>>,
+    /// The command that compiles in a child process (see [`PluginEngine::compile_in_child`]).
+    compiler: OnceLock<ChildCompiler>,
 }
+
+/// How to run a compiling child: this program with these arguments, the component on its
+/// stdin, the artifact's path as the last argument.
+#[derive(Debug, Clone)]
+pub struct ChildCompiler {
+    /// The program (routerd itself).
+    pub program: PathBuf,
+    /// Arguments before the artifact's path.
+    pub args: Vec<String>,
+}
+
+/// The longest a compiling child may take (a 20 MB guest compiles in seconds).
+const CHILD_COMPILE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A child's exit code for "the bytes are not a valid component" (its stderr says why).
+pub const CHILD_EXIT_INVALID: i32 = 3;
 
 /// One plugin's idle warm instances, oldest first.
 pub(crate) struct IdlePool<T> {
@@ -178,7 +198,100 @@ impl PluginEngine {
             pooling,
             control: control_runtime()?,
             idle_pools: Mutex::new(Vec::new()),
+            compiler: OnceLock::new(),
         }))
+    }
+
+    /// Compiles from now on in a child process (`program args... ARTIFACT`, the component on
+    /// its stdin), which writes the artifact into the compile cache and exits, so the
+    /// compiler's peak memory (hundreds of MiB for a big guest) is returned to the system
+    /// instead of staying in this process. Needs a cache directory; without one, or when the
+    /// child cannot run, compiling happens in this process.
+    pub fn compile_in_child(&self, compiler: ChildCompiler) {
+        let _ = self.compiler.set(compiler);
+    }
+
+    /// The child side of [`PluginEngine::compile_in_child`]: compiles `bytes` with the
+    /// configuration of [`PluginEngine::new`] and writes the artifact to `out` (atomically, by
+    /// rename). No engine, ticker or runtime is kept.
+    pub fn compile_to_file(bytes: &[u8], out: &Path) -> Result<(), PluginError> {
+        Self::check_imports(bytes)?;
+        // The artifact depends on the compiler settings and tunables, not on the allocator,
+        // so an on-demand engine compiles what the pooled one loads (the compatibility hash
+        // in the cache file name and wasmtime's own check on load both make sure).
+        let engine = Engine::new(&Self::config(None, true)).map_err(PluginError::engine)?;
+        let artifact = engine
+            .precompile_component(bytes)
+            .map_err(PluginError::invalid)?;
+        let tmp = out.with_extension(format!("child{}", std::process::id()));
+        std::fs::write(&tmp, artifact)
+            .and_then(|()| std::fs::rename(&tmp, out))
+            .map_err(|e| PluginError::Read(out.display().to_string(), e))
+    }
+
+    /// Runs the compiling child for `bytes`, leaving the artifact at `out`.
+    fn run_child(
+        &self,
+        compiler: &ChildCompiler,
+        bytes: &[u8],
+        out: &Path,
+    ) -> Result<(), ChildFailure> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(&compiler.program)
+            .args(&compiler.args)
+            .arg(out)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                ChildFailure::Run(format!("cannot start {}: {e}", compiler.program.display()))
+            })?;
+        // The child reads all of stdin before it compiles, so writing it all first is safe.
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(bytes)
+                .map_err(|e| ChildFailure::Run(format!("cannot send the component: {e}")))?;
+        }
+        let deadline = Instant::now() + CHILD_COMPILE_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ChildFailure::Run(format!(
+                        "the compiling child took longer than {CHILD_COMPILE_TIMEOUT:?}"
+                    )));
+                }
+                Err(e) => {
+                    return Err(ChildFailure::Run(format!(
+                        "cannot wait for the compiling child: {e}"
+                    )));
+                }
+            }
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        let message = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        match status.code() {
+            Some(0) => Ok(()),
+            Some(CHILD_EXIT_INVALID) => Err(ChildFailure::Invalid(message)),
+            _ => Err(ChildFailure::Run(format!(
+                "the compiling child failed ({status}): {message}"
+            ))),
+        }
     }
 
     /// Runs `fut` to completion for a caller that is not async (loading a plugin, validating a
@@ -310,6 +423,7 @@ impl PluginEngine {
                     return Ok(Compiled {
                         component,
                         from_cache: true,
+                        in_child: false,
                         took: started.elapsed(),
                     });
                 }
@@ -319,6 +433,27 @@ impl PluginEngine {
             }
         }
         Self::check_imports(bytes)?;
+        if let (Some(compiler), Some(path)) = (self.compiler.get(), &cached) {
+            match self.run_child(compiler, bytes, path) {
+                Ok(()) => match self.load_cached(path) {
+                    Ok(component) => {
+                        return Ok(Compiled {
+                            component,
+                            from_cache: false,
+                            in_child: true,
+                            took: started.elapsed(),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot load what the compiling child wrote; compiling here")
+                    }
+                },
+                Err(ChildFailure::Invalid(message)) => return Err(PluginError::Invalid(message)),
+                Err(ChildFailure::Run(reason)) => {
+                    tracing::warn!("{reason}; compiling here")
+                }
+            }
+        }
         let component = Component::new(&self.engine, bytes).map_err(PluginError::invalid)?;
         if let Some(path) = &cached {
             match component.serialize() {
@@ -337,6 +472,7 @@ impl PluginEngine {
         Ok(Compiled {
             component,
             from_cache: false,
+            in_child: false,
             took: started.elapsed(),
         })
     }
@@ -361,6 +497,14 @@ impl PluginEngine {
     }
 }
 
+/// Why a compiling child did not leave an artifact.
+enum ChildFailure {
+    /// The component is invalid (the child's message).
+    Invalid(String),
+    /// The child could not run or crashed; compiling here may still work.
+    Run(String),
+}
+
 /// A one-worker runtime of its own for load-time calls, so they never wait for (or hold) a
 /// request worker. It lives as long as the process (it is leaked on purpose: dropping a runtime
 /// from async code panics, and every engine shares it).
@@ -381,4 +525,28 @@ fn control_runtime() -> Result<tokio::runtime::Handle, PluginError> {
     let handle = Box::leak(Box::new(rt)).handle().clone();
     *slot = Some(handle.clone());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child compiles with an on-demand engine what the parent's pooled engine loads: both
+    /// must agree on everything an artifact depends on.
+    #[test]
+    fn pooled_and_on_demand_engines_share_artifacts() {
+        let pooled = Engine::new(&PluginEngine::config(Some(&PoolLimits::default()), true));
+        let on_demand = Engine::new(&PluginEngine::config(None, true));
+        let (Ok(pooled), Ok(on_demand)) = (pooled, on_demand) else {
+            // No virtual memory for the pool here: the parent falls back to on-demand too.
+            return;
+        };
+        use std::hash::{Hash, Hasher};
+        let hash = |e: &Engine| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            e.precompile_compatibility_hash().hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&pooled), hash(&on_demand));
+    }
 }

@@ -164,6 +164,8 @@ pub struct Compiled {
     pub component: Component,
     /// Whether it came from the compile cache.
     pub from_cache: bool,
+    /// Whether a child process compiled it.
+    pub in_child: bool,
     /// How long compiling or loading it took.
     pub took: Duration,
 }

@@ -109,6 +109,13 @@ impl PluginRegistry {
         }
         let compiled = self.engine.compile(&sha256, bytes)?;
         let from_cache = compiled.from_cache;
+        let compiled_by = if from_cache {
+            "cache"
+        } else if compiled.in_child {
+            "child"
+        } else {
+            "routerd"
+        };
         let took = compiled.took;
         let plugin = Arc::new(Plugin::new(
             self.engine.clone(),
@@ -124,6 +131,7 @@ impl PluginRegistry {
             sha256 = %plugin.sha256,
             size = plugin.size,
             cache = if from_cache { "hit" } else { "miss" },
+            compiled_by,
             compile_ms = took.as_millis() as u64,
             instantiate_ms = plugin.instantiate_time.as_millis() as u64,
             "plugin loaded"

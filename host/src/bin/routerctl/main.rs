@@ -6,6 +6,7 @@
 mod client;
 mod render;
 mod request;
+mod scaffold;
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -118,6 +119,18 @@ enum RouteCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Write a ready-to-build plugin project (WIT, example source, build script, README) into
+    /// DIR (default: ./NAME). Needs no running routerd.
+    New {
+        /// The plugin's name.
+        name: String,
+        /// The guest language.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// Where to write it (must not exist, or be empty).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Upload a WebAssembly component; routerd validates and compiles it before it replaces
     /// a plugin of the same name.
     Load {
@@ -451,6 +464,16 @@ impl Ctl {
 
     fn plugin(&self, cmd: PluginCommand) -> Result<String> {
         match cmd {
+            PluginCommand::New { name, lang, dir } => {
+                let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+                let written = scaffold::write(&name, lang, &dir)?;
+                Ok(format!(
+                    "wrote {} files to {}; build with: bash {}/build.sh\n",
+                    written.len(),
+                    dir.display(),
+                    dir.display()
+                ))
+            }
             PluginCommand::Load { file, name } => {
                 let name = match name {
                     Some(name) => name,
