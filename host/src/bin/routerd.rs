@@ -63,10 +63,10 @@ struct Args {
     /// memory is returned to the system) or `in-process`.
     #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
     plugin_compiler: CompilerPlace,
-    /// Internal: compile the component on stdin into this artifact file, then exit (the
-    /// child of `--plugin-compiler child`).
-    #[arg(long, hide = true, value_name = "ARTIFACT")]
-    compile_plugin: Option<PathBuf>,
+    /// Internal: compile the component on stdin for engine KIND into the ARTIFACT file, then
+    /// exit (the child of `--plugin-compiler child`).
+    #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "ARTIFACT"])]
+    compile_plugin: Option<Vec<String>>,
 }
 
 /// Where plugins are compiled.
@@ -88,8 +88,8 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
-    if let Some(out) = &args.compile_plugin {
-        return compile_plugin(out);
+    if let Some(child) = &args.compile_plugin {
+        return compile_plugin(child);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -108,14 +108,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The compiling child: the component on stdin, the artifact to `out`.
-fn compile_plugin(out: &std::path::Path) -> std::process::ExitCode {
+/// The compiling child: `[KIND, ARTIFACT]`, the component on stdin.
+fn compile_plugin(child: &[String]) -> std::process::ExitCode {
+    let [kind, out] = child else {
+        eprintln!("--compile-plugin takes KIND and ARTIFACT");
+        return std::process::ExitCode::FAILURE;
+    };
+    let Some(kind) = routerd::plugins::EngineKind::parse(kind) else {
+        eprintln!("unknown engine kind {kind:?}");
+        return std::process::ExitCode::FAILURE;
+    };
+    let out = std::path::Path::new(out);
     let mut bytes = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
         eprintln!("cannot read the component from stdin: {e}");
         return std::process::ExitCode::FAILURE;
     }
-    match PluginEngine::compile_to_file(&bytes, out) {
+    match PluginEngine::compile_to_file(&bytes, kind, out) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(
             e

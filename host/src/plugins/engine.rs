@@ -1,5 +1,7 @@
-//! The one wasmtime [`Engine`] every plugin runs on: pooling allocator with copy-on-write memory
-//! images, epoch interruption driven by a ticker thread, the host linker (async WASI, so a guest
+//! The wasmtime engines plugins run on: pooling allocator with copy-on-write memory images,
+//! epoch interruption driven by a ticker thread; a standard engine for ordinary components and
+//! one with the component model's async support for the guests whose toolchain emits its
+//! built-ins (jco's QuickJS backend), because that support costs every call about 1 µs; the host linker (async WASI, so a guest
 //! that blocks in WASI suspends its call instead of a thread), compiling (in a short-lived child
 //! process when one is configured, so the compiler's memory goes back to the system), the
 //! on-disk cache of compiled components keyed by content hash and engine, and the warm
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use serde::Serialize;
 
 use super::PluginError;
 use super::plugin::Compiled;
@@ -44,22 +48,81 @@ impl Default for PoolLimits {
     }
 }
 
-/// The shared engine, linker and compile cache.
-pub struct PluginEngine {
+/// Which engine a component runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// Without the component model's async support: the fast path, for every component that
+    /// does not use its built-ins.
+    Standard,
+    /// With it, for components that use its built-ins (`task.cancel`, streams, futures, ...).
+    ComponentAsync,
+}
+
+impl EngineKind {
+    /// `standard` or `component-async`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Standard => "standard",
+            EngineKind::ComponentAsync => "component-async",
+        }
+    }
+
+    /// The kind named `text` ([`EngineKind::as_str`]).
+    pub fn parse(text: &str) -> Option<EngineKind> {
+        [EngineKind::Standard, EngineKind::ComponentAsync]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+
+    /// The engine a component needs: the standard one unless it uses the component model's
+    /// async built-ins (found by validating it without them).
+    pub fn for_component(bytes: &[u8]) -> EngineKind {
+        use wasmparser::WasmFeatures as F;
+        let async_features = F::CM_ASYNC
+            | F::CM_ASYNC_STACKFUL
+            | F::CM_MORE_ASYNC_BUILTINS
+            | F::CM_THREADING
+            | F::CM_ERROR_CONTEXT;
+        let standard = wasmparser::Validator::new_with_features(F::all() - async_features)
+            .validate_all(bytes)
+            .is_ok();
+        let with_async = || {
+            wasmparser::Validator::new_with_features(F::all())
+                .validate_all(bytes)
+                .is_ok()
+        };
+        if !standard && with_async() {
+            EngineKind::ComponentAsync
+        } else {
+            // Invalid either way: the standard engine's compiler says why.
+            EngineKind::Standard
+        }
+    }
+}
+
+/// One engine with its host linker.
+pub(crate) struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
-    cache_dir: Option<PathBuf>,
     pooling: bool,
+}
+
+/// The shared engines, linkers and compile cache.
+pub struct PluginEngine {
+    standard: Runtime,
+    component_async: Runtime,
+    cache_dir: Option<PathBuf>,
     /// Runs load-time calls (trial instantiation, `validate`) for callers that are not async.
     control: tokio::runtime::Handle,
-    /// Every plugin's idle instances, for eviction.
-    idle_pools: Mutex<Vec<Weak<dyn Evictable>>>,
+    /// Every plugin's idle instances with the engine they belong to, for eviction.
+    idle_pools: Mutex<Vec<(EngineKind, Weak<dyn Evictable>)>>,
     /// The command that compiles in a child process (see [`PluginEngine::compile_in_child`]).
     compiler: OnceLock<ChildCompiler>,
 }
 
-/// How to run a compiling child: this program with these arguments, the component on its
-/// stdin, the artifact's path as the last argument.
+/// How to run a compiling child: this program with these arguments, then the engine kind and
+/// the artifact's path; the component on its stdin.
 #[derive(Debug, Clone)]
 pub struct ChildCompiler {
     /// The program (routerd itself).
@@ -156,50 +219,54 @@ impl PluginEngine {
         cache_dir: Option<&Path>,
         deadlines: bool,
     ) -> Result<Arc<Self>, PluginError> {
-        let (engine, pooling) = match Engine::new(&Self::config(Some(limits), deadlines)) {
-            Ok(e) => (e, true),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot reserve the plugin instance pool; using on-demand allocation");
-                (
-                    Engine::new(&Self::config(None, deadlines)).map_err(PluginError::engine)?,
-                    false,
-                )
-            }
+        let standard = Runtime::new(limits, deadlines, EngineKind::Standard)?;
+        // Few guests need it: a quarter of the pool.
+        let async_limits = PoolLimits {
+            instances: (limits.instances / 4).max(8),
+            memories: (limits.memories / 4).max(16),
+            max_memory_bytes: limits.max_memory_bytes,
         };
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(PluginError::engine)?;
-        PluginWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(PluginError::engine)?;
-        tracing::debug!(pooling, "plugin engine ready");
+        let component_async = Runtime::new(&async_limits, deadlines, EngineKind::ComponentAsync)?;
         let cache_dir = cache_dir.map(|d| d.to_path_buf());
         if let Some(dir) = &cache_dir
             && let Err(e) = std::fs::create_dir_all(dir)
         {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache directory");
         }
-        // Deadlines are counted in epochs; a weak handle lets the ticker end with the engine.
-        let weak = engine.weak();
+        // Deadlines are counted in epochs; weak handles let the ticker end with the engines.
+        let weak = [standard.engine.weak(), component_async.engine.weak()];
         std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
+                loop {
+                    let engines: Vec<Engine> = weak.iter().filter_map(|w| w.upgrade()).collect();
+                    if engines.is_empty() {
+                        break;
+                    }
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
+                    drop(engines);
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
             .map_err(|e| PluginError::engine(wasmtime::Error::from(e)))?;
         Ok(Arc::new(PluginEngine {
-            engine,
-            linker,
+            standard,
+            component_async,
             cache_dir,
-            pooling,
             control: control_runtime()?,
             idle_pools: Mutex::new(Vec::new()),
             compiler: OnceLock::new(),
         }))
+    }
+
+    /// The engine of `kind`.
+    pub(crate) fn runtime(&self, kind: EngineKind) -> &Runtime {
+        match kind {
+            EngineKind::Standard => &self.standard,
+            EngineKind::ComponentAsync => &self.component_async,
+        }
     }
 
     /// Compiles from now on in a child process (`program args... ARTIFACT`, the component on
@@ -214,12 +281,12 @@ impl PluginEngine {
     /// The child side of [`PluginEngine::compile_in_child`]: compiles `bytes` with the
     /// configuration of [`PluginEngine::new`] and writes the artifact to `out` (atomically, by
     /// rename). No engine, ticker or runtime is kept.
-    pub fn compile_to_file(bytes: &[u8], out: &Path) -> Result<(), PluginError> {
+    pub fn compile_to_file(bytes: &[u8], kind: EngineKind, out: &Path) -> Result<(), PluginError> {
         Self::check_imports(bytes)?;
         // The artifact depends on the compiler settings and tunables, not on the allocator,
         // so an on-demand engine compiles what the pooled one loads (the compatibility hash
         // in the cache file name and wasmtime's own check on load both make sure).
-        let engine = Engine::new(&Self::config(None, true)).map_err(PluginError::engine)?;
+        let engine = Engine::new(&Self::config(None, true, kind)).map_err(PluginError::engine)?;
         let artifact = engine
             .precompile_component(bytes)
             .map_err(PluginError::invalid)?;
@@ -234,12 +301,14 @@ impl PluginEngine {
         &self,
         compiler: &ChildCompiler,
         bytes: &[u8],
+        kind: EngineKind,
         out: &Path,
     ) -> Result<(), ChildFailure> {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let mut child = Command::new(&compiler.program)
             .args(&compiler.args)
+            .arg(kind.as_str())
             .arg(out)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -318,24 +387,26 @@ impl PluginEngine {
         })
     }
 
-    /// Registers a plugin's idle instances for eviction.
-    pub(crate) fn register_idle(&self, pool: Weak<dyn Evictable>) {
+    /// Registers a plugin's idle instances (on the engine of `kind`) for eviction.
+    pub(crate) fn register_idle(&self, kind: EngineKind, pool: Weak<dyn Evictable>) {
         if let Ok(mut pools) = self.idle_pools.lock() {
-            pools.retain(|p| p.strong_count() > 0);
-            pools.push(pool);
+            pools.retain(|(_, p)| p.strong_count() > 0);
+            pools.push((kind, pool));
         }
     }
 
-    /// Drops the least recently used idle instance of any plugin; false when none is idle.
-    pub(crate) fn evict_one(&self) -> bool {
+    /// Drops the least recently used idle instance of any plugin on the engine of `kind`;
+    /// false when none is idle.
+    pub(crate) fn evict_one(&self, kind: EngineKind) -> bool {
         let victim = {
             let Ok(mut pools) = self.idle_pools.lock() else {
                 return false;
             };
-            pools.retain(|p| p.strong_count() > 0);
+            pools.retain(|(_, p)| p.strong_count() > 0);
             pools
                 .iter()
-                .filter_map(|p| {
+                .filter(|(k, _)| *k == kind)
+                .filter_map(|(_, p)| {
                     let p = p.upgrade()?;
                     let used = p.last_used()?;
                     Some((used, p))
@@ -384,17 +455,18 @@ impl PluginEngine {
 
     /// Whether instances come from the pooling allocator.
     pub fn pooling(&self) -> bool {
-        self.pooling
+        self.standard.pooling
     }
 
-    fn config(pool: Option<&PoolLimits>, deadlines: bool) -> Config {
+    fn config(pool: Option<&PoolLimits>, deadlines: bool, kind: EngineKind) -> Config {
         let mut config = Config::new();
         config.epoch_interruption(deadlines);
         config.wasm_component_model(true);
         // Toolchains such as jco's QuickJS backend emit the component model's async built-ins
-        // even for synchronous exports.
-        config.concurrency_support(true);
-        config.wasm_component_model_async(true);
+        // even for synchronous exports; only their engine pays for the concurrent machinery.
+        let component_async = kind == EngineKind::ComponentAsync;
+        config.concurrency_support(component_async);
+        config.wasm_component_model_async(component_async);
         if let Some(limits) = pool {
             let mut pooling = PoolingAllocationConfig::default();
             pooling
@@ -411,34 +483,40 @@ impl PluginEngine {
         config
     }
 
-    /// Compiles `bytes`, or loads the compiled artifact cached for them.
+    /// Compiles `bytes` for the engine they need, or loads the compiled artifact cached for
+    /// them.
     pub fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Compiled, PluginError> {
         let started = Instant::now();
-        let cached = self.cache_path(sha256);
-        if let Some(path) = &cached
-            && path.exists()
-        {
-            match self.load_cached(path) {
-                Ok(component) => {
-                    return Ok(Compiled {
-                        component,
-                        from_cache: true,
-                        in_child: false,
-                        took: started.elapsed(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached compilation")
+        for kind in [EngineKind::Standard, EngineKind::ComponentAsync] {
+            if let Some(path) = self.cache_path(kind, sha256)
+                && path.exists()
+            {
+                match self.load_cached(kind, &path) {
+                    Ok(component) => {
+                        return Ok(Compiled {
+                            component,
+                            kind,
+                            from_cache: true,
+                            in_child: false,
+                            took: started.elapsed(),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring an unusable cached compilation")
+                    }
                 }
             }
         }
         Self::check_imports(bytes)?;
+        let kind = EngineKind::for_component(bytes);
+        let cached = self.cache_path(kind, sha256);
         if let (Some(compiler), Some(path)) = (self.compiler.get(), &cached) {
-            match self.run_child(compiler, bytes, path) {
-                Ok(()) => match self.load_cached(path) {
+            match self.run_child(compiler, bytes, kind, path) {
+                Ok(()) => match self.load_cached(kind, path) {
                     Ok(component) => {
                         return Ok(Compiled {
                             component,
+                            kind,
                             from_cache: false,
                             in_child: true,
                             took: started.elapsed(),
@@ -454,7 +532,8 @@ impl PluginEngine {
                 }
             }
         }
-        let component = Component::new(&self.engine, bytes).map_err(PluginError::invalid)?;
+        let component =
+            Component::new(&self.runtime(kind).engine, bytes).map_err(PluginError::invalid)?;
         if let Some(path) = &cached {
             match component.serialize() {
                 Ok(artifact) => {
@@ -471,29 +550,73 @@ impl PluginEngine {
         }
         Ok(Compiled {
             component,
+            kind,
             from_cache: false,
             in_child: false,
             took: started.elapsed(),
         })
     }
 
-    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+    fn cache_path(&self, kind: EngineKind, sha256: &str) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.runtime(kind)
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
         let dir = self.cache_dir.as_ref()?;
-        Some(dir.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
+        // The kind is in the name too: it is what the component needs, decided when it was
+        // compiled, so a cached artifact never puts a component on the slower engine.
+        Some(dir.join(format!(
+            "{sha256}-{}-{:016x}.cwasm",
+            kind.as_str(),
+            h.finish()
+        )))
     }
 
     #[allow(unsafe_code)]
-    fn load_cached(&self, path: &Path) -> wasmtime::Result<Component> {
+    fn load_cached(&self, kind: EngineKind, path: &Path) -> wasmtime::Result<Component> {
         // SAFETY: `Component::deserialize_file` trusts the file to be a wasmtime artifact. This
         // one is: it lives in our own data directory, under a name made of the source's sha256
         // and this engine's compatibility hash, and only `compile` above writes it (atomically,
         // by rename) from `Component::serialize`. wasmtime itself rejects artifacts from another
         // version or configuration. Whoever can rewrite our data directory can already replace
         // our binary, so the file is as trusted as the code running this.
-        unsafe { Component::deserialize_file(&self.engine, path) }
+        unsafe { Component::deserialize_file(&self.runtime(kind).engine, path) }
+    }
+}
+
+impl Runtime {
+    /// An engine of `kind` with its linker; on-demand allocation (logged) when the pool's
+    /// virtual memory cannot be reserved on this machine.
+    fn new(limits: &PoolLimits, deadlines: bool, kind: EngineKind) -> Result<Runtime, PluginError> {
+        let (engine, pooling) = match Engine::new(&PluginEngine::config(
+            Some(limits),
+            deadlines,
+            kind,
+        )) {
+            Ok(e) => (e, true),
+            Err(e) => {
+                tracing::warn!(error = %e, engine = kind.as_str(), "cannot reserve the plugin instance pool; using on-demand allocation");
+                (
+                    Engine::new(&PluginEngine::config(None, deadlines, kind))
+                        .map_err(PluginError::engine)?,
+                    false,
+                )
+            }
+        };
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(PluginError::engine)?;
+        PluginWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
+        tracing::debug!(pooling, engine = kind.as_str(), "plugin engine ready");
+        Ok(Runtime {
+            engine,
+            linker,
+            pooling,
+        })
     }
 }
 
@@ -535,18 +658,34 @@ mod tests {
     /// must agree on everything an artifact depends on.
     #[test]
     fn pooled_and_on_demand_engines_share_artifacts() {
-        let pooled = Engine::new(&PluginEngine::config(Some(&PoolLimits::default()), true));
-        let on_demand = Engine::new(&PluginEngine::config(None, true));
-        let (Ok(pooled), Ok(on_demand)) = (pooled, on_demand) else {
-            // No virtual memory for the pool here: the parent falls back to on-demand too.
-            return;
-        };
         use std::hash::{Hash, Hasher};
         let hash = |e: &Engine| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             e.precompile_compatibility_hash().hash(&mut h);
             h.finish()
         };
-        assert_eq!(hash(&pooled), hash(&on_demand));
+        for kind in [EngineKind::Standard, EngineKind::ComponentAsync] {
+            let pooled = Engine::new(&PluginEngine::config(
+                Some(&PoolLimits::default()),
+                true,
+                kind,
+            ));
+            let on_demand = Engine::new(&PluginEngine::config(None, true, kind));
+            let (Ok(pooled), Ok(on_demand)) = (pooled, on_demand) else {
+                // No virtual memory for the pool here: the parent falls back to on-demand too.
+                continue;
+            };
+            assert_eq!(hash(&pooled), hash(&on_demand), "{kind:?}");
+        }
+        // The two kinds never share artifacts.
+        let standard = Engine::new(&PluginEngine::config(None, true, EngineKind::Standard));
+        let with_async = Engine::new(&PluginEngine::config(
+            None,
+            true,
+            EngineKind::ComponentAsync,
+        ));
+        if let (Ok(a), Ok(b)) = (standard, with_async) {
+            assert_ne!(hash(&a), hash(&b));
+        }
     }
 }

@@ -14,7 +14,7 @@ pub mod settings;
 pub mod state;
 pub mod watcher;
 
-pub use engine::{ChildCompiler, PluginEngine, PoolLimits};
+pub use engine::{ChildCompiler, EngineKind, PluginEngine, PoolLimits};
 pub use gate::{Phase, PluginStats};
 pub use plugin::{CallFailure, Plugin};
 pub use registry::PluginRegistry;

@@ -15,7 +15,7 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{IdlePool, PluginEngine};
+use super::engine::{EngineKind, IdlePool, PluginEngine};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -139,6 +139,8 @@ pub struct Plugin {
     pub loaded_at: SystemTime,
     /// Whether the compilation came from the cache.
     pub from_cache: bool,
+    /// The engine it runs on.
+    pub engine_kind: EngineKind,
     /// How long compiling (or loading the cached compilation) took.
     pub compile_time: Duration,
     /// How long the trial instantiation at load took.
@@ -162,6 +164,8 @@ pub struct Plugin {
 pub struct Compiled {
     /// The component.
     pub component: Component,
+    /// The engine it was compiled for.
+    pub kind: EngineKind,
     /// Whether it came from the compile cache.
     pub from_cache: bool,
     /// Whether a child process compiled it.
@@ -183,6 +187,7 @@ impl Plugin {
         settings: PluginSettings,
     ) -> Result<Plugin, PluginError> {
         let pre = engine
+            .runtime(compiled.kind)
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(|e| PluginError::Link(super::one_line(&e)))?;
@@ -197,7 +202,7 @@ impl Plugin {
         };
         let idle = Arc::new(IdlePool::new());
         let weak: std::sync::Weak<IdlePool<Warm>> = Arc::downgrade(&idle);
-        engine.register_idle(weak);
+        engine.register_idle(compiled.kind, weak);
         let mut plugin = Plugin {
             name: name.into(),
             sha256,
@@ -205,6 +210,7 @@ impl Plugin {
             kind,
             loaded_at: SystemTime::now(),
             from_cache: compiled.from_cache,
+            engine_kind: compiled.kind,
             compile_time: compiled.took,
             instantiate_time: Duration::ZERO,
             deadline: Duration::from_millis(settings.deadline_ms.max(1)),
@@ -253,7 +259,7 @@ impl Plugin {
     async fn instantiate(&self, deadline_at: Instant) -> Result<Warm, CallFailure> {
         loop {
             let mut store = Store::new(
-                &self.engine.engine,
+                &self.engine.runtime(self.engine_kind).engine,
                 PluginState::new(self.name.clone(), self.memory_cap),
             );
             store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
@@ -266,7 +272,7 @@ impl Plugin {
                 Some(Ok(i)) => i,
                 Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
                     drop(store);
-                    if self.engine.evict_one() {
+                    if self.engine.evict_one(self.engine_kind) {
                         continue;
                     }
                     return Err(CallFailure::Overloaded(

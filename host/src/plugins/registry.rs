@@ -132,6 +132,7 @@ impl PluginRegistry {
             size = plugin.size,
             cache = if from_cache { "hit" } else { "miss" },
             compiled_by,
+            engine = plugin.engine_kind.as_str(),
             compile_ms = took.as_millis() as u64,
             instantiate_ms = plugin.instantiate_time.as_millis() as u64,
             "plugin loaded"
