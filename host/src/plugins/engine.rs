@@ -26,6 +26,9 @@ use super::state::{PluginState, PluginWorld};
 /// How often the epoch advances: the resolution of every call deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Bytes of each linear memory kept resident when its instance goes away.
+const KEEP_RESIDENT: usize = 128 << 10;
+
 /// Pool sizes. The defaults fit a small machine: a few dozen plugins with a few warm instances
 /// each; raise them for more.
 #[derive(Debug, Clone)]
@@ -477,7 +480,12 @@ impl PluginEngine {
                 .max_memory_size(limits.max_memory_bytes)
                 .max_memories_per_component(8)
                 .max_tables_per_component(8)
-                .max_core_instances_per_component(64);
+                .max_core_instances_per_component(64)
+                // A fresh instance's cost is page faults and madvise: memory and tables a
+                // previous instance used stay resident up to these sizes (zeroed by a memset,
+                // not returned to the kernel), so small guests start without faulting.
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(64 << 10);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }
         config
