@@ -313,6 +313,8 @@ impl PluginEngine {
             .args(&compiler.args)
             .arg(kind.as_str())
             .arg(out)
+            // Only its error message is wanted, and a chatty child must not fill the pipe.
+            .env("RUST_LOG", "error")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -320,36 +322,47 @@ impl PluginEngine {
             .map_err(|e| {
                 ChildFailure::Run(format!("cannot start {}: {e}", compiler.program.display()))
             })?;
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+                text
+            })
+        });
         // The child reads all of stdin before it compiles, so writing it all first is safe.
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(bytes)
-                .map_err(|e| ChildFailure::Run(format!("cannot send the component: {e}")))?;
-        }
+        let sent = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(bytes),
+            None => Ok(()),
+        };
         let deadline = Instant::now() + CHILD_COMPILE_TIMEOUT;
-        let status = loop {
+        let waited = loop {
             match child.try_wait() {
-                Ok(Some(status)) => break status,
+                Ok(Some(status)) => break Ok(status),
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5))
                 }
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(ChildFailure::Run(format!(
+                    break Err(format!(
                         "the compiling child took longer than {CHILD_COMPILE_TIMEOUT:?}"
-                    )));
+                    ));
                 }
                 Err(e) => {
-                    return Err(ChildFailure::Run(format!(
-                        "cannot wait for the compiling child: {e}"
-                    )));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Err(format!("cannot wait for the compiling child: {e}"));
                 }
             }
         };
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        let stderr = stderr
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let status = waited.map_err(ChildFailure::Run)?;
+        if let Err(e) = sent
+            && status.success()
+        {
+            return Err(ChildFailure::Run(format!("cannot send the component: {e}")));
         }
         let message = stderr
             .lines()
