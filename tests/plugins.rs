@@ -1434,7 +1434,7 @@ async fn bad_headers_filter_flood_answers_500() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_escape_is_denied_file_and_socket() {
+async fn bad_escape_is_denied_file_socket_and_http() {
     // Targets that are reachable outside the sandbox: a file we wrote and a listening socket.
     let secret_dir = TempDir::new("secret");
     let secret = secret_dir.path().join("secret.txt");
@@ -1475,9 +1475,18 @@ async fn bad_escape_is_denied_file_and_socket() {
                     && l.contains(&format!("connecting to {addr} failed"))
             })
             .await;
-        println!("bad-escape attempt {attempt}:\n  {read:?}\n  {connect:?}");
+        // wasi:http is linked (toolchains import it), but every outgoing request is refused.
+        let http = rd
+            .wait_for_log(mark, Duration::from_secs(5), |l| {
+                log_field(l, "plugin").as_deref() == Some("bad-escape")
+                    && l.contains(&format!("GET http://{addr}/ failed:"))
+                    && l.contains("HttpRequestDenied")
+            })
+            .await;
+        println!("bad-escape attempt {attempt}:\n  {read:?}\n  {connect:?}\n  {http:?}");
         assert!(read.is_some(), "no log line about the denied file read");
         assert!(connect.is_some(), "no log line about the denied connection");
+        assert!(http.is_some(), "no log line about the refused HTTP request");
     }
     let escaped: Vec<String> = rd
         .logs()

@@ -1,8 +1,9 @@
 //! `bad-escape` (test plugin): a predicate that tries to leave the sandbox.
 //!
 //! Args `[path, addr]`, both optional (defaults `/etc/passwd` and `127.0.0.1:9090`). Each call
-//! tries `std::fs::read(path)` and `std::net::TcpStream::connect(addr)`, logs what happened
-//! through routerd's log, and matches **only if either succeeded**. With a correctly sandboxed
+//! tries `std::fs::read(path)`, `std::net::TcpStream::connect(addr)` and an HTTP `GET
+//! http://addr/` through `wasi:http/outgoing-handler`, logs what happened through routerd's log,
+//! and matches **only if any of them succeeded**. With a correctly sandboxed
 //! host (no preopened directories, no network) it never matches. A test can listen on `addr`
 //! itself to be sure a connection would have been accepted.
 //!
@@ -27,13 +28,43 @@ pub struct Outcome {
     pub read: Result<usize, String>,
     /// Whether the connection opened, or the error.
     pub connect: Result<(), String>,
+    /// The HTTP response status, or the error.
+    pub http: Result<u16, String>,
 }
 
 impl Outcome {
     /// Whether anything got out.
     pub fn escaped(&self) -> bool {
-        self.read.is_ok() || self.connect.is_ok()
+        self.read.is_ok() || self.connect.is_ok() || self.http.is_ok()
     }
+}
+
+/// `GET http://addr/` through `wasi:http/outgoing-handler`.
+#[cfg(target_arch = "wasm32")]
+pub fn http_get(addr: SocketAddr) -> Result<u16, String> {
+    use wasi::http::outgoing_handler;
+    use wasi::http::types::{Fields, OutgoingRequest, Scheme};
+    let request = OutgoingRequest::new(Fields::new());
+    let authority = addr.to_string();
+    request
+        .set_scheme(Some(&Scheme::Http))
+        .and_then(|()| request.set_authority(Some(&authority)))
+        .and_then(|()| request.set_path_with_query(Some("/")))
+        .map_err(|()| "cannot build the request".to_owned())?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => Ok(response.status()),
+        Some(Ok(Err(e))) => Err(format!("{e:?}")),
+        Some(Err(())) => Err("the response was already taken".into()),
+        None => Err("no response".into()),
+    }
+}
+
+/// Natively there is no `wasi:http`; the native tests cover files and sockets.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn http_get(_addr: SocketAddr) -> Result<u16, String> {
+    Err("wasi:http exists only in the component".into())
 }
 
 /// The file and address from the args (defaults for missing ones).
@@ -58,6 +89,7 @@ pub fn attempt(path: &str, addr: SocketAddr) -> Outcome {
         connect: TcpStream::connect(addr)
             .map(drop)
             .map_err(|e| e.to_string()),
+        http: http_get(addr),
     }
 }
 
@@ -78,6 +110,12 @@ impl Predicate for BadEscape {
         match &outcome.connect {
             Ok(()) => routerd_sdk::error!("bad-escape: ESCAPED: connected to {addr}"),
             Err(e) => routerd_sdk::info!("bad-escape: connecting to {addr} failed: {e}"),
+        }
+        match &outcome.http {
+            Ok(status) => {
+                routerd_sdk::error!("bad-escape: ESCAPED: GET http://{addr}/ answered {status}")
+            }
+            Err(e) => routerd_sdk::info!("bad-escape: GET http://{addr}/ failed: {e}"),
         }
         outcome.escaped()
     }
