@@ -102,7 +102,7 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
             file(
                 "package.json",
                 &format!(
-                    "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\"\n  }}\n}}\n"
+                    "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\",\n    \"@bytecodealliance/preview2-shim\": \"0.25.0\"\n  }}\n}}\n"
                 ),
             ),
         ],
