@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use routerd::plugins::{CallRequest, PluginEngine, PluginRegistry, PluginSettings, PoolLimits};
+use routerd::plugins::{PluginEngine, PluginRegistry, PluginSettings, PoolLimits};
+use routerd::routing::ExternalRequest;
 
 const LANGUAGES: &[&str] = &["rust", "js", "quickjs", "python", "c", "go", "wat"];
 const BATCH: u32 = 2_000;
@@ -35,7 +36,7 @@ fn component(lang: &str) -> Vec<u8> {
     })
 }
 
-fn request() -> CallRequest {
+fn request() -> ExternalRequest {
     let mut req = http::Request::builder()
         .method("GET")
         .uri("/api/users/42?x=1");
@@ -59,7 +60,7 @@ fn request() -> CallRequest {
         req = req.header(k, v);
     }
     let (parts, ()) = req.body(()).unwrap_or_else(|e| panic!("{e}")).into_parts();
-    CallRequest {
+    ExternalRequest {
         parts: Arc::new(parts),
         remote: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
         scheme: "http",

@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use routerd::plugins::{
-    CallRequest, InstanceMode, PluginEngine, PluginRegistry, PluginSettings, PoolLimits,
-};
+use routerd::plugins::{InstanceMode, PluginEngine, PluginRegistry, PluginSettings, PoolLimits};
+use routerd::routing::ExternalRequest;
 
 fn dist(name: &str) -> Vec<u8> {
     let path =
@@ -29,7 +28,7 @@ fn dist(name: &str) -> Vec<u8> {
     })
 }
 
-fn request() -> CallRequest {
+fn request() -> ExternalRequest {
     let mut req = http::Request::builder()
         .method("GET")
         .uri("/api/users/42?x=1");
@@ -53,7 +52,7 @@ fn request() -> CallRequest {
         req = req.header(k, v);
     }
     let (parts, ()) = req.body(()).unwrap_or_else(|e| panic!("{e}")).into_parts();
-    CallRequest {
+    ExternalRequest {
         parts: Arc::new(parts),
         remote: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
         scheme: "http",

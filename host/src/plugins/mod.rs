@@ -1,12 +1,14 @@
 //! WebAssembly plugins: route predicates and filters as sandboxed components.
 //!
-//! `engine` owns the wasmtime engine (pooling, epochs, compile cache, instance eviction),
-//! `state` the host side of the WIT contract, `settings` a plugin's `NAME.json`, `gate` the
+//! `engine` owns the wasmtime engines (pooling, epochs, compiling, compile cache, instance
+//! eviction), `external` makes a plugin routing's external predicate and filter, `state` the
+//! host side of the WIT contract, `settings` a plugin's `NAME.json`, `gate` the
 //! concurrency cap, circuit breaker and counters in front of every call, `plugin` one loaded
 //! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
 //! plugins directory.
 
 pub mod engine;
+pub mod external;
 pub mod gate;
 pub mod plugin;
 pub mod registry;
@@ -19,7 +21,6 @@ pub use gate::{Phase, PluginStats};
 pub use plugin::{CallFailure, Plugin};
 pub use registry::PluginRegistry;
 pub use settings::{FailurePolicy, InstanceMode, PluginSettings};
-pub use state::{CallRequest, CallResponse};
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -19,9 +19,10 @@ use super::engine::{EngineKind, IdlePool, PluginEngine};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
-    CallRequest, CallResponse, FilterGuest, FilterIndices, HeaderOp, PluginState, PredicateGuest,
-    PredicateIndices, RequestAction, RequestEdits, ResponseEdits,
+    FilterGuest, FilterIndices, HeaderOp, PluginState, PredicateGuest, PredicateIndices,
+    RequestAction, RequestEdits, ResponseEdits,
 };
+use crate::routing::{ExternalRequest, ResponseHead};
 
 /// What the plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -333,9 +334,9 @@ impl Plugin {
         &self,
         phase: Phase,
         call: Call<'_>,
-        request: Option<CallRequest>,
-        response: Option<CallResponse>,
-    ) -> (Result<Outcome, CallFailure>, Option<CallResponse>) {
+        request: Option<ExternalRequest>,
+        response: Option<ResponseHead>,
+    ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
         self.stats.calls[phase as usize].fetch_add(1, Ordering::Relaxed);
         let load_time = phase == Phase::Validate;
         let deadline_at = Instant::now()
@@ -444,7 +445,7 @@ impl Plugin {
     /// Runs the predicate.
     pub async fn matches(
         &self,
-        request: CallRequest,
+        request: ExternalRequest,
         args: &[String],
     ) -> Result<bool, CallFailure> {
         match self
@@ -460,7 +461,7 @@ impl Plugin {
     /// Runs the filter's request phase.
     pub async fn on_request(
         &self,
-        request: CallRequest,
+        request: ExternalRequest,
         args: &[String],
     ) -> Result<RequestAction, CallFailure> {
         match self
@@ -480,10 +481,10 @@ impl Plugin {
     /// Runs the filter's response phase on `response` (handed back with the result).
     pub async fn on_response(
         &self,
-        request: CallRequest,
-        response: CallResponse,
+        request: ExternalRequest,
+        response: ResponseHead,
         args: &[String],
-    ) -> (Result<ResponseEdits, CallFailure>, CallResponse) {
+    ) -> (Result<ResponseEdits, CallFailure>, ResponseHead) {
         let (r, back) = self
             .call(
                 Phase::Response,

@@ -14,16 +14,7 @@ pub enum InstanceMode {
     Fresh,
 }
 
-/// What a failed call counts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum FailurePolicy {
-    /// A predicate does not match; a filter answers 500. The default.
-    #[default]
-    FailClosed,
-    /// A predicate matches; a filter is skipped.
-    FailOpen,
-}
+pub use crate::routing::FailurePolicy;
 
 /// Per-plugin settings, from `NAME.json` beside `NAME.wasm` (every field optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

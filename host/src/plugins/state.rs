@@ -4,13 +4,14 @@
 //! but clocks and random, `wasi:http` whose every outgoing request is refused, stdout/stderr
 //! into our log, and the memory limiter.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+use crate::routing::{ExternalRequest, ResponseHead};
 
 /// Host bindings generated from `wit/router-plugin.wit` (documented there).
 #[allow(missing_docs)]
@@ -35,31 +36,6 @@ pub use bindings::router::plugin::types::{
     HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits,
 };
 
-/// The request a plugin call sees. The head is shared, not copied: getters copy only what the
-/// guest asks for.
-#[derive(Debug, Clone)]
-pub struct CallRequest {
-    /// The request head.
-    pub parts: Arc<http::request::Parts>,
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// The path as earlier filters left it, when it differs from `parts.uri`.
-    pub path: Option<String>,
-    /// The route's path parameters.
-    pub params: Vec<(String, String)>,
-}
-
-/// The response head a filter's response phase sees.
-#[derive(Debug, Default)]
-pub struct CallResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers.
-    pub headers: HeaderMap,
-}
-
 /// The most log lines one call may write; the rest are counted and dropped.
 const LOG_LINES_PER_CALL: u32 = 64;
 /// The longest log line kept.
@@ -72,8 +48,8 @@ pub struct PluginState {
     pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
     http_hooks: NoOutgoingRequests,
-    pub(crate) request: Option<CallRequest>,
-    pub(crate) response: Option<CallResponse>,
+    pub(crate) request: Option<ExternalRequest>,
+    pub(crate) response: Option<ResponseHead>,
     pub(crate) memory_cap: usize,
     pub(crate) memory_cap_hit: bool,
     pub(crate) log_lines: u32,
@@ -107,7 +83,7 @@ impl PluginState {
         }
     }
 
-    fn req(&self) -> Option<&CallRequest> {
+    fn req(&self) -> Option<&ExternalRequest> {
         self.request.as_ref()
     }
 }

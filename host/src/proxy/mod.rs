@@ -16,11 +16,10 @@ use hyper::body::Incoming;
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use crate::plugins::state::{HeaderOp, Reply, RequestAction};
-use crate::plugins::{CallRequest, CallResponse, FailurePolicy};
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
-    BufferedBody, Decision, PredicateResults, RouteFilter, RouteTable, SharedHead, Target,
+    BufferedBody, Decision, ExternalRequest, FailurePolicy, HeaderOp, PredicateResults, Reply,
+    RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
 };
 use body::RequestBody;
 use upstream::{UpstreamClient, UpstreamPath};
@@ -238,23 +237,23 @@ impl Proxy {
                         &mut parts,
                         Request::new(()).into_parts().0,
                     ));
-                    let request = CallRequest {
+                    let request = ExternalRequest {
                         parts: head.clone(),
                         remote,
                         scheme: "http",
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
-                    let result = call.plugin.on_request(request, &call.args).await;
+                    let result = call.filter.on_request(request, &call.args).await;
                     parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
                     match result {
                         Ok(RequestAction::Proceed(edits)) => {
-                            apply_ops(&mut parts.headers, edits.headers, &call.plugin.name);
+                            apply_ops(&mut parts.headers, edits.headers, call.filter.name());
                             if let Some(p) = edits.path {
                                 if p.starts_with('/') {
                                     upstream_path = UpstreamPath::Replaced(p);
                                 } else {
-                                    warn!(plugin = &*call.plugin.name, route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
+                                    warn!(plugin = call.filter.name(), route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
                                 }
                             }
                             if let Some(q) = edits.query {
@@ -262,12 +261,12 @@ impl Proxy {
                             }
                         }
                         Ok(RequestAction::Respond(reply)) => {
-                            answer = Some(reply_response(reply, &call.plugin.name));
+                            answer = Some(reply_response(reply, call.filter.name()));
                             break;
                         }
                         Err(failure) => {
-                            let policy = call.plugin.settings.failure;
-                            warn!(plugin = &*call.plugin.name, route = %route.name, failure = failure.kind(), reason = %failure, ?policy, "plugin filter failed");
+                            let policy = call.filter.failure_policy();
+                            warn!(plugin = call.filter.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 answer = Some(error(
                                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -315,18 +314,18 @@ impl Proxy {
                 }
                 RouteFilter::Plugin(call) => {
                     let Some(head) = &response_head else { continue };
-                    let request = CallRequest {
+                    let request = ExternalRequest {
                         parts: head.clone(),
                         remote,
                         scheme: "http",
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
-                    let view = CallResponse {
+                    let view = ResponseHead {
                         status: resp.status().as_u16(),
                         headers: std::mem::take(resp.headers_mut()),
                     };
-                    let (result, view) = call.plugin.on_response(request, view, &call.args).await;
+                    let (result, view) = call.filter.on_response(request, view, &call.args).await;
                     *resp.headers_mut() = view.headers;
                     match result {
                         Ok(edits) => {
@@ -334,16 +333,16 @@ impl Proxy {
                                 match StatusCode::from_u16(status) {
                                     Ok(s) => *resp.status_mut() = s,
                                     Err(_) => warn!(
-                                        plugin = &*call.plugin.name,
+                                        plugin = call.filter.name(),
                                         status, "plugin set an invalid status; ignored"
                                     ),
                                 }
                             }
-                            apply_ops(resp.headers_mut(), edits.headers, &call.plugin.name);
+                            apply_ops(resp.headers_mut(), edits.headers, call.filter.name());
                         }
                         Err(failure) => {
-                            let policy = call.plugin.settings.failure;
-                            warn!(plugin = &*call.plugin.name, route = %route.name, failure = failure.kind(), reason = %failure, ?policy, "plugin filter failed");
+                            let policy = call.filter.failure_policy();
+                            warn!(plugin = call.filter.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 resp = error(
                                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -444,8 +443,8 @@ fn apply_ops(headers: &mut http::HeaderMap, ops: Vec<HeaderOp>, plugin: &str) {
                 }
                 continue;
             }
-            HeaderOp::Set((n, v)) => (n, v, false),
-            HeaderOp::Append((n, v)) => (n, v, true),
+            HeaderOp::Set(n, v) => (n, v, false),
+            HeaderOp::Append(n, v) => (n, v, true),
         };
         match (
             HeaderName::from_bytes(name.as_bytes()),
@@ -478,7 +477,11 @@ fn reply_response(reply: Reply, plugin: &str) -> Response<ResponseBody> {
     };
     let mut resp = Response::new(full(reply.body));
     *resp.status_mut() = status;
-    let ops = reply.headers.into_iter().map(HeaderOp::Append).collect();
+    let ops = reply
+        .headers
+        .into_iter()
+        .map(|(n, v)| HeaderOp::Append(n, v))
+        .collect();
     apply_ops(resp.headers_mut(), ops, plugin);
     resp
 }

@@ -1,9 +1,11 @@
 //! Routing: from a validated route set to the decision for one request.
 //!
 //! `route` compiles and validates one rule, `pattern` parses path patterns and orders them,
-//! `tree` indexes them, `matchers` and `filters` are the built-in ones, and `table` puts it all
-//! together into the immutable [`RouteTable`] that the proxy swaps atomically.
+//! `tree` indexes them, `matchers` and `filters` are the built-in ones, `external` the traits
+//! external (plugin) predicates and filters implement, and `table` puts it all together into the
+//! immutable [`RouteTable`] that the proxy swaps atomically.
 
+pub mod external;
 pub mod filters;
 pub mod matchers;
 pub mod pattern;
@@ -12,8 +14,13 @@ pub mod route;
 pub mod table;
 pub mod tree;
 
+pub use external::{
+    CallFailed, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy, FilterCall,
+    HeaderOp, Lookup, Pending, PluginSource, PredicateCall, Reply, RequestAction, RequestEdits,
+    ResponseEdits, ResponseHead,
+};
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};
-pub use route::{PluginCall, PluginSource, Route, RouteFilter, Target};
+pub use route::{Route, RouteFilter, Target};
 pub use table::{
     BuildMode, CandidateResult, Decision, Explanation, Params, PredicateResults, RouteTable,
 };

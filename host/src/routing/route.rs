@@ -8,46 +8,11 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::external::{FilterCall, Lookup, PluginSource, PredicateCall};
 use super::filters::BuiltinFilter;
 use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
 use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
 use crate::config::{ErrorCode, MatcherSpec, RouteError, RouteRule};
-use crate::plugins::{Plugin, PluginRegistry};
-
-/// Where routes find their plugins.
-pub trait PluginSource {
-    /// The loaded plugin called `name`.
-    fn plugin(&self, name: &str) -> Option<std::sync::Arc<Plugin>>;
-}
-
-/// No plugins at all.
-impl PluginSource for () {
-    fn plugin(&self, _: &str) -> Option<std::sync::Arc<Plugin>> {
-        None
-    }
-}
-
-impl PluginSource for PluginRegistry {
-    fn plugin(&self, name: &str) -> Option<std::sync::Arc<Plugin>> {
-        self.get(name)
-    }
-}
-
-/// A plugin with a route's arguments (validated by the plugin at load).
-#[derive(Clone)]
-pub struct PluginCall {
-    /// The plugin.
-    pub plugin: std::sync::Arc<Plugin>,
-    /// The route's arguments.
-    pub args: Vec<String>,
-}
-
-impl std::fmt::Debug for PluginCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}({:?})", self.plugin.name, self.args)
-    }
-}
-
 /// Where a route's path matcher sends it in the index.
 #[derive(Debug)]
 pub enum PathMatch {
@@ -109,8 +74,8 @@ impl Target {
 pub enum RouteFilter {
     /// A built-in filter.
     Builtin(BuiltinFilter),
-    /// A plugin filter.
-    Plugin(PluginCall),
+    /// An external (plugin) filter.
+    Plugin(FilterCall),
 }
 
 /// A compiled, validated route.
@@ -131,7 +96,7 @@ pub struct Route {
     pub matchers: Vec<(usize, Matcher)>,
     /// Plugin predicates (with their index in the rule), run after every built-in matcher has
     /// matched.
-    pub predicates: Vec<(usize, PluginCall)>,
+    pub predicates: Vec<(usize, PredicateCall)>,
     /// Whether any matcher reads the body.
     pub needs_body: bool,
     /// The backend (absent when a filter answers).
@@ -219,22 +184,22 @@ impl Route {
                     methods = Some(m);
                 }
                 Ok(Compiled::Other(m)) => matchers.push((i, m)),
-                Ok(Compiled::Plugin(name)) => match plugins.plugin(&name) {
-                    None => err(
+                Ok(Compiled::Plugin(name)) => match plugins.predicate(&name) {
+                    Lookup::Missing => err(
                         &format!("{field}.plugin"),
                         ErrorCode::UnknownPlugin,
                         format!("plugin {name:?} is not loaded"),
                     ),
-                    Some(p) if !p.kind.predicate => err(
+                    Lookup::WrongKind => err(
                         &format!("{field}.plugin"),
                         ErrorCode::InvalidMatcher,
                         format!("plugin {name:?} is a filter, not a predicate"),
                     ),
-                    Some(p) => match p.validate_predicate(&spec.args) {
+                    Lookup::Found(p) => match p.validate(&spec.args) {
                         Ok(()) => predicates.push((
                             i,
-                            PluginCall {
-                                plugin: p,
+                            PredicateCall {
+                                predicate: p,
                                 args: spec.args.clone(),
                             },
                         )),
@@ -291,20 +256,20 @@ impl Route {
                         err(&format!("{field}.{sub}"), ErrorCode::InvalidFilter, reason)
                     }
                 },
-                (None, Some(name)) => match plugins.plugin(name) {
-                    None => err(
+                (None, Some(name)) => match plugins.filter(name) {
+                    Lookup::Missing => err(
                         &format!("{field}.plugin"),
                         ErrorCode::UnknownPlugin,
                         format!("plugin {name:?} is not loaded"),
                     ),
-                    Some(p) if !p.kind.filter => err(
+                    Lookup::WrongKind => err(
                         &format!("{field}.plugin"),
                         ErrorCode::InvalidFilter,
                         format!("plugin {name:?} is a predicate, not a filter"),
                     ),
-                    Some(p) => match p.validate_filter(&f.args) {
-                        Ok(()) => filters.push(RouteFilter::Plugin(PluginCall {
-                            plugin: p,
+                    Lookup::Found(p) => match p.validate(&f.args) {
+                        Ok(()) => filters.push(RouteFilter::Plugin(FilterCall {
+                            filter: p,
                             args: f.args.clone(),
                         })),
                         Err(reason) => err(

@@ -6,11 +6,11 @@
 
 use http::{Method, StatusCode};
 
+use super::external::{ExternalRequest, FailurePolicy, PluginSource};
 use super::request::RequestView;
-use super::route::{PathMatch, PluginSource, Route, Target};
+use super::route::{PathMatch, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
-use crate::plugins::{CallRequest, FailurePolicy};
 
 /// The default limit on bodies read for body matchers.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -500,22 +500,22 @@ impl RouteTable {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         for (index, call) in &route.predicates {
-            let request = CallRequest {
+            let request = ExternalRequest {
                 parts: shared.parts.clone(),
                 remote: shared.remote,
                 scheme: shared.scheme,
                 path: (path != shared.parts.uri.path()).then(|| path.to_owned()),
                 params: params.clone(),
             };
-            match call.plugin.matches(request, &call.args).await {
+            match call.predicate.matches(request, &call.args).await {
                 Ok(true) => {}
                 Ok(false) => return Some(*index),
                 Err(failure) => {
-                    let policy = call.plugin.settings.failure;
+                    let policy = call.predicate.failure_policy();
                     tracing::warn!(
-                        plugin = &*call.plugin.name,
+                        plugin = call.predicate.name(),
                         route = &*route.name,
-                        failure = failure.kind(),
+                        failure = failure.kind,
                         reason = %failure,
                         ?policy,
                         "plugin predicate failed"

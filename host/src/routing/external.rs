@@ -1,0 +1,215 @@
+//! What routing needs from an external predicate or filter (a WebAssembly plugin, for routerd),
+//! as traits routing defines and the plugin runtime implements: so routes and the table call
+//! plugins without knowing how they run, and the data flow stays one way. Also the plain types
+//! that cross that line: the request a call sees, a filter's edits and replies, the failure
+//! policy and what a failed call reports.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+/// The request an external call is about. The head is shared, not copied.
+#[derive(Debug, Clone)]
+pub struct ExternalRequest {
+    /// The request head.
+    pub parts: Arc<http::request::Parts>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The path as earlier filters left it, when it differs from `parts.uri`.
+    pub path: Option<String>,
+    /// The route's path parameters.
+    pub params: Vec<(String, String)>,
+}
+
+/// The response head a filter's response phase sees (handed back after the call).
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+}
+
+/// A change to a header list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Replace every value of the header with this one.
+    Set(String, String),
+    /// Add a value, keeping existing ones.
+    Append(String, String),
+    /// Remove every value of the header.
+    Remove(String),
+}
+
+/// What a filter's request phase changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestEdits {
+    /// Header changes, in order.
+    pub headers: Vec<HeaderOp>,
+    /// A new upstream path.
+    pub path: Option<String>,
+    /// A new raw query (`Some("")` removes it).
+    pub query: Option<String>,
+}
+
+/// A filter's own answer, sent instead of proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+/// The outcome of a filter's request phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestAction {
+    /// Apply the edits and go on.
+    Proceed(RequestEdits),
+    /// Answer with this.
+    Respond(Reply),
+}
+
+/// What a filter's response phase changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseEdits {
+    /// A new status code.
+    pub status: Option<u16>,
+    /// Header changes, in order.
+    pub headers: Vec<HeaderOp>,
+}
+
+/// What a failed call counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// A predicate does not match; a filter answers 500. The default.
+    #[default]
+    FailClosed,
+    /// A predicate matches; a filter is skipped.
+    FailOpen,
+}
+
+/// Why an external call failed, for the log.
+#[derive(Debug, Clone)]
+pub struct CallFailed {
+    /// A short machine-readable kind (`deadline`, `trap`, ...).
+    pub kind: &'static str,
+    /// What happened.
+    pub reason: String,
+}
+
+impl std::fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// A call in progress.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A route predicate implemented outside routing.
+pub trait ExternalPredicate: Send + Sync {
+    /// Its name, for logs and errors.
+    fn name(&self) -> &str;
+    /// What a failed call means for the route.
+    fn failure_policy(&self) -> FailurePolicy;
+    /// Checks a route's args when the route is compiled; the error is shown to the user.
+    fn validate(&self, args: &[String]) -> Result<(), String>;
+    /// Whether `request` matches, given the route's args.
+    fn matches<'a>(
+        &'a self,
+        request: ExternalRequest,
+        args: &'a [String],
+    ) -> Pending<'a, Result<bool, CallFailed>>;
+}
+
+/// A request/response filter implemented outside routing.
+pub trait ExternalFilter: Send + Sync {
+    /// Its name, for logs and errors.
+    fn name(&self) -> &str;
+    /// What a failed call means for the request.
+    fn failure_policy(&self) -> FailurePolicy;
+    /// Checks a route's args when the route is compiled; the error is shown to the user.
+    fn validate(&self, args: &[String]) -> Result<(), String>;
+    /// The request phase.
+    fn on_request<'a>(
+        &'a self,
+        request: ExternalRequest,
+        args: &'a [String],
+    ) -> Pending<'a, Result<RequestAction, CallFailed>>;
+    /// The response phase on `response`, which is handed back with the result.
+    fn on_response<'a>(
+        &'a self,
+        request: ExternalRequest,
+        response: ResponseHead,
+        args: &'a [String],
+    ) -> Pending<'a, (Result<ResponseEdits, CallFailed>, ResponseHead)>;
+}
+
+/// What looking up an external predicate or filter by name found.
+pub enum Lookup<T> {
+    /// It, ready to call.
+    Found(T),
+    /// Nothing of that name is loaded.
+    Missing,
+    /// Something of that name is loaded, but it is not of the kind asked for.
+    WrongKind,
+}
+
+/// Where routes find their external predicates and filters.
+pub trait PluginSource {
+    /// The predicate called `name`.
+    fn predicate(&self, name: &str) -> Lookup<Arc<dyn ExternalPredicate>>;
+    /// The filter called `name`.
+    fn filter(&self, name: &str) -> Lookup<Arc<dyn ExternalFilter>>;
+}
+
+/// No external predicates or filters at all.
+impl PluginSource for () {
+    fn predicate(&self, _: &str) -> Lookup<Arc<dyn ExternalPredicate>> {
+        Lookup::Missing
+    }
+
+    fn filter(&self, _: &str) -> Lookup<Arc<dyn ExternalFilter>> {
+        Lookup::Missing
+    }
+}
+
+/// A predicate with a route's arguments (validated at compile time).
+#[derive(Clone)]
+pub struct PredicateCall {
+    /// The predicate.
+    pub predicate: Arc<dyn ExternalPredicate>,
+    /// The route's arguments.
+    pub args: Vec<String>,
+}
+
+impl std::fmt::Debug for PredicateCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.predicate.name(), self.args)
+    }
+}
+
+/// A filter with a route's arguments (validated at compile time).
+#[derive(Clone)]
+pub struct FilterCall {
+    /// The filter.
+    pub filter: Arc<dyn ExternalFilter>,
+    /// The route's arguments.
+    pub args: Vec<String>,
+}
+
+impl std::fmt::Debug for FilterCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({:?})", self.filter.name(), self.args)
+    }
+}
