@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use routerd::plugins::{PluginEngine, PluginRegistry, PluginSettings, PoolLimits};
-use routerd::routing::ExternalRequest;
+use routerd::routing::{ExternalPredicate, ExternalRequest};
 
 const LANGUAGES: &[&str] = &["rust", "js", "quickjs", "python", "c", "go", "wat"];
 const BATCH: u32 = 2_000;

@@ -2,8 +2,8 @@
 //! a warm (reused) instance and through a fresh instance per call, next to the same predicate
 //! written natively; plus a guest that reads nothing (the fixed cost of a call), a guest that
 //! copies all twelve headers across (what passing the request as a record would cost), and the
-//! warm call on an engine without epoch deadlines (what the deadline costs) and through
-//! routing's `ExternalPredicate` trait (as the route table makes it).
+//! warm call on an engine without epoch deadlines (what the deadline costs). Every call goes
+//! through routing's `ExternalPredicate` trait, as the route table makes it.
 //!
 //! Build the guests first: `bash plugins/build.sh`, then
 //! `cargo bench -p routerd --bench plugin_call`.
@@ -138,12 +138,6 @@ fn bench(c: &mut Criterion) {
     g.bench_function("wasm_warm_instance", |b| {
         b.to_async(&rt)
             .iter(|| warm.matches(black_box(req.clone()), &args))
-    });
-    // The same call as the route table makes it: through routing's trait (a boxed future).
-    let external: std::sync::Arc<dyn ExternalPredicate> = warm.clone();
-    g.bench_function("wasm_warm_via_routing_trait", |b| {
-        b.to_async(&rt)
-            .iter(|| external.matches(black_box(req.clone()), &args))
     });
     g.bench_function("wasm_warm_noop", |b| {
         b.to_async(&rt)

@@ -9,7 +9,7 @@ use super::registry::PluginRegistry;
 use super::state;
 use crate::routing::{
     CallFailed, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy, HeaderOp,
-    Lookup, Pending, PluginSource, Reply, RequestAction, RequestEdits, ResponseEdits, ResponseHead,
+    Lookup, PluginSource, Reply, RequestAction, RequestEdits, ResponseEdits, ResponseHead,
 };
 
 fn failed(f: CallFailure) -> CallFailed {
@@ -64,12 +64,8 @@ impl ExternalPredicate for Plugin {
         self.validate_predicate(args)
     }
 
-    fn matches<'a>(
-        &'a self,
-        request: ExternalRequest,
-        args: &'a [String],
-    ) -> Pending<'a, Result<bool, CallFailed>> {
-        Box::pin(async move { Plugin::matches(self, request, args).await.map_err(failed) })
+    async fn matches(&self, request: ExternalRequest, args: &[String]) -> Result<bool, CallFailed> {
+        self.run_predicate(request, args).await.map_err(failed)
     }
 }
 
@@ -86,34 +82,30 @@ impl ExternalFilter for Plugin {
         self.validate_filter(args)
     }
 
-    fn on_request<'a>(
-        &'a self,
+    async fn on_request(
+        &self,
         request: ExternalRequest,
-        args: &'a [String],
-    ) -> Pending<'a, Result<RequestAction, CallFailed>> {
-        Box::pin(async move {
-            Plugin::on_request(self, request, args)
-                .await
-                .map(action)
-                .map_err(failed)
-        })
+        args: &[String],
+    ) -> Result<RequestAction, CallFailed> {
+        self.run_request_phase(request, args)
+            .await
+            .map(action)
+            .map_err(failed)
     }
 
-    fn on_response<'a>(
-        &'a self,
+    async fn on_response(
+        &self,
         request: ExternalRequest,
         response: ResponseHead,
-        args: &'a [String],
-    ) -> Pending<'a, (Result<ResponseEdits, CallFailed>, ResponseHead)> {
-        Box::pin(async move {
-            let (result, response) = Plugin::on_response(self, request, response, args).await;
-            (result.map(response_edits).map_err(failed), response)
-        })
+        args: &[String],
+    ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
+        let (result, response) = self.run_response_phase(request, response, args).await;
+        (result.map(response_edits).map_err(failed), response)
     }
 }
 
 impl PluginSource for PluginRegistry {
-    fn predicate(&self, name: &str) -> Lookup<Arc<dyn ExternalPredicate>> {
+    fn predicate(&self, name: &str) -> Lookup<Arc<Plugin>> {
         match self.get(name) {
             None => Lookup::Missing,
             Some(p) if !p.kind.predicate => Lookup::WrongKind,
@@ -121,7 +113,7 @@ impl PluginSource for PluginRegistry {
         }
     }
 
-    fn filter(&self, name: &str) -> Lookup<Arc<dyn ExternalFilter>> {
+    fn filter(&self, name: &str) -> Lookup<Arc<Plugin>> {
         match self.get(name) {
             None => Lookup::Missing,
             Some(p) if !p.kind.filter => Lookup::WrongKind,

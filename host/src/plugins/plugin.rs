@@ -443,7 +443,7 @@ impl Plugin {
     }
 
     /// Runs the predicate.
-    pub async fn matches(
+    pub async fn run_predicate(
         &self,
         request: ExternalRequest,
         args: &[String],
@@ -459,7 +459,7 @@ impl Plugin {
     }
 
     /// Runs the filter's request phase.
-    pub async fn on_request(
+    pub async fn run_request_phase(
         &self,
         request: ExternalRequest,
         args: &[String],
@@ -479,7 +479,7 @@ impl Plugin {
     }
 
     /// Runs the filter's response phase on `response` (handed back with the result).
-    pub async fn on_response(
+    pub async fn run_response_phase(
         &self,
         request: ExternalRequest,
         response: ResponseHead,

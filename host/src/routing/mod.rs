@@ -15,8 +15,8 @@ pub mod table;
 pub mod tree;
 
 pub use external::{
-    CallFailed, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy, FilterCall,
-    HeaderOp, Lookup, Pending, PluginSource, PredicateCall, Reply, RequestAction, RequestEdits,
+    CallFailed, External, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy,
+    FilterCall, HeaderOp, Lookup, PluginSource, PredicateCall, Reply, RequestAction, RequestEdits,
     ResponseEdits, ResponseHead,
 };
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};

@@ -8,7 +8,9 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::external::{FilterCall, Lookup, PluginSource, PredicateCall};
+use super::external::{
+    ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
+};
 use super::filters::BuiltinFilter;
 use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
 use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
@@ -195,7 +197,7 @@ impl Route {
                         ErrorCode::InvalidMatcher,
                         format!("plugin {name:?} is a filter, not a predicate"),
                     ),
-                    Lookup::Found(p) => match p.validate(&spec.args) {
+                    Lookup::Found(p) => match ExternalPredicate::validate(&*p, &spec.args) {
                         Ok(()) => predicates.push((
                             i,
                             PredicateCall {
@@ -267,7 +269,7 @@ impl Route {
                         ErrorCode::InvalidFilter,
                         format!("plugin {name:?} is a predicate, not a filter"),
                     ),
-                    Lookup::Found(p) => match p.validate(&f.args) {
+                    Lookup::Found(p) => match ExternalFilter::validate(&*p, &f.args) {
                         Ok(()) => filters.push(RouteFilter::Plugin(FilterCall {
                             filter: p,
                             args: f.args.clone(),
