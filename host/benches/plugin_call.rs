@@ -12,11 +12,13 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+mod common;
+use common::request;
 use routerd::plugins::{InstanceMode, PluginEngine, PluginRegistry, PluginSettings, PoolLimits};
-use routerd::routing::{ExternalPredicate, ExternalRequest};
+use routerd::routing::ExternalPredicate;
 
 fn dist(name: &str) -> Vec<u8> {
     let path =
@@ -27,39 +29,6 @@ fn dist(name: &str) -> Vec<u8> {
             path.display()
         )
     })
-}
-
-fn request() -> ExternalRequest {
-    let mut req = http::Request::builder()
-        .method("GET")
-        .uri("/api/users/42?x=1");
-    for (k, v) in [
-        ("host", "api.example.com"),
-        ("user-agent", "bench/1.0"),
-        ("accept", "application/json"),
-        ("accept-encoding", "gzip, br"),
-        ("accept-language", "en-GB,en;q=0.9"),
-        (
-            "authorization",
-            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
-        ),
-        ("cookie", "session=abc; theme=dark"),
-        ("x-request-id", "0f3c9a1e-5c2b-4c1e-9a57-2b9a7c1d0e11"),
-        ("x-forwarded-for", "10.0.0.1"),
-        ("cache-control", "no-cache"),
-        ("x-tier", "gold"),
-        ("connection", "keep-alive"),
-    ] {
-        req = req.header(k, v);
-    }
-    let (parts, ()) = req.body(()).unwrap_or_else(|e| panic!("{e}")).into_parts();
-    ExternalRequest {
-        parts: Arc::new(parts),
-        remote: "127.0.0.1:50000".parse().unwrap_or_else(|e| panic!("{e}")),
-        scheme: "http",
-        path: None,
-        params: Vec::new(),
-    }
 }
 
 fn bench(c: &mut Criterion) {

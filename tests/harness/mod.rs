@@ -1377,39 +1377,44 @@ fn exclusive_lock(name: &str) -> std::fs::File {
     file
 }
 
-/// `plugins/dist`, after `bash plugins/build.sh` has built every plugin to wasm32-wasip2. The
-/// script runs at most once per test process, and under an exclusive file lock
-/// (`target/plugins-build.lock`) so that test binaries running at once take turns. Panics with
-/// the script's output if it fails.
+/// Runs the build script `plugins/SCRIPT` (a path below `plugins/`) under an exclusive file lock
+/// (`target/LOCK`), so that test binaries running at once take turns; panics with the script's
+/// output if it fails.
+fn run_plugin_build(script: &str, lock: &str) {
+    let root = repo_root();
+    let _lock = exclusive_lock(lock);
+    let script = root.join("plugins").join(script);
+    let started = Instant::now();
+    let output = Command::new("bash")
+        .arg(&script)
+        .current_dir(&root)
+        // The plugins workspace has its own target dir; an inherited override would send the
+        // artifacts elsewhere.
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    if !output.status.success() {
+        panic!(
+            "{} failed ({}) after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            script.display(),
+            output.status,
+            started.elapsed(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// `plugins/dist`, after `bash plugins/build.sh` has built every plugin to wasm32-wasip2 (at
+/// most once per test process, see [`run_plugin_build`]).
 pub fn plugins_dist() -> PathBuf {
     static DIST: OnceLock<PathBuf> = OnceLock::new();
     DIST.get_or_init(|| {
-        let root = repo_root();
-        let _lock = exclusive_lock("plugins-build.lock");
-        let script = root.join("plugins").join("build.sh");
-        let started = Instant::now();
-        let output = Command::new("bash")
-            .arg(&script)
-            .current_dir(&root)
-            // The plugins workspace has its own target dir; an inherited override would
-            // send the artifacts elsewhere.
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        if !output.status.success() {
-            panic!(
-                "{} failed ({}) after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                script.display(),
-                output.status,
-                started.elapsed(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        root.join("plugins").join("dist")
+        run_plugin_build("build.sh", "plugins-build.lock");
+        repo_root().join("plugins").join("dist")
     })
     .clone()
 }
@@ -1427,38 +1432,15 @@ pub fn dist_plugin(name: &str) -> PathBuf {
 
 /// The `lang` plugin in guest language `lang`: `plugins/dist/lang-rust.wasm` for Rust, else
 /// `plugins/lang/dist/lang-LANG.wasm`, built by `plugins/lang/build.sh` (which installs missing
-/// toolchains and skips builds that are up to date) at most once per test process, under an
-/// exclusive file lock. Panics with the script's output if it fails.
+/// toolchains and skips builds that are up to date) at most once per test process.
 pub fn lang_plugin(lang: &str) -> PathBuf {
     if lang == "rust" {
         return dist_plugin("lang-rust");
     }
     static DIST: OnceLock<PathBuf> = OnceLock::new();
     let dist = DIST.get_or_init(|| {
-        let root = repo_root();
-        let _lock = exclusive_lock("lang-build.lock");
-        let script = root.join("plugins").join("lang").join("build.sh");
-        let started = Instant::now();
-        let output = Command::new("bash")
-            .arg(&script)
-            .current_dir(&root)
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        if !output.status.success() {
-            panic!(
-                "{} failed ({}) after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                script.display(),
-                output.status,
-                started.elapsed(),
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        root.join("plugins").join("lang").join("dist")
+        run_plugin_build("lang/build.sh", "lang-build.lock");
+        repo_root().join("plugins").join("lang").join("dist")
     });
     let path = dist.join(format!("lang-{lang}.wasm"));
     assert!(

@@ -364,12 +364,7 @@ impl PluginEngine {
         {
             return Err(ChildFailure::Run(format!("cannot send the component: {e}")));
         }
-        let message = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let message = super::joined_lines(&stderr);
         match status.code() {
             Some(0) => Ok(()),
             Some(CHILD_EXIT_INVALID) => Err(ChildFailure::Invalid(message)),

@@ -64,19 +64,22 @@ impl PluginError {
     }
 }
 
+/// `text`'s non-empty lines, trimmed, joined by spaces.
+pub(crate) fn joined_lines(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// An error chain on one line: every cause, each with its lines joined, so a parser's
 /// multi-line message ("expected=[...]") keeps its substance. Long chains are cut at 1,000
 /// characters.
 pub(crate) fn one_line(e: &wasmtime::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
-        let text = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = joined_lines(&cause.to_string());
         if text.is_empty() || out.contains(&text) {
             continue;
         }
