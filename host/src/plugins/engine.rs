@@ -1,12 +1,12 @@
-//! The wasmtime engines plugins run on: pooling allocator with copy-on-write memory images,
-//! epoch interruption driven by a ticker thread; a standard engine for ordinary components and
-//! one with the component model's async support for the guests whose toolchain emits its
-//! built-ins (jco's QuickJS backend), because that support costs every call about 1 µs; the host linker (async WASI, so a guest
-//! that blocks in WASI suspends its call instead of a thread), compiling (in a short-lived child
-//! process when one is configured, so the compiler's memory goes back to the system), the
-//! on-disk cache of compiled components keyed by content hash and engine, and the warm
-//! instances of every plugin, which are a cache: when the pool runs short, the least recently
-//! used idle instance is evicted.
+//! The wasmtime engines plugins run on, with the pooling allocator (copy-on-write memory images)
+//! and epoch interruption driven by a ticker thread. There are two: a standard engine, and one
+//! with the component model's async support for guests whose toolchain emits its built-ins
+//! (jco's QuickJS backend), because that support costs every call about 1 µs. Also the host
+//! linker (async WASI, so a guest that blocks in WASI suspends its call instead of a thread),
+//! compiling (in a short-lived child process when one is configured, so the compiler's memory
+//! goes back to the system), the on-disk cache of compiled components keyed by content hash and
+//! engine, and the warm instances of every plugin, which are a cache: when the pool runs short,
+//! the least recently used idle instance is evicted.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -78,8 +78,9 @@ impl EngineKind {
             .find(|k| k.as_str() == text)
     }
 
-    /// The engine a component needs: the standard one unless it uses the component model's
-    /// async built-ins (found by validating it without them).
+    /// The engine a component needs: the standard one when it validates without the
+    /// component model's async features, else the one with them (whose compiler says why, if
+    /// it is invalid either way).
     pub fn for_component(bytes: &[u8]) -> EngineKind {
         use wasmparser::WasmFeatures as F;
         let async_features = F::CM_ASYNC
@@ -87,19 +88,11 @@ impl EngineKind {
             | F::CM_MORE_ASYNC_BUILTINS
             | F::CM_THREADING
             | F::CM_ERROR_CONTEXT;
-        let standard = wasmparser::Validator::new_with_features(F::all() - async_features)
+        match wasmparser::Validator::new_with_features(F::all() - async_features)
             .validate_all(bytes)
-            .is_ok();
-        let with_async = || {
-            wasmparser::Validator::new_with_features(F::all())
-                .validate_all(bytes)
-                .is_ok()
-        };
-        if !standard && with_async() {
-            EngineKind::ComponentAsync
-        } else {
-            // Invalid either way: the standard engine's compiler says why.
-            EngineKind::Standard
+        {
+            Ok(_) => EngineKind::Standard,
+            Err(_) => EngineKind::ComponentAsync,
         }
     }
 }
@@ -130,8 +123,30 @@ pub struct PluginEngine {
 pub struct ChildCompiler {
     /// The program (routerd itself).
     pub program: PathBuf,
-    /// Arguments before the artifact's path.
+    /// Arguments before the engine kind and the artifact's path.
     pub args: Vec<String>,
+}
+
+/// Where a compiled component came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledBy {
+    /// Loaded from the compile cache.
+    Cache,
+    /// Compiled by a child process (then loaded from the cache it wrote).
+    Child,
+    /// Compiled in this process.
+    Routerd,
+}
+
+impl CompiledBy {
+    /// `cache`, `child` or `routerd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompiledBy::Cache => "cache",
+            CompiledBy::Child => "child",
+            CompiledBy::Routerd => "routerd",
+        }
+    }
 }
 
 /// The longest a compiling child may take (a 20 MB guest compiles in seconds).
@@ -242,11 +257,11 @@ impl PluginEngine {
             .name("plugin-epoch".into())
             .spawn(move || {
                 loop {
-                    let engines: Vec<Engine> = weak.iter().filter_map(|w| w.upgrade()).collect();
-                    if engines.is_empty() {
+                    let engines = weak.each_ref().map(|w| w.upgrade());
+                    if engines.iter().all(Option::is_none) {
                         break;
                     }
-                    for engine in &engines {
+                    for engine in engines.iter().flatten() {
                         engine.increment_epoch();
                     }
                     drop(engines);
@@ -293,10 +308,7 @@ impl PluginEngine {
         let artifact = engine
             .precompile_component(bytes)
             .map_err(PluginError::invalid)?;
-        let tmp = out.with_extension(format!("child{}", std::process::id()));
-        std::fs::write(&tmp, artifact)
-            .and_then(|()| std::fs::rename(&tmp, out))
-            .map_err(|e| PluginError::Read(out.display().to_string(), e))
+        write_artifact(out, &artifact).map_err(|e| PluginError::Read(out.display().to_string(), e))
     }
 
     /// Runs the compiling child for `bytes`, leaving the artifact at `out`.
@@ -512,8 +524,7 @@ impl PluginEngine {
                         return Ok(Compiled {
                             component,
                             kind,
-                            from_cache: true,
-                            in_child: false,
+                            by: CompiledBy::Cache,
                             took: started.elapsed(),
                         });
                     }
@@ -533,8 +544,7 @@ impl PluginEngine {
                         return Ok(Compiled {
                             component,
                             kind,
-                            from_cache: false,
-                            in_child: true,
+                            by: CompiledBy::Child,
                             took: started.elapsed(),
                         });
                     }
@@ -553,11 +563,7 @@ impl PluginEngine {
         if let Some(path) = &cached {
             match component.serialize() {
                 Ok(artifact) => {
-                    // Unique per process: several routerd may share a data directory.
-                    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-                    if let Err(e) =
-                        std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, path))
-                    {
+                    if let Err(e) = write_artifact(path, &artifact) {
                         tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
                     }
                 }
@@ -567,26 +573,19 @@ impl PluginEngine {
         Ok(Compiled {
             component,
             kind,
-            from_cache: false,
-            in_child: false,
+            by: CompiledBy::Routerd,
             took: started.elapsed(),
         })
     }
 
     fn cache_path(&self, kind: EngineKind, sha256: &str) -> Option<PathBuf> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.runtime(kind)
-            .engine
-            .precompile_compatibility_hash()
-            .hash(&mut h);
         let dir = self.cache_dir.as_ref()?;
         // The kind is in the name too: it is what the component needs, decided when it was
         // compiled, so a cached artifact never puts a component on the slower engine.
         Some(dir.join(format!(
             "{sha256}-{}-{:016x}.cwasm",
             kind.as_str(),
-            h.finish()
+            compatibility(&self.runtime(kind).engine)
         )))
     }
 
@@ -636,6 +635,21 @@ impl Runtime {
     }
 }
 
+/// What an artifact compiled by `engine` is compatible with, as a number for file names.
+fn compatibility(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    h.finish()
+}
+
+/// Writes a compiled artifact atomically (a temp file unique to this process, then a rename),
+/// so a reader never sees half of one and several routerd may share a data directory.
+fn write_artifact(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, path))
+}
+
 /// Why a compiling child did not leave an artifact.
 enum ChildFailure {
     /// The component is invalid (the child's message).
@@ -674,12 +688,7 @@ mod tests {
     /// must agree on everything an artifact depends on.
     #[test]
     fn pooled_and_on_demand_engines_share_artifacts() {
-        use std::hash::{Hash, Hasher};
-        let hash = |e: &Engine| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            e.precompile_compatibility_hash().hash(&mut h);
-            h.finish()
-        };
+        let hash = compatibility;
         for kind in [EngineKind::Standard, EngineKind::ComponentAsync] {
             let pooled = Engine::new(&PluginEngine::config(
                 Some(&PoolLimits::default()),

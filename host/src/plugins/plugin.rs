@@ -15,7 +15,7 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{EngineKind, IdlePool, PluginEngine};
+use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -167,10 +167,8 @@ pub struct Compiled {
     pub component: Component,
     /// The engine it was compiled for.
     pub kind: EngineKind,
-    /// Whether it came from the compile cache.
-    pub from_cache: bool,
-    /// Whether a child process compiled it.
-    pub in_child: bool,
+    /// Where it came from.
+    pub by: CompiledBy,
     /// How long compiling or loading it took.
     pub took: Duration,
 }
@@ -210,7 +208,7 @@ impl Plugin {
             size,
             kind,
             loaded_at: SystemTime::now(),
-            from_cache: compiled.from_cache,
+            from_cache: compiled.by == CompiledBy::Cache,
             engine_kind: compiled.kind,
             compile_time: compiled.took,
             instantiate_time: Duration::ZERO,

@@ -108,14 +108,7 @@ impl PluginRegistry {
             return Ok(current);
         }
         let compiled = self.engine.compile(&sha256, bytes)?;
-        let from_cache = compiled.from_cache;
-        let compiled_by = if from_cache {
-            "cache"
-        } else if compiled.in_child {
-            "child"
-        } else {
-            "routerd"
-        };
+        let compiled_by = compiled.by;
         let took = compiled.took;
         let plugin = Arc::new(Plugin::new(
             self.engine.clone(),
@@ -130,8 +123,8 @@ impl PluginRegistry {
             kind = plugin.kind.as_str(),
             sha256 = %plugin.sha256,
             size = plugin.size,
-            cache = if from_cache { "hit" } else { "miss" },
-            compiled_by,
+            cache = if plugin.from_cache { "hit" } else { "miss" },
+            compiled_by = compiled_by.as_str(),
             engine = plugin.engine_kind.as_str(),
             compile_ms = took.as_millis() as u64,
             instantiate_ms = plugin.instantiate_time.as_millis() as u64,

@@ -18,9 +18,8 @@ use tracing::warn;
 use crate::metrics::Metrics;
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
-    BufferedBody, Decision, ExternalFilter, ExternalRequest, FailurePolicy, HeaderOp,
-    PredicateResults, Reply, RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead,
-    Target,
+    BufferedBody, Decision, ExternalRequest, FailurePolicy, HeaderOp, PredicateResults, Reply,
+    RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
 };
 use body::RequestBody;
 use upstream::{UpstreamClient, UpstreamPath};
@@ -245,21 +244,16 @@ impl Proxy {
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
-                    let result =
-                        ExternalFilter::on_request(&*call.filter, request, &call.args).await;
+                    let result = call.on_request(request).await;
                     parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
                     match result {
                         Ok(RequestAction::Proceed(edits)) => {
-                            apply_ops(
-                                &mut parts.headers,
-                                edits.headers,
-                                ExternalFilter::name(&*call.filter),
-                            );
+                            apply_ops(&mut parts.headers, edits.headers, call.name());
                             if let Some(p) = edits.path {
                                 if p.starts_with('/') {
                                     upstream_path = UpstreamPath::Replaced(p);
                                 } else {
-                                    warn!(plugin = ExternalFilter::name(&*call.filter), route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
+                                    warn!(plugin = call.name(), route = %route.name, path = %p, "plugin set a path without a leading '/'; ignored");
                                 }
                             }
                             if let Some(q) = edits.query {
@@ -267,13 +261,12 @@ impl Proxy {
                             }
                         }
                         Ok(RequestAction::Respond(reply)) => {
-                            answer =
-                                Some(reply_response(reply, ExternalFilter::name(&*call.filter)));
+                            answer = Some(reply_response(reply, call.name()));
                             break;
                         }
                         Err(failure) => {
-                            let policy = ExternalFilter::failure_policy(&*call.filter);
-                            warn!(plugin = ExternalFilter::name(&*call.filter), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
+                            let policy = call.failure_policy();
+                            warn!(plugin = call.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 answer = Some(error(
                                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -332,8 +325,7 @@ impl Proxy {
                         status: resp.status().as_u16(),
                         headers: std::mem::take(resp.headers_mut()),
                     };
-                    let (result, view) =
-                        ExternalFilter::on_response(&*call.filter, request, view, &call.args).await;
+                    let (result, view) = call.on_response(request, view).await;
                     *resp.headers_mut() = view.headers;
                     match result {
                         Ok(edits) => {
@@ -341,20 +333,16 @@ impl Proxy {
                                 match StatusCode::from_u16(status) {
                                     Ok(s) => *resp.status_mut() = s,
                                     Err(_) => warn!(
-                                        plugin = ExternalFilter::name(&*call.filter),
+                                        plugin = call.name(),
                                         status, "plugin set an invalid status; ignored"
                                     ),
                                 }
                             }
-                            apply_ops(
-                                resp.headers_mut(),
-                                edits.headers,
-                                ExternalFilter::name(&*call.filter),
-                            );
+                            apply_ops(resp.headers_mut(), edits.headers, call.name());
                         }
                         Err(failure) => {
-                            let policy = ExternalFilter::failure_policy(&*call.filter);
-                            warn!(plugin = ExternalFilter::name(&*call.filter), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
+                            let policy = call.failure_policy();
+                            warn!(plugin = call.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
                             if policy == FailurePolicy::FailClosed {
                                 resp = error(
                                     StatusCode::INTERNAL_SERVER_ERROR,

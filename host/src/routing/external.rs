@@ -196,6 +196,23 @@ pub struct PredicateCall {
     pub args: Vec<String>,
 }
 
+impl PredicateCall {
+    /// The predicate's name.
+    pub fn name(&self) -> &str {
+        ExternalPredicate::name(&*self.predicate)
+    }
+
+    /// The predicate's failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        ExternalPredicate::failure_policy(&*self.predicate)
+    }
+
+    /// Runs it with the route's args.
+    pub async fn matches(&self, request: ExternalRequest) -> Result<bool, CallFailed> {
+        ExternalPredicate::matches(&*self.predicate, request, &self.args).await
+    }
+}
+
 impl std::fmt::Debug for PredicateCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -214,6 +231,32 @@ pub struct FilterCall {
     pub filter: Arc<External>,
     /// The route's arguments.
     pub args: Vec<String>,
+}
+
+impl FilterCall {
+    /// The filter's name.
+    pub fn name(&self) -> &str {
+        ExternalFilter::name(&*self.filter)
+    }
+
+    /// The filter's failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        ExternalFilter::failure_policy(&*self.filter)
+    }
+
+    /// Runs its request phase with the route's args.
+    pub async fn on_request(&self, request: ExternalRequest) -> Result<RequestAction, CallFailed> {
+        ExternalFilter::on_request(&*self.filter, request, &self.args).await
+    }
+
+    /// Runs its response phase with the route's args.
+    pub async fn on_response(
+        &self,
+        request: ExternalRequest,
+        response: ResponseHead,
+    ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
+        ExternalFilter::on_response(&*self.filter, request, response, &self.args).await
+    }
 }
 
 impl std::fmt::Debug for FilterCall {

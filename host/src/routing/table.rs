@@ -6,7 +6,7 @@
 
 use http::{Method, StatusCode};
 
-use super::external::{ExternalPredicate, ExternalRequest, FailurePolicy, PluginSource};
+use super::external::{ExternalRequest, FailurePolicy, PluginSource};
 use super::request::RequestView;
 use super::route::{PathMatch, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
@@ -507,13 +507,13 @@ impl RouteTable {
                 path: (path != shared.parts.uri.path()).then(|| path.to_owned()),
                 params: params.clone(),
             };
-            match ExternalPredicate::matches(&*call.predicate, request, &call.args).await {
+            match call.matches(request).await {
                 Ok(true) => {}
                 Ok(false) => return Some(*index),
                 Err(failure) => {
-                    let policy = ExternalPredicate::failure_policy(&*call.predicate);
+                    let policy = call.failure_policy();
                     tracing::warn!(
-                        plugin = ExternalPredicate::name(&*call.predicate),
+                        plugin = call.name(),
                         route = &*route.name,
                         failure = failure.kind,
                         reason = %failure,
