@@ -2,11 +2,19 @@
 //! in the [`RouteStore`]), one name space, compiled together into the table the proxy serves.
 //! Every change builds a whole new table and swaps it in; a change that does not validate
 //! changes nothing. Writes are serialised by one lock, and an API change is committed to the
-//! store before it is acknowledged and served.
+//! store before it is acknowledged and served. Reads never take that lock: every swap also
+//! publishes the listing, so a slow write (a plugin's `validate`, a disk commit) delays no read.
+//!
+//! Names: a config file route and an API route may share a name only when the file came later
+//! (API writes refuse names the file has). Then the file's route serves and the API route stays
+//! stored but is listed `excluded`, with the reason; it serves again once the file drops the
+//! name, and it can still be deleted. A restart builds the same table the same way, so a state
+//! routerd accepted never stops it from starting.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use http::StatusCode;
 use serde::Serialize;
 
@@ -95,20 +103,41 @@ struct State {
     table_version: u64,
 }
 
+/// What reads see: the routes as listed, and the table generation, published on every swap.
+struct Listing {
+    routes: Vec<RouteView>,
+    table_version: u64,
+}
+
 /// See the module docs.
 pub struct RouteSet {
     state: Mutex<State>,
+    listing: ArcSwap<Listing>,
     store: Option<RouteStore>,
     plugins: Arc<PluginRegistry>,
     proxy: Arc<Proxy>,
     metrics: Option<Arc<Metrics>>,
 }
 
+/// The document to compile: the file's routes, then every API route whose name the file does
+/// not take (see the module docs).
 fn document(file: &ConfigFile, api: &BTreeMap<String, StoredRoute>) -> ConfigFile {
     let mut doc = file.clone();
-    doc.routes.extend(api.values().map(|r| r.rule.clone()));
+    doc.routes.extend(
+        api.values()
+            .filter(|r| !shadowed(file, &r.rule.name))
+            .map(|r| r.rule.clone()),
+    );
     doc
 }
+
+/// Whether the config file has a route named `name`.
+fn shadowed(file: &ConfigFile, name: &str) -> bool {
+    file.routes.iter().any(|r| r.name == name)
+}
+
+const SHADOWED: &str =
+    "the config file has a route with this name; the file's route serves while it is there";
 
 impl RouteSet {
     /// Starts from the config file and the stored API routes. File routes are strict (a
@@ -143,6 +172,10 @@ impl RouteSet {
                 file_version: last_version + 1,
                 api,
                 last_version: last_version + 1,
+                table_version: 0,
+            }),
+            listing: ArcSwap::from_pointee(Listing {
+                routes: Vec::new(),
                 table_version: 0,
             }),
             proxy: Arc::new(Proxy::new(
@@ -195,69 +228,35 @@ impl RouteSet {
         for (rule, reason) in table.excluded() {
             tracing::warn!(route = %rule.name, "route excluded: {reason}");
         }
+        for name in state.api.keys().filter(|n| shadowed(&state.file, n)) {
+            tracing::warn!(route = %name, "API route excluded: {SHADOWED}");
+        }
+        let routes = Self::views(state, &table);
         self.proxy.swap_table(table);
         state.table_version += 1;
+        self.listing.store(Arc::new(Listing {
+            routes,
+            table_version: state.table_version,
+        }));
         if let Some(m) = &self.metrics {
             m.table_swapped(state.table_version);
         }
     }
 
-    /// The proxy serving this route set.
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
-    }
-
-    /// The plugin registry.
-    pub fn plugins(&self) -> &Arc<PluginRegistry> {
-        &self.plugins
-    }
-
-    /// Replaces the config file's routes if they are all valid; otherwise nothing changes.
-    pub fn apply_file(&self, config: ConfigFile) -> Result<(), RouteSetError> {
-        let mut state = self.lock();
-        let mut api = state.api.clone();
-        // A file route takes its name back from an API route of the same name.
-        for r in &config.routes {
-            api.remove(&r.name);
-        }
-        let table = Self::compile(&self.plugins, &document(&config, &api), |name| {
-            config.routes.iter().any(|r| r.name == name)
-        })?;
-        state.file = config;
-        state.file_version = state.last_version + 1;
-        state.last_version += 1;
-        self.swap(&mut state, table);
-        Ok(())
-    }
-
-    /// Rebuilds after plugins changed: routes whose plugin is gone are excluded, and routes
-    /// whose plugin is back return.
-    pub fn plugins_changed(&self) {
-        let mut state = self.lock();
-        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
-            Ok(table) => self.swap(&mut state, table),
-            Err(e) => tracing::warn!(
-                "routes not rebuilt after a plugin change, the previous table keeps serving: {e}"
-            ),
-        }
-    }
-
-    /// The table generation being served.
-    pub fn table_version(&self) -> u64 {
-        self.lock().table_version
-    }
-
-    /// Every route, by name.
-    pub fn list(&self) -> Vec<RouteView> {
-        let state = self.lock();
-        let table = self.proxy.table();
+    /// Every route as listed against `table`, by name (a file route before a shadowed API
+    /// route of the same name).
+    fn views(state: &State, table: &RouteTable) -> Vec<RouteView> {
         let excluded: BTreeMap<&str, &str> = table
             .excluded()
             .iter()
             .map(|(r, why)| (r.name.as_str(), why.as_str()))
             .collect();
         let view = |rule: &RouteRule, version: u64, source: Source| {
-            let reason = excluded.get(rule.name.as_str()).map(|r| (*r).to_owned());
+            let reason = if source == Source::Api && shadowed(&state.file, &rule.name) {
+                Some(SHADOWED.to_owned())
+            } else {
+                excluded.get(rule.name.as_str()).map(|r| (*r).to_owned())
+            };
             RouteView {
                 status: if reason.is_some() {
                     "excluded"
@@ -284,15 +283,64 @@ impl RouteSet {
                     .map(|r| view(&r.rule, r.version, Source::Api)),
             )
             .collect();
+        // Stable: a file route stays before the API route it shadows.
         out.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
         out
     }
 
+    /// The proxy serving this route set.
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    /// The plugin registry.
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
+        &self.plugins
+    }
+
+    /// Replaces the config file's routes if they are all valid; otherwise nothing changes.
+    pub fn apply_file(&self, config: ConfigFile) -> Result<(), RouteSetError> {
+        let mut state = self.lock();
+        let table = Self::compile(&self.plugins, &document(&config, &state.api), |name| {
+            config.routes.iter().any(|r| r.name == name)
+        })?;
+        state.file = config;
+        state.file_version = state.last_version + 1;
+        state.last_version += 1;
+        self.swap(&mut state, table);
+        Ok(())
+    }
+
+    /// Rebuilds after plugins changed: routes whose plugin is gone are excluded, and routes
+    /// whose plugin is back return.
+    pub fn plugins_changed(&self) {
+        let mut state = self.lock();
+        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
+            Ok(table) => self.swap(&mut state, table),
+            Err(e) => tracing::warn!(
+                "routes not rebuilt after a plugin change, the previous table keeps serving: {e}"
+            ),
+        }
+    }
+
+    /// The table generation being served.
+    pub fn table_version(&self) -> u64 {
+        self.listing.load().table_version
+    }
+
+    /// Every route, by name (never waits for a write in progress).
+    pub fn list(&self) -> Vec<RouteView> {
+        self.listing.load().routes.clone()
+    }
+
     /// One route.
     pub fn get(&self, name: &str) -> Result<RouteView, ApiError> {
-        self.list()
-            .into_iter()
+        self.listing
+            .load()
+            .routes
+            .iter()
             .find(|r| r.rule.name == name)
+            .cloned()
             .ok_or_else(|| not_found(name))
     }
 
@@ -425,7 +473,11 @@ impl RouteSet {
     /// Deletes API route `name`.
     pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
         let mut state = self.lock();
-        Self::check_changeable(&state, name, if_match)?;
+        // An API route the file shadows can still be deleted (it serves nothing meanwhile).
+        match state.api.get(name) {
+            Some(current) if shadowed(&state.file, name) => Self::check_version(current, if_match)?,
+            _ => Self::check_changeable(&state, name, if_match)?,
+        }
         let mut api = state.api.clone();
         api.remove(name);
         self.commit(&mut state, api, vec![Change::Delete(name.to_owned())], &[])
@@ -434,7 +486,18 @@ impl RouteSet {
     /// Makes the API routes equal to `doc`'s routes, in one transaction.
     pub fn apply(&self, doc: ConfigFile) -> Result<ApplySummary, ApiError> {
         let mut state = self.lock();
+        let mut seen = std::collections::BTreeSet::new();
         for r in &doc.routes {
+            if !seen.insert(r.name.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "route_conflict",
+                    format!(
+                        "route {:?} appears more than once in the document; nothing was applied",
+                        r.name
+                    ),
+                ));
+            }
             Self::check_writable(&state, &r.name)?;
         }
         let mut summary = ApplySummary::default();
@@ -456,9 +519,7 @@ impl RouteSet {
                     }
                     let stored = StoredRoute { rule, version };
                     changes.push(Change::Put(stored.clone()));
-                    if api.insert(name.clone(), stored).is_some() {
-                        return Err(conflict(&name));
-                    }
+                    api.insert(name.clone(), stored);
                 }
             }
         }
