@@ -1,5 +1,6 @@
 //! Active health checks: every interval, a TCP connect to each route's backend, recording
 //! up/down, the connect latency and since when the status holds (after godoxy's route registry).
+//! Each backend address is probed once per round, however many routes share it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,12 +53,17 @@ impl HealthChecks {
 
     async fn check_all(&self, proxy: &Proxy, timeout: Duration) {
         let table = proxy.table();
-        let targets: Vec<(String, String)> = table
-            .routes()
-            .filter_map(|r| Some((r.name.to_string(), r.target.as_ref()?.authority.to_string())))
-            .collect();
+        let mut by_target: HashMap<String, Vec<String>> = HashMap::new();
+        for r in table.routes() {
+            if let Some(t) = &r.target {
+                by_target
+                    .entry(t.authority.to_string())
+                    .or_default()
+                    .push(r.name.to_string());
+            }
+        }
         let mut probes = tokio::task::JoinSet::new();
-        for (route, target) in targets {
+        for (target, routes) in by_target {
             probes.spawn(async move {
                 let addr = if target.contains(':') {
                     target.clone()
@@ -69,13 +75,13 @@ impl HealthChecks {
                     tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
                     Ok(Ok(_))
                 );
-                (route, target, up, started.elapsed())
+                (routes, target, up, started.elapsed())
             });
         }
         let mut results = Vec::new();
         while let Some(done) = probes.join_next().await {
-            if let Ok(r) = done {
-                results.push(r);
+            if let Ok((routes, target, up, took)) = done {
+                results.extend(routes.into_iter().map(|r| (r, target.clone(), up, took)));
             }
         }
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());

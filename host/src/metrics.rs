@@ -1,16 +1,19 @@
-//! Prometheus metrics: requests by route and status, latency histograms by route, the table
-//! version, and the plugins' counters (calls by phase, traps, deadline and memory-cap hits,
-//! refused results, overload and circuit-breaker refusals; read from the plugins at scrape
-//! time).
+//! Prometheus metrics: requests by route and status class, latency histograms by route, the
+//! table version, and the plugins' counters (calls by phase, traps, deadline and memory-cap
+//! hits, refused results, overload and circuit-breaker refusals; read from the plugins at
+//! scrape time).
+//!
+//! Label sets stay bounded: statuses are counted by class (`2xx`), and a route's series go
+//! when the route leaves the table, so churning route names cannot grow `/metrics` forever.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -20,13 +23,27 @@ use crate::plugins::{Phase, PluginRegistry};
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    status: u16,
+    status: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
 }
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One route's request series.
+struct RouteSeries {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+/// Request series by route name (`default_url` and `none` included).
+type RequestSeries = Arc<RwLock<HashMap<Arc<str>, RouteSeries>>>;
+
+/// Names that are not routes but answer requests.
+const PSEUDO_ROUTES: [&str; 2] = ["default_url", "none"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
@@ -39,13 +56,10 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
-type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
-
 /// The metrics of one routerd.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: LatencyFamily,
+    requests: RequestSeries,
     table_version: Gauge<i64, AtomicI64>,
 }
 
@@ -64,19 +78,9 @@ impl Metrics {
     /// Metrics that also report `plugins`' counters.
     pub fn new(plugins: Arc<PluginRegistry>) -> Arc<Self> {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
+        let requests = RequestSeries::default();
         let table_version = Gauge::<i64, AtomicI64>::default();
-        registry.register(
-            "routerd_requests",
-            "Requests answered, by route and status",
-            requests.clone(),
-        );
-        registry.register(
-            "routerd_request_duration_seconds",
-            "Time to the response head, by route",
-            latency.clone(),
-        );
+        registry.register_collector(Box::new(RequestCounters(requests.clone())));
         registry.register(
             "routerd_table_version",
             "Generation of the route table being served",
@@ -86,30 +90,42 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             requests,
-            latency,
             table_version,
         })
     }
 
     /// Counts one answered request. `route` is the route's name, `default_url`, or `none`.
     pub fn request(&self, route: &str, status: u16, took: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        let record = |s: &RouteSeries| {
+            s.by_class[class].inc();
+            s.latency.observe(took.as_secs_f64());
+        };
+        {
+            let series = self.requests.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = series.get(route) {
+                record(s);
+                return;
+            }
+        }
+        let mut series = self.requests.write().unwrap_or_else(|p| p.into_inner());
+        record(series.entry(route.into()).or_insert_with(|| RouteSeries {
+            by_class: Default::default(),
+            latency: latency_histogram(),
+        }));
     }
 
-    /// Records a new table generation.
-    pub fn table_swapped(&self, version: u64) {
+    /// Records a new table generation whose routes are `routes`: series of routes no longer
+    /// in it are dropped.
+    pub fn table_swapped<'a>(&self, version: u64, routes: impl IntoIterator<Item = &'a str>) {
         self.table_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
+        let keep: std::collections::HashSet<&str> =
+            routes.into_iter().chain(PSEUDO_ROUTES).collect();
+        self.requests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|name, _| keep.contains(&**name));
     }
 
     /// The Prometheus text exposition.
@@ -119,6 +135,51 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+struct RequestCounters(RequestSeries);
+
+impl std::fmt::Debug for RequestCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestCounters")
+    }
+}
+
+impl Collector for RequestCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&Arc<str>> = series.keys().collect();
+        names.sort();
+        let mut family = encoder.encode_descriptor(
+            "routerd_requests",
+            "Requests answered, by route and status class",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for name in &names {
+            for (class, counter) in CLASSES.iter().zip(&series[*name].by_class) {
+                let labels = RequestLabels {
+                    route: name.to_string(),
+                    status: class,
+                };
+                ConstCounter::new(counter.get()).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "routerd_request_duration_seconds",
+            "Time to the response head, by route",
+            None,
+            latency_histogram().metric_type(),
+        )?;
+        for name in &names {
+            series[*name]
+                .latency
+                .encode(family.encode_family(&RouteLabels {
+                    route: name.to_string(),
+                })?)?;
+        }
+        Ok(())
     }
 }
 

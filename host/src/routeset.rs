@@ -146,6 +146,7 @@ impl RouteSet {
         file: ConfigFile,
         plugins: Arc<PluginRegistry>,
         store: Option<RouteStore>,
+        proxy: Arc<Proxy>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, RouteSetError> {
         let (stored, last_version) = match &store {
@@ -178,10 +179,7 @@ impl RouteSet {
                 routes: Vec::new(),
                 table_version: 0,
             }),
-            proxy: Arc::new(Proxy::new(
-                RouteTable::build(&ConfigFile::default())?,
-                metrics.clone(),
-            )),
+            proxy,
             store,
             plugins,
             metrics,
@@ -232,15 +230,15 @@ impl RouteSet {
             tracing::warn!(route = %name, "API route excluded: {SHADOWED}");
         }
         let routes = Self::views(state, &table);
-        self.proxy.swap_table(table);
         state.table_version += 1;
+        if let Some(m) = &self.metrics {
+            m.table_swapped(state.table_version, table.routes().map(|r| &*r.name));
+        }
+        self.proxy.swap_table(table);
         self.listing.store(Arc::new(Listing {
             routes,
             table_version: state.table_version,
         }));
-        if let Some(m) = &self.metrics {
-            m.table_swapped(state.table_version);
-        }
     }
 
     /// Every route as listed against `table`, by name (a file route before a shadowed API

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 
-use crate::plugins::registry::valid_name;
-use crate::plugins::{Phase, Plugin, PluginError, PluginSettings};
+use crate::plugins::registry::{InstallError, valid_name};
+use crate::plugins::{Phase, Plugin, PluginError};
 use crate::routeset::{ApiError, RouteSet, RouteView};
 
 /// The routes (from one listing) that use plugin `name`.
@@ -98,35 +98,26 @@ pub fn upload(routes: &RouteSet, name: &str, bytes: &[u8]) -> Result<serde_json:
             format!("plugin name {name:?} must be 1-128 letters, digits, '-' or '_'"),
         ));
     }
-    let registry = routes.plugins();
-    let settings_path = registry.dir().join(format!("{name}.json"));
-    let settings = match std::fs::read_to_string(&settings_path) {
-        Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
-        Err(_) => PluginSettings::default(),
-    };
-    let plugin = registry
-        .load_bytes(name, bytes, settings)
-        .map_err(|e| match e {
-            PluginError::InvalidName(_) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_plugin_name",
-                e.to_string(),
-            ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", other.to_string()),
-        })?;
-    // Write the file too, so the plugin survives a restart; the watcher sees the same bytes
-    // and keeps the loaded plugin.
-    let path = registry.dir().join(format!("{name}.wasm"));
-    let tmp = registry.dir().join(format!(".{name}.wasm.upload"));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store_failed",
-                format!("cannot write {}: {e}", path.display()),
-            )
-        })?;
+    let plugin = routes.plugins().install(name, bytes).map_err(|e| match e {
+        InstallError::Load(PluginError::InvalidName(_)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_plugin_name",
+            e.to_string(),
+        ),
+        InstallError::Load(PluginError::Settings(..)) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_plugin_settings",
+            e.to_string(),
+        ),
+        InstallError::Load(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string())
+        }
+        InstallError::Write { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
+    })?;
     Ok(describe(&routes.list(), &plugin))
 }
 

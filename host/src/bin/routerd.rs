@@ -16,8 +16,11 @@ use routerd::config::{self, watch::FileWatch};
 use routerd::health::HealthChecks;
 use routerd::metrics::Metrics;
 use routerd::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
+use routerd::proxy::Proxy;
+use routerd::proxy::upstream::UpstreamTimeouts;
 use routerd::routeset::RouteSet;
-use routerd::server;
+use routerd::routing::RouteTable;
+use routerd::server::{self, conn::ConnTimeouts};
 use routerd::store::RouteStore;
 
 /// A programmable HTTP router.
@@ -59,6 +62,25 @@ struct Args {
     /// How long SIGTERM waits for in-flight requests.
     #[arg(long, env = "ROUTERD_DRAIN_SECS", default_value_t = 30)]
     drain_secs: u64,
+    /// How long a client may take to send a request head once it started (nginx's
+    /// `client_header_timeout`); then the connection is closed.
+    #[arg(long, env = "ROUTERD_HEADER_READ_TIMEOUT", default_value = "15s", value_parser = duration)]
+    header_read_timeout: Duration,
+    /// How long a client connection may stay idle between requests, or before its first one
+    /// (nginx's `keepalive_timeout`).
+    #[arg(long, env = "ROUTERD_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = duration)]
+    keepalive_timeout: Duration,
+    /// Client connections open at once, per listener; beyond it, new connections wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "ROUTERD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// How long to wait for a backend's TCP connection.
+    #[arg(long, env = "ROUTERD_BACKEND_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    backend_connect_timeout: Duration,
+    /// How long to wait for a backend's response head, connecting included; a route's
+    /// `timeout_ms` overrides it.
+    #[arg(long, env = "ROUTERD_BACKEND_RESPONSE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    backend_response_timeout: Duration,
     /// Where plugins are compiled: `child` (a short-lived routerd process, so the compiler's
     /// memory is returned to the system) or `in-process`.
     #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
@@ -67,6 +89,15 @@ struct Args {
     /// exit (the child of `--plugin-compiler child`).
     #[arg(long, hide = true, num_args = 2, value_names = ["KIND", "ARTIFACT"])]
     compile_plugin: Option<Vec<String>>,
+}
+
+/// A duration such as `15s`, `500ms` or `2m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (write it like 15s, 500ms or 2m)")),
+    }
 }
 
 /// Where plugins are compiled.
@@ -91,14 +122,26 @@ fn main() -> std::process::ExitCode {
     if let Some(child) = &args.compile_plugin {
         return compile_plugin(child);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+    // The control plane (admin API, config and plugin watchers, table rebuilds) runs on its own
+    // thread, so its work never queues behind, or in front of, proxied requests.
+    let runtimes = tokio::runtime::Runtime::new().and_then(|proxy| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("routerd-control")
+            .enable_all()
+            .build()
+            .map(|control| (proxy, control))
+    });
+    let (runtime, control) = match runtimes {
+        Ok(rts) => rts,
         Err(e) => {
             error!("cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args, control.handle().clone()));
+    control.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
@@ -140,7 +183,7 @@ fn compile_plugin(child: &[String]) -> std::process::ExitCode {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> {
     for dir in [&args.plugins, &args.data] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -200,15 +243,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let store = RouteStore::open(&args.data.join("routes.redb"))?;
     let metrics = Metrics::new(registry.clone());
+    let proxy = Arc::new(Proxy::new(
+        RouteTable::build(&config::ConfigFile::default())?,
+        UpstreamTimeouts {
+            connect: args.backend_connect_timeout,
+            response: args.backend_response_timeout,
+        },
+        Some(metrics.clone()),
+    ));
     let routes = Arc::new(
-        RouteSet::new(config, registry.clone(), Some(store), Some(metrics.clone())).map_err(
-            |source| config::ConfigError::Invalid {
-                path: origin,
-                errors: source,
-            },
-        )?,
+        RouteSet::new(
+            config,
+            registry.clone(),
+            Some(store),
+            proxy.clone(),
+            Some(metrics.clone()),
+        )
+        .map_err(|source| config::ConfigError::Invalid {
+            path: origin,
+            errors: source,
+        })?,
     );
-    let proxy = routes.proxy().clone();
+    // Health checks and the plugin watcher spawn their tasks on the control runtime.
+    let entered = control.enter();
     let health = HealthChecks::start(
         proxy.clone(),
         Duration::from_secs(args.health_interval_secs.max(1)),
@@ -216,12 +273,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let admin = Arc::new(Admin::new(routes.clone(), metrics, health, token));
     let _plugin_watch =
         watcher::watch(registry.clone()).context("cannot watch the plugins directory")?;
+    drop(entered);
     {
         let routes = routes.clone();
         let mut changes = registry.subscribe();
-        tokio::spawn(async move {
+        control.spawn(async move {
             while changes.changed().await.is_ok() {
-                routes.plugins_changed();
+                let routes = routes.clone();
+                let _ = tokio::task::spawn_blocking(move || routes.plugins_changed()).await;
             }
         });
     }
@@ -233,30 +292,49 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let drain = Duration::from_secs(args.drain_secs);
+    let options = server::ServeOptions {
+        timeouts: ConnTimeouts {
+            header_read: args.header_read_timeout,
+            keepalive: args.keepalive_timeout,
+        },
+        max_connections: args.max_connections,
+        drain: Duration::from_secs(args.drain_secs),
+    };
     info!("proxy listening on http://{}", proxy_listener.local_addr()?);
     info!("admin listening on http://{}", admin_listener.local_addr()?);
     let proxy_task = tokio::spawn(server::serve(
         proxy_listener,
         proxy.clone(),
         stop_rx.clone(),
-        drain,
+        options,
     ));
-    let admin_task = tokio::spawn(server::serve(admin_listener, admin, stop_rx, drain));
+    // The admin listener is registered with the control runtime's reactor: bind it there.
+    let admin_listener = admin_listener.into_std()?;
+    let admin_task = control.spawn(async move {
+        match TcpListener::from_std(admin_listener) {
+            Ok(listener) => server::serve(listener, admin, stop_rx, options).await,
+            Err(e) => error!("cannot serve the admin listener: {e}"),
+        }
+    });
 
     if let (Some(path), Some(mut watch)) = (args.config.clone(), config_watch) {
         let routes = routes.clone();
-        tokio::spawn(async move {
+        control.spawn(async move {
             while watch.changed().await.is_some() {
-                let applied = config::load_file(&path).and_then(|cfg| {
-                    let n = cfg.routes.len();
-                    routes.apply_file(cfg).map(|()| n).map_err(|source| {
-                        config::ConfigError::Invalid {
-                            path: path.display().to_string(),
-                            errors: source,
-                        }
+                let (routes, path) = (routes.clone(), path.clone());
+                let applied = tokio::task::spawn_blocking(move || {
+                    config::load_file(&path).and_then(|cfg| {
+                        let n = cfg.routes.len();
+                        routes.apply_file(cfg).map(|()| n).map_err(|source| {
+                            config::ConfigError::Invalid {
+                                path: path.display().to_string(),
+                                errors: source,
+                            }
+                        })
                     })
-                });
+                })
+                .await;
+                let Ok(applied) = applied else { continue };
                 match applied {
                     Ok(n) => info!(routes = n, "config reloaded"),
                     Err(e) => {

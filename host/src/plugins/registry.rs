@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -29,6 +30,27 @@ pub struct PluginRegistry {
     dir: PathBuf,
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
     generation: watch::Sender<u64>,
+    /// Serialises [`PluginRegistry::install`], so the loaded plugin and the file on disk
+    /// always come from the same upload.
+    installing: Mutex<()>,
+    uploads: AtomicU64,
+}
+
+/// Why an uploaded plugin was not installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// It did not load (nothing changed).
+    #[error(transparent)]
+    Load(#[from] PluginError),
+    /// It loaded but could not be written to the plugins directory (the previous file, if
+    /// any, is still there).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The plugin file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 impl PluginRegistry {
@@ -39,6 +61,8 @@ impl PluginRegistry {
             dir: dir.to_path_buf(),
             plugins: RwLock::default(),
             generation: watch::channel(0).0,
+            installing: Mutex::new(()),
+            uploads: AtomicU64::new(0),
         }
     }
 
@@ -78,6 +102,51 @@ impl PluginRegistry {
             std::fs::read(path).map_err(|e| PluginError::Read(path.display().to_string(), e))?;
         let settings = self.read_settings(&name)?;
         self.load_bytes(&name, &bytes, settings)
+    }
+
+    /// Loads `bytes` as plugin `name` with the settings in `NAME.json` (read the same way the
+    /// watcher reads them: a malformed file is an error), then writes `NAME.wasm` so a restart
+    /// loads the same plugin. The watcher sees the same bytes and keeps the loaded plugin.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, InstallError> {
+        let _one_at_a_time = self.installing.lock().unwrap_or_else(|p| p.into_inner());
+        let settings = self.read_settings(name)?;
+        let path = self.dir.join(format!("{name}.wasm"));
+        let write_error = |source| InstallError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        // Written first (a full disk refuses the upload before anything changes) under a
+        // unique temp name, never a file another writer is still filling; renamed in last.
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.{}.upload",
+            std::process::id(),
+            self.uploads.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::write(&tmp, bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(write_error(e));
+        }
+        let previous = self.get(name);
+        let plugin = match self.load_bytes(name, bytes, settings) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            // What is served must stay what a restart loads: put the previous plugin back.
+            if let Ok(mut map) = self.plugins.write() {
+                match previous {
+                    Some(p) => map.insert(name.to_owned(), p),
+                    None => map.remove(name),
+                };
+            }
+            self.generation.send_modify(|g| *g += 1);
+            return Err(write_error(e));
+        }
+        Ok(plugin)
     }
 
     fn read_settings(&self, name: &str) -> Result<PluginSettings, PluginError> {

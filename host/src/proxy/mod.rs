@@ -22,7 +22,7 @@ use crate::routing::{
     RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
 };
 use body::RequestBody;
-use upstream::{UpstreamClient, UpstreamPath};
+use upstream::{UpstreamClient, UpstreamPath, UpstreamTimeouts};
 
 /// The body of every response routerd sends.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -31,15 +31,21 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
     client: UpstreamClient,
+    response_timeout: std::time::Duration,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl Proxy {
     /// A proxy serving `table`.
-    pub fn new(table: RouteTable, metrics: Option<Arc<Metrics>>) -> Self {
+    pub fn new(
+        table: RouteTable,
+        timeouts: UpstreamTimeouts,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         Proxy {
             table: ArcSwap::from_pointee(table),
-            client: upstream::client(),
+            client: upstream::client(timeouts.connect),
+            response_timeout: timeouts.response,
             metrics,
         }
     }
@@ -396,23 +402,21 @@ impl Proxy {
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let request = self.client.request(Request::from_parts(parts, body));
-        let result = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, request).await {
-                Ok(r) => r,
-                Err(_) => {
-                    warn!(
-                        route,
-                        timeout_ms = limit.as_millis() as u64,
-                        "backend timed out"
-                    );
-                    return error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the backend did not answer in time",
-                        Some(route),
-                    );
-                }
-            },
-            None => request.await,
+        let limit = timeout.unwrap_or(self.response_timeout);
+        let result = match tokio::time::timeout(limit, request).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(
+                    route,
+                    timeout_ms = limit.as_millis() as u64,
+                    "backend timed out"
+                );
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the backend did not answer in time",
+                    Some(route),
+                );
+            }
         };
         match result {
             Ok(resp) => {

@@ -16,11 +16,30 @@ use crate::routing::Target;
 /// The pooled HTTP/1.1 client used for every backend.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
+/// How long routerd waits for a backend.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamTimeouts {
+    /// For the TCP connection.
+    pub connect: Duration,
+    /// For the response head, connecting included (a route's `timeout_ms` overrides it).
+    pub response: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    /// Envoy's connect timeout, nginx's `proxy_read_timeout`.
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Builds the shared client.
-pub fn client() -> UpstreamClient {
+pub fn client(connect_timeout: Duration) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)

@@ -1,5 +1,9 @@
-//! Listeners: accept loops serving HTTP/1.1 and h2c (prior knowledge) with hyper-util, and a
-//! graceful shutdown that stops accepting, lets in-flight requests finish, then returns.
+//! Listeners: accept loops serving HTTP/1.1 and h2c (prior knowledge) with hyper-util, a cap
+//! on open connections (beyond it, new ones wait in the listen backlog), the client-side
+//! timeouts of [`conn`], and a graceful shutdown that stops accepting, lets in-flight requests
+//! finish, then returns.
+
+pub mod conn;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,10 +18,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
 use crate::proxy::ResponseBody;
+use conn::{ConnClock, ConnTimeouts, TimedIo, TrackedBody};
+
+/// How a listener treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Client-side timeouts.
+    pub timeouts: ConnTimeouts,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for open connections.
+    pub drain: Duration,
+}
 
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
@@ -34,11 +50,20 @@ pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
-    drain: Duration,
+    options: ServeOptions,
 ) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
+        // A slot first: at the cap, new connections wait in the kernel's backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -53,22 +78,29 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let clock = ConnClock::new(options.timeouts);
+        let io = TimedIo::new(stream, clock.clone());
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(req, remote).await) }
+            let in_flight = clock.request_started();
+            async move {
+                let resp = handler.call(req, remote).await;
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
+            }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, %remote, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(options.drain, graceful.shutdown())
         .await
         .is_err()
     {

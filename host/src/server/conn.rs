@@ -1,0 +1,277 @@
+//! The clock of one client connection: how long a request head may take to arrive once it
+//! started (`header_read_timeout`) and how long a connection may sit idle between requests,
+//! before the first one included (`keepalive_timeout`). The socket is wrapped so that a read
+//! waiting past the deadline fails, which makes hyper close the connection; while a request is
+//! in flight (until its response body is done or dropped) no deadline applies, so a slow
+//! download is never cut.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The two client-side timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnTimeouts {
+    /// From the first byte of a request head to its end (HTTP/1).
+    pub header_read: Duration,
+    /// Idle with no request in flight.
+    pub keepalive: Duration,
+}
+
+/// What the socket and the requests on it share.
+#[derive(Debug)]
+pub struct ConnClock {
+    start: Instant,
+    timeouts: ConnTimeouts,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `start`: when the connection last became idle.
+    idle_since: AtomicU64,
+    /// Milliseconds since `start` plus one: when a head began arriving (0: none is).
+    head_started: AtomicU64,
+    /// The client spoke the HTTP/2 preface: idle time only (frames arrive between requests).
+    h2: AtomicBool,
+}
+
+impl ConnClock {
+    /// A clock for a connection accepted now.
+    pub fn new(timeouts: ConnTimeouts) -> Arc<Self> {
+        Arc::new(ConnClock {
+            start: Instant::now(),
+            timeouts,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            h2: AtomicBool::new(false),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A request head was read: the request is in flight until the guard is dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(0, Ordering::Release);
+        InFlight(self.clone())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let at = |ms: u64, limit: Duration| self.start + Duration::from_millis(ms) + limit;
+        match self.head_started.load(Ordering::Acquire) {
+            0 => Some(at(
+                self.idle_since.load(Ordering::Acquire),
+                self.timeouts.keepalive,
+            )),
+            started => Some(at(started - 1, self.timeouts.header_read)),
+        }
+    }
+
+    fn bytes_read(&self, first: &[u8]) {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.h2.load(Ordering::Acquire) {
+            return;
+        }
+        if self.head_started.load(Ordering::Acquire) == 0 {
+            if first.starts_with(b"PRI * HTTP/2.0") {
+                self.h2.store(true, Ordering::Release);
+                return;
+            }
+            self.head_started
+                .store(self.now_ms().saturating_add(1), Ordering::Release);
+        }
+    }
+}
+
+/// A request in flight on a connection; dropping it makes the connection idle again.
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnClock>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let clock = &self.0;
+        clock.idle_since.store(clock.now_ms(), Ordering::Release);
+        clock.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request in flight until it is done or dropped.
+pub struct TrackedBody<B> {
+    inner: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B> TrackedBody<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, in_flight: InFlight) -> Self {
+        TrackedBody {
+            inner,
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for TrackedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() {
+            self.in_flight = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The socket, failing a read that waits past the connection's deadline.
+pub struct TimedIo<S> {
+    inner: S,
+    clock: Arc<ConnClock>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl<S> TimedIo<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, clock: Arc<ConnClock>) -> Self {
+        let first = clock.start + clock.timeouts.keepalive;
+        TimedIo {
+            inner,
+            clock,
+            sleep: Box::pin(tokio::time::sleep_until(first)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    this.clock.bytes_read(read);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = this.clock.deadline() else {
+                    return Poll::Pending;
+                };
+                if this.sleep.deadline() != deadline {
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client connection timed out",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock() -> Arc<ConnClock> {
+        ConnClock::new(ConnTimeouts {
+            header_read: Duration::from_secs(2),
+            keepalive: Duration::from_secs(10),
+        })
+    }
+
+    #[tokio::test]
+    async fn deadlines_follow_the_connection_state() {
+        let c = clock();
+        let idle = c.deadline().unwrap_or_else(|| panic!("no idle deadline"));
+        assert_eq!(idle, c.start + Duration::from_secs(10));
+        c.bytes_read(b"GET / HTTP/1.1\r\n");
+        let head = c.deadline().unwrap_or_else(|| panic!("no head deadline"));
+        assert!(head < idle, "a started head has the shorter deadline");
+        let guard = c.request_started();
+        assert_eq!(
+            c.deadline(),
+            None,
+            "no deadline while a request is in flight"
+        );
+        // Pipelined bytes during a request do not start a head deadline.
+        c.bytes_read(b"GET /next");
+        drop(guard);
+        let again = c
+            .deadline()
+            .unwrap_or_else(|| panic!("no idle deadline after"));
+        assert!(
+            again >= idle,
+            "idle again: the keep-alive deadline from now"
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_connections_only_have_an_idle_deadline() {
+        let c = clock();
+        c.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        c.bytes_read(b"\x00\x00\x00\x04");
+        assert_eq!(c.deadline(), Some(c.start + Duration::from_secs(10)));
+    }
+}
