@@ -286,6 +286,15 @@ fn invalid_cases() -> Vec<Invalid> {
             field: "filter",
         },
         Invalid {
+            label: "max_body_bytes above the cap",
+            config: json!({"max_body_bytes": 1u64 << 40, "routes": [
+                {"name": "fine", "target_url": t, "matchers": [{"condition": "path", "pattern": "/x"}]},
+            ]}),
+            // A document-level field: no route to name.
+            routes: &[""],
+            field: "max_body_bytes",
+        },
+        Invalid {
             label: "redirect with a bad status",
             config: one_route(json!({"name": "bad-redirect",
                 "matchers": [{"condition": "path", "pattern": "/x"}],

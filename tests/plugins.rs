@@ -1885,3 +1885,42 @@ async fn plugins_compile_in_a_child_process_unless_told_otherwise() {
         assert_eq!(cached, 1, "{expected}: one artifact in the compile cache");
     }
 }
+
+/// stdout and stderr share the `log` import's per-call budget: a call that writes 2,000 lines
+/// leaves at most the budget (64) in the log, plus one warning that the rest were dropped.
+/// (The deadline is raised: 2,000 writes take longer than 10 ms in a debug build.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_output_floods_are_rate_limited() {
+    let cfg = config(vec![
+        Route::respond("flooded")
+            .m(path("/flood"))
+            .m(plugin_pred("bad-panic", &["flood"])),
+    ]);
+    let rd = launch(&cfg, &["bad-panic"])
+        .plugin_settings("bad-panic", json!({"deadline_ms": 2000}))
+        .start()
+        .await;
+    for round in 0..3 {
+        let mark = rd.log_count();
+        assert_eq!(rd.get("/flood").await.text(), "flooded", "round {round}");
+        let warned = rd
+            .wait_for_log(mark, Duration::from_secs(5), |l| {
+                l.contains("log lines in one call")
+            })
+            .await;
+        assert!(
+            warned.is_some(),
+            "round {round}: no warning about dropped lines"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let lines = rd
+            .log_records_since(mark)
+            .into_iter()
+            .filter(|l| l.contains("flood line"))
+            .count();
+        assert!(
+            (1..=64).contains(&lines),
+            "round {round}: {lines} flood lines reached the log (budget 64 per call)"
+        );
+    }
+}

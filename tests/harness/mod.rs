@@ -712,7 +712,7 @@ fn spawn_routerd(dir: &Path, config: Option<&Path>) -> Child {
 
 /// Spawn routerd in `dir` with these plugins and data directories, stdout and stderr piped.
 fn spawn_routerd_with(dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
-    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[])
+    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[], None)
 }
 
 /// [`spawn_routerd_with`] with this `--admin` address and extra arguments after the standard
@@ -724,10 +724,21 @@ fn spawn_routerd_args(
     data: &Path,
     admin: &str,
     extra: &[OsString],
+    file_size_limit: Option<u64>,
 ) -> Child {
     std::fs::create_dir_all(plugins).expect("create plugins dir");
     std::fs::create_dir_all(data).expect("create data dir");
-    let mut cmd = Command::new(routerd_bin());
+    let mut cmd = match file_size_limit {
+        // util-linux's prlimit sets RLIMIT_FSIZE, then runs routerd.
+        Some(bytes) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--fsize={bytes}"))
+                .arg("--")
+                .arg(routerd_bin());
+            c
+        }
+        None => Command::new(routerd_bin()),
+    };
     if let Some(config) = config {
         cmd.arg("--config").arg(config);
     }
@@ -1044,6 +1055,7 @@ pub struct Launch {
     admin_addr: Option<String>,
     extra_args: Vec<OsString>,
     startup_timeout: Duration,
+    file_size_limit: Option<u64>,
 }
 
 impl Launch {
@@ -1059,6 +1071,7 @@ impl Launch {
             admin_addr: None,
             extra_args: Vec::new(),
             startup_timeout: STARTUP_TIMEOUT,
+            file_size_limit: None,
         }
     }
 
@@ -1084,7 +1097,22 @@ impl Launch {
 
     fn spawn(&self, dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
-        spawn_routerd_args(dir, config, plugins, data, admin, &self.extra_args)
+        spawn_routerd_args(
+            dir,
+            config,
+            plugins,
+            data,
+            admin,
+            &self.extra_args,
+            self.file_size_limit,
+        )
+    }
+
+    /// Run routerd with this file size limit (`RLIMIT_FSIZE`): a write past it fails the way a
+    /// full disk fails it.
+    pub fn file_size_limit(mut self, bytes: u64) -> Launch {
+        self.file_size_limit = Some(bytes);
+        self
     }
 
     /// Use this (existing or new) plugins directory.

@@ -184,6 +184,14 @@ fn compile_plugin(child: &[String]) -> std::process::ExitCode {
 }
 
 async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> {
+    // A write past the file size limit must fail with an error (which the route store reports
+    // and survives), not kill the process: handling SIGXFSZ replaces its default action. The
+    // handler stays installed for the life of the process.
+    if let Err(e) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    {
+        warn!("cannot handle SIGXFSZ; a write past the file size limit will end routerd: {e}");
+    }
     for dir in [&args.plugins, &args.data] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

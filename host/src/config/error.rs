@@ -31,6 +31,8 @@ pub enum ErrorCode {
     UnknownPlugin,
     /// A plugin rejected the route's arguments.
     InvalidPluginArgs,
+    /// `max_body_bytes` is 0 or above [`crate::routing::table::MAX_BODY_BYTES_LIMIT`].
+    InvalidMaxBodyBytes,
 }
 
 impl ErrorCode {
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::InvalidStripPrefix => "invalid_strip_prefix",
             ErrorCode::InvalidMatcher => "invalid_matcher",
             ErrorCode::InvalidFilter => "invalid_filter",
+            ErrorCode::InvalidMaxBodyBytes => "invalid_max_body_bytes",
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPluginArgs => "invalid_plugin_args",
         }

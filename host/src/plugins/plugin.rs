@@ -371,7 +371,7 @@ impl Plugin {
                     let data = warm.store.data_mut();
                     data.request = request;
                     data.response = response;
-                    data.log_lines = 0;
+                    data.log_lines.reset();
                     data.memory_cap_hit = false;
                     data.deadline_at = deadline_at;
                 }

@@ -36,8 +36,32 @@ pub use bindings::router::plugin::types::{
     HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits,
 };
 
-/// The most log lines one call may write; the rest are counted and dropped.
+/// The most log lines one call may write, through the `log` import and stdout/stderr
+/// together; the rest are dropped (with one warning saying so).
 const LOG_LINES_PER_CALL: u32 = 64;
+
+/// What is left of a call's log lines; shared by the `log` import and the output streams.
+#[derive(Clone, Default)]
+pub(crate) struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
+
+impl LogBudget {
+    /// A new call starts with the whole budget.
+    pub(crate) fn reset(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether one more line may be written.
+    fn take(&self, plugin: &str) -> bool {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n == LOG_LINES_PER_CALL + 1 {
+            tracing::warn!(
+                plugin,
+                "more than {LOG_LINES_PER_CALL} log lines in one call; the rest of this call's lines are dropped"
+            );
+        }
+        n <= LOG_LINES_PER_CALL
+    }
+}
 /// The longest log line kept.
 const LOG_LINE_MAX: usize = 4096;
 
@@ -52,7 +76,7 @@ pub struct PluginState {
     pub(crate) response: Option<ResponseHead>,
     pub(crate) memory_cap: usize,
     pub(crate) memory_cap_hit: bool,
-    pub(crate) log_lines: u32,
+    pub(crate) log_lines: LogBudget,
     /// When the call in progress must end; the epoch callback checks it every tick.
     pub(crate) deadline_at: std::time::Instant,
 }
@@ -61,13 +85,14 @@ impl PluginState {
     /// Fresh state for a new instance of `plugin`.
     pub fn new(plugin: Arc<str>, memory_cap: usize) -> Self {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        let log_lines = LogBudget::default();
         // No preopened directories, no environment, no arguments, no sockets (the default
         // socket check denies every address), no name lookups.
         wasi.allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
-            .stdout(LogStream::new(plugin.clone(), "stdout"))
-            .stderr(LogStream::new(plugin.clone(), "stderr"));
+            .stdout(LogStream::new(plugin.clone(), "stdout", log_lines.clone()))
+            .stderr(LogStream::new(plugin.clone(), "stderr", log_lines.clone()));
         PluginState {
             plugin,
             wasi: wasi.build(),
@@ -78,7 +103,7 @@ impl PluginState {
             response: None,
             memory_cap,
             memory_cap_hit: false,
-            log_lines: 0,
+            log_lines,
             deadline_at: std::time::Instant::now(),
         }
     }
@@ -267,8 +292,7 @@ impl router::plugin::response::Host for PluginState {
 impl router::plugin::log::Host for PluginState {
     fn write(&mut self, level: router::plugin::log::Level, message: String) {
         use router::plugin::log::Level;
-        self.log_lines += 1;
-        if self.log_lines > LOG_LINES_PER_CALL {
+        if !self.log_lines.take(&self.plugin) {
             return;
         }
         let mut message = message;
@@ -295,18 +319,23 @@ struct LogStream {
     plugin: Arc<str>,
     stream: &'static str,
     pending: Arc<std::sync::Mutex<Vec<u8>>>,
+    budget: LogBudget,
 }
 
 impl LogStream {
-    fn new(plugin: Arc<str>, stream: &'static str) -> Self {
+    fn new(plugin: Arc<str>, stream: &'static str, budget: LogBudget) -> Self {
         LogStream {
             plugin,
             stream,
             pending: Arc::default(),
+            budget,
         }
     }
 
     fn emit(&self, line: &[u8]) {
+        if !self.budget.take(&self.plugin) {
+            return;
+        }
         let line = String::from_utf8_lossy(&line[..line.len().min(LOG_LINE_MAX)]);
         tracing::info!(
             plugin = &*self.plugin,

@@ -14,6 +14,9 @@ use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError}
 
 /// The default limit on bodies read for body matchers.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+/// The largest `max_body_bytes` accepted: a body a matcher needs is buffered in memory, once
+/// per request in flight.
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 
 /// An immutable compiled route set.
 #[derive(Debug)]
@@ -190,6 +193,18 @@ impl RouteTable {
             },
             None => None,
         };
+        if let Some(n) = config.max_body_bytes
+            && !(1..=MAX_BODY_BYTES_LIMIT).contains(&n)
+        {
+            errors.push(RouteError::new(
+                "",
+                "max_body_bytes",
+                ErrorCode::InvalidMaxBodyBytes,
+                format!(
+                    "{n} is outside 1..={MAX_BODY_BYTES_LIMIT} (64 MiB): bodies a matcher reads are buffered in memory"
+                ),
+            ));
+        }
         if !errors.is_empty() {
             return Err(RouteSetError(errors));
         }

@@ -1,8 +1,11 @@
 //! Durable storage of the routes made through the admin API: an embedded transactional database
 //! (redb) in the data directory. A change is acknowledged only after its transaction commits, so
-//! it survives a crash right after.
+//! it survives a crash right after. A failed write (a full disk) is refused with the reason and
+//! the database is reopened, since redb refuses every later write after an I/O error until then;
+//! what was committed before stays.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -41,7 +44,9 @@ pub struct StoreError {
 
 /// The route database.
 pub struct RouteStore {
-    db: Database,
+    /// `None` only while a reopen after a failed write did not succeed yet.
+    db: Mutex<Option<Database>>,
+    file: PathBuf,
     path: String,
 }
 
@@ -53,7 +58,29 @@ impl RouteStore {
             path: shown.clone(),
             reason: e.to_string(),
         })?;
-        Ok(RouteStore { db, path: shown })
+        Ok(RouteStore {
+            db: Mutex::new(Some(db)),
+            file: path.to_owned(),
+            path: shown,
+        })
+    }
+
+    /// The open database, reopening it first if a failed write closed it.
+    fn db(&self) -> Result<MutexGuard<'_, Option<Database>>, StoreError> {
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if db.is_none() {
+            *db = Some(Database::create(&self.file).map_err(|e| self.fail(e))?);
+        }
+        Ok(db)
+    }
+
+    /// After a failed write: close the database (releasing its lock), then open it again.
+    fn reopen(&self, db: &mut Option<Database>) {
+        drop(db.take());
+        match Database::create(&self.file) {
+            Ok(fresh) => *db = Some(fresh),
+            Err(e) => tracing::warn!(store = %self.path, "cannot reopen the route store: {e}"),
+        }
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> StoreError {
@@ -65,7 +92,9 @@ impl RouteStore {
 
     /// Every stored route, by name, and the last version handed out.
     pub fn load(&self) -> Result<(Vec<StoredRoute>, u64), StoreError> {
-        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let guard = self.db()?;
+        let db = guard.as_ref().ok_or_else(|| self.fail("not open"))?;
+        let read = db.begin_read().map_err(|e| self.fail(e))?;
         let routes = match read.open_table(ROUTES) {
             Ok(table) => {
                 let mut out = Vec::new();
@@ -93,7 +122,24 @@ impl RouteStore {
 
     /// Applies `changes` and records `last_version`, atomically and durably.
     pub fn commit(&self, changes: &[Change], last_version: u64) -> Result<(), StoreError> {
-        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let mut guard = self.db()?;
+        let result = guard
+            .as_ref()
+            .ok_or_else(|| self.fail("not open"))
+            .and_then(|db| self.write(db, changes, last_version));
+        if result.is_err() {
+            self.reopen(&mut guard);
+        }
+        result
+    }
+
+    fn write(
+        &self,
+        db: &Database,
+        changes: &[Change],
+        last_version: u64,
+    ) -> Result<(), StoreError> {
+        let write = db.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut routes = write.open_table(ROUTES).map_err(|e| self.fail(e))?;
             for change in changes {

@@ -1,4 +1,5 @@
-//! `bad-panic` (test plugin): a predicate and a filter (world `plugin`) that panic on request.
+//! `bad-panic` (test plugin): a predicate and a filter (world `plugin`) that panic, or flood
+//! stdout and stderr, on request.
 //!
 //! What `args[0]` selects:
 //!
@@ -8,6 +9,7 @@
 //! | `panic-request`  | ok         | true      | panics       | no change     |
 //! | `panic-response` | ok         | true      | proceeds     | panics        |
 //! | `panic-validate` | panics     | -         | -            | -             |
+//! | `flood`          | ok         | true, after 1,000 lines each to stdout and stderr | proceeds | no change |
 //! | anything / none  | ok         | true      | proceeds     | no change     |
 //!
 //! So with no args (or e.g. `["ok"]`) it is a healthy plugin that matches everything and changes
@@ -71,6 +73,12 @@ impl Predicate for BadPanic {
     fn matches(_req: &Request<'_>, args: &[String]) -> bool {
         if mode(args).matches {
             panic!("bad-panic: panicking in matches, as asked");
+        }
+        if args.first().is_some_and(|a| a == "flood") {
+            for i in 0..1000 {
+                println!("bad-panic: flood line {i} on stdout");
+                eprintln!("bad-panic: flood line {i} on stderr");
+            }
         }
         true
     }
