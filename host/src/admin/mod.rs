@@ -72,7 +72,7 @@ async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
 
 /// A route from a request body; the fields the API adds (`version`, `source`, `status`,
 /// `reason`) are ignored.
-fn parse_rule(bytes: &[u8]) -> Result<RouteRule, ApiError> {
+pub fn parse_rule(bytes: &[u8]) -> Result<RouteRule, ApiError> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad_body)?;
     if let Some(obj) = value.as_object_mut() {
         for key in ["version", "source", "status", "reason"] {
@@ -184,13 +184,7 @@ impl Admin {
                 Ok(json(StatusCode::CREATED, &view))
             }
             (&Method::POST, ["api", "v1", "routes", "apply"]) => {
-                let bytes = read_body(body, MAX_JSON_BODY).await?;
-                let doc: ConfigFile = serde_json::from_slice(&bytes).map_err(bad_body)?;
-                if doc.default_url.is_some() || doc.max_body_bytes.is_some() {
-                    return Err(bad_body(
-                        "default_url and max_body_bytes belong to the config file",
-                    ));
-                }
+                let doc = parse_apply(&read_body(body, MAX_JSON_BODY).await?)?;
                 let routes = self.routes.clone();
                 let summary = blocking(move || routes.apply(doc)).await?;
                 Ok(json(StatusCode::OK, &summary))
@@ -233,11 +227,9 @@ impl Admin {
                 Ok(no_content())
             }
             (&Method::POST, ["api", "v1", "match"]) => {
-                let probe: MatchRequest =
-                    serde_json::from_slice(&read_body(body, MAX_JSON_BODY).await?)
-                        .map_err(bad_body)?;
-                let proxy = self.routes.proxy().clone();
-                let explanation = explain(&proxy, probe).await?;
+                let (head, body) = parse_match(&read_body(body, MAX_JSON_BODY).await?)?;
+                let table = self.routes.proxy().table();
+                let explanation = table.explain(&head.view(body.as_ref())).await;
                 Ok(json(StatusCode::OK, &explanation))
             }
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
@@ -312,10 +304,20 @@ fn get() -> String {
     "GET".to_owned()
 }
 
-async fn explain(
-    proxy: &Proxy,
-    probe: MatchRequest,
-) -> Result<crate::routing::Explanation, ApiError> {
+/// The body of `POST /api/v1/routes/apply`: a route document without the file-only fields.
+pub fn parse_apply(bytes: &[u8]) -> Result<ConfigFile, ApiError> {
+    let doc: ConfigFile = serde_json::from_slice(bytes).map_err(bad_body)?;
+    if doc.default_url.is_some() || doc.max_body_bytes.is_some() {
+        return Err(bad_body(
+            "default_url and max_body_bytes belong to the config file",
+        ));
+    }
+    Ok(doc)
+}
+
+/// The body of `POST /api/v1/match`: the request to explain, as a head and maybe a body.
+pub fn parse_match(bytes: &[u8]) -> Result<(SharedHead, Option<BufferedBody>), ApiError> {
+    let probe: MatchRequest = serde_json::from_slice(bytes).map_err(bad_body)?;
     let mut builder = Request::builder()
         .method(probe.method.as_str())
         .uri(probe.path.as_str());
@@ -345,8 +347,7 @@ async fn explain(
         scheme: "http",
     };
     let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
-    let table = proxy.table();
-    Ok(table.explain(&shared.view(body.as_ref())).await)
+    Ok((shared, body))
 }
 
 impl Handler for Admin {

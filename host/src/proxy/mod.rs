@@ -522,3 +522,62 @@ pub fn error(status: StatusCode, message: &str, route: Option<&str>) -> Response
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    //! Plugin results come from untrusted guests: any header names, values and status codes
+    //! must decode without a panic, keep what is valid and drop what is not.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9-]{1,12}",
+            "[ -~]{0,16}",
+            any::<String>(),
+            Just(String::new()),
+            Just("bad\r\nheader".to_owned()),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = HeaderOp> {
+        prop_oneof![
+            (text(), text()).prop_map(|(n, v)| HeaderOp::Set(n, v)),
+            (text(), text()).prop_map(|(n, v)| HeaderOp::Append(n, v)),
+            text().prop_map(HeaderOp::Remove),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn header_ops_keep_the_valid_and_skip_the_rest(ops in proptest::collection::vec(op(), 0..16)) {
+            let mut headers = http::HeaderMap::new();
+            apply_ops(&mut headers, ops.clone(), "fuzz");
+            // The last op on a valid name decides whether it is there.
+            if let Some(HeaderOp::Set(n, v)) = ops.last()
+                && let (Ok(name), Ok(value)) =
+                    (http::HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v))
+            {
+                prop_assert_eq!(headers.get(&name), Some(&value));
+            }
+            if let Some(HeaderOp::Remove(n)) = ops.last()
+                && let Ok(name) = http::HeaderName::from_bytes(n.as_bytes())
+            {
+                prop_assert!(headers.get(&name).is_none());
+            }
+        }
+
+        #[test]
+        fn replies_decode_to_their_status_or_500(
+            status in any::<u16>(),
+            headers in proptest::collection::vec((text(), text()), 0..8),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let resp = reply_response(Reply { status, headers, body }, "fuzz");
+            let want = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            prop_assert_eq!(resp.status(), want);
+        }
+    }
+}
