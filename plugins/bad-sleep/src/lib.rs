@@ -4,6 +4,9 @@
 //! (default 1000) with `std::thread::sleep` (a `wasi:io/poll` wait on a clock pollable) and
 //! matches. No guest code runs while it waits, so an epoch deadline alone never fires: routerd
 //! must end the call with a timer. The stderr line shows that each call runs once.
+//!
+//! With `args[1] == "in-validate"`, `validate` sleeps instead (and `matches` answers at once):
+//! a slow route validation, for testing that it holds up nothing else.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -27,15 +30,27 @@ pub fn sleep_ms(args: &[String]) -> Result<u64, String> {
 
 impl Predicate for BadSleep {
     fn validate(args: &[String]) -> Result<(), String> {
-        sleep_ms(args).map(drop)
+        let ms = sleep_ms(args)?;
+        if in_validate(args) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        Ok(())
     }
 
     fn matches(_req: &Request<'_>, args: &[String]) -> bool {
+        if in_validate(args) {
+            return true;
+        }
         let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         eprintln!("bad-sleep: call {n} starts");
         std::thread::sleep(Duration::from_millis(sleep_ms(args).unwrap_or(1000)));
         true
     }
+}
+
+/// Whether the sleep belongs in `validate`.
+fn in_validate(args: &[String]) -> bool {
+    args.get(1).is_some_and(|a| a == "in-validate")
 }
 
 routerd_sdk::export_predicate!(BadSleep);
