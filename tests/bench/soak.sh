@@ -26,6 +26,8 @@ rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 backend="$(port)"
 mkdir -p "$tmp/nginx/logs" "$tmp/www"
+# nginx workers drop to an unprivileged user: they must be able to read the page.
+chmod 755 "$tmp" "$tmp/www"
 echo "from nginx" >"$tmp/www/index.html"
 cat >"$tmp/nginx/nginx.conf" <<EOF
 worker_processes 1;
