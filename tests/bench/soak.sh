@@ -95,6 +95,10 @@ while ((SECONDS < end)) && kill -0 "$wrk_pid" 2>/dev/null; do
 done
 wait "$wrk_pid" || true
 rss_end="$(rss_kib "$rd")"
+# Where failures came from: non-2xx answers by route, and the plugin's failure counters.
+curl -sf "http://127.0.0.1:$admin/metrics" >"$tmp/metrics" || true
+failures_by_route="$(grep '^routerd_requests_total' "$tmp/metrics" | grep -v 'status="2xx"' | awk '$2 > 0' | tr '\n' ' ')"
+plugin_failures="$(grep -E '^routerd_plugin_(traps|deadline_hits|overloaded|short_circuited|memory_cap_hits)_total' "$tmp/metrics" | awk '$2 > 0' | tr '\n' ' ')"
 
 requests="$(awk '/requests in/ {print $1}' "$tmp/wrk.out")"
 non2xx="$(awk '/Non-2xx or 3xx responses/ {print $5}' "$tmp/wrk.out")"
@@ -103,3 +107,6 @@ p99="$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")"
 echo "soak: ${DURATION}s, wrk -t2 -c16 on /native, / (nginx) and /gated (Wasm predicate); $changes rounds of changes; $(nproc) CPUs"
 echo "requests ${requests:-0}, failed $(( ${non2xx:-0} + ${socket:-0} )) (non-2xx ${non2xx:-0}, socket errors ${socket:-0}), p99 ${p99:-?}"
 echo "routerd RSS: start ${rss_start} KiB, end ${rss_end} KiB ($(( rss_end - rss_start )) KiB growth)"
+echo "non-2xx by route: ${failures_by_route:-none}"
+echo "plugin failures: ${plugin_failures:-none}"
+grep -E 'WARN|ERROR' "$tmp/routerd.log" | grep -v 'API route excluded' | tail -5 || true
