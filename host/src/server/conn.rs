@@ -7,9 +7,9 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +38,10 @@ pub struct ConnClock {
     head_started: AtomicU64,
     /// The client spoke the HTTP/2 preface: idle time only (frames arrive between requests).
     h2: AtomicBool,
+    /// A read that went pending while a request was in flight (so without a deadline): woken
+    /// when the connection turns idle, to arm the keep-alive deadline.
+    reader: Mutex<Option<Waker>>,
+    reader_waiting: AtomicBool,
 }
 
 impl ConnClock {
@@ -50,6 +54,8 @@ impl ConnClock {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             h2: AtomicBool::new(false),
+            reader: Mutex::new(None),
+            reader_waiting: AtomicBool::new(false),
         })
     }
 
@@ -59,13 +65,25 @@ impl ConnClock {
 
     /// A request head was read: the request is in flight until the guard is dropped.
     pub fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_started.store(0, Ordering::Release);
         InFlight(self.clone())
     }
 
+    /// Asks for `waker` to be woken once no request is in flight.
+    fn wake_when_idle(&self, waker: &Waker) {
+        let mut slot = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        match &*slot {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *slot = Some(waker.clone()),
+        }
+        // SeqCst with the in-flight count: either the request's end sees this flag, or the
+        // reader's re-check sees the request ended.
+        self.reader_waiting.store(true, Ordering::SeqCst);
+    }
+
     fn deadline(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
             return None;
         }
         let at = |ms: u64, limit: Duration| self.start + Duration::from_millis(ms) + limit;
@@ -101,7 +119,18 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let clock = &self.0;
         clock.idle_since.store(clock.now_ms(), Ordering::Release);
-        clock.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if clock.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && clock.reader_waiting.swap(false, Ordering::SeqCst)
+        {
+            let waker = clock
+                .reader
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
     }
 }
 
@@ -182,8 +211,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                let Some(deadline) = this.clock.deadline() else {
-                    return Poll::Pending;
+                let deadline = match this.clock.deadline() {
+                    Some(d) => d,
+                    None => {
+                        this.clock.wake_when_idle(cx.waker());
+                        // The request may have ended in between.
+                        match this.clock.deadline() {
+                            Some(d) => d,
+                            None => return Poll::Pending,
+                        }
+                    }
                 };
                 if this.sleep.deadline() != deadline {
                     this.sleep.as_mut().reset(deadline);
@@ -265,6 +302,33 @@ mod tests {
             again >= idle,
             "idle again: the keep-alive deadline from now"
         );
+    }
+
+    /// A read that went pending during a request must still time out once the request ends,
+    /// though no byte ever arrives to poll it again.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_a_request_arms_the_idle_deadline_of_a_waiting_read() {
+        use tokio::io::AsyncReadExt;
+        let c = clock();
+        let (_client, server) = tokio::io::duplex(64);
+        let mut io = TimedIo::new(server, c.clone());
+        let guard = c.request_started();
+        let read = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            io.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            !read.is_finished(),
+            "timed out while a request was in flight"
+        );
+        drop(guard);
+        let outcome = tokio::time::timeout(Duration::from_secs(20), read).await;
+        let err = match outcome {
+            Ok(Ok(Err(e))) => e,
+            other => panic!("the idle deadline never fired: {other:?}"),
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]
