@@ -7,10 +7,12 @@
 #
 #   bash tests/bench/soak.sh                # 10 minutes
 #   DURATION=60 bash tests/bench/soak.sh    # bounded by DURATION seconds in all cases
+#   PLUGIN_SETTINGS='{"deadline_ms": 100}' bash tests/bench/soak.sh   # the predicate's NAME.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-600}"
+PLUGIN_SETTINGS="${PLUGIN_SETTINGS:-{\}}"
 for tool in wrk nginx curl; do
     command -v "$tool" >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx curl >/dev/null; }
 done
@@ -44,6 +46,7 @@ pids+=($!)
 
 mkdir -p "$tmp/plugins" "$tmp/data"
 cp plugins/dist/header-eq.wasm "$tmp/plugins/gate.wasm"
+echo "$PLUGIN_SETTINGS" >"$tmp/plugins/gate.json"
 cat >"$tmp/config.json" <<EOF
 {"routes": [
   {"name": "native", "matchers": [{"condition": "path", "pattern": "/native"}],
@@ -104,7 +107,7 @@ requests="$(awk '/requests in/ {print $1}' "$tmp/wrk.out")"
 non2xx="$(awk '/Non-2xx or 3xx responses/ {print $5}' "$tmp/wrk.out")"
 socket="$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' "$tmp/wrk.out")"
 p99="$(awk '$1 == "99%" {print $2}' "$tmp/wrk.out")"
-echo "soak: ${DURATION}s, wrk -t2 -c16 on /native, / (nginx) and /gated (Wasm predicate); $changes rounds of changes; $(nproc) CPUs"
+echo "soak: ${DURATION}s, wrk -t2 -c16 on /native, / (nginx) and /gated (Wasm predicate, settings $PLUGIN_SETTINGS); $changes rounds of changes; $(nproc) CPUs"
 echo "requests ${requests:-0}, failed $(( ${non2xx:-0} + ${socket:-0} )) (non-2xx ${non2xx:-0}, socket errors ${socket:-0}), p99 ${p99:-?}"
 echo "routerd RSS: start ${rss_start} KiB, end ${rss_end} KiB ($(( rss_end - rss_start )) KiB growth)"
 echo "non-2xx by route: ${failures_by_route:-none}"
