@@ -31,6 +31,11 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 async fn exchange(stream: &mut TcpStream, path: &str, needle: &str) {
     let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
+    read_until(stream, needle).await;
+}
+
+/// Reads (bounded, 10 s) until `needle` arrived; panics if the peer closes first.
+async fn read_until(stream: &mut TcpStream, needle: &str) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -151,16 +156,7 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
 
     // A slot frees up: the waiting connection is served, and the open one still works.
     drop(first);
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&got).contains("\r\n\r\npong") {
-        let n = tokio::time::timeout_at(deadline.into(), third.read(&mut buf))
-            .await
-            .expect("the waiting connection was never served")
-            .unwrap();
-        assert!(n > 0, "the waiting connection was closed");
-        got.extend_from_slice(&buf[..n]);
-    }
+    read_until(&mut third, "\r\n\r\npong").await;
     exchange(&mut second, "/ping", "\r\n\r\npong").await;
 }
 

@@ -122,13 +122,19 @@ pub struct RouteSet {
 /// The document to compile: the file's routes, then every API route whose name the file does
 /// not take (see the module docs).
 fn document(file: &ConfigFile, api: &BTreeMap<String, StoredRoute>) -> ConfigFile {
+    let taken = file_names(file);
     let mut doc = file.clone();
     doc.routes.extend(
         api.values()
-            .filter(|r| !shadowed(file, &r.rule.name))
+            .filter(|r| !taken.contains(r.rule.name.as_str()))
             .map(|r| r.rule.clone()),
     );
     doc
+}
+
+/// The names the config file's routes take (looked up once per API route, so a set).
+fn file_names(file: &ConfigFile) -> std::collections::HashSet<&str> {
+    file.routes.iter().map(|r| r.name.as_str()).collect()
 }
 
 /// Whether the config file has a route named `name`.
@@ -226,10 +232,11 @@ impl RouteSet {
         for (rule, reason) in table.excluded() {
             tracing::warn!(route = %rule.name, "route excluded: {reason}");
         }
-        for name in state.api.keys().filter(|n| shadowed(&state.file, n)) {
+        let taken = file_names(&state.file);
+        for name in state.api.keys().filter(|n| taken.contains(n.as_str())) {
             tracing::warn!(route = %name, "API route excluded: {SHADOWED}");
         }
-        let routes = Self::views(state, &table);
+        let routes = Self::views(state, &taken, &table);
         state.table_version += 1;
         if let Some(m) = &self.metrics {
             m.table_swapped(state.table_version, table.routes().map(|r| &*r.name));
@@ -243,14 +250,18 @@ impl RouteSet {
 
     /// Every route as listed against `table`, by name (a file route before a shadowed API
     /// route of the same name).
-    fn views(state: &State, table: &RouteTable) -> Vec<RouteView> {
+    fn views(
+        state: &State,
+        taken: &std::collections::HashSet<&str>,
+        table: &RouteTable,
+    ) -> Vec<RouteView> {
         let excluded: BTreeMap<&str, &str> = table
             .excluded()
             .iter()
             .map(|(r, why)| (r.name.as_str(), why.as_str()))
             .collect();
         let view = |rule: &RouteRule, version: u64, source: Source| {
-            let reason = if source == Source::Api && shadowed(&state.file, &rule.name) {
+            let reason = if source == Source::Api && taken.contains(rule.name.as_str()) {
                 Some(SHADOWED.to_owned())
             } else {
                 excluded.get(rule.name.as_str()).map(|r| (*r).to_owned())

@@ -5,6 +5,7 @@
 //! into our log, and the memory limiter.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::HeaderMap;
 use wasmtime::component::ResourceTable;
@@ -40,19 +41,22 @@ pub use bindings::router::plugin::types::{
 /// together; the rest are dropped (with one warning saying so).
 const LOG_LINES_PER_CALL: u32 = 64;
 
+/// The longest log line kept.
+const LOG_LINE_MAX: usize = 4096;
+
 /// What is left of a call's log lines; shared by the `log` import and the output streams.
 #[derive(Clone, Default)]
-pub(crate) struct LogBudget(Arc<std::sync::atomic::AtomicU32>);
+pub(crate) struct LogBudget(Arc<AtomicU32>);
 
 impl LogBudget {
     /// A new call starts with the whole budget.
     pub(crate) fn reset(&self) {
-        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(0, Ordering::Relaxed);
     }
 
     /// Whether one more line may be written.
     fn take(&self, plugin: &str) -> bool {
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let n = self.0.fetch_add(1, Ordering::Relaxed) + 1;
         if n == LOG_LINES_PER_CALL + 1 {
             tracing::warn!(
                 plugin,
@@ -62,8 +66,6 @@ impl LogBudget {
         n <= LOG_LINES_PER_CALL
     }
 }
-/// The longest log line kept.
-const LOG_LINE_MAX: usize = 4096;
 
 /// A store's data.
 pub struct PluginState {
