@@ -1261,6 +1261,58 @@ async fn circuit_breaker_opens_after_consecutive_failures_and_probes_later() {
     assert_eq!(resp.text(), "healthy");
 }
 
+/// Six requests at once on a predicate that takes 20 ms, with one slot and a 50 ms deadline:
+/// together they need 120 ms, more than one deadline. The wait for a slot is bounded by
+/// `queue_ms`, not by the deadline (which starts once a call has its slot), so with a long
+/// enough queue every call runs and matches; with `queue_ms: 0` the calls that find the slot
+/// taken fail by the policy at once, counted as overloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_queue_for_a_slot_for_queue_ms_not_for_the_deadline() {
+    let cfg = contained_config("bad-sleep", &["20"]);
+    for (queue_ms, all_run) in [(2000, true), (0, false)] {
+        let mut rd = launch(&cfg, &["bad-sleep", "header-eq"])
+            .plugin_settings(
+                "bad-sleep",
+                json!({"max_concurrent": 1, "deadline_ms": 50, "queue_ms": queue_ms,
+                       "breaker_failures": 0}),
+            )
+            .start()
+            .await;
+        let started = Instant::now();
+        let (a, b, c, d, e, f) = tokio::join!(
+            rd.get("/bad"),
+            rd.get("/bad"),
+            rd.get("/bad"),
+            rd.get("/bad"),
+            rd.get("/bad"),
+            rd.get("/bad")
+        );
+        let answers = [a, b, c, d, e, f];
+        let elapsed = started.elapsed();
+        let guarded = answers.iter().filter(|r| r.text() == "guarded").count();
+        let metrics = rd.admin_get("/metrics").await.text();
+        let overloaded =
+            plugin_metric(&metrics, "routerd_plugin_overloaded_total", "bad-sleep").unwrap_or(-1.0);
+        let deadlines = plugin_metric(&metrics, "routerd_plugin_deadline_hits_total", "bad-sleep")
+            .unwrap_or(-1.0);
+        if all_run {
+            assert_eq!(guarded, 6, "queue_ms {queue_ms}: every call runs in turn");
+            assert_eq!((overloaded, deadlines), (0.0, 0.0), "{metrics}");
+            assert!(
+                elapsed >= Duration::from_millis(100),
+                "one slot: the six 20 ms calls ran one after another, not in {elapsed:?}"
+            );
+        } else {
+            assert!((1..6).contains(&guarded), "queue_ms 0: {guarded} of 6 ran");
+            assert_eq!(overloaded, (6 - guarded) as f64, "{metrics}");
+            assert_eq!(deadlines, 0.0, "{metrics}");
+            let resp = answers.iter().find(|r| r.text() != "guarded");
+            assert_eq!(resp.map(|r| r.text()), Some("fallback".to_owned()));
+        }
+        assert!(rd.is_running());
+    }
+}
+
 /// Asserts a fail_closed plugin-filter answer: 500 `{"error":"a plugin filter failed","route":…}`.
 fn assert_filter_failed(resp: &Resp, route: &str, label: &str) {
     assert_eq!(resp.status, 500, "{label}: {}", resp.describe());

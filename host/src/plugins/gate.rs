@@ -3,7 +3,7 @@
 //! costing each request its full deadline. Also the per-plugin call counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -58,7 +58,7 @@ pub struct PluginStats {
     pub memory_cap_hits: AtomicU64,
     /// Calls whose result was refused (too many headers, too large a body, ...).
     pub bad_results: AtomicU64,
-    /// Calls refused because the plugin's concurrency cap stayed full until the deadline.
+    /// Calls refused because the plugin's concurrency cap stayed full for `queue_ms`.
     pub overloaded: AtomicU64,
     /// Calls refused at once because the circuit breaker was open.
     pub short_circuited: AtomicU64,
@@ -192,12 +192,15 @@ impl ConcurrencyCap {
         self.limit
     }
 
-    /// A slot, waiting for one until `deadline_at`.
-    pub(crate) async fn enter(&self, deadline_at: Instant) -> Option<SemaphorePermit<'_>> {
+    /// A slot, waiting at most `wait` for one.
+    pub(crate) async fn enter(&self, wait: Duration) -> Option<SemaphorePermit<'_>> {
         if let Ok(permit) = self.slots.try_acquire() {
             return Some(permit);
         }
-        tokio::time::timeout_at(deadline_at.into(), self.slots.acquire())
+        if wait.is_zero() {
+            return None;
+        }
+        tokio::time::timeout(wait, self.slots.acquire())
             .await
             .ok()?
             .ok()

@@ -15,7 +15,7 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine};
+use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -156,6 +156,7 @@ pub struct Plugin {
     filter_indices: Option<FilterIndices>,
     idle: Arc<IdlePool<Warm>>,
     deadline: Duration,
+    queue: Duration,
     memory_cap: usize,
     cap: ConcurrencyCap,
     breaker: Breaker,
@@ -213,6 +214,7 @@ impl Plugin {
             compile_time: compiled.took,
             instantiate_time: Duration::ZERO,
             deadline: Duration::from_millis(settings.deadline_ms.max(1)),
+            queue: Duration::from_millis(settings.queue_ms),
             memory_cap: settings.memory_mib.max(1) << 20,
             cap: ConcurrencyCap::new(settings.concurrency()),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
@@ -263,6 +265,7 @@ impl Plugin {
             );
             store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
             store.data_mut().deadline_at = deadline_at;
+            store.data_mut().yield_from = Instant::now() + EPOCH_TICK;
             store.epoch_deadline_callback(epoch_check);
             // Start functions run too: the deadline is armed before instantiating.
             store.set_epoch_deadline(1);
@@ -337,12 +340,6 @@ impl Plugin {
     ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
         self.stats.calls[phase as usize].fetch_add(1, Ordering::Relaxed);
         let load_time = phase == Phase::Validate;
-        let deadline_at = Instant::now()
-            + if load_time {
-                LOAD_ALLOWANCE
-            } else {
-                self.deadline
-            };
         let admission = if load_time {
             Admission::Run
         } else {
@@ -353,17 +350,31 @@ impl Plugin {
             return (Err(CallFailure::CircuitOpen), response);
         }
         let probe = admission == Admission::Probe;
-        let Some(_slot) = self.cap.enter(deadline_at).await else {
+        let queue = if load_time {
+            LOAD_ALLOWANCE
+        } else {
+            self.queue
+        };
+        let Some(_slot) = self.cap.enter(queue).await else {
             self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
             if probe {
                 self.breaker.record(false, true);
             }
             let failure = CallFailure::Overloaded(format!(
-                "{} calls already running (max_concurrent)",
-                self.cap.limit()
+                "{} calls already running (max_concurrent) and none ended within queue_ms ({} ms)",
+                self.cap.limit(),
+                queue.as_millis()
             ));
             return (Err(failure), response);
         };
+        // The deadline is the guest's own time: it starts once the call has its slot.
+        let started = Instant::now();
+        let deadline_at = started
+            + if load_time {
+                LOAD_ALLOWANCE
+            } else {
+                self.deadline
+            };
         let (result, response) = match self.take(deadline_at).await {
             Err(failure) => (Err(failure), response),
             Ok(mut warm) => {
@@ -374,6 +385,7 @@ impl Plugin {
                     data.log_lines.reset();
                     data.memory_cap_hit = false;
                     data.deadline_at = deadline_at;
+                    data.yield_from = started + EPOCH_TICK;
                 }
                 warm.store.set_epoch_deadline(1);
                 let outcome = within(deadline_at, invoke(&mut warm, &call)).await;
@@ -567,8 +579,12 @@ async fn within<F: Future>(deadline_at: Instant, fut: F) -> Option<F::Output> {
 /// Called by wasmtime at every epoch tick while guest code runs: past the deadline the guest is
 /// interrupted; before it, the call yields to the executor, so a long call shares its thread.
 fn epoch_check(store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
-    if Instant::now() >= store.data().deadline_at {
+    let now = Instant::now();
+    let state = store.data();
+    if now >= state.deadline_at {
         Ok(UpdateDeadline::Interrupt)
+    } else if now < state.yield_from {
+        Ok(UpdateDeadline::Continue(1))
     } else {
         Ok(UpdateDeadline::Yield(1))
     }

@@ -30,10 +30,14 @@ pub struct PluginSettings {
     pub failure: FailurePolicy,
     /// Most warm instances kept idle.
     pub max_idle: usize,
-    /// Most calls of this plugin running at once; a call beyond it waits until its deadline for
-    /// a slot, then fails by the policy. 0 means the number of CPUs, halved (at least 1), so a
-    /// plugin that burns its whole deadline on every call can never hold every core.
+    /// Most calls of this plugin running at once. 0 means the number of CPUs, halved (at least
+    /// 1), so a plugin that burns its whole deadline on every call can never hold every core.
     pub max_concurrent: usize,
+    /// How long a call beyond `max_concurrent` waits for a slot, in milliseconds, before it
+    /// fails by the policy (counted as overloaded). The deadline starts once the call has its
+    /// slot: a healthy plugin under a burst queues briefly instead of failing, while the
+    /// queue stays bounded. 0: no wait.
+    pub queue_ms: u64,
     /// Consecutive failed calls (deadline, memory cap, trap, refused result) that open the
     /// circuit breaker: while open, calls fail by the policy at once, without running. 0 turns
     /// the breaker off.
@@ -52,6 +56,7 @@ impl Default for PluginSettings {
             failure: FailurePolicy::FailClosed,
             max_idle: 16,
             max_concurrent: 0,
+            queue_ms: 100,
             breaker_failures: 5,
             breaker_backoff_ms: 1000,
         }

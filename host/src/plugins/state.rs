@@ -81,6 +81,9 @@ pub struct PluginState {
     pub(crate) log_lines: LogBudget,
     /// When the call in progress must end; the epoch callback checks it every tick.
     pub(crate) deadline_at: std::time::Instant,
+    /// Before this the call does not yield at a tick: a short call that happens to straddle one
+    /// keeps its thread (and its concurrency slot) instead of queueing behind other tasks.
+    pub(crate) yield_from: std::time::Instant,
 }
 
 impl PluginState {
@@ -107,6 +110,7 @@ impl PluginState {
             memory_cap_hit: false,
             log_lines,
             deadline_at: std::time::Instant::now(),
+            yield_from: std::time::Instant::now(),
         }
     }
 
