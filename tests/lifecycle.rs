@@ -430,3 +430,98 @@ async fn admin_healthz() {
     assert_eq!(resp.status, 200, "{}", resp.describe());
     assert_ne!(rd.admin, rd.proxy);
 }
+
+/// Runs `routerd check` on `cfg` (written to a file) with `plugins` copied from the built
+/// plugins into its plugins directory (and `garbage.wasm`, which is not a component).
+fn run_check(dir: &TempDir, cfg: &str, plugins: &[&str]) -> (Option<i32>, String) {
+    let plugins_dir = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins_dir).unwrap();
+    for p in plugins {
+        std::fs::copy(dist_plugin(p), plugins_dir.join(format!("{p}.wasm"))).unwrap();
+    }
+    std::fs::write(plugins_dir.join("garbage.wasm"), b"not a component").unwrap();
+    let file = dir.path().join("routes.json");
+    std::fs::write(&file, cfg).unwrap();
+    let out = std::process::Command::new(routerd_bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&file)
+        .arg("--plugins")
+        .arg(&plugins_dir)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `routerd check` validates a document and the plugins it names without serving: a good one
+/// exits 0 naming the plugins it loaded; a bad one exits 1 with one line per error naming the
+/// route, the field and the reason (a plugin that does not load is reported with its own
+/// error); a document that does not parse exits 2 with the line and column.
+#[test]
+fn check_reports_every_error_with_route_and_field() {
+    let dir = TempDir::new("check");
+    let good = config(vec![
+        answer("plain", "/plain", "x"),
+        Route::respond("gold")
+            .m(path("/gold"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+    ]);
+    let (code, out) = run_check(&dir, &good.to_string(), &["header-eq", "noop-predicate"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with("ok: 2 routes, 1 plugins (header-eq sha256:"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("noop-predicate"),
+        "only named plugins are loaded: {out}"
+    );
+
+    let bad = config(vec![
+        answer("plain", "/plain", "x"),
+        Route::respond("bad-regex").m(path_re("/(")),
+        Route::respond("missing").m(plugin_pred("nowhere", &[])),
+        Route::respond("broken").m(plugin_pred("garbage", &[])),
+        Route::respond("bad-args")
+            .m(path("/a"))
+            .m(plugin_pred("header-eq", &["only-one-arg"])),
+    ]);
+    let (code, out) = run_check(&dir, &bad.to_string(), &["header-eq"]);
+    assert_eq!(code, Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let has = |needle: &[&str]| lines.iter().any(|l| needle.iter().all(|n| l.contains(n)));
+    assert!(
+        has(&[
+            "route \"bad-regex\"",
+            "field matchers[0].pattern",
+            "invalid_regex"
+        ]),
+        "{out}"
+    );
+    assert!(has(&["route \"missing\"", "unknown_plugin"]), "{out}");
+    assert!(has(&["plugin \"nowhere\"", "no ", "nowhere.wasm"]), "{out}");
+    assert!(has(&["plugin \"garbage\"", "garbage"]), "{out}");
+    assert!(has(&["route \"broken\"", "unknown_plugin"]), "{out}");
+    assert!(
+        has(&["route \"bad-args\"", "matchers[1]", "invalid_plugin_args"]),
+        "{out}"
+    );
+    assert!(
+        !out.contains("\"plain\""),
+        "a good route is not reported: {out}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.ends_with("errors in 5 routes")),
+        "{out}"
+    );
+
+    let (code, out) = run_check(&dir, "{\"routes\": [\n  {\"name\": }\n]}", &[]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("line 2"), "{out}");
+}

@@ -5,6 +5,7 @@
 //! every request; [`server`] runs the listeners and [`admin`] the management API.
 
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod health;
 pub mod metrics;

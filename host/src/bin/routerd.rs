@@ -25,8 +25,11 @@ use routerd::store::RouteStore;
 
 /// A programmable HTTP router.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Args {
+    /// A command other than serving.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Route config file (JSON). Watched: valid changes apply at once, invalid ones are logged
     /// and the last good routes keep serving. Without it, an embedded example route set is served.
     #[arg(long, env = "ROUTERD_CONFIG")]
@@ -91,6 +94,21 @@ struct Args {
     compile_plugin: Option<Vec<String>>,
 }
 
+/// What `routerd` does instead of serving.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Validates a route document and the plugins it names without starting; prints every
+    /// error with its route, field and reason and exits non-zero if there is one.
+    Check {
+        /// The route document (JSON) to check.
+        #[arg(long, env = "ROUTERD_CONFIG")]
+        config: PathBuf,
+        /// Where the plugins the routes name are.
+        #[arg(long, env = "ROUTERD_PLUGINS", default_value = "./plugins")]
+        plugins: PathBuf,
+    },
+}
+
 /// A duration such as `15s`, `500ms` or `2m`.
 fn duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
@@ -122,6 +140,9 @@ fn main() -> std::process::ExitCode {
     if let Some(child) = &args.compile_plugin {
         return compile_plugin(child);
     }
+    if let Some(Command::Check { config, plugins }) = &args.command {
+        return check(config, plugins);
+    }
     // The control plane (admin API, config and plugin watchers, table rebuilds) runs on its own
     // thread, so its work never queues behind, or in front of, proxied requests.
     let runtimes = tokio::runtime::Runtime::new().and_then(|proxy| {
@@ -147,6 +168,25 @@ fn main() -> std::process::ExitCode {
             error!("{e:#}");
             eprintln!("routerd: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `routerd check`: the report on stdout; 0 when the document is valid, 1 when it is not, 2
+/// when it could not be checked at all.
+fn check(config: &std::path::Path, plugins: &std::path::Path) -> std::process::ExitCode {
+    match routerd::check::check(config, plugins) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_ok() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("error: {e}");
+            std::process::ExitCode::from(2)
         }
     }
 }
