@@ -655,3 +655,72 @@ async fn h2c_prior_knowledge() {
         .expect("body");
     assert_eq!(resp.status, 404, "{}", resp.describe());
 }
+
+/// Big heads: 150 header fields (more than hyper's default of 100) pass both ways with the
+/// default limits, on HTTP/1.1 and h2c; over the limits a client gets 431 and a backend's
+/// response gets 502, each with its own JSON error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_limits_are_flags_with_their_own_errors() {
+    let fields = big_head();
+    let mut builder = Backend::builder("b");
+    for (k, v) in &fields {
+        builder = builder.header(k, v);
+    }
+    let b = builder.start().await;
+    let cfg = config(vec![Route::proxy("big", &b.url()).m(prefix("/big"))]);
+    let headers: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let h2 = |addr: std::net::SocketAddr| async move {
+        let mut req = Request::builder().uri(format!("http://{addr}/big"));
+        for (k, v) in &big_head() {
+            req = req.header(k, v);
+        }
+        let resp = send_h2c(addr, req.body(full(Bytes::new())).expect("request")).await;
+        collect(resp.expect("h2c exchange"))
+            .await
+            .expect("h2c body")
+    };
+
+    let rd = Routerd::start(&cfg).await;
+    let resp = request_to(rd.proxy, "GET", "/big", &headers, Bytes::new())
+        .await
+        .expect("h1 exchange");
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.header("x-field-149").as_deref(), Some("v149"));
+    assert_eq!(resp.echoed_header("x-field-149"), vec!["v149".to_owned()]);
+    let resp = h2(rd.proxy).await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.echoed_header("x-field-149"), vec!["v149".to_owned()]);
+    drop(rd);
+
+    let rd = Routerd::launch(&cfg)
+        .arg("--max-request-headers")
+        .arg("100")
+        .arg("--max-response-headers")
+        .arg("100")
+        .start()
+        .await;
+    let resp = request_to(rd.proxy, "GET", "/big", &headers, Bytes::new())
+        .await
+        .expect("h1 exchange");
+    assert_eq!(resp.status, 431, "{}", resp.describe());
+    assert_eq!(resp.json()["error"], "request header fields too large");
+    let resp = h2(rd.proxy).await;
+    assert_eq!(resp.status, 431, "{}", resp.describe());
+    assert_eq!(resp.json()["error"], "request header fields too large");
+    // A small request, but the backend's answer has 150 fields.
+    let resp = rd.get("/big").await;
+    assert_eq!(resp.status, 502, "{}", resp.describe());
+    assert_eq!(resp.json()["error"], "backend response head too large");
+    assert_eq!(resp.json()["route"], "big");
+    assert_eq!(b.requests(), 3, "the 431s never reached the backend");
+}
+
+/// 150 header fields.
+fn big_head() -> Vec<(String, String)> {
+    (0..150)
+        .map(|i| (format!("x-field-{i}"), format!("v{i}")))
+        .collect()
+}

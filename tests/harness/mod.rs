@@ -187,7 +187,9 @@ impl BackendBuilder {
                 let conn_state = accept_state.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(conn_state.clone(), req));
+                    // Real services take far more than hyper's default of 100 fields.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .max_headers(TEST_MAX_HEADERS)
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
@@ -463,6 +465,10 @@ pub async fn collect(resp: Response<Incoming>) -> Result<Resp, String> {
     })
 }
 
+/// Header fields the test clients and backends accept: more than routerd's limits, so tests
+/// see routerd's answer, not their own parser's.
+pub const TEST_MAX_HEADERS: usize = 2000;
+
 /// Send one request over a fresh HTTP/1.1 connection to `addr`; returns once the head arrives.
 pub async fn send_h1(
     addr: SocketAddr,
@@ -472,7 +478,9 @@ pub async fn send_h1(
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(TEST_MAX_HEADERS)
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("http1 handshake: {e}"))?;
         tokio::spawn(async move {

@@ -17,7 +17,7 @@ use routerd::health::HealthChecks;
 use routerd::metrics::Metrics;
 use routerd::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd::proxy::Proxy;
-use routerd::proxy::upstream::UpstreamTimeouts;
+use routerd::proxy::upstream::{DEFAULT_MAX_HEADERS, UpstreamOptions};
 use routerd::routeset::RouteSet;
 use routerd::routing::RouteTable;
 use routerd::server::{self, conn::ConnTimeouts};
@@ -84,6 +84,13 @@ struct Args {
     /// `timeout_ms` overrides it.
     #[arg(long, env = "ROUTERD_BACKEND_RESPONSE_TIMEOUT", default_value = "60s", value_parser = duration)]
     backend_response_timeout: Duration,
+    /// Header fields a client's request head may have (HTTP/1.1 and h2); more are answered 431.
+    #[arg(long, env = "ROUTERD_MAX_REQUEST_HEADERS", default_value_t = DEFAULT_MAX_HEADERS)]
+    max_request_headers: usize,
+    /// Header fields a backend's response head may have; more are answered 502 `backend
+    /// response head too large`.
+    #[arg(long, env = "ROUTERD_MAX_RESPONSE_HEADERS", default_value_t = DEFAULT_MAX_HEADERS)]
+    max_response_headers: usize,
     /// Where plugins are compiled: `child` (a short-lived routerd process, so the compiler's
     /// memory is returned to the system) or `in-process`.
     #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
@@ -293,9 +300,10 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     let metrics = Metrics::new(registry.clone());
     let proxy = Arc::new(Proxy::new(
         RouteTable::build(&config::ConfigFile::default())?,
-        UpstreamTimeouts {
+        UpstreamOptions {
             connect: args.backend_connect_timeout,
             response: args.backend_response_timeout,
+            max_response_headers: args.max_response_headers,
         },
         Some(metrics.clone()),
     ));
@@ -347,6 +355,7 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         },
         max_connections: args.max_connections,
         drain: Duration::from_secs(args.drain_secs),
+        max_request_headers: args.max_request_headers,
     };
     info!("proxy listening on http://{}", proxy_listener.local_addr()?);
     info!("admin listening on http://{}", admin_listener.local_addr()?);

@@ -22,7 +22,7 @@ use crate::routing::{
     RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
 };
 use body::RequestBody;
-use upstream::{UpstreamClient, UpstreamPath, UpstreamTimeouts};
+use upstream::{UpstreamClient, UpstreamOptions, UpstreamPath};
 
 /// The body of every response routerd sends.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -39,13 +39,13 @@ impl Proxy {
     /// A proxy serving `table`.
     pub fn new(
         table: RouteTable,
-        timeouts: UpstreamTimeouts,
+        upstream: UpstreamOptions,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Proxy {
             table: ArcSwap::from_pointee(table),
-            client: upstream::client(timeouts.connect),
-            response_timeout: timeouts.response,
+            client: upstream::client(&upstream),
+            response_timeout: upstream.response,
             metrics,
         }
     }
@@ -423,6 +423,14 @@ impl Proxy {
                 let mut resp = resp.map(|b| b.boxed());
                 upstream::remove_hop_by_hop(resp.headers_mut());
                 resp
+            }
+            Err(e) if upstream::head_too_large(&e) => {
+                warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend response head over the limit (--max-response-headers)");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "backend response head too large",
+                    Some(route),
+                )
             }
             Err(e) => {
                 warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend request failed");

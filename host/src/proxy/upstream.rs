@@ -16,34 +16,57 @@ use crate::routing::Target;
 /// The pooled HTTP/1.1 client used for every backend.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
-/// How long routerd waits for a backend.
+/// How routerd treats backends: how long it waits, and how big a response head it takes.
 #[derive(Debug, Clone, Copy)]
-pub struct UpstreamTimeouts {
+pub struct UpstreamOptions {
     /// For the TCP connection.
     pub connect: Duration,
     /// For the response head, connecting included (a route's `timeout_ms` overrides it).
     pub response: Duration,
+    /// Header fields in a backend's response head; a larger head is answered 502 `backend
+    /// response head too large`.
+    pub max_response_headers: usize,
 }
 
-impl Default for UpstreamTimeouts {
+/// The default for both request and response header fields: far above what real services
+/// send (hyper's own default, 100, is not), and a bound on what one head may cost.
+pub const DEFAULT_MAX_HEADERS: usize = 500;
+
+impl Default for UpstreamOptions {
     /// Envoy's connect timeout, nginx's `proxy_read_timeout`.
     fn default() -> Self {
-        UpstreamTimeouts {
+        UpstreamOptions {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
+            max_response_headers: DEFAULT_MAX_HEADERS,
         }
     }
 }
 
 /// Builds the shared client.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
+pub fn client(options: &UpstreamOptions) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_connect_timeout(Some(options.connect));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(256)
+        .http1_max_headers(options.max_response_headers.max(1))
         .build(connector)
+}
+
+/// Whether a failed backend request failed because the response head was over the limits.
+pub fn head_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The path sent to the backend.

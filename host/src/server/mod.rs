@@ -24,6 +24,9 @@ use tracing::{debug, warn};
 use crate::proxy::ResponseBody;
 use conn::{ConnClock, ConnTimeouts, TimedIo, TrackedBody};
 
+/// hyper's HTTP/1.1 read buffer, the largest request head it takes.
+const H1_HEAD_BUFFER_BYTES: u32 = 8192 + 4096 * 100;
+
 /// How a listener treats its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -33,6 +36,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// How long shutdown waits for open connections.
     pub drain: Duration,
+    /// Header fields in a request head; a request with more is answered 431 (JSON) on
+    /// HTTP/1.1 and h2 alike.
+    pub max_request_headers: usize,
 }
 
 /// Something that answers requests.
@@ -52,7 +58,16 @@ pub async fn serve<H: Handler>(
     mut stop: watch::Receiver<bool>,
     options: ServeOptions,
 ) {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The parser's own cap is a backstop (it answers an empty 431 and can't be told apart
+    // from other parse errors); up to twice the limit, the check below answers in JSON.
+    let max_headers = options.max_request_headers.max(1);
+    builder
+        .http1()
+        .max_headers(max_headers.saturating_mul(2).max(max_headers + 1));
+    // h2 bounds a head by its bytes; give it the same bound as HTTP/1.1's read buffer
+    // (hyper's default, about 408 KiB), so a head that fits one protocol fits the other.
+    builder.http2().max_header_list_size(H1_HEAD_BUFFER_BYTES);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
@@ -84,7 +99,16 @@ pub async fn serve<H: Handler>(
             let handler = handler.clone();
             let in_flight = clock.request_started();
             async move {
-                let resp = handler.call(req, remote).await;
+                let resp = if req.headers().len() > max_headers {
+                    debug!(%remote, fields = req.headers().len(), "request head over --max-request-headers");
+                    crate::proxy::error(
+                        http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        "request header fields too large",
+                        None,
+                    )
+                } else {
+                    handler.call(req, remote).await
+                };
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             }
         });
