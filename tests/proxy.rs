@@ -724,3 +724,105 @@ fn big_head() -> Vec<(String, String)> {
         .map(|i| (format!("x-field-{i}"), format!("v{i}")))
         .collect()
 }
+
+/// Reads the access log at `path` until it has `n` lines.
+async fn access_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    wait_until(
+        async || {
+            lines = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect();
+            lines.len() >= n
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    lines
+}
+
+/// `--access-log json|logfmt`: one line per request with time, remote, method, path, status,
+/// bytes, duration, route, upstream and plugin time, written by routerd's own writer thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_line_per_request() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![
+        Route::proxy("api", &b.url()).m(prefix("/api")),
+        Route::respond("gold")
+            .m(path("/gold"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+    ]);
+    let dir = TempDir::new("access-log");
+    let file = dir.path().join("access.log");
+    let rd = Routerd::launch(&cfg)
+        .plugin("header-eq")
+        .warm_cache()
+        .arg("--access-log")
+        .arg("json")
+        .arg("--access-log-file")
+        .arg(&file)
+        .start()
+        .await;
+    let api = rd.get("/api/x?q=1").await;
+    assert_eq!(api.status, 200);
+    assert_eq!(rd.get("/nothing").await.status, 404);
+    let gold = rd
+        .request("GET", "/gold", &[("x-tier", "gold")], Bytes::new())
+        .await;
+    assert_eq!(gold.text(), "gold");
+    let lines = access_lines(&file, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let docs: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let d = &docs[0];
+    assert_eq!(d["method"], "GET");
+    assert_eq!(d["path"], "/api/x?q=1");
+    assert_eq!(d["status"], 200);
+    assert_eq!(d["route"], "api");
+    assert_eq!(d["bytes"], api.body.len() as u64);
+    assert_eq!(d["upstream"], b.url().trim_start_matches("http://"));
+    assert_eq!(d["complete"], true);
+    assert!(
+        d["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{d}"
+    );
+    assert!(d["time"].as_str().unwrap().ends_with('Z'), "{d}");
+    assert!(d["duration_ms"].as_f64().unwrap() > 0.0, "{d}");
+    assert_eq!(d["plugin_ms"], 0.0);
+    assert_eq!(
+        (&docs[1]["status"], &docs[1]["route"], &docs[1]["upstream"]),
+        (&json!(404), &json!("none"), &Value::Null)
+    );
+    assert_eq!(docs[2]["route"], "gold");
+    assert!(docs[2]["plugin_ms"].as_f64().unwrap() > 0.0, "{}", docs[2]);
+    drop(rd);
+
+    let file = dir.path().join("access.logfmt");
+    let rd = Routerd::launch(&cfg)
+        .plugin("header-eq")
+        .warm_cache()
+        .arg("--access-log")
+        .arg("logfmt")
+        .arg("--access-log-file")
+        .arg(&file)
+        .start()
+        .await;
+    assert_eq!(rd.get("/api/a%20b").await.status, 200);
+    let lines = access_lines(&file, 1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    for part in [
+        "method=GET",
+        "path=/api/a%20b",
+        "status=200",
+        "route=api",
+        "complete=true",
+    ] {
+        assert!(line.split(' ').any(|p| p == part), "{part} in {line}");
+    }
+    assert!(line.starts_with("time="), "{line}");
+}

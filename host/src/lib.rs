@@ -4,6 +4,7 @@
 //! immutable [`routing::RouteTable`], which the [`proxy`] swaps in atomically and consults for
 //! every request; [`server`] runs the listeners and [`admin`] the management API.
 
+pub mod access_log;
 pub mod admin;
 pub mod check;
 pub mod config;

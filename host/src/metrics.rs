@@ -61,6 +61,7 @@ pub struct Metrics {
     registry: Registry,
     requests: RequestSeries,
     table_version: Gauge<i64, AtomicI64>,
+    access_log_dropped: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -87,11 +88,23 @@ impl Metrics {
             table_version.clone(),
         );
         registry.register_collector(Box::new(PluginCounters(plugins)));
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "routerd_access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
             table_version,
+            access_log_dropped,
         })
+    }
+
+    /// The counter of dropped access-log lines, for the access log to increment.
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// Counts one answered request. `route` is the route's name, `default_url`, or `none`.

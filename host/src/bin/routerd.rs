@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use routerd::access_log::{AccessLog, AccessLogFormat};
 use routerd::admin::Admin;
 use routerd::config::{self, watch::FileWatch};
 use routerd::health::HealthChecks;
@@ -91,6 +92,12 @@ struct Args {
     /// response head too large`.
     #[arg(long, env = "ROUTERD_MAX_RESPONSE_HEADERS", default_value_t = DEFAULT_MAX_HEADERS)]
     max_response_headers: usize,
+    /// One line per request: `off`, `json` or `logfmt`.
+    #[arg(long, env = "ROUTERD_ACCESS_LOG", default_value = "off")]
+    access_log: AccessLogFormat,
+    /// Where the access log goes (appended); standard output when not given.
+    #[arg(long, env = "ROUTERD_ACCESS_LOG_FILE")]
+    access_log_file: Option<PathBuf>,
     /// Where plugins are compiled: `child` (a short-lived routerd process, so the compiler's
     /// memory is returned to the system) or `in-process`.
     #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
@@ -298,15 +305,23 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     };
     let store = RouteStore::open(&args.data.join("routes.redb"))?;
     let metrics = Metrics::new(registry.clone());
-    let proxy = Arc::new(Proxy::new(
-        RouteTable::build(&config::ConfigFile::default())?,
-        UpstreamOptions {
-            connect: args.backend_connect_timeout,
-            response: args.backend_response_timeout,
-            max_response_headers: args.max_response_headers,
-        },
-        Some(metrics.clone()),
-    ));
+    let access_log = AccessLog::start(
+        args.access_log,
+        args.access_log_file.as_deref(),
+        metrics.access_log_dropped(),
+    )?;
+    let proxy = Arc::new(
+        Proxy::new(
+            RouteTable::build(&config::ConfigFile::default())?,
+            UpstreamOptions {
+                connect: args.backend_connect_timeout,
+                response: args.backend_response_timeout,
+                max_response_headers: args.max_response_headers,
+            },
+            Some(metrics.clone()),
+        )
+        .with_access_log(access_log),
+    );
     let routes = Arc::new(
         RouteSet::new(
             config,

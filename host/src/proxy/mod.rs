@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use tracing::warn;
 
+use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
@@ -33,6 +34,24 @@ pub struct Proxy {
     client: UpstreamClient,
     response_timeout: std::time::Duration,
     metrics: Option<Arc<Metrics>>,
+    access_log: Option<Arc<AccessLog>>,
+}
+
+/// What a request's handling learns for its access-log line.
+#[derive(Debug, Default)]
+struct Trace {
+    upstream: Option<http::uri::Authority>,
+    plugin_time: std::time::Duration,
+}
+
+impl Trace {
+    /// Runs a plugin call, adding its time.
+    async fn plugin<T>(&mut self, call: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let out = call.await;
+        self.plugin_time += started.elapsed();
+        out
+    }
 }
 
 impl Proxy {
@@ -47,7 +66,14 @@ impl Proxy {
             client: upstream::client(&upstream),
             response_timeout: upstream.response,
             metrics,
+            access_log: None,
         }
+    }
+
+    /// Writes a line per request to `log`.
+    pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Replaces the table; requests in flight finish on the old one.
@@ -67,11 +93,34 @@ impl Proxy {
         remote: SocketAddr,
     ) -> Response<ResponseBody> {
         let started = std::time::Instant::now();
-        let (resp, route) = self.dispatch(req, remote).await;
+        let logged = self.access_log.as_ref().map(|_| {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
+            (std::time::SystemTime::now(), req.method().clone(), path)
+        });
+        let mut trace = Trace::default();
+        let (resp, route) = self.dispatch(req, remote, &mut trace).await;
         if let Some(m) = &self.metrics {
             m.request(&route, resp.status().as_u16(), started.elapsed());
         }
-        resp
+        match (&self.access_log, logged) {
+            (Some(log), Some((time, method, path))) => {
+                let record = Record {
+                    time,
+                    remote,
+                    method,
+                    path,
+                    status: resp.status().as_u16(),
+                    route,
+                    upstream: trace.upstream,
+                    plugin_time: trace.plugin_time,
+                };
+                resp.map(|body| log.wrap(record, started, body))
+            }
+            _ => resp,
+        }
     }
 
     /// Answers a request; also says which route did (`default_url`, or `none`).
@@ -79,6 +128,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         remote: SocketAddr,
+        trace: &mut Trace,
     ) -> (Response<ResponseBody>, Arc<str>) {
         let table = self.table.load_full();
         let (parts, body) = req.into_parts();
@@ -94,13 +144,13 @@ impl Proxy {
         let decision = loop {
             match table.decide(&shared.view(buffered.as_ref()), &predicates) {
                 Decision::NeedPredicates { route, toggled } => {
-                    table
-                        .run_predicates(
+                    trace
+                        .plugin(table.run_predicates(
                             route,
                             toggled,
                             &shared.view(buffered.as_ref()),
                             &mut predicates,
-                        )
+                        ))
                         .await;
                 }
                 Decision::NeedBody => match body::read_prefix(body, table.max_body_bytes()).await {
@@ -128,7 +178,7 @@ impl Proxy {
             _ => Arc::from("none"),
         };
         let resp = match decision {
-            Decision::Route(id) => self.run_route(&table, id, parts, body, remote).await,
+            Decision::Route(id) => self.run_route(&table, id, parts, body, remote, trace).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
                     let path = UpstreamPath::Joined(parts.uri.path().to_owned());
@@ -142,6 +192,7 @@ impl Proxy {
                         remote,
                         None,
                         "default_url",
+                        trace,
                     )
                     .await
                 }
@@ -179,6 +230,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: RequestBody,
         remote: SocketAddr,
+        trace: &mut Trace,
     ) -> Response<ResponseBody> {
         let route = table.route(id);
         let path = parts.uri.path().to_owned();
@@ -250,7 +302,7 @@ impl Proxy {
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
-                    let result = call.on_request(request).await;
+                    let result = trace.plugin(call.on_request(request)).await;
                     parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
                     match result {
                         Ok(RequestAction::Proceed(edits)) => {
@@ -299,6 +351,7 @@ impl Proxy {
                     remote,
                     route.timeout,
                     &route.name,
+                    trace,
                 )
                 .await
             }
@@ -331,7 +384,7 @@ impl Proxy {
                         status: resp.status().as_u16(),
                         headers: std::mem::take(resp.headers_mut()),
                     };
-                    let (result, view) = call.on_response(request, view).await;
+                    let (result, view) = trace.plugin(call.on_response(request, view)).await;
                     *resp.headers_mut() = view.headers;
                     match result {
                         Ok(edits) => {
@@ -376,6 +429,7 @@ impl Proxy {
         remote: SocketAddr,
         timeout: Option<std::time::Duration>,
         route: &str,
+        trace: &mut Trace,
     ) -> Response<ResponseBody> {
         let uri = match upstream::upstream_uri(target, path, query) {
             Ok(u) => u,
@@ -399,6 +453,9 @@ impl Proxy {
         upstream::add_forwarded(&mut parts.headers, remote.ip(), host);
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
+        if self.access_log.is_some() {
+            trace.upstream = uri.authority().cloned();
+        }
         parts.uri = uri;
         parts.version = http::Version::HTTP_11;
         let request = self.client.request(Request::from_parts(parts, body));
