@@ -66,7 +66,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_routerctl"));
+    let mut cmd = tokio::process::Command::new(routerctl_bin());
     cmd.args(args)
         .env_remove("ROUTERCTL_ADMIN")
         .env_remove("ROUTERCTL_TOKEN_FILE")

@@ -210,7 +210,7 @@ async fn routerctl_plugin_new_projects_build_and_serve() {
     for lang in NEW {
         let name = format!("new-{lang}");
         let dir = work.path().join(&name);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_routerctl"))
+        let out = std::process::Command::new(routerctl_bin())
             .args(["plugin", "new", &name, "--lang", lang, "--dir"])
             .arg(&dir)
             .output()

@@ -626,6 +626,24 @@ pub fn routerd_bin() -> &'static str {
     env!("CARGO_BIN_EXE_routerd")
 }
 
+/// The `routerctl` binary. It is its own crate, so cargo builds it beside this test binary
+/// (`target/<profile>/`) when the workspace's tests are built (`cargo test --workspace`).
+pub fn routerctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test executable: {e}"));
+    // target/<profile>/deps/<test> -> target/<profile>/routerctl
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("routerctl"))
+        .unwrap_or_else(|| panic!("cannot place {}", exe.display()));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p routerctl` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Remove ANSI escape sequences (in case the logger colours its output).
 pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde_json::Value;
 use ureq::http::Method;
 
@@ -56,6 +56,13 @@ enum Command {
     Match(MatchArgs),
     /// Show backend health per route, from routerd's active health checks.
     Health,
+    /// Print a shell completion script: `routerctl completions bash > /etc/bash_completion.d/routerctl`,
+    /// `routerctl completions zsh > "${fpath[1]}/_routerctl"`,
+    /// `routerctl completions fish > ~/.config/fish/completions/routerctl.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +208,14 @@ fn main() -> ExitCode {
 
 /// Runs one command; the text to print on success.
 fn run(cli: Cli) -> Result<String> {
+    let command = match cli.command {
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "routerctl", &mut script);
+            return String::from_utf8(script).context("the completion script is not UTF-8");
+        }
+        other => other,
+    };
     let token = match &cli.token_file {
         Some(path) => Some(read_token(path)?),
         None => None,
@@ -210,10 +225,11 @@ fn run(cli: Cli) -> Result<String> {
         client,
         json: cli.json,
     };
-    match cli.command {
+    match command {
         Command::Route(cmd) => ctl.route(cmd),
         Command::Plugin(cmd) => ctl.plugin(cmd),
         Command::Match(args) => ctl.explain(args),
+        Command::Completions { .. } => Ok(String::new()),
         Command::Health => {
             let doc = ctl.client.get("/api/v1/health")?;
             let now = SystemTime::now()

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// The contract every project builds against.
-const WIT: &str = include_str!("../../../../wit/router-plugin.wit");
+const WIT: &str = include_str!("../../../wit/router-plugin.wit");
 
 /// A guest language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +98,7 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
             file("src/lib.rs", include_str!("templates/rust-lib.rs")),
         ],
         Lang::Js => vec![
-            file("app.js", include_str!("../../../../plugins/lang/js/app.js")),
+            file("app.js", include_str!("../../../plugins/lang/js/app.js")),
             file(
                 "package.json",
                 &format!(
@@ -108,35 +108,35 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
         ],
         Lang::Python => vec![file(
             "app.py",
-            include_str!("../../../../plugins/lang/python/app.py"),
+            include_str!("../../../plugins/lang/python/app.py"),
         )],
         Lang::C => vec![file(
             &format!("{name}.c"),
-            include_str!("../../../../plugins/lang/c/lang.c"),
+            include_str!("../../../plugins/lang/c/lang.c"),
         )],
         Lang::Go => vec![
             file(
                 "export_router_plugin_predicate/predicate.go",
                 include_str!(
-                    "../../../../plugins/lang/go/export_router_plugin_predicate/predicate.go"
+                    "../../../plugins/lang/go/export_router_plugin_predicate/predicate.go"
                 ),
             ),
             file(
                 "export_router_plugin_filter/filter.go",
-                include_str!("../../../../plugins/lang/go/export_router_plugin_filter/filter.go"),
+                include_str!("../../../plugins/lang/go/export_router_plugin_filter/filter.go"),
             ),
             file(
                 "adapter/Cargo.toml",
-                include_str!("../../../../plugins/lang/adapter/Cargo.toml"),
+                include_str!("../../../plugins/lang/adapter/Cargo.toml"),
             ),
             file(
                 "adapter/src/main.rs",
-                include_str!("../../../../plugins/lang/adapter/src/main.rs"),
+                include_str!("../../../plugins/lang/adapter/src/main.rs"),
             ),
         ],
         Lang::Wat => vec![file(
             &format!("{name}.wat"),
-            include_str!("../../../../plugins/lang/wat/lang.wat"),
+            include_str!("../../../plugins/lang/wat/lang.wat"),
         )],
     }
 }
