@@ -826,3 +826,96 @@ async fn access_log_has_one_line_per_request() {
     }
     assert!(line.starts_with("time="), "{line}");
 }
+
+/// A WebSocket echo server on 127.0.0.1; its address.
+async fn websocket_echo() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A WebSocket through routerd: the handshake is routed like any request (a plugin predicate
+/// runs on it), then 1,000 messages go each way over the spliced connection; the tunnel is
+/// counted in `/metrics` and closes with the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_is_proxied_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let echo = websocket_echo().await;
+    let cfg = config(vec![
+        Route::proxy("ws-gold", &format!("http://{echo}"))
+            .m(prefix("/ws"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+        Route::respond("not-gold").m(prefix("/ws")),
+    ]);
+    let rd = Routerd::launch(&cfg)
+        .plugin("header-eq")
+        .warm_cache()
+        .start()
+        .await;
+    let url = format!("ws://{}/ws/chat", rd.proxy);
+
+    // Without the header the predicate does not match: a plain 200 answer, no upgrade.
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "upgraded without the predicate matching");
+
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("x-tier", http::HeaderValue::from_static("gold"));
+    let (mut ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..1000 {
+        let text = format!("message {i} {}", "x".repeat(i % 200));
+        ws.send(Message::text(text.clone())).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("an echo")
+            .expect("a frame");
+        assert_eq!(back.into_text().unwrap().as_str(), text);
+    }
+    let big = pseudo_random_bytes(300_000, 3);
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let back = ws.next().await.unwrap().unwrap();
+    assert_eq!(back.into_data().as_ref(), big.as_slice());
+    let metrics = rd.admin_get("/metrics").await.text();
+    assert!(metrics.contains("routerd_upgrades_total 1"), "{metrics}");
+    assert!(metrics.contains("routerd_upgrades_active 1"), "{metrics}");
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let closed = wait_until(
+        async || {
+            rd.admin_get("/metrics")
+                .await
+                .text()
+                .contains("routerd_upgrades_active 0")
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "the tunnel did not close with the client");
+}

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::plugins::{Phase, PluginRegistry};
+use crate::proxy::upgrade::UpgradeStats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -62,6 +63,7 @@ pub struct Metrics {
     requests: RequestSeries,
     table_version: Gauge<i64, AtomicI64>,
     access_log_dropped: Counter,
+    upgrades: UpgradeStats,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,12 +96,34 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let upgrades = UpgradeStats::default();
+        registry.register(
+            "routerd_upgrades",
+            "Upgraded connections (WebSocket, ...) opened",
+            upgrades.opened.clone(),
+        );
+        registry.register(
+            "routerd_upgrades_active",
+            "Upgraded connections open now",
+            upgrades.active.clone(),
+        );
+        registry.register(
+            "routerd_upgrades_idle_closed",
+            "Upgraded connections closed after the idle timeout",
+            upgrades.idle_closed.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
             table_version,
             access_log_dropped,
+            upgrades,
         })
+    }
+
+    /// The counters of upgraded connections, for the proxy to update.
+    pub fn upgrades(&self) -> UpgradeStats {
+        self.upgrades.clone()
     }
 
     /// The counter of dropped access-log lines, for the access log to increment.

@@ -92,6 +92,9 @@ struct Args {
     /// response head too large`.
     #[arg(long, env = "ROUTERD_MAX_RESPONSE_HEADERS", default_value_t = DEFAULT_MAX_HEADERS)]
     max_response_headers: usize,
+    /// How long an upgraded connection (WebSocket, ...) may carry no byte either way.
+    #[arg(long, env = "ROUTERD_UPGRADE_IDLE_TIMEOUT", default_value = "5m", value_parser = duration)]
+    upgrade_idle_timeout: Duration,
     /// One line per request: `off`, `json` or `logfmt`.
     #[arg(long, env = "ROUTERD_ACCESS_LOG", default_value = "off")]
     access_log: AccessLogFormat,
@@ -317,6 +320,7 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
                 connect: args.backend_connect_timeout,
                 response: args.backend_response_timeout,
                 max_response_headers: args.max_response_headers,
+                upgrade_idle: args.upgrade_idle_timeout,
             },
             Some(metrics.clone()),
         )

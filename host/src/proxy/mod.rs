@@ -2,6 +2,7 @@
 //! the backend, and answer every failure with a small JSON error (details go to the log).
 
 pub mod body;
+pub mod upgrade;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub struct Proxy {
     table: ArcSwap<RouteTable>,
     client: UpstreamClient,
     response_timeout: std::time::Duration,
+    upgrade_idle: std::time::Duration,
+    upgrades: upgrade::UpgradeStats,
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
 }
@@ -65,6 +68,8 @@ impl Proxy {
             table: ArcSwap::from_pointee(table),
             client: upstream::client(&upstream),
             response_timeout: upstream.response,
+            upgrade_idle: upstream.upgrade_idle,
+            upgrades: metrics.as_ref().map(|m| m.upgrades()).unwrap_or_default(),
             metrics,
             access_log: None,
         }
@@ -449,7 +454,17 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        // An upgrade (WebSocket, ...) keeps its two hop-by-hop headers, on HTTP/1.1 only.
+        let upgrade = (parts.version == http::Version::HTTP_11)
+            .then(|| upgrade::requested(&parts.headers))
+            .flatten();
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         upstream::remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            upgrade::restore_headers(&mut parts.headers, protocol);
+        }
         upstream::add_forwarded(&mut parts.headers, remote.ip(), host);
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
@@ -476,7 +491,31 @@ impl Proxy {
             }
         };
         match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let Some(client_upgrade) = client_upgrade else {
+                        warn!(route, "the backend switched protocols without being asked");
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            "the backend switched protocols without being asked",
+                            Some(route),
+                        );
+                    };
+                    let backend_upgrade = hyper::upgrade::on(&mut resp);
+                    upgrade::splice(
+                        client_upgrade,
+                        backend_upgrade,
+                        self.upgrade_idle,
+                        self.upgrades.clone(),
+                    );
+                    let protocol = resp.headers().get(header::UPGRADE).cloned();
+                    let mut resp = resp.map(|b| b.boxed());
+                    upstream::remove_hop_by_hop(resp.headers_mut());
+                    if let Some(protocol) = protocol {
+                        upgrade::restore_headers(resp.headers_mut(), protocol);
+                    }
+                    return resp;
+                }
                 let mut resp = resp.map(|b| b.boxed());
                 upstream::remove_hop_by_hop(resp.headers_mut());
                 resp

@@ -26,6 +26,8 @@ pub struct UpstreamOptions {
     /// Header fields in a backend's response head; a larger head is answered 502 `backend
     /// response head too large`.
     pub max_response_headers: usize,
+    /// How long an upgraded connection (WebSocket, ...) may carry no byte either way.
+    pub upgrade_idle: Duration,
 }
 
 /// The default for both request and response header fields: far above what real services
@@ -39,6 +41,7 @@ impl Default for UpstreamOptions {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
             max_response_headers: DEFAULT_MAX_HEADERS,
+            upgrade_idle: Duration::from_secs(300),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct ConnClock {
     /// when the connection turns idle, to arm the keep-alive deadline.
     reader: Mutex<Option<Waker>>,
     reader_waiting: AtomicBool,
+    /// The connection was upgraded (WebSocket, ...): it is a tunnel now, bounded by the
+    /// proxy's own idle timeout, not by HTTP's.
+    upgraded: AtomicBool,
 }
 
 impl ConnClock {
@@ -56,6 +59,7 @@ impl ConnClock {
             h2: AtomicBool::new(false),
             reader: Mutex::new(None),
             reader_waiting: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
         })
     }
 
@@ -68,6 +72,11 @@ impl ConnClock {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.head_started.store(0, Ordering::Release);
         InFlight(self.clone())
+    }
+
+    /// The response switched protocols: no HTTP deadline applies from now on.
+    pub fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::SeqCst);
     }
 
     /// Asks for `waker` to be woken once no request is in flight.
@@ -83,7 +92,7 @@ impl ConnClock {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
+        if self.in_flight.load(Ordering::SeqCst) > 0 || self.upgraded.load(Ordering::SeqCst) {
             return None;
         }
         let at = |ms: u64, limit: Duration| self.start + Duration::from_millis(ms) + limit;

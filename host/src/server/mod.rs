@@ -97,6 +97,7 @@ pub async fn serve<H: Handler>(
         let io = TimedIo::new(stream, clock.clone());
         let service = service_fn(move |req| {
             let handler = handler.clone();
+            let clock = clock.clone();
             let in_flight = clock.request_started();
             async move {
                 let resp = if req.headers().len() > max_headers {
@@ -109,11 +110,14 @@ pub async fn serve<H: Handler>(
                 } else {
                     handler.call(req, remote).await
                 };
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    clock.upgraded();
+                }
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(io), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
