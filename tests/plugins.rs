@@ -1587,6 +1587,16 @@ async fn changing_a_plugins_settings_file_reloads_it() {
     let rd = launch(&cfg, &["bad-loop", "header-eq"]).start().await;
     let settings = rd.plugins_dir().join("bad-loop.json");
     let mut failures = run_probes(&rd, "default", &[probe("GET", "/bad").route("fallback")]).await;
+    for _ in 0..20 {
+        rd.get("/bad").await;
+    }
+    let predicate_calls = async || {
+        rd.admin_get("/api/v1/plugins/bad-loop").await.json()["calls_by_phase"]["predicate"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = predicate_calls().await;
+    assert!(before >= 21, "{before} predicate calls");
 
     // fail_open written beside the plugin: the same plugin now lets the guarded route match.
     let mark = rd.log_count();
@@ -1642,6 +1652,13 @@ async fn changing_a_plugins_settings_file_reloads_it() {
         ));
     }
     failures.extend(run_probes(&rd, "unrelated", &[probe("GET", "/ok").route("unrelated")]).await);
+    // Three reloads later the counters have gone on counting under the plugin's name.
+    let after = predicate_calls().await;
+    if after <= before {
+        failures.push(format!(
+            "predicate calls went from {before} to {after} across reloads: the counters were reset"
+        ));
+    }
     assert_no_failures(&failures);
 }
 

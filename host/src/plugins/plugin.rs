@@ -148,8 +148,9 @@ pub struct Plugin {
     pub instantiate_time: Duration,
     /// Its settings.
     pub settings: PluginSettings,
-    /// Its counters.
-    pub stats: PluginStats,
+    /// Its counters, shared by every version loaded under its name (a replaced plugin's
+    /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
+    pub stats: Arc<PluginStats>,
     engine: Arc<PluginEngine>,
     pre: InstancePre<PluginState>,
     predicate_indices: Option<PredicateIndices>,
@@ -219,7 +220,7 @@ impl Plugin {
             cap: ConcurrencyCap::new(settings.concurrency()),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
             settings,
-            stats: PluginStats::default(),
+            stats: Arc::default(),
             engine: engine.clone(),
             pre,
             predicate_indices,
@@ -233,6 +234,11 @@ impl Plugin {
         plugin.instantiate_time = started.elapsed();
         plugin.put_back(warm);
         Ok(plugin)
+    }
+
+    /// Counts into `previous`'s counters from now on: the version this one replaces.
+    pub fn continue_counters(&mut self, previous: &Plugin) {
+        self.stats = previous.stats.clone();
     }
 
     /// The deadline per call.

@@ -179,14 +179,18 @@ impl PluginRegistry {
         let compiled = self.engine.compile(&sha256, bytes)?;
         let compiled_by = compiled.by;
         let took = compiled.took;
-        let plugin = Arc::new(Plugin::new(
+        let mut plugin = Plugin::new(
             self.engine.clone(),
             name,
             sha256,
             bytes.len(),
             compiled,
             settings,
-        )?);
+        )?;
+        if let Some(previous) = self.get(name) {
+            plugin.continue_counters(&previous);
+        }
+        let plugin = Arc::new(plugin);
         tracing::info!(
             plugin = name,
             kind = plugin.kind.as_str(),
