@@ -889,3 +889,154 @@ async fn cube_documented_example_loads_unchanged() {
     ];
     assert_no_failures(&run_probes(&rd, "cube", &probes).await);
 }
+
+/// A route with `consumes` and `produces` added.
+fn negotiated(route: Route, consumes: &[&str], produces: &[&str]) -> Route {
+    let mut v = route.0;
+    v["consumes"] = json!(consumes);
+    v["produces"] = json!(produces);
+    Route(v)
+}
+
+/// go-restful's content negotiation: a route whose `consumes` does not cover the body's
+/// Content-Type is skipped (415 when every route skips a request with a body), then `Accept`
+/// (q-values, wildcards, missing means */*) against `produces` (406 listing what is available);
+/// the other routes' rules still apply, and the admin API's match explains it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_and_produces_answer_415_and_406() {
+    let rd = Routerd::start(&config(vec![
+        negotiated(
+            Route::respond("items-json")
+                .m(path("/items"))
+                .m(method("POST"))
+                .priority(10),
+            &["application/json"],
+            &[],
+        ),
+        negotiated(
+            Route::respond("items-csv")
+                .m(path("/items"))
+                .m(method("POST")),
+            &["text/csv", "text/tab-separated-values"],
+            &[],
+        ),
+        negotiated(
+            Route::respond("report-json")
+                .m(path("/report"))
+                .priority(10),
+            &[],
+            &["application/json"],
+        ),
+        negotiated(
+            Route::respond("report-html").m(path("/report")),
+            &[],
+            &["text/html"],
+        ),
+    ]))
+    .await;
+    let post = |ct: &'static str| {
+        let rd = &rd;
+        async move {
+            rd.request(
+                "POST",
+                "/items",
+                &[("content-type", ct)],
+                bytes::Bytes::from_static(b"a,b"),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        post("application/json; charset=utf-8").await.text(),
+        "items-json"
+    );
+    assert_eq!(post("text/csv").await.text(), "items-csv");
+    let resp = post("application/xml").await;
+    assert_eq!(resp.status, 415, "{}", resp.describe());
+    assert_eq!(resp.json()["error"], "unsupported media type");
+    assert_eq!(
+        resp.json()["consumes"],
+        json!(["application/json", "text/csv", "text/tab-separated-values"])
+    );
+    // Without a body, consumes does not apply.
+    let resp = rd.request("POST", "/items", &[], bytes::Bytes::new()).await;
+    assert_eq!(resp.text(), "items-json");
+    // The method rule comes first: 405, not 415.
+    assert_eq!(
+        rd.request(
+            "PUT",
+            "/items",
+            &[("content-type", "application/xml")],
+            bytes::Bytes::from_static(b"x")
+        )
+        .await
+        .status,
+        405
+    );
+
+    let get = |accept: &'static str| {
+        let rd = &rd;
+        async move {
+            rd.request("GET", "/report", &[("accept", accept)], bytes::Bytes::new())
+                .await
+        }
+    };
+    assert_eq!(
+        rd.get("/report").await.text(),
+        "report-json",
+        "no Accept: */*"
+    );
+    assert_eq!(get("text/html").await.text(), "report-html");
+    assert_eq!(get("text/*;q=0.5").await.text(), "report-html");
+    assert_eq!(
+        get("application/json;q=0, text/*").await.text(),
+        "report-html"
+    );
+    assert_eq!(get("*/*;q=0.1").await.text(), "report-json");
+    let resp = get("image/png, application/json;q=0").await;
+    assert_eq!(resp.status, 406, "{}", resp.describe());
+    assert_eq!(
+        resp.json()["available"],
+        json!(["application/json", "text/html"])
+    );
+
+    let explain = rd
+        .admin_json(
+            "POST",
+            "/api/v1/match",
+            Some(&json!({"method": "GET", "path": "/report", "headers": {"accept": "image/png"}})),
+        )
+        .await
+        .json();
+    assert_eq!(explain["decision"], "not_acceptable", "{explain}");
+    assert_eq!(
+        explain["detail"], "application/json, text/html",
+        "{explain}"
+    );
+    assert_eq!(
+        explain["candidates"][0]["failed"], "produces (the request's Accept)",
+        "{explain}"
+    );
+}
+
+/// A `consumes` or `produces` entry that is not a media type is refused at start, naming the
+/// route and the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_media_types_are_refused() {
+    let cfg = config(vec![negotiated(
+        Route::respond("bad").m(path("/b")),
+        &["application/json", "json"],
+        &[],
+    )]);
+    let run = Routerd::launch(&cfg)
+        .run_to_exit(std::time::Duration::from_secs(20))
+        .await;
+    assert!(!run.started, "routerd served an invalid config");
+    assert!(run.status.is_some_and(|s| !s.success()), "{run:?}");
+    let out = run.stderr;
+    assert!(
+        out.contains("route \"bad\", field consumes[1]")
+            && out.contains("\"json\" is not a media type"),
+        "{out}"
+    );
+}

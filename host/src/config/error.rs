@@ -31,6 +31,8 @@ pub enum ErrorCode {
     UnknownPlugin,
     /// A plugin rejected the route's arguments.
     InvalidPluginArgs,
+    /// A `consumes` or `produces` entry is not a `type/subtype` media type.
+    InvalidMediaType,
     /// `max_body_bytes` is 0 or above [`crate::routing::table::MAX_BODY_BYTES_LIMIT`].
     InvalidMaxBodyBytes,
 }
@@ -50,6 +52,7 @@ impl ErrorCode {
             ErrorCode::InvalidMatcher => "invalid_matcher",
             ErrorCode::InvalidFilter => "invalid_filter",
             ErrorCode::InvalidMaxBodyBytes => "invalid_max_body_bytes",
+            ErrorCode::InvalidMediaType => "invalid_media_type",
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPluginArgs => "invalid_plugin_args",
         }

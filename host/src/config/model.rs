@@ -48,6 +48,14 @@ pub struct RouteRule {
     /// Deadline for the backend's response head, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Media types of request bodies the route takes (`application/json`, `text/*`); a request
+    /// with a body of another type skips it (415 when every route skips it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumes: Vec<String>,
+    /// Media types the route answers with; a request whose `Accept` allows none of them skips
+    /// it (406 when every route skips it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produces: Vec<String>,
     /// Routes marked as system routes cannot be changed through the admin API.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub system: bool,

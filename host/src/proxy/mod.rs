@@ -221,6 +221,24 @@ impl Proxy {
                 set_allow(&mut resp, &allow);
                 resp
             }
+            Decision::UnsupportedMediaType(types) => {
+                let mut resp = error_with(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported media type",
+                    "consumes",
+                    &types,
+                );
+                if let Ok(v) = HeaderValue::from_str(&types) {
+                    resp.headers_mut().insert(header::ACCEPT, v);
+                }
+                resp
+            }
+            Decision::NotAcceptable(types) => error_with(
+                StatusCode::NOT_ACCEPTABLE,
+                "none of the acceptable media types is available",
+                "available",
+                &types,
+            ),
             Decision::NotFound | Decision::NeedBody | Decision::NeedPredicates { .. } => {
                 error(StatusCode::NOT_FOUND, "no route matches", None)
             }
@@ -538,6 +556,19 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A JSON error with a list of media types under `key`.
+fn error_with(status: StatusCode, message: &str, key: &str, types: &str) -> Response<ResponseBody> {
+    let list: Vec<&str> = types.split(", ").collect();
+    let doc = serde_json::json!({ "error": message, key: list });
+    let mut resp = Response::new(full(doc.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Applies a plugin's header changes; invalid names or values are logged and skipped.

@@ -8,6 +8,7 @@
 pub mod external;
 pub mod filters;
 pub mod matchers;
+pub mod media;
 pub mod pattern;
 pub mod request;
 pub mod route;

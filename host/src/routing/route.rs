@@ -1,6 +1,7 @@
 //! A compiled route: one validated [`RouteRule`] turned into what the request path runs, and the
 //! validation that produces it (every error names the route, the field and the reason).
 
+use super::media::MediaType;
 use std::time::Duration;
 
 use http::Method;
@@ -109,6 +110,10 @@ pub struct Route {
     pub filters: Vec<RouteFilter>,
     /// Deadline for the backend's response head.
     pub timeout: Option<Duration>,
+    /// Media types of request bodies it takes (empty: any).
+    pub consumes: Box<[MediaType]>,
+    /// Media types it answers with (empty: any).
+    pub produces: Box<[MediaType]>,
     /// For ordering.
     pub specificity: Specificity,
 }
@@ -312,6 +317,23 @@ impl Route {
             None => None,
         };
 
+        let mut media = |field: &str, list: &[String]| -> Box<[MediaType]> {
+            let mut parsed = Vec::with_capacity(list.len());
+            for (i, text) in list.iter().enumerate() {
+                match MediaType::parse(text) {
+                    Some(m) => parsed.push(m),
+                    None => err(
+                        &format!("{field}[{i}]"),
+                        ErrorCode::InvalidMediaType,
+                        format!("{text:?} is not a media type such as application/json or text/*"),
+                    ),
+                }
+            }
+            parsed.into()
+        };
+        let consumes = media("consumes", &rule.consumes);
+        let produces = media("produces", &rule.produces);
+
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -329,6 +351,8 @@ impl Route {
             strip_prefix,
             filters,
             timeout: rule.timeout_ms.map(Duration::from_millis),
+            consumes,
+            produces,
             specificity,
         })
     }

@@ -7,6 +7,7 @@
 use http::{Method, StatusCode};
 
 use super::external::{ExternalRequest, FailurePolicy, PluginSource};
+use super::media;
 use super::request::RequestView;
 use super::route::{PathMatch, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
@@ -66,6 +67,10 @@ pub enum Decision {
     MethodNotAllowed(String),
     /// An OPTIONS request for a path whose routes allow these methods.
     Options(String),
+    /// Some routes failed only on `consumes`: the request body's type is none of these.
+    UnsupportedMediaType(String),
+    /// Some routes failed only on `produces`: `Accept` allows none of these.
+    NotAcceptable(String),
     /// Nothing matches.
     NotFound,
 }
@@ -357,7 +362,7 @@ impl RouteTable {
         }
         let mut allowed = allowed.unwrap_or_default();
         if allowed.is_empty() {
-            return Decision::NotFound;
+            return self.negotiation_miss(req, done);
         }
         allowed.push(Method::OPTIONS);
         allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -408,7 +413,8 @@ impl RouteTable {
                 .as_ref()
                 .is_none_or(|m| m.contains(req.method));
             if let Some(allowed) = allowed {
-                if !method_ok && self.others_match(route, req, true) {
+                // The method is judged first (go-restful's order): media types do not count.
+                if !method_ok && matchers_match(route, req, true) {
                     match predicates_passed(route, id, toggled, done) {
                         Some(true) => {
                             allowed.extend(route.methods.iter().flat_map(|m| m.0.iter().cloned()))
@@ -440,11 +446,79 @@ impl RouteTable {
     }
 
     fn others_match(&self, route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool {
-        route
-            .matchers
-            .iter()
-            .all(|(_, m)| (skip_body && m.needs_body()) || m.matches(req))
+        matchers_match(route, req, skip_body)
+            && media::consumes_ok(&route.consumes, req.headers)
+            && media::produces_ok(&route.produces, req.headers)
     }
+
+    /// After no route matched and none failed on the method alone: 415 when some route failed
+    /// only on `consumes` (the request has a body), else 406 when some failed only on
+    /// `produces`, else 404 (go-restful's order).
+    fn negotiation_miss(&self, req: &RequestView<'_>, done: &PredicateResults) -> Decision {
+        let mut cands = Candidates::new();
+        self.index.candidates(req.path, &mut cands);
+        let mut ids: Vec<u32> = cands
+            .iter()
+            .copied()
+            .chain(self.unindexed.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        let (mut unsupported, mut available) = (Vec::new(), Vec::new());
+        for id in ids {
+            let route = &self.routes[id as usize];
+            if route.consumes.is_empty() && route.produces.is_empty() {
+                continue;
+            }
+            if let PathMatch::Regex(re) = &route.path
+                && !re.is_match(req.path)
+            {
+                continue;
+            }
+            if route
+                .methods
+                .as_ref()
+                .is_some_and(|m| !m.contains(req.method))
+                || !matchers_match(route, req, true)
+            {
+                continue;
+            }
+            match predicates_passed(route, id, false, done) {
+                Some(true) => {}
+                Some(false) => continue,
+                None => {
+                    return Decision::NeedPredicates {
+                        route: id,
+                        toggled: false,
+                    };
+                }
+            }
+            if !media::consumes_ok(&route.consumes, req.headers) {
+                unsupported.extend(route.consumes.iter().map(ToString::to_string));
+            } else if !media::produces_ok(&route.produces, req.headers) {
+                available.extend(route.produces.iter().map(ToString::to_string));
+            }
+        }
+        let listed = |mut types: Vec<String>| {
+            types.sort();
+            types.dedup();
+            types.join(", ")
+        };
+        if !unsupported.is_empty() {
+            Decision::UnsupportedMediaType(listed(unsupported))
+        } else if !available.is_empty() {
+            Decision::NotAcceptable(listed(available))
+        } else {
+            Decision::NotFound
+        }
+    }
+}
+
+/// Whether `route`'s built-in matchers (not path, method or media types) all match.
+fn matchers_match(route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool {
+    route
+        .matchers
+        .iter()
+        .all(|(_, m)| (skip_body && m.needs_body()) || m.matches(req))
 }
 
 /// Whether route `id`'s plugin predicates passed: `None` while they have not run.
@@ -571,8 +645,8 @@ pub struct CandidateResult {
 /// on the way in decision order, with the matcher that failed.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
-    /// `route`, `need_body`, `default_url`, `redirect`, `method_not_allowed`, `options` or
-    /// `not_found`.
+    /// `route`, `need_body`, `default_url`, `redirect`, `method_not_allowed`, `options`,
+    /// `unsupported_media_type`, `not_acceptable` or `not_found`.
     pub decision: &'static str,
     /// The chosen route, for `route`.
     pub route: Option<String>,
@@ -618,6 +692,8 @@ impl RouteTable {
             ),
             Decision::MethodNotAllowed(allow) => ("method_not_allowed", None, Some(allow)),
             Decision::Options(allow) => ("options", None, Some(allow)),
+            Decision::UnsupportedMediaType(types) => ("unsupported_media_type", None, Some(types)),
+            Decision::NotAcceptable(types) => ("not_acceptable", None, Some(types)),
             Decision::NotFound => ("not_found", None, None),
         };
         Explanation {
@@ -665,6 +741,12 @@ impl RouteTable {
             if !m.matches(req) {
                 return Some(describe(*i));
             }
+        }
+        if !media::consumes_ok(&route.consumes, req.headers) {
+            return Some("consumes (the request body's Content-Type)".into());
+        }
+        if !media::produces_ok(&route.produces, req.headers) {
+            return Some("produces (the request's Accept)".into());
         }
         self.first_failed_predicate(id, route, req, req.path)
             .await
