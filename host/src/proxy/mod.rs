@@ -43,6 +43,8 @@ pub struct Proxy {
 /// What a request's handling learns for its access-log line.
 #[derive(Debug, Default)]
 struct Trace {
+    /// Whether anything reads it (the access log is on); otherwise nothing is measured.
+    on: bool,
     upstream: Option<http::uri::Authority>,
     plugin_time: std::time::Duration,
 }
@@ -50,6 +52,9 @@ struct Trace {
 impl Trace {
     /// Runs a plugin call, adding its time.
     async fn plugin<T>(&mut self, call: impl Future<Output = T>) -> T {
+        if !self.on {
+            return call.await;
+        }
         let started = std::time::Instant::now();
         let out = call.await;
         self.plugin_time += started.elapsed();
@@ -105,7 +110,10 @@ impl Proxy {
                 .map_or_else(|| req.uri().path().to_owned(), |pq| pq.as_str().to_owned());
             (std::time::SystemTime::now(), req.method().clone(), path)
         });
-        let mut trace = Trace::default();
+        let mut trace = Trace {
+            on: logged.is_some(),
+            ..Trace::default()
+        };
         let (resp, route) = self.dispatch(req, remote, &mut trace).await;
         if let Some(m) = &self.metrics {
             m.request(&route, resp.status().as_u16(), started.elapsed());
@@ -486,7 +494,7 @@ impl Proxy {
         upstream::add_forwarded(&mut parts.headers, remote.ip(), host);
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
-        if self.access_log.is_some() {
+        if trace.on {
             trace.upstream = uri.authority().cloned();
         }
         parts.uri = uri;
@@ -561,14 +569,7 @@ impl Proxy {
 /// A JSON error with a list of media types under `key`.
 fn error_with(status: StatusCode, message: &str, key: &str, types: &str) -> Response<ResponseBody> {
     let list: Vec<&str> = types.split(", ").collect();
-    let doc = serde_json::json!({ "error": message, key: list });
-    let mut resp = Response::new(full(doc.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_response(status, &serde_json::json!({ "error": message, key: list }))
 }
 
 /// Applies a plugin's header changes; invalid names or values are logged and skipped.
@@ -649,6 +650,10 @@ pub fn error(status: StatusCode, message: &str, route: Option<&str>) -> Response
     if let Some(r) = route {
         doc["route"] = r.into();
     }
+    json_response(status, &doc)
+}
+
+fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<ResponseBody> {
     let mut resp = Response::new(full(doc.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

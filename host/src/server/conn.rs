@@ -124,6 +124,13 @@ impl ConnClock {
 #[derive(Debug)]
 pub struct InFlight(Arc<ConnClock>);
 
+impl InFlight {
+    /// Its response switched protocols: no HTTP deadline applies to the connection from now on.
+    pub fn upgraded(&self) {
+        self.0.upgraded();
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         let clock = &self.0;

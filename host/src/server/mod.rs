@@ -97,7 +97,6 @@ pub async fn serve<H: Handler>(
         let io = TimedIo::new(stream, clock.clone());
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            let clock = clock.clone();
             let in_flight = clock.request_started();
             async move {
                 let resp = if req.headers().len() > max_headers {
@@ -111,7 +110,7 @@ pub async fn serve<H: Handler>(
                     handler.call(req, remote).await
                 };
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    clock.upgraded();
+                    in_flight.upgraded();
                 }
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             }
