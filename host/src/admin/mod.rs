@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
 use crate::routeset::{ApiError, RouteSet};
 use crate::routing::{BufferedBody, SharedHead};
-use crate::server::Handler;
+use crate::server::{Handler, Peer};
 
 /// The largest route document accepted.
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -298,6 +298,9 @@ struct MatchRequest {
     body: Option<String>,
     #[serde(default)]
     remote_addr: Option<String>,
+    /// `http` (the default) or `https`: which listener the request came in on.
+    #[serde(default)]
+    scheme: Option<String>,
 }
 
 fn get() -> String {
@@ -341,21 +344,26 @@ pub fn parse_match(bytes: &[u8]) -> Result<(SharedHead, Option<BufferedBody>), A
             .map_err(|_| bad_body(format!("remote_addr {a:?} is not an IP address")))?,
         None => SocketAddr::from(([127, 0, 0, 1], 0)),
     };
+    let scheme = match probe.scheme.as_deref() {
+        None | Some("http") => "http",
+        Some("https") => "https",
+        Some(other) => {
+            return Err(bad_body(format!(
+                "scheme {other:?} is neither \"http\" nor \"https\""
+            )));
+        }
+    };
     let shared = SharedHead {
         parts: Arc::new(parts),
         remote,
-        scheme: "http",
+        scheme,
     };
     let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
     Ok((shared, body))
 }
 
 impl Handler for Admin {
-    async fn call(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        _remote: SocketAddr,
-    ) -> Response<ResponseBody> {
+    async fn call(self: Arc<Self>, req: Request<Incoming>, _peer: Peer) -> Response<ResponseBody> {
         match self.route(req).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
@@ -364,11 +372,7 @@ impl Handler for Admin {
 }
 
 impl Handler for Proxy {
-    async fn call(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<ResponseBody> {
-        self.handle(req, remote).await
+    async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+        self.handle(req, peer).await
     }
 }

@@ -21,6 +21,7 @@ use routerd::proxy::Proxy;
 use routerd::proxy::upstream::{DEFAULT_MAX_HEADERS, UpstreamOptions};
 use routerd::routeset::RouteSet;
 use routerd::routing::RouteTable;
+use routerd::server::tls::{CertSource, TlsTerminator};
 use routerd::server::{self, conn::ConnTimeouts};
 use routerd::store::RouteStore;
 
@@ -41,6 +42,21 @@ struct Args {
     /// Admin API listener address.
     #[arg(long, env = "ROUTERD_ADMIN", default_value = "127.0.0.1:9090")]
     admin: SocketAddr,
+    /// A second proxy listener, TLS-terminating (TLS 1.2 and 1.3, ALPN h2 and http/1.1); needs
+    /// --tls-cert and --tls-key, or --tls-dir.
+    #[arg(long, env = "ROUTERD_TLS_LISTEN")]
+    tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for clients whose SNI name has no pair in --tls-dir.
+    #[arg(long, env = "ROUTERD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "ROUTERD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A directory of `NAME.crt` and `NAME.key` pairs, served to SNI `NAME` (`_.example.com`
+    /// for `*.example.com`). Certificates are reloaded when their files change; a bad change
+    /// is logged and the last good set keeps serving.
+    #[arg(long, env = "ROUTERD_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     /// Plugins directory (created if missing).
     #[arg(long, env = "ROUTERD_PLUGINS", default_value = "./plugins")]
     plugins: PathBuf,
@@ -360,6 +376,16 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         });
     }
 
+    let tls = match args.tls_listen {
+        Some(addr) => Some(start_tls(&args, addr, &control).await?),
+        None => {
+            anyhow::ensure!(
+                args.tls_cert.is_none() && args.tls_dir.is_none(),
+                "--tls-cert and --tls-dir need --tls-listen"
+            );
+            None
+        }
+    };
     let proxy_listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -380,15 +406,27 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     info!("admin listening on http://{}", admin_listener.local_addr()?);
     let proxy_task = tokio::spawn(server::serve(
         proxy_listener,
+        None,
         proxy.clone(),
         stop_rx.clone(),
         options,
     ));
+    let tls_task = tls.map(|(listener, terminator, watch)| {
+        let acceptor = terminator.acceptor();
+        let task = tokio::spawn(server::serve(
+            listener,
+            Some(acceptor),
+            proxy.clone(),
+            stop_rx.clone(),
+            options,
+        ));
+        (task, watch)
+    });
     // The admin listener is registered with the control runtime's reactor: bind it there.
     let admin_listener = admin_listener.into_std()?;
     let admin_task = control.spawn(async move {
         match TcpListener::from_std(admin_listener) {
-            Ok(listener) => server::serve(listener, admin, stop_rx, options).await,
+            Ok(listener) => server::serve(listener, None, admin, stop_rx, options).await,
             Err(e) => error!("cannot serve the admin listener: {e}"),
         }
     });
@@ -425,8 +463,63 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_task, admin_task);
+    if let Some((task, watch)) = tls_task {
+        let _ = task.await;
+        watch.abort();
+    }
     info!("stopped");
     Ok(())
+}
+
+/// Loads the certificates (refusing to start on a bad one), binds the TLS listener and starts
+/// the reload task; logs what it serves.
+async fn start_tls(
+    args: &Args,
+    addr: SocketAddr,
+    control: &tokio::runtime::Handle,
+) -> anyhow::Result<(TcpListener, Arc<TlsTerminator>, tokio::task::JoinHandle<()>)> {
+    let source = CertSource {
+        default: args.tls_cert.clone().zip(args.tls_key.clone()),
+        dir: args.tls_dir.clone(),
+    };
+    let (files, dir) = source.watched();
+    // Watch before the first read, so a change made while starting is not missed.
+    let mut watch = FileWatch::paths(&files, dir.as_deref())
+        .context("cannot watch the TLS certificate files")?;
+    let terminator =
+        Arc::new(TlsTerminator::new(source).context("cannot load the TLS certificates")?);
+    log_certs(&terminator);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (TLS)"))?;
+    info!("tls listening on https://{}", listener.local_addr()?);
+    let reloading = terminator.clone();
+    let task = control.spawn(async move {
+        while watch.changed().await.is_some() {
+            let t = reloading.clone();
+            let result = tokio::task::spawn_blocking(move || t.reload()).await;
+            match result {
+                Ok(Ok(())) => {
+                    info!("TLS certificates reloaded");
+                    log_certs(&reloading);
+                }
+                Ok(Err(e)) => warn!(
+                    "TLS certificate change rejected, still serving the previous certificates: {e}"
+                ),
+                Err(e) => warn!("TLS certificate reload failed: {e}"),
+            }
+        }
+    });
+    Ok((listener, terminator, task))
+}
+
+fn log_certs(terminator: &TlsTerminator) {
+    let set = terminator.current();
+    info!(
+        names = ?set.names(),
+        default = set.has_default(),
+        "TLS certificates loaded"
+    );
 }
 
 async fn shutdown_signal() {

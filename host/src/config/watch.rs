@@ -1,4 +1,5 @@
-//! Watching the config file: notify events on its directory (editors replace files by rename),
+//! Watching the config file (and any other set of files, such as TLS certificates): notify
+//! events on their directories (editors replace files by rename),
 //! debounced, become reload signals. The caller reloads, and keeps its last good table when the
 //! new file is invalid.
 
@@ -20,12 +21,26 @@ pub struct FileWatch {
 impl FileWatch {
     /// Starts watching `file` (which need not exist yet).
     pub fn new(file: &Path) -> notify::Result<FileWatch> {
-        let file: PathBuf = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-        let dir = file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let name = file.file_name().map(|n| n.to_os_string());
+        FileWatch::paths(&[file.to_path_buf()], None)
+    }
+
+    /// Starts watching `files` (which need not exist yet) and every file directly in `dir`.
+    pub fn paths(files: &[PathBuf], dir: Option<&Path>) -> notify::Result<FileWatch> {
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let files: Vec<PathBuf> = files.iter().map(|f| absolute(f)).collect();
+        let dir = dir.map(absolute);
+        // Their directories, not the files: editors and `mv` replace a file by rename.
+        let mut watched: Vec<PathBuf> = files
+            .iter()
+            .map(|f| {
+                f.parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| PathBuf::from("."))
+            })
+            .chain(dir.clone())
+            .collect();
+        watched.sort();
+        watched.dedup();
         let (tx, rx) = mpsc::channel(1);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -33,16 +48,17 @@ impl FileWatch {
                 if event.kind.is_access() {
                     return;
                 }
-                if event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
-                {
+                let wanted = |p: &PathBuf| {
+                    files.contains(p) || dir.as_deref().is_some_and(|d| p.parent() == Some(d))
+                };
+                if event.paths.iter().any(wanted) {
                     // A full channel already holds a pending reload.
                     let _ = tx.try_send(());
                 }
             })?;
-        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        for d in &watched {
+            watcher.watch(d, RecursiveMode::NonRecursive)?;
+        }
         Ok(FileWatch {
             _watcher: watcher,
             rx,

@@ -207,7 +207,7 @@ impl router::plugin::request::Host for PluginState {
     }
 
     fn scheme(&mut self) -> String {
-        "http".to_owned()
+        self.req().map_or("http", |r| r.scheme).to_owned()
     }
 
     fn host(&mut self) -> String {

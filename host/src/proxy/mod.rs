@@ -5,7 +5,6 @@ pub mod body;
 pub mod upgrade;
 pub mod upstream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -23,6 +22,7 @@ use crate::routing::{
     BufferedBody, Decision, ExternalRequest, FailurePolicy, HeaderOp, PredicateResults, Reply,
     RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
 };
+use crate::server::Peer;
 use body::RequestBody;
 use upstream::{UpstreamClient, UpstreamOptions, UpstreamPath};
 
@@ -97,11 +97,7 @@ impl Proxy {
     }
 
     /// Handles one request. Never fails: every error becomes a response.
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        remote: SocketAddr,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         let started = std::time::Instant::now();
         let logged = self.access_log.as_ref().map(|_| {
             let path = req
@@ -114,7 +110,7 @@ impl Proxy {
             on: logged.is_some(),
             ..Trace::default()
         };
-        let (resp, route) = self.dispatch(req, remote, &mut trace).await;
+        let (resp, route) = self.dispatch(req, peer, &mut trace).await;
         if let Some(m) = &self.metrics {
             m.request(&route, resp.status().as_u16(), started.elapsed());
         }
@@ -122,7 +118,7 @@ impl Proxy {
             (Some(log), Some((time, method, path))) => {
                 let record = Record {
                     time,
-                    remote,
+                    remote: peer.addr,
                     method,
                     path,
                     status: resp.status().as_u16(),
@@ -140,7 +136,7 @@ impl Proxy {
     async fn dispatch(
         &self,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        peer: Peer,
         trace: &mut Trace,
     ) -> (Response<ResponseBody>, Arc<str>) {
         let table = self.table.load_full();
@@ -148,8 +144,8 @@ impl Proxy {
         // Shared (not copied) with plugin predicates; unwrapped again once the route is chosen.
         let shared = SharedHead {
             parts: Arc::new(parts),
-            remote,
-            scheme: "http",
+            remote: peer.addr,
+            scheme: peer.scheme(),
         };
         let mut body = RequestBody::Streaming(body);
         let mut buffered: Option<BufferedBody> = None;
@@ -191,7 +187,7 @@ impl Proxy {
             _ => Arc::from("none"),
         };
         let resp = match decision {
-            Decision::Route(id) => self.run_route(&table, id, parts, body, remote, trace).await,
+            Decision::Route(id) => self.run_route(&table, id, parts, body, peer, trace).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
                     let path = UpstreamPath::Joined(parts.uri.path().to_owned());
@@ -202,7 +198,7 @@ impl Proxy {
                         query.as_deref(),
                         parts,
                         body,
-                        remote,
+                        peer,
                         None,
                         "default_url",
                         trace,
@@ -260,7 +256,7 @@ impl Proxy {
         id: u32,
         mut parts: http::request::Parts,
         body: RequestBody,
-        remote: SocketAddr,
+        peer: Peer,
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
         let route = table.route(id);
@@ -328,8 +324,8 @@ impl Proxy {
                     ));
                     let request = ExternalRequest {
                         parts: head.clone(),
-                        remote,
-                        scheme: "http",
+                        remote: peer.addr,
+                        scheme: peer.scheme(),
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
@@ -379,7 +375,7 @@ impl Proxy {
                     upstream_query.as_deref(),
                     parts,
                     body,
-                    remote,
+                    peer,
                     route.timeout,
                     &route.name,
                     trace,
@@ -406,8 +402,8 @@ impl Proxy {
                     let Some(head) = &response_head else { continue };
                     let request = ExternalRequest {
                         parts: head.clone(),
-                        remote,
-                        scheme: "http",
+                        remote: peer.addr,
+                        scheme: peer.scheme(),
                         path: Some(upstream_path.as_str().to_owned()),
                         params: owned_params.clone(),
                     };
@@ -457,7 +453,7 @@ impl Proxy {
         query: Option<&str>,
         mut parts: http::request::Parts,
         body: RequestBody,
-        remote: SocketAddr,
+        peer: Peer,
         timeout: Option<std::time::Duration>,
         route: &str,
         trace: &mut Trace,
@@ -491,7 +487,7 @@ impl Proxy {
         if let Some(protocol) = upgrade {
             upgrade::restore_headers(&mut parts.headers, protocol);
         }
-        upstream::add_forwarded(&mut parts.headers, remote.ip(), host);
+        upstream::add_forwarded(&mut parts.headers, peer.addr.ip(), peer.scheme(), host);
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
         if trace.on {

@@ -163,7 +163,12 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host` (the client's Host, port included).
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let ip = client.to_string();
     let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
@@ -175,7 +180,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<Heade
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
+        HeaderValue::from_static(proto),
     );
     if let Some(v) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v);

@@ -1,9 +1,10 @@
-//! Listeners: accept loops serving HTTP/1.1 and h2c (prior knowledge) with hyper-util, a cap
-//! on open connections (beyond it, new ones wait in the listen backlog), the client-side
-//! timeouts of [`conn`], and a graceful shutdown that stops accepting, lets in-flight requests
-//! finish, then returns.
+//! Listeners: accept loops serving HTTP/1.1 and h2 (h2c by prior knowledge, or TLS with
+//! ALPN through [`tls`]) with hyper-util, a cap on open connections (beyond it, new ones wait
+//! in the listen backlog), the client-side timeouts of [`conn`], and a graceful shutdown that
+//! stops accepting, lets in-flight requests finish, then returns.
 
 pub mod conn;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +20,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use crate::proxy::ResponseBody;
@@ -41,19 +43,37 @@ pub struct ServeOptions {
     pub max_request_headers: usize,
 }
 
+/// Who sent a request, and over what.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+impl Peer {
+    /// The request's scheme: `https` on a TLS listener.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+}
+
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one request from `remote`.
+    /// Answers one request from `peer`.
     fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
-        remote: SocketAddr,
+        peer: Peer,
     ) -> impl Future<Output = Response<ResponseBody>> + Send;
 }
 
-/// Serves `listener` until `stop` turns true, then waits (up to `drain`) for open connections.
+/// Serves `listener` (TLS when `tls` is given) until `stop` turns true, then waits (up to
+/// `drain`) for open connections.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
     options: ServeOptions,
@@ -95,6 +115,10 @@ pub async fn serve<H: Handler>(
         let handler = handler.clone();
         let clock = ConnClock::new(options.timeouts);
         let io = TimedIo::new(stream, clock.clone());
+        let peer = Peer {
+            addr: remote,
+            tls: tls.is_some(),
+        };
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let in_flight = clock.request_started();
@@ -107,7 +131,7 @@ pub async fn serve<H: Handler>(
                         None,
                     )
                 } else {
-                    handler.call(req, remote).await
+                    handler.call(req, peer).await
                 };
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     in_flight.upgraded();
@@ -115,12 +139,36 @@ pub async fn serve<H: Handler>(
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             }
         });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let Some(acceptor) = &tls else {
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, %remote, "connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded like a request head.
+        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
+        let handshake_timeout = options.timeouts.header_read;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(error = %e, %remote, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 debug!(error = %e, %remote, "connection ended with an error");
             }
             drop(slot);

@@ -2,7 +2,8 @@
 //!
 //! Each pair sets a header, replacing any value it had: `req:` pairs on the request before it
 //! is proxied, `resp:` pairs on the response before it is sent. Pairs apply in order, so a later
-//! pair for the same header wins.
+//! pair for the same header wins. A `req:` value of exactly `{scheme}` becomes the scheme the
+//! client used (`http` or `https`), so a backend behind a TLS listener can be told so.
 //!
 //! ```json
 //! {"plugin": "add-headers", "args": ["req:X-Env", "prod", "resp:Cache-Control", "no-store"]}
@@ -70,13 +71,18 @@ pub fn parse(args: &[String]) -> Result<Vec<Entry<'_>>, String> {
         .collect()
 }
 
-/// The request edits for these entries.
-pub fn request_edits(entries: &[Entry<'_>]) -> RequestEdits {
+/// The request edits for these entries, for a request that came in over `scheme`.
+pub fn request_edits(entries: &[Entry<'_>], scheme: &str) -> RequestEdits {
     entries
         .iter()
         .filter(|e| e.phase == Phase::Request)
         .fold(RequestEdits::new(), |edits, e| {
-            edits.set_header(e.name, e.value)
+            let value = if e.value == "{scheme}" {
+                scheme
+            } else {
+                e.value
+            };
+            edits.set_header(e.name, value)
         })
 }
 
@@ -95,9 +101,9 @@ impl Filter for AddHeaders {
         parse(args).map(drop)
     }
 
-    fn on_request(_req: &Request<'_>, args: &[String]) -> RequestAction {
+    fn on_request(req: &Request<'_>, args: &[String]) -> RequestAction {
         parse(args)
-            .map(|entries| request_edits(&entries))
+            .map(|entries| request_edits(&entries, &req.scheme()))
             .unwrap_or_default()
             .into()
     }
@@ -155,6 +161,25 @@ mod tests {
         let edits = AddHeaders::on_response(&req.as_request(), &resp.as_response(), &a);
         assert_eq!(edits.headers, vec![HeaderOp::Set("x-b".into(), "2".into())]);
         assert_eq!(edits.status, None);
+    }
+
+    #[test]
+    fn scheme_placeholder_takes_the_request_scheme() {
+        let a = args(&["req:X-Scheme", "{scheme}", "req:X-Lit", "{scheme}!"]);
+        for scheme in ["http", "https"] {
+            let req = MockRequest::new("GET", "/").scheme(scheme);
+            let RequestAction::Proceed(edits) = AddHeaders::on_request(&req.as_request(), &a)
+            else {
+                panic!("expected proceed");
+            };
+            assert_eq!(
+                edits.headers,
+                vec![
+                    HeaderOp::Set("x-scheme".into(), scheme.into()),
+                    HeaderOp::Set("x-lit".into(), "{scheme}!".into()),
+                ]
+            );
+        }
     }
 
     #[test]
