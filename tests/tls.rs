@@ -24,6 +24,7 @@ use tokio_rustls::TlsConnector;
 struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     der: CertificateDer<'static>,
+    pem: String,
 }
 
 impl TestCa {
@@ -37,6 +38,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             der: cert.der().clone(),
+            pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -403,4 +405,151 @@ async fn a_bad_certificate_at_start_names_the_file() {
         text.contains("b.test.key") && text.contains("does not belong to"),
         "{text}"
     );
+}
+
+/// An HTTPS backend on 127.0.0.1 with `cert`/`key` (PEM): HTTP/1.1 and h2 by ALPN, each
+/// answer `VERSION AUTHORITY-OR-HOST`.
+async fn https_backend(cert: &str, key: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let host = req
+                            .uri()
+                            .authority()
+                            .map(|a| a.to_string())
+                            .or_else(|| {
+                                req.headers()
+                                    .get(http::header::HOST)
+                                    .and_then(|h| h.to_str().ok())
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or_default();
+                        let text = format!("{:?} {host} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(full(text)))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// `https://` backends: trusted through the route's `tls_ca_file` with `tls_server_name`, over
+/// HTTP/1.1 and (`upstream_protocol: h2`) HTTP/2; refused (502) when the certificate is not
+/// trusted or names another host; taken with `tls_insecure_skip_verify` (with a warning that
+/// names the route); bad settings are route errors naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_backends_with_their_own_ca_name_and_protocol() {
+    let ca = TestCa::new();
+    let dir = TempDir::new("tls-backend");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let (cert, key, _) = ca.leaf(&["backend.test"]);
+    let (addr, _backend) = https_backend(&cert, &key).await;
+    let url = format!("https://{addr}");
+    let ca_path = ca_file.display().to_string();
+    let trusted = |name: &str, prefix_path: &str| {
+        Route::proxy(name, &url)
+            .m(prefix(prefix_path))
+            .set("tls_ca_file", ca_path.clone().into())
+            .set("tls_server_name", "backend.test".into())
+    };
+    let cfg = config(vec![
+        trusted("h1", "/h1"),
+        trusted("h2", "/h2").set("upstream_protocol", "h2".into()),
+        Route::proxy("public-roots", &url).m(prefix("/public")),
+        trusted("wrong-name", "/wrong").set("tls_server_name", "other.test".into()),
+        Route::proxy("insecure", &url)
+            .m(prefix("/insecure"))
+            .set("tls_insecure_skip_verify", true.into()),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+
+    let resp = rd.get("/h1/a").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.text(), format!("HTTP/1.1 {addr} /h1/a"));
+    let resp = rd.get("/h2/b").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert_eq!(resp.text(), format!("HTTP/2.0 {addr} /h2/b"));
+    for path in ["/public/c", "/wrong/d"] {
+        let resp = rd.get(path).await;
+        assert_eq!(resp.status, 502, "{path}: {}", resp.describe());
+    }
+    let resp = rd.get("/insecure/e").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    assert!(
+        rd.logs()
+            .iter()
+            .any(|l| l.contains("tls_insecure_skip_verify") && l.contains("insecure")),
+        "no warning for the insecure route:\n{}",
+        rd.logs().join("\n")
+    );
+    // Many requests reuse pooled TLS connections and keep working.
+    for i in 0..50 {
+        let resp = rd.get(&format!("/h2/{i}")).await;
+        assert_eq!(resp.status, 200, "{}", resp.describe());
+    }
+
+    for (route, field, reason) in [
+        (
+            Route::proxy("bad", &url)
+                .m(prefix("/x"))
+                .set("tls_ca_file", "/nonexistent/ca.pem".into()),
+            "tls_ca_file",
+            "cannot read",
+        ),
+        (
+            Route::proxy("bad", &format!("http://{addr}"))
+                .m(prefix("/x"))
+                .set("tls_server_name", "backend.test".into()),
+            "tls_server_name",
+            "only an https:// target_url",
+        ),
+        (
+            Route::proxy("bad", &url)
+                .m(prefix("/x"))
+                .set("upstream_protocol", "h3".into()),
+            "upstream_protocol",
+            "neither",
+        ),
+    ] {
+        let out = Routerd::launch(&config(vec![route]))
+            .run_to_exit(Duration::from_secs(20))
+            .await;
+        assert!(!out.started);
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            text.contains(&format!("route \"bad\", field {field}")) && text.contains(reason),
+            "{field}: {text}"
+        );
+    }
 }

@@ -440,7 +440,12 @@ impl RouteSet {
         };
         let mut api = state.api.clone();
         api.insert(name.clone(), stored.clone());
-        self.commit(&mut state, api, vec![Change::Put(stored)], &[&name])?;
+        self.commit(
+            &mut state,
+            api,
+            vec![Change::Put(Box::new(stored))],
+            &[&name],
+        )?;
         drop(state);
         self.get(&name)
     }
@@ -473,7 +478,7 @@ impl RouteSet {
         if new_name != name {
             changes.push(Change::Delete(name.to_owned()));
         }
-        changes.push(Change::Put(stored));
+        changes.push(Change::Put(Box::new(stored)));
         self.commit(&mut state, api, changes, &[&new_name])?;
         drop(state);
         self.get(&new_name)
@@ -527,7 +532,7 @@ impl RouteSet {
                         summary.created.push(name.clone());
                     }
                     let stored = StoredRoute { rule, version };
-                    changes.push(Change::Put(stored.clone()));
+                    changes.push(Change::Put(Box::new(stored.clone())));
                     api.insert(name.clone(), stored);
                 }
             }

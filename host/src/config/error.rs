@@ -33,6 +33,9 @@ pub enum ErrorCode {
     InvalidPluginArgs,
     /// A `consumes` or `produces` entry is not a `type/subtype` media type.
     InvalidMediaType,
+    /// `tls_ca_file`, `tls_server_name`, `tls_insecure_skip_verify` or `upstream_protocol` is
+    /// malformed, unreadable, or does not fit the target.
+    InvalidBackendTls,
     /// `max_body_bytes` is 0 or above [`crate::routing::table::MAX_BODY_BYTES_LIMIT`].
     InvalidMaxBodyBytes,
 }
@@ -53,6 +56,7 @@ impl ErrorCode {
             ErrorCode::InvalidFilter => "invalid_filter",
             ErrorCode::InvalidMaxBodyBytes => "invalid_max_body_bytes",
             ErrorCode::InvalidMediaType => "invalid_media_type",
+            ErrorCode::InvalidBackendTls => "invalid_backend_tls",
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPluginArgs => "invalid_plugin_args",
         }

@@ -56,6 +56,22 @@ pub struct RouteRule {
     /// it (406 when every route skips it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub produces: Vec<String>,
+    /// For an `https://` target: a PEM file of the CA certificates that may sign the backend's
+    /// certificate, instead of Mozilla's roots. Read when the route set is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<String>,
+    /// For an `https://` target: the name sent as SNI and checked in the backend's certificate,
+    /// instead of the target's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
+    /// For an `https://` target: accept any certificate. Only for tests and broken backends; a
+    /// warning is logged each time a route set with it is loaded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_insecure_skip_verify: bool,
+    /// `http1` (the default) or `h2`: the protocol spoken to the backend (`h2` over `http://`
+    /// is HTTP/2 with prior knowledge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_protocol: Option<String>,
     /// Routes marked as system routes cannot be changed through the admin API.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub system: bool,

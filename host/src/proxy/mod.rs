@@ -2,6 +2,7 @@
 //! the backend, and answer every failure with a small JSON error (details go to the log).
 
 pub mod body;
+pub mod clients;
 pub mod upgrade;
 pub mod upstream;
 
@@ -24,7 +25,8 @@ use crate::routing::{
 };
 use crate::server::Peer;
 use body::RequestBody;
-use upstream::{UpstreamClient, UpstreamOptions, UpstreamPath};
+use clients::UpstreamClients;
+use upstream::{UpstreamOptions, UpstreamPath};
 
 /// The body of every response routerd sends.
 pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
@@ -32,7 +34,7 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 /// The proxy: the current table and the upstream client.
 pub struct Proxy {
     table: ArcSwap<RouteTable>,
-    client: UpstreamClient,
+    clients: UpstreamClients,
     response_timeout: std::time::Duration,
     upgrade_idle: std::time::Duration,
     upgrades: upgrade::UpgradeStats,
@@ -71,7 +73,7 @@ impl Proxy {
     ) -> Self {
         Proxy {
             table: ArcSwap::from_pointee(table),
-            client: upstream::client(&upstream),
+            clients: UpstreamClients::new(&upstream),
             response_timeout: upstream.response,
             upgrade_idle: upstream.upgrade_idle,
             upgrades: metrics.as_ref().map(|m| m.upgrades()).unwrap_or_default(),
@@ -494,8 +496,25 @@ impl Proxy {
             trace.upstream = uri.authority().cloned();
         }
         parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        let request = self.client.request(Request::from_parts(parts, body));
+        parts.version = if target.connection.as_ref().is_some_and(|c| c.h2) {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        let request = match self
+            .clients
+            .request(target, Request::from_parts(parts, body))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(route, error = %e, "cannot set up TLS to the backend");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot set up TLS to the backend",
+                    Some(route),
+                );
+            }
+        };
         let limit = timeout.unwrap_or(self.response_timeout);
         let result = match tokio::time::timeout(limit, request).await {
             Ok(r) => r,

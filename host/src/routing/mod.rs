@@ -5,6 +5,7 @@
 //! external (plugin) predicates and filters implement, and `table` puts it all together into the
 //! immutable [`RouteTable`] that the proxy swaps atomically.
 
+pub mod backend;
 pub mod external;
 pub mod filters;
 pub mod matchers;

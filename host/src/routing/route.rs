@@ -2,6 +2,7 @@
 //! validation that produces it (every error names the route, the field and the reason).
 
 use super::media::MediaType;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
@@ -9,6 +10,7 @@ use http::uri::{Authority, Scheme};
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::backend::BackendConnection;
 use super::external::{
     ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
 };
@@ -32,16 +34,18 @@ pub enum PathMatch {
 /// A backend base URL.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// `http`.
+    /// `http` or `https`.
     pub scheme: Scheme,
     /// `host:port`.
     pub authority: Authority,
     /// The base path without a trailing `/` (empty for none).
     pub base_path: Box<str>,
+    /// TLS and HTTP/2 settings; `None` for plain HTTP/1.1.
+    pub connection: Option<Arc<BackendConnection>>,
 }
 
 impl Target {
-    /// Parses `http://host[:port][/base]`.
+    /// Parses `http[s]://host[:port][/base]`; `https` gets Mozilla's roots and HTTP/1.1.
     pub fn parse(url: &str) -> Result<Target, String> {
         let uri: http::Uri = url
             .parse()
@@ -50,9 +54,9 @@ impl Target {
             .scheme()
             .cloned()
             .ok_or_else(|| format!("{url:?} has no scheme"))?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(format!(
-                "{url:?}: only http:// backends are supported (TLS to backends is not implemented)"
+                "{url:?}: a backend is reached over http:// or https://"
             ));
         }
         let authority = uri
@@ -64,10 +68,12 @@ impl Target {
             return Err(format!("{url:?}: a target URL cannot carry a query"));
         }
         let base = uri.path().trim_end_matches('/');
+        let connection = (scheme == Scheme::HTTPS).then(BackendConnection::default_https);
         Ok(Target {
             scheme,
             authority,
             base_path: base.into(),
+            connection,
         })
     }
 }
@@ -299,7 +305,23 @@ impl Route {
 
         let target = match &rule.target_url {
             Some(url) => match Target::parse(url) {
-                Ok(t) => Some(t),
+                Ok(mut t) => {
+                    match BackendConnection::from_rule(rule, &t.scheme) {
+                        Ok(c) => {
+                            if c.is_some() {
+                                t.connection = c;
+                            }
+                        }
+                        Err((field, reason)) => err(field, ErrorCode::InvalidBackendTls, reason),
+                    }
+                    if rule.tls_insecure_skip_verify {
+                        tracing::warn!(
+                            route = %rule.name,
+                            "tls_insecure_skip_verify: the backend's certificate is not checked"
+                        );
+                    }
+                    Some(t)
+                }
                 Err(reason) => {
                     err("target_url", ErrorCode::InvalidUrl, reason);
                     None
@@ -314,7 +336,20 @@ impl Route {
                 );
                 None
             }
-            None => None,
+            None => {
+                let tls_fields = rule.tls_ca_file.is_some()
+                    || rule.tls_server_name.is_some()
+                    || rule.tls_insecure_skip_verify
+                    || rule.upstream_protocol.is_some();
+                if tls_fields {
+                    err(
+                        "target_url",
+                        ErrorCode::InvalidBackendTls,
+                        "missing: the backend TLS and protocol fields need a target_url".into(),
+                    );
+                }
+                None
+            }
         };
 
         let mut media = |field: &str, list: &[String]| -> Box<[MediaType]> {

@@ -29,7 +29,7 @@ pub struct StoredRoute {
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Insert or replace a route.
-    Put(StoredRoute),
+    Put(Box<StoredRoute>),
     /// Remove the route with this name.
     Delete(String),
 }
@@ -192,7 +192,7 @@ mod tests {
                 version: 2,
             };
             store
-                .commit(&[Change::Put(a), Change::Put(b)], 2)
+                .commit(&[Change::Put(Box::new(a)), Change::Put(Box::new(b))], 2)
                 .unwrap_or_else(|e| panic!("{e}"));
             store
                 .commit(&[Change::Delete("a".into())], 2)
