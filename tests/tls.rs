@@ -500,9 +500,19 @@ async fn https_backends_with_their_own_ca_name_and_protocol() {
     let resp = rd.get("/h2/b").await;
     assert_eq!(resp.status, 200, "{}", resp.describe());
     assert_eq!(resp.text(), format!("HTTP/2.0 {addr} /h2/b"));
-    for path in ["/public/c", "/wrong/d"] {
+    for (path, route) in [("/public/c", "public-roots"), ("/wrong/d", "wrong-name")] {
         let resp = rd.get(path).await;
         assert_eq!(resp.status, 502, "{path}: {}", resp.describe());
+        assert_eq!(resp.json()["error"], "the backend is unreachable");
+        assert!(
+            rd.logs()
+                .iter()
+                .any(|l| l.contains("backend request failed")
+                    && l.contains(route)
+                    && l.to_ascii_lowercase().contains("certificate")),
+            "the log does not say why {route} failed:\n{}",
+            rd.logs().join("\n")
+        );
     }
     let resp = rd.get("/insecure/e").await;
     assert_eq!(resp.status, 200, "{}", resp.describe());
