@@ -563,3 +563,37 @@ async fn https_backends_with_their_own_ca_name_and_protocol() {
         );
     }
 }
+
+/// A route's `tls_ca_file` replaced on disk is trusted without touching the routes, as a
+/// restart would: first the backend's CA is not in it (502), then it is (200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_ca_file_is_used_without_a_route_change() {
+    let (old_ca, new_ca) = (TestCa::new(), TestCa::new());
+    let dir = TempDir::new("tls-ca-swap");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &old_ca.pem).unwrap();
+    let (cert, key, _) = new_ca.leaf(&["backend.test"]);
+    let (addr, _backend) = https_backend(&cert, &key).await;
+    let cfg = config(vec![
+        Route::proxy("b", &format!("https://{addr}"))
+            .m(prefix("/b"))
+            .set("tls_ca_file", ca_file.display().to_string().into())
+            .set("tls_server_name", "backend.test".into()),
+    ]);
+    let rd = Routerd::start(&cfg).await;
+    assert_eq!(rd.get("/b/1").await.status, 502);
+
+    let tmp = dir.path().join(".ca.pem.tmp");
+    std::fs::write(&tmp, &new_ca.pem).unwrap();
+    std::fs::rename(&tmp, &ca_file).unwrap();
+    let trusted = wait_until(
+        async || rd.get("/b/2").await.status == 200,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        trusted,
+        "the new CA was not used:\n{}",
+        rd.logs().join("\n")
+    );
+}

@@ -332,6 +332,37 @@ impl RouteSet {
         }
     }
 
+    /// Recompiles the routes from their current sources after a file they name (a route's
+    /// `tls_ca_file`) changed, so what is served is what a restart would load; if the routes no
+    /// longer compile, the previous table keeps serving.
+    pub fn files_changed(&self) {
+        let mut state = self.lock();
+        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
+            Ok(table) => {
+                self.swap(&mut state, table);
+                tracing::info!("routes rebuilt after a change to a file they name");
+            }
+            Err(e) => tracing::warn!(
+                "routes not rebuilt after a file they name changed, the previous table keeps serving: {e}"
+            ),
+        }
+    }
+
+    /// The files the routes read when compiled (their `tls_ca_file`s), sorted.
+    pub fn named_files(&self) -> Vec<std::path::PathBuf> {
+        let state = self.lock();
+        let mut files: Vec<std::path::PathBuf> = state
+            .file
+            .routes
+            .iter()
+            .chain(state.api.values().map(|r| &r.rule))
+            .filter_map(|r| r.tls_ca_file.as_ref().map(std::path::PathBuf::from))
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// The table generation being served.
     pub fn table_version(&self) -> u64 {
         self.listing.load().table_version

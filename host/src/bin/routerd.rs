@@ -431,6 +431,7 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         }
     });
 
+    control.spawn(watch_named_files(routes.clone()));
     if let (Some(path), Some(mut watch)) = (args.config.clone(), config_watch) {
         let routes = routes.clone();
         control.spawn(async move {
@@ -469,6 +470,56 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     }
     info!("stopped");
     Ok(())
+}
+
+/// Rebuilds the routes when a file they name (a `tls_ca_file`) changes. The set of files
+/// follows the routes: it is read again every second and the watch re-armed when it differs.
+async fn watch_named_files(routes: Arc<RouteSet>) {
+    loop {
+        let files = {
+            let routes = routes.clone();
+            match tokio::task::spawn_blocking(move || routes.named_files()).await {
+                Ok(f) => f,
+                Err(_) => return,
+            }
+        };
+        let mut watch = match FileWatch::paths(&files, None) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("cannot watch the routes' CA files, changes to them need a reload: {e}");
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                continue;
+            }
+        };
+        // Settled changes come through a channel, whose receive is safe to cancel.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let forward = tokio::spawn(async move {
+            while watch.changed().await.is_some() {
+                let _ = tx.try_send(());
+            }
+        });
+        loop {
+            tokio::select! {
+                changed = rx.recv() => {
+                    if changed.is_none() {
+                        break;
+                    }
+                    let routes = routes.clone();
+                    let _ = tokio::task::spawn_blocking(move || routes.files_changed()).await;
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let (r, before) = (routes.clone(), files.clone());
+                    let same = tokio::task::spawn_blocking(move || r.named_files() == before)
+                        .await
+                        .unwrap_or(false);
+                    if !same {
+                        break;
+                    }
+                }
+            }
+        }
+        forward.abort();
+    }
 }
 
 /// Loads the certificates (refusing to start on a bad one), binds the TLS listener and starts
