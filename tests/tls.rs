@@ -67,30 +67,29 @@ impl TestCa {
     }
 
     fn client(&self, alpn: &[&[u8]]) -> TlsConnector {
+        self.client_with(rustls::DEFAULT_VERSIONS, alpn)
+    }
+
+    /// A client that speaks TLS 1.2 only.
+    fn client_tls12(&self) -> TlsConnector {
+        self.client_with(&[&rustls::version::TLS12], &[])
+    }
+
+    fn client_with(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.der.clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         // Every connection a full handshake: a resumed session shows the first certificate.
-        config.resumption = rustls::client::Resumption::disabled();
-        TlsConnector::from(Arc::new(config))
-    }
-
-    /// A client that speaks TLS 1.2 only.
-    fn client_tls12(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         config.resumption = rustls::client::Resumption::disabled();
         TlsConnector::from(Arc::new(config))
     }

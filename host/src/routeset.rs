@@ -323,27 +323,26 @@ impl RouteSet {
     /// Rebuilds after plugins changed: routes whose plugin is gone are excluded, and routes
     /// whose plugin is back return.
     pub fn plugins_changed(&self) {
-        let mut state = self.lock();
-        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
-            Ok(table) => self.swap(&mut state, table),
-            Err(e) => tracing::warn!(
-                "routes not rebuilt after a plugin change, the previous table keeps serving: {e}"
-            ),
-        }
+        self.rebuild("a plugin change");
     }
 
     /// Recompiles the routes from their current sources after a file they name (a route's
     /// `tls_ca_file`) changed, so what is served is what a restart would load; if the routes no
     /// longer compile, the previous table keeps serving.
     pub fn files_changed(&self) {
+        self.rebuild("a change to a file they name");
+    }
+
+    /// Compiles the current sources again; a failure keeps the previous table.
+    fn rebuild(&self, after: &str) {
         let mut state = self.lock();
         match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
             Ok(table) => {
                 self.swap(&mut state, table);
-                tracing::info!("routes rebuilt after a change to a file they name");
+                tracing::info!("routes rebuilt after {after}");
             }
             Err(e) => tracing::warn!(
-                "routes not rebuilt after a file they name changed, the previous table keeps serving: {e}"
+                "routes not rebuilt after {after}, the previous table keeps serving: {e}"
             ),
         }
     }
