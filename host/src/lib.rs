@@ -10,6 +10,7 @@ pub mod check;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod pem;
 pub mod plugins;
 pub mod proxy;
 pub mod routeset;

@@ -473,9 +473,10 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
 }
 
 /// Rebuilds the routes when a file they name (a `tls_ca_file`) changes. The set of files
-/// follows the routes: it is read again every second and the watch re-armed when it differs.
+/// follows the routes: the watch is re-armed when the table generation moves.
 async fn watch_named_files(routes: Arc<RouteSet>) {
     loop {
+        let version = routes.table_version();
         let files = {
             let routes = routes.clone();
             match tokio::task::spawn_blocking(move || routes.named_files()).await {
@@ -498,6 +499,7 @@ async fn watch_named_files(routes: Arc<RouteSet>) {
                 let _ = tx.try_send(());
             }
         });
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 changed = rx.recv() => {
@@ -507,12 +509,8 @@ async fn watch_named_files(routes: Arc<RouteSet>) {
                     let routes = routes.clone();
                     let _ = tokio::task::spawn_blocking(move || routes.files_changed()).await;
                 }
-                () = tokio::time::sleep(Duration::from_secs(1)) => {
-                    let (r, before) = (routes.clone(), files.clone());
-                    let same = tokio::task::spawn_blocking(move || r.named_files() == before)
-                        .await
-                        .unwrap_or(false);
-                    if !same {
+                _ = tick.tick() => {
+                    if routes.table_version() != version {
                         break;
                     }
                 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use http::uri::Scheme;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
@@ -129,13 +128,8 @@ impl BackendConnection {
 }
 
 fn read_ca(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {path:?}: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path:?} is not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path:?} holds no CERTIFICATE block"));
-    }
+    let certs = crate::pem::read_certificates(std::path::Path::new(path))
+        .map_err(|reason| format!("{path:?}: {reason}"))?;
     // A certificate the verifier could not use would only fail later, on a request.
     let mut roots = rustls::RootCertStore::empty();
     let (_, bad) = roots.add_parsable_certificates(certs.iter().cloned());

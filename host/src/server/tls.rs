@@ -11,8 +11,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
@@ -153,13 +153,7 @@ fn load_pair(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| file_error(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(cert, e))?;
-    if chain.is_empty() {
-        return Err(file_error(cert, "no CERTIFICATE block in the file"));
-    }
+    let chain = crate::pem::read_certificates(cert).map_err(|reason| file_error(cert, reason))?;
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
     let signing = provider
         .key_provider
@@ -285,7 +279,8 @@ mod tests {
         let set = CertSet::load(&source, &provider).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(set.names(), ["*.b.test", "a.test"]);
         let a = std::fs::read(dir.join("a.test.crt")).unwrap_or_else(|e| panic!("{e}"));
-        let a = CertificateDer::from_pem_slice(&a).unwrap_or_else(|e| panic!("{e}"));
+        let a =
+            rustls::pki_types::CertificateDer::from_pem_slice(&a).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(leaf(&set, Some("a.test")), Some(a.as_ref().to_vec()));
         assert_ne!(leaf(&set, Some("x.b.test")), leaf(&set, Some("a.test")));
         // A wildcard covers one label only; deeper names get the default.
