@@ -7,6 +7,8 @@
 pub mod access_log;
 pub mod admin;
 pub mod check;
+#[cfg(feature = "etcd")]
+pub mod cluster;
 pub mod config;
 pub mod health;
 pub mod metrics;

@@ -11,7 +11,7 @@
 //! name, and it can still be deleted. A restart builds the same table the same way, so a state
 //! routerd accepted never stops it from starting.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
 use crate::proxy::Proxy;
 use crate::routing::{BuildMode, RouteTable};
-use crate::store::{Change, RouteStore, StoredRoute};
+use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
 
 /// Where a route comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -99,8 +99,25 @@ struct State {
     file: ConfigFile,
     file_version: u64,
     api: BTreeMap<String, StoredRoute>,
+    /// API routes deleted, by name, with the revision of the delete: a change another instance
+    /// made earlier, reported late by the store, must not bring one back. Cleared on a resync.
+    tombstones: HashMap<String, u64>,
     last_version: u64,
     table_version: u64,
+}
+
+/// A change another instance made, as the shared store reports it.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A route was written.
+    Put(StoredRoute),
+    /// A route was deleted at `revision`.
+    Delete {
+        /// Its name.
+        name: String,
+        /// The revision of the delete.
+        revision: u64,
+    },
 }
 
 /// What reads see: the routes as listed, and the table generation, published on every swap.
@@ -113,7 +130,9 @@ struct Listing {
 pub struct RouteSet {
     state: Mutex<State>,
     listing: ArcSwap<Listing>,
-    store: Option<RouteStore>,
+    /// `State::last_version` as of the last swap, for readers that must not take the lock.
+    revision: std::sync::atomic::AtomicU64,
+    store: Option<Arc<dyn RouteStore>>,
     plugins: Arc<PluginRegistry>,
     proxy: Arc<Proxy>,
     metrics: Option<Arc<Metrics>>,
@@ -151,11 +170,11 @@ impl RouteSet {
     pub fn new(
         file: ConfigFile,
         plugins: Arc<PluginRegistry>,
-        store: Option<RouteStore>,
+        store: Option<Arc<dyn RouteStore>>,
         proxy: Arc<Proxy>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, RouteSetError> {
-        let (stored, last_version) = match &store {
+        let snapshot = match &store {
             Some(s) => s.load().map_err(|e| {
                 RouteSetError(vec![RouteError::new(
                     "",
@@ -164,9 +183,14 @@ impl RouteSet {
                     e.to_string(),
                 )])
             })?,
-            None => (Vec::new(), 0),
+            None => Default::default(),
         };
-        let api: BTreeMap<String, StoredRoute> = stored
+        if let Some(why) = &snapshot.stale {
+            tracing::warn!("serving stale API routes: {why}");
+        }
+        let last_version = snapshot.revision;
+        let api: BTreeMap<String, StoredRoute> = snapshot
+            .routes
             .into_iter()
             .map(|r| (r.rule.name.clone(), r))
             .collect();
@@ -178,6 +202,7 @@ impl RouteSet {
                 file,
                 file_version: last_version + 1,
                 api,
+                tombstones: HashMap::new(),
                 last_version: last_version + 1,
                 table_version: 0,
             }),
@@ -185,6 +210,7 @@ impl RouteSet {
                 routes: Vec::new(),
                 table_version: 0,
             }),
+            revision: std::sync::atomic::AtomicU64::new(last_version),
             proxy,
             store,
             plugins,
@@ -242,6 +268,8 @@ impl RouteSet {
             m.table_swapped(state.table_version, table.routes().map(|r| &*r.name));
         }
         self.proxy.swap_table(table);
+        self.revision
+            .store(state.last_version, std::sync::atomic::Ordering::Relaxed);
         self.listing.store(Arc::new(Listing {
             routes,
             table_version: state.table_version,
@@ -425,11 +453,12 @@ impl RouteSet {
         }
     }
 
-    /// Validates the new API routes, commits them, and serves them.
+    /// Validates the new API routes, commits them, and serves them. `api` holds the changed
+    /// routes at any version: each gets the commit's revision.
     fn commit(
         &self,
         state: &mut State,
-        api: BTreeMap<String, StoredRoute>,
+        mut api: BTreeMap<String, StoredRoute>,
         changes: Vec<Change>,
         changed: &[&str],
     ) -> Result<(), ApiError> {
@@ -437,19 +466,152 @@ impl RouteSet {
             changed.contains(&name)
         })
         .map_err(|e| ApiError::from_validation(&e))?;
-        let last_version = state.last_version;
-        if let Some(store) = &self.store {
-            store.commit(&changes, last_version).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_failed",
-                    e.to_string(),
-                )
-            })?;
+        let revision = match &self.store {
+            Some(store) => store
+                .commit(&changes, state.last_version + 1)
+                .map_err(store_error)?,
+            None => state.last_version + 1,
+        };
+        for change in &changes {
+            match change {
+                Change::Put { rule, .. } => {
+                    if let Some(r) = api.get_mut(&rule.name) {
+                        r.version = revision;
+                    }
+                    state.tombstones.remove(&rule.name);
+                }
+                Change::Delete { name, .. } if !api.contains_key(name) => {
+                    state.tombstones.insert(name.clone(), revision);
+                }
+                Change::Delete { .. } => {}
+            }
         }
+        state.last_version = state.last_version.max(revision);
         state.api = api;
         self.swap(state, table);
+        self.remember(state);
         Ok(())
+    }
+
+    fn remember(&self, state: &State) {
+        if let Some(store) = &self.store {
+            store.remember(&state.api, state.last_version);
+        }
+    }
+
+    /// Applies changes other instances made (one store revision, or several in order). A change
+    /// older than what this instance already has for that name is skipped, so a late report
+    /// never undoes a newer write.
+    pub fn observe(&self, events: Vec<Observed>) {
+        let mut state = self.lock();
+        let mut api = state.api.clone();
+        let mut tombstones = state.tombstones.clone();
+        let mut moved = false;
+        for event in events {
+            let (name, revision) = match &event {
+                Observed::Put(r) => (r.rule.name.clone(), r.version),
+                Observed::Delete { name, revision } => (name.clone(), *revision),
+            };
+            let known = api
+                .get(&name)
+                .map(|r| r.version)
+                .or_else(|| tombstones.get(&name).copied())
+                .unwrap_or(0);
+            if revision <= known {
+                continue;
+            }
+            moved = true;
+            state.last_version = state.last_version.max(revision);
+            match event {
+                Observed::Put(r) => {
+                    tombstones.remove(&name);
+                    api.insert(name, r);
+                }
+                Observed::Delete { .. } => {
+                    api.remove(&name);
+                    tombstones.insert(name, revision);
+                }
+            }
+        }
+        if moved {
+            self.replace_api(
+                &mut state,
+                api,
+                tombstones,
+                "a change from another instance",
+            );
+        }
+    }
+
+    /// Replaces every API route with what the store holds now (after a reconnect, or when its
+    /// change feed was compacted away); returns the store's revision.
+    pub fn resync(&self) -> Result<u64, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(0);
+        };
+        let mut state = self.lock();
+        let snapshot = store.load()?;
+        if let Some(why) = snapshot.stale {
+            return Err(StoreError::Unavailable {
+                store: store.describe(),
+                reason: why,
+            });
+        }
+        let api: BTreeMap<String, StoredRoute> = snapshot
+            .routes
+            .into_iter()
+            .map(|r| (r.rule.name.clone(), r))
+            .collect();
+        state.last_version = state.last_version.max(snapshot.revision);
+        if api != state.api {
+            self.replace_api(&mut state, api, HashMap::new(), "a resync with the store");
+        } else {
+            state.tombstones.clear();
+        }
+        Ok(snapshot.revision)
+    }
+
+    /// Serves `api` (compiled leniently: another instance validated these routes, and a plugin
+    /// one of them needs may still be on its way). Should they not compile here, the store's
+    /// routes are still recorded and the previous table keeps serving.
+    fn replace_api(
+        &self,
+        state: &mut State,
+        api: BTreeMap<String, StoredRoute>,
+        tombstones: HashMap<String, u64>,
+        after: &str,
+    ) {
+        let compiled = Self::compile(&self.plugins, &document(&state.file, &api), |_| false);
+        state.api = api;
+        state.tombstones = tombstones;
+        match compiled {
+            Ok(table) => {
+                self.swap(state, table);
+                tracing::info!(
+                    revision = state.last_version,
+                    "routes updated after {after}"
+                );
+            }
+            Err(e) => tracing::error!(
+                "routes from the store do not compile here after {after}, the previous table keeps serving: {e}"
+            ),
+        }
+        self.remember(state);
+    }
+
+    /// Why the API's reads may be stale (the shared store is unreachable), if they may.
+    pub fn stale(&self) -> Option<String> {
+        self.store.as_ref().and_then(|s| s.stale())
+    }
+
+    /// The store behind the API routes.
+    pub fn store(&self) -> Option<&Arc<dyn RouteStore>> {
+        self.store.as_ref()
+    }
+
+    /// The highest store revision this instance has applied (never waits for a write).
+    pub fn revision(&self) -> u64 {
+        self.revision.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Creates an API route.
@@ -463,19 +625,13 @@ impl RouteSet {
                 format!("a route named {name:?} already exists"),
             ));
         }
-        state.last_version += 1;
-        let stored = StoredRoute {
-            rule,
-            version: state.last_version,
+        let change = Change::Put {
+            rule: Box::new(rule.clone()),
+            expect: Expect::Absent,
         };
         let mut api = state.api.clone();
-        api.insert(name.clone(), stored.clone());
-        self.commit(
-            &mut state,
-            api,
-            vec![Change::Put(Box::new(stored))],
-            &[&name],
-        )?;
+        api.insert(name.clone(), StoredRoute { rule, version: 0 });
+        self.commit(&mut state, api, vec![change], &[&name])?;
         drop(state);
         self.get(&name)
     }
@@ -496,19 +652,25 @@ impl RouteSet {
                 return Err(conflict(&new_name));
             }
         }
-        state.last_version += 1;
-        let stored = StoredRoute {
-            rule,
-            version: state.last_version,
-        };
-        let mut api = state.api.clone();
-        api.remove(name);
-        api.insert(new_name.clone(), stored.clone());
+        let expect = if_match.map_or(Expect::Present, Expect::Version);
         let mut changes = Vec::new();
         if new_name != name {
-            changes.push(Change::Delete(name.to_owned()));
+            changes.push(Change::Delete {
+                name: name.to_owned(),
+                expect,
+            });
         }
-        changes.push(Change::Put(Box::new(stored)));
+        changes.push(Change::Put {
+            rule: Box::new(rule.clone()),
+            expect: if new_name == name {
+                expect
+            } else {
+                Expect::Absent
+            },
+        });
+        let mut api = state.api.clone();
+        api.remove(name);
+        api.insert(new_name.clone(), StoredRoute { rule, version: 0 });
         self.commit(&mut state, api, changes, &[&new_name])?;
         drop(state);
         self.get(&new_name)
@@ -524,7 +686,11 @@ impl RouteSet {
         }
         let mut api = state.api.clone();
         api.remove(name);
-        self.commit(&mut state, api, vec![Change::Delete(name.to_owned())], &[])
+        let change = Change::Delete {
+            name: name.to_owned(),
+            expect: if_match.map_or(Expect::Present, Expect::Version),
+        };
+        self.commit(&mut state, api, vec![change], &[])
     }
 
     /// Makes the API routes equal to `doc`'s routes, in one transaction.
@@ -547,8 +713,6 @@ impl RouteSet {
         let mut summary = ApplySummary::default();
         let mut api = BTreeMap::new();
         let mut changes = Vec::new();
-        state.last_version += 1;
-        let version = state.last_version;
         for rule in doc.routes {
             let name = rule.name.clone();
             match state.api.get(&name) {
@@ -556,21 +720,28 @@ impl RouteSet {
                     api.insert(name, current.clone());
                 }
                 existing => {
-                    if existing.is_some() {
+                    let expect = if existing.is_some() {
                         summary.updated.push(name.clone());
+                        Expect::Any
                     } else {
                         summary.created.push(name.clone());
-                    }
-                    let stored = StoredRoute { rule, version };
-                    changes.push(Change::Put(Box::new(stored.clone())));
-                    api.insert(name.clone(), stored);
+                        Expect::Absent
+                    };
+                    changes.push(Change::Put {
+                        rule: Box::new(rule.clone()),
+                        expect,
+                    });
+                    api.insert(name, StoredRoute { rule, version: 0 });
                 }
             }
         }
         for name in state.api.keys() {
             if !api.contains_key(name) {
                 summary.deleted.push(name.clone());
-                changes.push(Change::Delete(name.clone()));
+                changes.push(Change::Delete {
+                    name: name.clone(),
+                    expect: Expect::Any,
+                });
             }
         }
         let changed: Vec<String> = summary
@@ -582,6 +753,48 @@ impl RouteSet {
         let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
         self.commit(&mut state, api, changes, &changed)?;
         Ok(summary)
+    }
+}
+
+/// The API's answer to a failed store operation.
+pub fn store_error(e: StoreError) -> ApiError {
+    match &e {
+        StoreError::Unavailable { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+        StoreError::Failed { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failed",
+            e.to_string(),
+        ),
+        StoreError::Conflict {
+            name,
+            expected,
+            found,
+        } => {
+            let now = found.map_or("it was deleted".to_owned(), |v| {
+                format!("it is at version {v}")
+            });
+            match expected {
+                Expect::Version(v) => ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    "version_mismatch",
+                    format!(
+                        "route {name:?} is not at version {v}: {now} (changed through another instance)"
+                    ),
+                ),
+                Expect::Present => not_found(name),
+                Expect::Absent | Expect::Any => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "route_conflict",
+                    format!(
+                        "a route named {name:?} already exists (made through another instance)"
+                    ),
+                ),
+            }
+        }
     }
 }
 

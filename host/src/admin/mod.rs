@@ -232,6 +232,11 @@ impl Admin {
                 let explanation = table.explain(&head.view(body.as_ref())).await;
                 Ok(json(StatusCode::OK, &explanation))
             }
+            (&Method::GET, ["api", "v1", "cluster"]) => {
+                let routes = self.routes.clone();
+                let doc = blocking(move || cluster(&routes)).await?;
+                Ok(json(StatusCode::OK, &doc))
+            }
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"routes": self.health.snapshot()}),
@@ -239,7 +244,12 @@ impl Admin {
             (
                 _,
                 ["healthz" | "metrics"]
-                | ["api", "v1", "routes" | "plugins" | "match" | "health", ..],
+                | [
+                    "api",
+                    "v1",
+                    "routes" | "plugins" | "match" | "health" | "cluster",
+                    ..,
+                ],
             ) => Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -275,6 +285,26 @@ impl Admin {
             &serde_json::json!({"routes": page, "total": total, "offset": offset, "limit": limit}),
         ))
     }
+}
+
+/// `GET /api/v1/cluster`: the instances sharing the store, each with what it serves; a store
+/// of this instance's own lists only this instance.
+fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
+    let this = || {
+        serde_json::json!({
+            "id": "local",
+            "table_version": routes.table_version(),
+            "revision": routes.revision(),
+        })
+    };
+    let Some(store) = routes.store() else {
+        return Ok(serde_json::json!({"store": "none", "instances": [this()]}));
+    };
+    let instances = match store.instances() {
+        Some(found) => found.map_err(crate::routeset::store_error)?,
+        None => vec![this()],
+    };
+    Ok(serde_json::json!({"store": store.describe(), "instances": instances}))
 }
 
 fn no_content() -> Response<ResponseBody> {
@@ -364,10 +394,18 @@ pub fn parse_match(bytes: &[u8]) -> Result<(SharedHead, Option<BufferedBody>), A
 
 impl Handler for Admin {
     async fn call(self: Arc<Self>, req: Request<Incoming>, _peer: Peer) -> Response<ResponseBody> {
-        match self.route(req).await {
+        let read = req.method() == Method::GET && req.uri().path().starts_with("/api/");
+        let mut resp = match self.clone().route(req).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
+        };
+        // Reads answer from this instance's view; while the shared store is unreachable that
+        // view may be behind, and the answer says so.
+        if read && let Some(why) = self.routes.stale() {
+            let value = HeaderValue::from_str(&why).unwrap_or(HeaderValue::from_static("true"));
+            resp.headers_mut().insert("routerd-stale", value);
         }
+        resp
     }
 }
 

@@ -7,7 +7,8 @@ use http::StatusCode;
 
 use crate::plugins::registry::{InstallError, valid_name};
 use crate::plugins::{Phase, Plugin, PluginError};
-use crate::routeset::{ApiError, RouteSet, RouteView};
+use crate::routeset::{ApiError, RouteSet, RouteView, store_error};
+use crate::store::PluginManifest;
 
 /// The routes (from one listing) that use plugin `name`.
 fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {
@@ -98,6 +99,16 @@ pub fn upload(routes: &RouteSet, name: &str, bytes: &[u8]) -> Result<serde_json:
             format!("plugin name {name:?} must be 1-128 letters, digits, '-' or '_'"),
         ));
     }
+    // With a shared store the bytes go there first: if it is unreachable, nothing changes.
+    let store = routes.store();
+    let sha256 = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(bytes))
+    };
+    let chunks = match store {
+        Some(s) => s.stage_plugin(&sha256, bytes).map_err(store_error)?,
+        None => 0,
+    };
     let plugin = routes.plugins().install(name, bytes).map_err(|e| match e {
         InstallError::Load(PluginError::InvalidName(_)) => ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -118,6 +129,21 @@ pub fn upload(routes: &RouteSet, name: &str, bytes: &[u8]) -> Result<serde_json:
             e.to_string(),
         ),
     })?;
+    if let Some(s) = store {
+        let manifest = PluginManifest {
+            sha256,
+            size: bytes.len(),
+            chunks,
+            settings: routes.plugins().settings_document(name).ok().flatten(),
+        };
+        s.publish_plugin(name, &manifest).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("plugin {name:?} is loaded on this instance but was not shared with the others ({e}); upload it again"),
+            )
+        })?;
+    }
     Ok(describe(&routes.list(), &plugin))
 }
 
@@ -137,6 +163,9 @@ pub fn unload(routes: &RouteSet, name: &str, force: bool) -> Result<(), ApiError
                 users.join(", ")
             ),
         ));
+    }
+    if let Some(s) = routes.store() {
+        s.withdraw_plugin(name).map_err(store_error)?;
     }
     let path = registry.dir().join(format!("{name}.wasm"));
     match std::fs::remove_file(&path) {

@@ -23,7 +23,7 @@ use routerd::routeset::RouteSet;
 use routerd::routing::RouteTable;
 use routerd::server::tls::{CertSource, TlsTerminator};
 use routerd::server::{self, conn::ConnTimeouts};
-use routerd::store::RouteStore;
+use routerd::store::redb::RedbStore;
 
 /// A programmable HTTP router.
 #[derive(Parser, Debug)]
@@ -63,6 +63,14 @@ struct Args {
     /// Data directory (created if missing).
     #[arg(long, env = "ROUTERD_DATA", default_value = "./data")]
     data: PathBuf,
+    /// Where API routes (and, with etcd, uploaded plugins) are kept: `redb` (a database in the
+    /// data directory, the default) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`, shared by
+    /// every instance given the same address (the prefix defaults to `/routerd`).
+    #[arg(long, env = "ROUTERD_STORE", default_value = "redb")]
+    store: String,
+    /// This instance's name in `GET /api/v1/cluster` (etcd only); defaults to HOSTNAME-ADMINPORT.
+    #[arg(long, env = "ROUTERD_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Plugin instances alive at once (the pooling allocator's size).
     #[arg(long, env = "ROUTERD_PLUGIN_INSTANCES", default_value_t = 256)]
     plugin_instances: u32,
@@ -322,7 +330,7 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         ),
         None => None,
     };
-    let store = RouteStore::open(&args.data.join("routes.redb"))?;
+    let store = open_store(&args)?;
     let metrics = Metrics::new(registry.clone());
     let access_log = AccessLog::start(
         args.access_log,
@@ -346,7 +354,7 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         RouteSet::new(
             config,
             registry.clone(),
-            Some(store),
+            Some(store.route_store()),
             proxy.clone(),
             Some(metrics.clone()),
         )
@@ -404,6 +412,12 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     };
     info!("proxy listening on http://{}", proxy_listener.local_addr()?);
     info!("admin listening on http://{}", admin_listener.local_addr()?);
+    let cluster = store.follow(
+        &routes,
+        &args,
+        proxy_listener.local_addr()?,
+        admin_listener.local_addr()?,
+    );
     let proxy_task = tokio::spawn(server::serve(
         proxy_listener,
         None,
@@ -464,12 +478,111 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(proxy_task, admin_task);
+    drop(cluster);
     if let Some((task, watch)) = tls_task {
         let _ = task.await;
         watch.abort();
     }
     info!("stopped");
     Ok(())
+}
+
+/// The store `--store` names.
+enum Store {
+    Local(Arc<RedbStore>),
+    #[cfg(feature = "etcd")]
+    Etcd(Arc<routerd::store::etcd::EtcdStore>),
+}
+
+fn open_store(args: &Args) -> anyhow::Result<Store> {
+    if args.store == "redb" {
+        return Ok(Store::Local(Arc::new(RedbStore::open(
+            &args.data.join("routes.redb"),
+        )?)));
+    }
+    anyhow::ensure!(
+        args.store.starts_with("etcd://"),
+        "--store {:?} is neither redb nor etcd://HOST:PORT[,HOST:PORT...][/PREFIX]",
+        args.store
+    );
+    #[cfg(feature = "etcd")]
+    {
+        let address: routerd::store::etcd::EtcdAddress = args
+            .store
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+        let store = routerd::store::etcd::EtcdStore::new(&address, &args.store, &args.data)?;
+        info!(store = %args.store, "API routes and uploaded plugins are shared through etcd");
+        Ok(Store::Etcd(Arc::new(store)))
+    }
+    #[cfg(not(feature = "etcd"))]
+    anyhow::bail!(
+        "--store {}: this routerd was built without etcd support; build it with `cargo build --release --features etcd` (which needs protoc: apt-get install protobuf-compiler)",
+        args.store
+    )
+}
+
+/// Leaves the cluster listing when dropped (at shutdown).
+struct Following(#[cfg(feature = "etcd")] Option<routerd::cluster::Cluster>);
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        #[cfg(feature = "etcd")]
+        if let Some(cluster) = &self.0 {
+            cluster.leave();
+        }
+    }
+}
+
+impl Store {
+    fn route_store(&self) -> Arc<dyn routerd::store::RouteStore> {
+        match self {
+            Store::Local(s) => s.clone(),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => s.clone(),
+        }
+    }
+
+    /// With etcd: follows the store's changes and registers this instance.
+    #[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+    fn follow(
+        &self,
+        routes: &Arc<RouteSet>,
+        args: &Args,
+        listen: SocketAddr,
+        admin: SocketAddr,
+    ) -> Following {
+        match self {
+            Store::Local(_) => Following(
+                #[cfg(feature = "etcd")]
+                None,
+            ),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(store) => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "routerd".to_owned());
+                let member = routerd::cluster::Member {
+                    id: args
+                        .instance_id
+                        .clone()
+                        .unwrap_or_else(|| format!("{host}-{}", admin.port())),
+                    admin: format!("http://{admin}"),
+                    listen: format!("http://{listen}"),
+                    version: env!("CARGO_PKG_VERSION"),
+                    started_unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                };
+                Following(Some(routerd::cluster::start(
+                    store.clone(),
+                    routes.clone(),
+                    member,
+                    &args.data,
+                )))
+            }
+        }
+    }
 }
 
 /// Rebuilds the routes when a file they name (a `tls_ca_file`) changes. The set of files

@@ -149,6 +149,44 @@ impl PluginRegistry {
         Ok(plugin)
     }
 
+    /// Plugin `name`'s settings file (`NAME.json`) as written, if there is one.
+    pub fn settings_document(&self, name: &str) -> Result<Option<serde_json::Value>, PluginError> {
+        let path = self.dir.join(format!("{name}.json"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| PluginError::Settings(path.display().to_string(), e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PluginError::Read(path.display().to_string(), e)),
+        }
+    }
+
+    /// Writes plugin `name`'s settings file (by rename, so the watcher never reads half of
+    /// it), unless it already holds `doc`.
+    pub fn write_settings_document(
+        &self,
+        name: &str,
+        doc: &serde_json::Value,
+    ) -> Result<(), InstallError> {
+        if self.settings_document(name).ok().flatten().as_ref() == Some(doc) {
+            return Ok(());
+        }
+        let path = self.dir.join(format!("{name}.json"));
+        let tmp = self
+            .dir
+            .join(format!(".{name}.{}.settings", std::process::id()));
+        let write_error = |source| InstallError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(doc).map_err(|e| write_error(e.into()))?;
+        std::fs::write(&tmp, text).map_err(write_error)?;
+        std::fs::rename(&tmp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            write_error(e)
+        })
+    }
+
     fn read_settings(&self, name: &str) -> Result<PluginSettings, PluginError> {
         let path = self.dir.join(format!("{name}.json"));
         match std::fs::read_to_string(&path) {

@@ -1,208 +1,180 @@
-//! Durable storage of the routes made through the admin API: an embedded transactional database
-//! (redb) in the data directory. A change is acknowledged only after its transaction commits, so
-//! it survives a crash right after. A failed write (a full disk) is refused with the reason and
-//! the database is reopened, since redb refuses every later write after an I/O error until then;
-//! what was committed before stays.
+//! Durable storage of what the admin API changes: the API routes and, in a scale-out setup, the
+//! plugins. One trait, [`RouteStore`], with two implementations: the embedded database in the
+//! data directory ([`redb::RedbStore`], the default) and etcd shared by many instances
+//! ([`etcd::EtcdStore`], with the `etcd` feature). The route set and the admin API see only
+//! the trait. A store hands out the versions: every commit gets one new revision, greater than
+//! every earlier one, and a change commits only if the routes it names are still as the writer
+//! saw them ([`Expect`]), so optimistic concurrency holds across instances.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::BTreeMap;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::config::RouteRule;
 
-const ROUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("routes");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const LAST_VERSION: &str = "last_version";
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod redb;
 
 /// A route as stored: the rule and its version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRoute {
     /// The route.
     pub rule: RouteRule,
-    /// Changes on every write; never reused.
+    /// The revision of the commit that wrote it; never reused.
     pub version: u64,
+}
+
+/// What a change requires of the stored route it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing: the last writer wins.
+    Any,
+    /// No route has the name (a create).
+    Absent,
+    /// A route has the name, at any version.
+    Present,
+    /// The route is at this version (`If-Match`).
+    Version(u64),
 }
 
 /// One write.
 #[derive(Debug, Clone)]
 pub enum Change {
     /// Insert or replace a route.
-    Put(Box<StoredRoute>),
-    /// Remove the route with this name.
-    Delete(String),
+    Put {
+        /// The new route; it is stored under its name.
+        rule: Box<RouteRule>,
+        /// What the stored route must be for the commit to go ahead.
+        expect: Expect,
+    },
+    /// Remove a route.
+    Delete {
+        /// Its name.
+        name: String,
+        /// What the stored route must be for the commit to go ahead.
+        expect: Expect,
+    },
+}
+
+impl Change {
+    /// The route the change names.
+    pub fn name(&self) -> &str {
+        match self {
+            Change::Put { rule, .. } => &rule.name,
+            Change::Delete { name, .. } => name,
+        }
+    }
+
+    /// What it requires.
+    pub fn expect(&self) -> Expect {
+        match self {
+            Change::Put { expect, .. } | Change::Delete { expect, .. } => *expect,
+        }
+    }
+}
+
+/// Every stored route at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The routes.
+    pub routes: Vec<StoredRoute>,
+    /// The store's revision when read.
+    pub revision: u64,
+    /// Set when the store could not be reached and this is the last state this instance saw
+    /// (kept in its data directory): why, for the log and for readers.
+    pub stale: Option<String>,
 }
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-#[error("route store {path}: {reason}")]
-pub struct StoreError {
-    path: String,
-    reason: String,
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store answered with an error, or its data is unreadable.
+    #[error("route store {store}: {reason}")]
+    Failed {
+        /// Which store.
+        store: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store cannot be reached; nothing was written.
+    #[error("route store {store} is unreachable, nothing was written: {reason}")]
+    Unavailable {
+        /// Which store.
+        store: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A route a change names is not as [`Expect`] required (another writer got there first);
+    /// nothing was written.
+    #[error("route {name:?} changed in the store (now {})", found.map_or("absent".to_owned(), |v| format!("at version {v}")))]
+    Conflict {
+        /// The route.
+        name: String,
+        /// What the change required.
+        expected: Expect,
+        /// Its version in the store, if it exists.
+        found: Option<u64>,
+    },
 }
 
-/// The route database.
-pub struct RouteStore {
-    /// `None` only while a reopen after a failed write did not succeed yet.
-    db: Mutex<Option<Database>>,
-    file: PathBuf,
-    path: String,
+/// A plugin as shared through a store: its bytes are addressed by their SHA-256, and this
+/// small record switches a name from one version to the next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginManifest {
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: usize,
+    /// How many chunks the bytes are stored in.
+    pub chunks: usize,
+    /// The plugin's settings document (`NAME.json`) as the uploading instance had it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
 }
 
-impl RouteStore {
-    /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|e| StoreError {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(RouteStore {
-            db: Mutex::new(Some(db)),
-            file: path.to_owned(),
-            path: shown,
-        })
+/// Where the admin API's changes are kept. Called from blocking threads: every method may
+/// wait for disk or network.
+pub trait RouteStore: Send + Sync {
+    /// How the store is named in messages (`redb data/routes.redb`, `etcd://...`).
+    fn describe(&self) -> String;
+
+    /// Every stored route.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+
+    /// Applies `changes` atomically, if each named route is as its [`Expect`] says, under one
+    /// new revision, which it returns; the revision is at least `floor`.
+    fn commit(&self, changes: &[Change], floor: u64) -> Result<u64, StoreError>;
+
+    /// Keeps a local copy of the routes this instance serves, for a restart while the store is
+    /// unreachable. A local store is its own copy.
+    fn remember(&self, _routes: &BTreeMap<String, StoredRoute>, _revision: u64) {}
+
+    /// Why reads may be stale right now (the store is unreachable), if they may.
+    fn stale(&self) -> Option<String> {
+        None
     }
 
-    /// The open database, reopening it first if a failed write closed it.
-    fn db(&self) -> Result<MutexGuard<'_, Option<Database>>, StoreError> {
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        if db.is_none() {
-            *db = Some(Database::create(&self.file).map_err(|e| self.fail(e))?);
-        }
-        Ok(db)
+    /// Shares an uploaded plugin with the other instances: stores its bytes, before
+    /// [`RouteStore::publish_plugin`] names them. A local store shares nothing (the plugins
+    /// directory is its store).
+    fn stage_plugin(&self, _sha256: &str, _bytes: &[u8]) -> Result<usize, StoreError> {
+        Ok(0)
     }
 
-    /// After a failed write: close the database (releasing its lock), then open it again.
-    fn reopen(&self, db: &mut Option<Database>) {
-        drop(db.take());
-        match Database::create(&self.file) {
-            Ok(fresh) => *db = Some(fresh),
-            Err(e) => tracing::warn!(store = %self.path, "cannot reopen the route store: {e}"),
-        }
+    /// Points plugin `name` at staged bytes, for every instance.
+    fn publish_plugin(&self, _name: &str, _manifest: &PluginManifest) -> Result<(), StoreError> {
+        Ok(())
     }
 
-    fn fail(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
+    /// Removes plugin `name` from every instance.
+    fn withdraw_plugin(&self, _name: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
-    /// Every stored route, by name, and the last version handed out.
-    pub fn load(&self) -> Result<(Vec<StoredRoute>, u64), StoreError> {
-        let guard = self.db()?;
-        let db = guard.as_ref().ok_or_else(|| self.fail("not open"))?;
-        let read = db.begin_read().map_err(|e| self.fail(e))?;
-        let routes = match read.open_table(ROUTES) {
-            Ok(table) => {
-                let mut out = Vec::new();
-                for entry in table.iter().map_err(|e| self.fail(e))? {
-                    let (_, value) = entry.map_err(|e| self.fail(e))?;
-                    let route: StoredRoute =
-                        serde_json::from_slice(value.value()).map_err(|e| self.fail(e))?;
-                    out.push(route);
-                }
-                out
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
-            Err(e) => return Err(self.fail(e)),
-        };
-        let last = match read.open_table(META) {
-            Ok(meta) => meta
-                .get(LAST_VERSION)
-                .map_err(|e| self.fail(e))?
-                .map_or(0, |v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => 0,
-            Err(e) => return Err(self.fail(e)),
-        };
-        Ok((routes, last))
-    }
-
-    /// Applies `changes` and records `last_version`, atomically and durably.
-    pub fn commit(&self, changes: &[Change], last_version: u64) -> Result<(), StoreError> {
-        let mut guard = self.db()?;
-        let result = guard
-            .as_ref()
-            .ok_or_else(|| self.fail("not open"))
-            .and_then(|db| self.write(db, changes, last_version));
-        if result.is_err() {
-            self.reopen(&mut guard);
-        }
-        result
-    }
-
-    fn write(
-        &self,
-        db: &Database,
-        changes: &[Change],
-        last_version: u64,
-    ) -> Result<(), StoreError> {
-        let write = db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut routes = write.open_table(ROUTES).map_err(|e| self.fail(e))?;
-            for change in changes {
-                match change {
-                    Change::Put(route) => {
-                        let bytes = serde_json::to_vec(route).map_err(|e| self.fail(e))?;
-                        routes
-                            .insert(route.rule.name.as_str(), bytes.as_slice())
-                            .map_err(|e| self.fail(e))?;
-                    }
-                    Change::Delete(name) => {
-                        routes.remove(name.as_str()).map_err(|e| self.fail(e))?;
-                    }
-                }
-            }
-            let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
-            meta.insert(LAST_VERSION, last_version)
-                .map_err(|e| self.fail(e))?;
-        }
-        write.commit().map_err(|e| self.fail(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rule(name: &str) -> RouteRule {
-        serde_json::from_value(
-            serde_json::json!({"name": name, "target_url": "http://127.0.0.1:1"}),
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn commits_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("routerd-store-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("routes.redb");
-        let _ = std::fs::remove_file(&path);
-        {
-            let store = RouteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(store.load().map(|(r, v)| (r.len(), v)).ok(), Some((0, 0)));
-            let a = StoredRoute {
-                rule: rule("a"),
-                version: 1,
-            };
-            let b = StoredRoute {
-                rule: rule("b"),
-                version: 2,
-            };
-            store
-                .commit(&[Change::Put(Box::new(a)), Change::Put(Box::new(b))], 2)
-                .unwrap_or_else(|e| panic!("{e}"));
-            store
-                .commit(&[Change::Delete("a".into())], 2)
-                .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let store = RouteStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        let (routes, last) = store.load().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(last, 2);
-        assert_eq!(routes.len(), 1);
-        assert_eq!(routes[0].rule.name, "b");
-        let _ = std::fs::remove_dir_all(&dir);
+    /// The instances sharing this store, each with the table it serves; `None` for a store
+    /// only this instance uses.
+    fn instances(&self) -> Option<Result<Vec<serde_json::Value>, StoreError>> {
+        None
     }
 }

@@ -1,0 +1,611 @@
+//! The shared route store of a scale-out setup: etcd, under one key prefix. API routes are one
+//! key each (`PREFIX/routes/NAME`, the rule as JSON; its version is the key's mod revision),
+//! and a commit is one etcd transaction whose compares are the changes' [`Expect`]s, so
+//! `If-Match` holds across instances. Plugins are stored content-addressed
+//! (`PREFIX/plugins/blobs/SHA256/NNNNN`, chunks well under etcd's request limit) and named by
+//! a small manifest (`PREFIX/plugins/manifests/NAME`), written last, so a name switches from
+//! one version to the next in one write. Live instances register under
+//! `PREFIX/instances/ID` with a lease.
+//!
+//! The store runs its own small runtime, so its blocking methods can be called from any
+//! thread. A local copy of the routes last seen is kept in the data directory: a restart while
+//! etcd is unreachable serves it, marked stale. Following changes (the watch) is
+//! [`crate::cluster`]'s job.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
+    TxnOpResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use super::redb::satisfied;
+use super::{Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute};
+use crate::config::RouteRule;
+
+/// How long one request to etcd may take before the store counts as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Plugin bytes per key: etcd refuses requests over 1.5 MiB by default.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// The largest answer read from etcd (a listing of many routes, a big watch batch).
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// Where the shared store is: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAddress {
+    /// `http://HOST:PORT` per member.
+    pub endpoints: Vec<String>,
+    /// The key prefix, with a leading and a trailing `/`.
+    pub prefix: String,
+}
+
+impl std::str::FromStr for EtcdAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("etcd://")
+            .ok_or_else(|| format!("{text:?} does not start with etcd://"))?;
+        let (hosts, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let prefix = if prefix.is_empty() {
+            "/routerd"
+        } else {
+            prefix
+        };
+        let mut endpoints = Vec::new();
+        for host in hosts.split(',') {
+            let valid = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !valid {
+                return Err(format!(
+                    "{host:?} in {text:?} is not HOST:PORT (write etcd://127.0.0.1:2379/routerd)"
+                ));
+            }
+            endpoints.push(format!("http://{host}"));
+        }
+        Ok(EtcdAddress {
+            endpoints,
+            prefix: format!("{prefix}/"),
+        })
+    }
+}
+
+/// Whether etcd answered the last request, and since when it has not.
+#[derive(Debug, Clone)]
+struct Reach {
+    down_since: Option<SystemTime>,
+    reason: String,
+}
+
+/// What is kept in the data directory: the routes this instance served last.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LocalCopy {
+    revision: u64,
+    saved_unix: u64,
+    routes: Vec<StoredRoute>,
+}
+
+/// See the module docs.
+pub struct EtcdStore {
+    shown: String,
+    prefix: String,
+    client: Client,
+    kv: KvClient,
+    runtime: tokio::runtime::Handle,
+    reach: Mutex<Reach>,
+    local: PathBuf,
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl EtcdStore {
+    /// Prepares the client (it connects when first used, so an unreachable etcd does not stop
+    /// routerd from starting) on a runtime of its own; the local copy lives in `data`.
+    pub fn new(address: &EtcdAddress, shown: &str, data: &Path) -> Result<Self, StoreError> {
+        let fail = |reason: String| StoreError::Failed {
+            store: shown.to_owned(),
+            reason,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("routerd-etcd".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(rt) => {
+                        let _ = tx.send(Ok(rt.handle().clone()));
+                        // Lives as long as the process: the store is never dropped before.
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+            .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
+        let runtime = rx
+            .recv()
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("cannot start its runtime: {e}")))?;
+        let endpoints = address.endpoints.clone();
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        runtime.spawn(async move {
+            let _ = tx.send(Client::connect(endpoints, Some(options)).await);
+        });
+        let client = rx
+            .recv()
+            .map_err(|e| fail(e.to_string()))?
+            .map_err(|e| fail(format!("cannot set up the client: {e}")))?;
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        Ok(EtcdStore {
+            shown: shown.to_owned(),
+            prefix: address.prefix.clone(),
+            client,
+            kv,
+            runtime,
+            reach: Mutex::new(Reach {
+                down_since: None,
+                reason: String::new(),
+            }),
+            local: data.join("etcd-routes.json"),
+        })
+    }
+
+    /// The client, for the watch and the lease (run them on [`EtcdStore::runtime`]).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A KV client that reads big answers.
+    pub fn kv(&self) -> KvClient {
+        self.kv.clone()
+    }
+
+    /// The runtime the store's I/O runs on.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// The key prefix (ends with `/`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key of API route `name`.
+    pub fn route_key(&self, name: &str) -> String {
+        format!("{}routes/{name}", self.prefix)
+    }
+
+    /// The key of plugin `name`'s manifest.
+    pub fn manifest_key(&self, name: &str) -> String {
+        format!("{}plugins/manifests/{name}", self.prefix)
+    }
+
+    fn blob_prefix(&self, sha256: &str) -> String {
+        format!("{}plugins/blobs/{sha256}/", self.prefix)
+    }
+
+    /// Records that etcd answered.
+    pub fn reached(&self) {
+        let mut reach = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        if reach.down_since.take().is_some() {
+            tracing::info!(store = %self.shown, "the route store is reachable again");
+        }
+    }
+
+    /// Records that etcd did not answer, and why.
+    pub fn unreachable(&self, reason: &str) {
+        let mut reach = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        if reach.down_since.is_none() {
+            tracing::warn!(store = %self.shown, "the route store is unreachable: {reason}");
+            reach.down_since = Some(SystemTime::now());
+        }
+        reach.reason = reason.to_owned();
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> StoreError {
+        let reason = reason.into();
+        self.unreachable(&reason);
+        StoreError::Unavailable {
+            store: self.shown.clone(),
+            reason,
+        }
+    }
+
+    fn failed(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Failed {
+            store: self.shown.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Classifies a client error: the ones that mean "no answer" make the store unreachable.
+    pub fn error(&self, e: etcd_client::Error) -> StoreError {
+        use etcd_client::Error as E;
+        match &e {
+            E::TransportError(_) | E::IoError(_) => self.unavailable(e.to_string()),
+            E::GRpcStatus(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                ) || status.message().contains("transport") =>
+            {
+                self.unavailable(e.to_string())
+            }
+            _ => self.failed(e.to_string()),
+        }
+    }
+
+    /// Runs `work` on the store's runtime and waits for it, at most [`REQUEST_TIMEOUT`].
+    pub fn block<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let _ = tx.send(tokio::time::timeout(REQUEST_TIMEOUT, work).await);
+        });
+        match rx.recv() {
+            Ok(Ok(Ok(value))) => {
+                self.reached();
+                Ok(value)
+            }
+            Ok(Ok(Err(e))) => Err(self.error(e)),
+            Ok(Err(_)) => {
+                Err(self.unavailable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
+            }
+            Err(_) => Err(self.failed("its runtime stopped")),
+        }
+    }
+
+    /// A route from its key and value; `None` for keys that are not routes.
+    pub fn parse_route(&self, key: &[u8], value: &[u8], revision: i64) -> Option<StoredRoute> {
+        let key = std::str::from_utf8(key).ok()?;
+        let name = key.strip_prefix(&format!("{}routes/", self.prefix))?;
+        match serde_json::from_slice::<RouteRule>(value) {
+            Ok(rule) if rule.name == name => Some(StoredRoute {
+                rule,
+                version: u64::try_from(revision).unwrap_or(0),
+            }),
+            Ok(rule) => {
+                tracing::warn!(
+                    key,
+                    "ignoring a stored route named {:?} under another key",
+                    rule.name
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(key, "ignoring an unreadable stored route: {e}");
+                None
+            }
+        }
+    }
+
+    /// Every plugin manifest, by name.
+    pub async fn manifests(
+        kv: &mut KvClient,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, PluginManifest>, etcd_client::Error> {
+        let base = format!("{prefix}plugins/manifests/");
+        let resp = kv
+            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Some(name) = std::str::from_utf8(kv.key())
+                .ok()
+                .and_then(|k| k.strip_prefix(&base))
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<PluginManifest>(kv.value()) {
+                Ok(m) => {
+                    out.insert(name.to_owned(), m);
+                }
+                Err(e) => tracing::warn!(plugin = name, "ignoring an unreadable manifest: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The bytes a manifest names, chunk by chunk (each answer stays small), checked against
+    /// its size and SHA-256.
+    pub async fn fetch_plugin(
+        kv: &mut KvClient,
+        prefix: &str,
+        manifest: &PluginManifest,
+    ) -> Result<Vec<u8>, String> {
+        use sha2::{Digest, Sha256};
+        let mut bytes = Vec::with_capacity(manifest.size);
+        for i in 0..manifest.chunks {
+            let key = format!("{prefix}plugins/blobs/{}/{i:05}", manifest.sha256);
+            let resp = kv
+                .get(key.as_str(), None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let chunk = resp
+                .kvs()
+                .first()
+                .ok_or_else(|| format!("chunk {i} of {} is missing", manifest.sha256))?;
+            bytes.extend_from_slice(chunk.value());
+        }
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if bytes.len() != manifest.size || sha != manifest.sha256 {
+            return Err(format!(
+                "the stored bytes ({} bytes, sha256 {sha}) are not the manifest's ({} bytes, sha256 {})",
+                bytes.len(),
+                manifest.size,
+                manifest.sha256
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn read_local(&self) -> Option<LocalCopy> {
+        let text = std::fs::read(&self.local).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(copy) => Some(copy),
+            Err(e) => {
+                tracing::warn!(file = %self.local.display(), "ignoring an unreadable local copy of the routes: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl RouteStore for EtcdStore {
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut kv = self.kv();
+        let base = format!("{}routes/", self.prefix);
+        let read = self.block(async move {
+            kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+        });
+        match read {
+            Ok(resp) => {
+                let revision = resp.header().map_or(0, |h| h.revision());
+                let routes = resp
+                    .kvs()
+                    .iter()
+                    .filter_map(|kv| self.parse_route(kv.key(), kv.value(), kv.mod_revision()))
+                    .collect();
+                Ok(Snapshot {
+                    routes,
+                    revision: u64::try_from(revision).unwrap_or(0),
+                    stale: None,
+                })
+            }
+            Err(StoreError::Unavailable { reason, .. }) => {
+                let copy = self.read_local().unwrap_or_default();
+                let stale = format!(
+                    "{} is unreachable ({reason}); serving the last routes this instance saw (revision {}, saved at unix time {}, from {})",
+                    self.shown,
+                    copy.revision,
+                    copy.saved_unix,
+                    self.local.display()
+                );
+                Ok(Snapshot {
+                    routes: copy.routes,
+                    revision: copy.revision,
+                    stale: Some(stale),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn commit(&self, changes: &[Change], _floor: u64) -> Result<u64, StoreError> {
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut keys = Vec::new();
+        for change in changes {
+            let key = self.route_key(change.name());
+            match change.expect() {
+                Expect::Any => {}
+                Expect::Absent => {
+                    compares.push(Compare::version(key.as_str(), CompareOp::Equal, 0))
+                }
+                Expect::Present => {
+                    compares.push(Compare::version(key.as_str(), CompareOp::Greater, 0))
+                }
+                Expect::Version(v) => compares.push(Compare::mod_revision(
+                    key.as_str(),
+                    CompareOp::Equal,
+                    i64::try_from(v).unwrap_or(i64::MAX),
+                )),
+            }
+            match change {
+                Change::Put { rule, .. } => {
+                    let value = serde_json::to_vec(rule).map_err(|e| self.failed(e.to_string()))?;
+                    ops.push(TxnOp::put(key.as_str(), value, None));
+                }
+                Change::Delete { .. } => ops.push(TxnOp::delete(key.as_str(), None)),
+            }
+            keys.push(key);
+        }
+        // When a compare fails, read the named routes back to say which one moved.
+        let reads: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+        let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
+        let mut kv = self.kv();
+        let resp = self.block(async move { kv.txn(txn).await })?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            return Ok(u64::try_from(revision).unwrap_or(0));
+        }
+        let found: Vec<Option<u64>> = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+                _ => None,
+            })
+            .collect();
+        for (change, found) in changes.iter().zip(found) {
+            if !satisfied(change.expect(), found) {
+                return Err(StoreError::Conflict {
+                    name: change.name().to_owned(),
+                    expected: change.expect(),
+                    found,
+                });
+            }
+        }
+        Err(self.failed("the transaction's compares failed, yet every route reads as expected"))
+    }
+
+    fn remember(&self, routes: &BTreeMap<String, StoredRoute>, revision: u64) {
+        let copy = LocalCopy {
+            revision,
+            saved_unix: unix(SystemTime::now()),
+            routes: routes.values().cloned().collect(),
+        };
+        let tmp = self.local.with_extension("json.tmp");
+        let written = serde_json::to_vec(&copy)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.local));
+        if let Err(e) = written {
+            tracing::warn!(file = %self.local.display(), "cannot keep the local copy of the routes: {e}");
+        }
+    }
+
+    fn stale(&self) -> Option<String> {
+        let reach = self.reach.lock().unwrap_or_else(|p| p.into_inner());
+        reach.down_since.map(|since| {
+            format!(
+                "{} unreachable since unix time {}: {}",
+                self.shown,
+                unix(since),
+                reach.reason
+            )
+        })
+    }
+
+    fn stage_plugin(&self, sha256: &str, bytes: &[u8]) -> Result<usize, StoreError> {
+        let base = self.blob_prefix(sha256);
+        let chunks: Vec<(String, Vec<u8>)> = bytes
+            .chunks(CHUNK_BYTES)
+            .enumerate()
+            .map(|(i, c)| (format!("{base}{i:05}"), c.to_vec()))
+            .collect();
+        let count = chunks.len();
+        for (key, chunk) in chunks {
+            let mut kv = self.kv();
+            self.block(async move { kv.put(key, chunk, None).await })?;
+        }
+        Ok(count)
+    }
+
+    fn publish_plugin(&self, name: &str, manifest: &PluginManifest) -> Result<(), StoreError> {
+        let key = self.manifest_key(name);
+        let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
+        let mut kv = self.kv();
+        self.block(async move { kv.put(key, value, None).await })
+            .map(drop)
+    }
+
+    fn withdraw_plugin(&self, name: &str) -> Result<(), StoreError> {
+        let key = self.manifest_key(name);
+        let prefix = self.prefix.clone();
+        let mut kv = self.kv();
+        let removed = self.block(async move {
+            let resp = kv
+                .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
+                .await?;
+            let gone: Option<PluginManifest> = resp
+                .prev_kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice(kv.value()).ok());
+            Ok((gone, EtcdStore::manifests(&mut kv, &prefix).await?))
+        })?;
+        // The bytes go too, unless another name still points at them.
+        if let (Some(gone), others) = removed
+            && !others.values().any(|m| m.sha256 == gone.sha256)
+        {
+            let base = self.blob_prefix(&gone.sha256);
+            let mut kv = self.kv();
+            if let Err(e) = self.block(async move {
+                kv.delete(base.as_str(), Some(DeleteOptions::new().with_prefix()))
+                    .await
+            }) {
+                tracing::warn!(
+                    plugin = name,
+                    "the plugin's stored bytes were not removed: {e}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn instances(&self) -> Option<Result<Vec<serde_json::Value>, StoreError>> {
+        let base = format!("{}instances/", self.prefix);
+        let mut kv = self.kv();
+        Some(
+            self.block(async move {
+                kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
+                    .await
+            })
+            .map(|resp| {
+                resp.kvs()
+                    .iter()
+                    .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+                    .collect()
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_with_a_default_prefix() {
+        let a: EtcdAddress = "etcd://127.0.0.1:2379,10.0.0.2:2379/prod/edge/"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            a.endpoints,
+            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert_eq!(a.prefix, "/prod/edge/");
+        let b: EtcdAddress = "etcd://localhost:2379"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.prefix, "/routerd/");
+        for bad in ["http://h:1", "etcd://h", "etcd://:1/x", "etcd://h:99999"] {
+            assert!(bad.parse::<EtcdAddress>().is_err(), "{bad}");
+        }
+    }
+}
