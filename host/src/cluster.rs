@@ -71,10 +71,11 @@ impl Cluster {
     pub fn leave(&self) {
         let id = self.lease.load(std::sync::atomic::Ordering::Relaxed);
         if id != 0 {
-            let mut client = self.store.client();
-            let _ = self
-                .store
-                .block(async move { client.lease_revoke(id).await });
+            let client = self.store.client();
+            let _ = self.store.block(move |_| {
+                let mut client = client.clone();
+                async move { client.lease_revoke(id).await }
+            });
         }
     }
 }
@@ -167,7 +168,7 @@ async fn follow(store: Arc<EtcdStore>, routes: Arc<RouteSet>, mut plugins: Plugi
                         EventType::Put => observed.extend(
                             store
                                 .parse_route(kv.key(), kv.value(), kv.mod_revision())
-                                .map(Observed::Put),
+                                .map(|route| Observed::Put(Box::new(route))),
                         ),
                         EventType::Delete => observed.push(Observed::Delete {
                             name: name.to_owned(),

@@ -110,7 +110,7 @@ struct State {
 #[derive(Debug, Clone)]
 pub enum Observed {
     /// A route was written.
-    Put(StoredRoute),
+    Put(Box<StoredRoute>),
     /// A route was deleted at `revision`.
     Delete {
         /// Its name.
@@ -525,7 +525,7 @@ impl RouteSet {
             match event {
                 Observed::Put(r) => {
                     tombstones.remove(&name);
-                    api.insert(name, r);
+                    api.insert(name, *r);
                 }
                 Observed::Delete { .. } => {
                     api.remove(&name);

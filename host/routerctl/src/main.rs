@@ -56,6 +56,8 @@ enum Command {
     Match(MatchArgs),
     /// Show backend health per route, from routerd's active health checks.
     Health,
+    /// List the live instances sharing this one's store (etcd), with the table each serves.
+    Cluster,
     /// Print a shell completion script: `routerctl completions bash > /etc/bash_completion.d/routerctl`,
     /// `routerctl completions zsh > "${fpath[1]}/_routerctl"`,
     /// `routerctl completions fish > ~/.config/fish/completions/routerctl.fish`.
@@ -230,6 +232,13 @@ fn run(cli: Cli) -> Result<String> {
         Command::Plugin(cmd) => ctl.plugin(cmd),
         Command::Match(args) => ctl.explain(args),
         Command::Completions { .. } => Ok(String::new()),
+        Command::Cluster => {
+            let doc = ctl.client.get("/api/v1/cluster")?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Ok(ctl.show(&doc, |d| render::cluster_table(d, now)))
+        }
         Command::Health => {
             let doc = ctl.client.get("/api/v1/health")?;
             let now = SystemTime::now()

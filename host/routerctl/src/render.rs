@@ -335,6 +335,37 @@ fn unix_secs(v: &Value) -> Option<u64> {
     Some(if n > 100_000_000_000 { n / 1000 } else { n })
 }
 
+/// `routerctl cluster`: one row per live instance.
+pub fn cluster_table(doc: &Value, now_unix: u64) -> String {
+    let entries = doc
+        .get("instances")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let up = e
+                .get("started_unix")
+                .and_then(Value::as_u64)
+                .map_or_else(|| "-".to_owned(), |t| duration(now_unix.saturating_sub(t)));
+            vec![
+                text(e.get("id")),
+                text(e.get("admin")),
+                text(e.get("listen")),
+                text(e.get("revision")),
+                text(e.get("table_version")),
+                up,
+            ]
+        })
+        .collect();
+    let mut out = format!("store: {}\n", text(doc.get("store")));
+    out.push_str(&table(
+        &["INSTANCE", "ADMIN", "LISTEN", "REVISION", "TABLE", "UP"],
+        &rows,
+    ));
+    out
+}
+
 /// `health`: ROUTE, BACKEND, STATUS, LATENCY, UPTIME, one line per entry of the answer's
 /// `routes` (`{"route", "target", "status", "latency_ms", "since"}`). UPTIME is the time since
 /// `since` (the last change of status) for a backend that is up; a `since` that is not a number

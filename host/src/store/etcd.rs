@@ -29,7 +29,10 @@ use super::{Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, St
 use crate::config::RouteRule;
 
 /// How long one request to etcd may take before the store counts as unreachable.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long one try within a request may take; an election in a healthy cluster (etcd's
+/// default election timeout is 1 s) fits in the tries that follow.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Plugin bytes per key: etcd refuses requests over 1.5 MiB by default.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// The largest answer read from etcd (a listing of many routes, a big watch batch).
@@ -259,15 +262,46 @@ impl EtcdStore {
         }
     }
 
-    /// Runs `work` on the store's runtime and waits for it, at most [`REQUEST_TIMEOUT`].
-    pub fn block<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Runs `work` (given a KV client) on the store's runtime and waits for it, at most
+    /// [`REQUEST_TIMEOUT`] in all. A request that failed in a way that passes (a member down, an
+    /// election under way) is tried again: the client's balancer then picks another member.
+    pub fn block<T, F, W>(&self, work: W) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        W: Fn(KvClient) -> F + Send + Sync + 'static,
+    {
+        self.block_retrying(work).map(|(value, _)| value)
+    }
+
+    /// [`block`](Self::block), also saying whether an earlier try may have been applied: it
+    /// reached a member and failed without saying whether its proposal was committed (the
+    /// leader changed under it). A write told so checks what it finds instead of trusting
+    /// its compares.
+    fn block_retrying<T, F, W>(&self, work: W) -> Result<(T, bool), StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+        W: Fn(KvClient) -> F + Send + Sync + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let kv = self.kv();
         self.runtime.spawn(async move {
-            let _ = tx.send(tokio::time::timeout(REQUEST_TIMEOUT, work).await);
+            let attempts = async {
+                let mut maybe_applied = false;
+                // The whole loop is bounded by REQUEST_TIMEOUT below.
+                loop {
+                    // A try stuck on a member that went away is abandoned, not awaited: the
+                    // channel notices a dead peer only after its keepalive timeout.
+                    match tokio::time::timeout(ATTEMPT_TIMEOUT, work(kv.clone())).await {
+                        Ok(Err(e)) if passing(&e) => maybe_applied |= !never_sent(&e),
+                        Err(_) => maybe_applied = true,
+                        Ok(done) => return done.map(|value| (value, maybe_applied)),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            let _ = tx.send(tokio::time::timeout(REQUEST_TIMEOUT, attempts).await);
         });
         match rx.recv() {
             Ok(Ok(Ok(value))) => {
@@ -378,17 +412,42 @@ impl EtcdStore {
     }
 }
 
+/// Whether a request failed before anything reached etcd (no connection to the member).
+/// An error that passes: the cluster or the connection to it, not the request.
+fn passing(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// A passing error that says the request never reached etcd, or was refused before it was
+/// proposed (no leader), so it cannot have been applied.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && (status.message().contains("connect") || status.message().contains("no leader"))
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
 impl RouteStore for EtcdStore {
     fn describe(&self) -> String {
         self.shown.clone()
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        let mut kv = self.kv();
         let base = format!("{}routes/", self.prefix);
-        let read = self.block(async move {
-            kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
-                .await
+        let read = self.block(move |mut kv| {
+            let base = base.clone();
+            async move {
+                kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
+                    .await
+            }
         });
         match read {
             Ok(resp) => {
@@ -427,6 +486,8 @@ impl RouteStore for EtcdStore {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut keys = Vec::new();
+        // What each key holds once the change is applied (None: absent).
+        let mut wanted: Vec<Option<Vec<u8>>> = Vec::new();
         for change in changes {
             let key = self.route_key(change.name());
             match change.expect() {
@@ -446,32 +507,60 @@ impl RouteStore for EtcdStore {
             match change {
                 Change::Put { rule, .. } => {
                     let value = serde_json::to_vec(rule).map_err(|e| self.failed(e.to_string()))?;
-                    ops.push(TxnOp::put(key.as_str(), value, None));
+                    ops.push(TxnOp::put(key.as_str(), value.clone(), None));
+                    wanted.push(Some(value));
                 }
-                Change::Delete { .. } => ops.push(TxnOp::delete(key.as_str(), None)),
+                Change::Delete { .. } => {
+                    ops.push(TxnOp::delete(key.as_str(), None));
+                    wanted.push(None);
+                }
             }
             keys.push(key);
         }
         // When a compare fails, read the named routes back to say which one moved.
         let reads: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
         let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
-        let mut kv = self.kv();
-        let resp = self.block(async move { kv.txn(txn).await })?;
+        let (resp, maybe_applied) = self.block_retrying(move |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })?;
         if resp.succeeded() {
             let revision = resp.header().map_or(0, |h| h.revision());
             return Ok(u64::try_from(revision).unwrap_or(0));
         }
-        let found: Vec<Option<u64>> = resp
+        let found: Vec<Option<(u64, Vec<u8>)>> = resp
             .op_responses()
             .into_iter()
             .map(|r| match r {
-                TxnOpResponse::Get(g) => g
-                    .kvs()
-                    .first()
-                    .map(|kv| u64::try_from(kv.mod_revision()).unwrap_or(0)),
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| {
+                    (
+                        u64::try_from(kv.mod_revision()).unwrap_or(0),
+                        kv.value().to_vec(),
+                    )
+                }),
                 _ => None,
             })
             .collect();
+        // An earlier try may have landed before its answer was lost: then its compares fail
+        // now against its own writes. Every key holding exactly what this change writes
+        // means it did land.
+        let landed = found
+            .iter()
+            .zip(&wanted)
+            .all(|(found, wanted)| match (found, wanted) {
+                (Some((_, value)), Some(wanted)) => value == wanted,
+                (None, None) => true,
+                _ => false,
+            });
+        if maybe_applied && landed {
+            let revision = found.iter().flatten().map(|(v, _)| *v).max();
+            let revision = revision.or_else(|| {
+                resp.header()
+                    .map(|h| u64::try_from(h.revision()).unwrap_or(0))
+            });
+            return Ok(revision.unwrap_or(0));
+        }
+        let found = found.into_iter().map(|f| f.map(|(version, _)| version));
         for (change, found) in changes.iter().zip(found) {
             if !satisfied(change.expect(), found) {
                 return Err(StoreError::Conflict {
@@ -521,8 +610,10 @@ impl RouteStore for EtcdStore {
             .collect();
         let count = chunks.len();
         for (key, chunk) in chunks {
-            let mut kv = self.kv();
-            self.block(async move { kv.put(key, chunk, None).await })?;
+            self.block(move |mut kv| {
+                let (key, chunk) = (key.clone(), chunk.clone());
+                async move { kv.put(key, chunk, None).await }
+            })?;
         }
         Ok(count)
     }
@@ -530,34 +621,40 @@ impl RouteStore for EtcdStore {
     fn publish_plugin(&self, name: &str, manifest: &PluginManifest) -> Result<(), StoreError> {
         let key = self.manifest_key(name);
         let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
-        let mut kv = self.kv();
-        self.block(async move { kv.put(key, value, None).await })
-            .map(drop)
+        self.block(move |mut kv| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { kv.put(key, value, None).await }
+        })
+        .map(drop)
     }
 
     fn withdraw_plugin(&self, name: &str) -> Result<(), StoreError> {
         let key = self.manifest_key(name);
         let prefix = self.prefix.clone();
-        let mut kv = self.kv();
-        let removed = self.block(async move {
-            let resp = kv
-                .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
-                .await?;
-            let gone: Option<PluginManifest> = resp
-                .prev_kvs()
-                .first()
-                .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-            Ok((gone, EtcdStore::manifests(&mut kv, &prefix).await?))
+        let removed = self.block(move |mut kv| {
+            let (key, prefix) = (key.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
+                    .await?;
+                let gone: Option<PluginManifest> = resp
+                    .prev_kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
+                Ok((gone, EtcdStore::manifests(&mut kv, &prefix).await?))
+            }
         })?;
         // The bytes go too, unless another name still points at them.
         if let (Some(gone), others) = removed
             && !others.values().any(|m| m.sha256 == gone.sha256)
         {
             let base = self.blob_prefix(&gone.sha256);
-            let mut kv = self.kv();
-            if let Err(e) = self.block(async move {
-                kv.delete(base.as_str(), Some(DeleteOptions::new().with_prefix()))
-                    .await
+            if let Err(e) = self.block(move |mut kv| {
+                let base = base.clone();
+                async move {
+                    kv.delete(base.as_str(), Some(DeleteOptions::new().with_prefix()))
+                        .await
+                }
             }) {
                 tracing::warn!(
                     plugin = name,
@@ -570,11 +667,13 @@ impl RouteStore for EtcdStore {
 
     fn instances(&self) -> Option<Result<Vec<serde_json::Value>, StoreError>> {
         let base = format!("{}instances/", self.prefix);
-        let mut kv = self.kv();
         Some(
-            self.block(async move {
-                kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
-                    .await
+            self.block(move |mut kv| {
+                let base = base.clone();
+                async move {
+                    kv.get(base.as_str(), Some(GetOptions::new().with_prefix()))
+                        .await
+                }
             })
             .map(|resp| {
                 resp.kvs()
