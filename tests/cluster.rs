@@ -397,6 +397,35 @@ async fn a_plugin_uploaded_on_one_instance_is_loaded_by_every_instance() {
         assert_eq!(other.status, 404, "{}", other.text());
     }
 
+    // A new version uploaded on A replaces it everywhere, and the old version's chunks leave
+    // etcd: only the bytes a manifest points at stay stored.
+    let newer = with_custom_section(&std::fs::read(dist_plugin("header-eq")).unwrap(), 3 << 20);
+    let newer_sha = sha256_hex(&newer);
+    let uploaded = a
+        .admin_request("POST", "/api/v1/plugins?name=gate", &[], newer)
+        .await;
+    assert_eq!(uploaded.status, 201, "{}", uploaded.text());
+    for rd in &rds {
+        let loaded = wait_until(
+            async || {
+                rd.admin_get("/api/v1/plugins/gate").await.json()["sha256"] == newer_sha.as_str()
+            },
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            loaded,
+            "new version not loaded; logs:\n{}",
+            rd.logs().join("\n")
+        );
+    }
+    let blobs = stored_keys(&etcd[0], "/t-plugins/plugins/blobs/").await;
+    assert!(!blobs.is_empty());
+    assert!(
+        blobs.iter().all(|k| k.contains(&newer_sha)),
+        "old chunks left behind: {blobs:?}"
+    );
+
     // Unloaded on C: gone everywhere, and the route using it is excluded everywhere.
     let removed = c
         .admin_json("DELETE", "/api/v1/plugins/gate?force=true", None)
@@ -414,6 +443,25 @@ async fn a_plugin_uploaded_on_one_instance_is_loaded_by_every_instance() {
         let listed = rd.admin_get(&format!("{ROUTES}/gated")).await.json();
         assert_eq!(listed["status"], "excluded", "{listed}");
     }
+    let blobs = stored_keys(&etcd[0], "/t-plugins/plugins/blobs/").await;
+    assert!(
+        blobs.is_empty(),
+        "chunks of an unloaded plugin left behind: {blobs:?}"
+    );
+}
+
+/// The keys under `prefix`, read from etcd directly.
+async fn stored_keys(member: &Etcd, prefix: &str) -> Vec<String> {
+    let url = format!("http://127.0.0.1:{}", member.client);
+    let mut client = etcd_client::Client::connect([url], None).await.unwrap();
+    let options = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let resp = client.get(prefix, Some(options)).await.unwrap();
+    resp.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

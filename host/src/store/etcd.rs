@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, PutOptions,
+    Txn, TxnOp, TxnOpResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -313,6 +313,33 @@ impl EtcdStore {
                 Err(self.unavailable(format!("no answer within {}s", REQUEST_TIMEOUT.as_secs())))
             }
             Err(_) => Err(self.failed("its runtime stopped")),
+        }
+    }
+
+    /// Removes the bytes of a manifest that was replaced or deleted, unless a manifest (the
+    /// new version's, or another name's) still points at them: without this, every upload of
+    /// a new version would leave its predecessor's chunks in etcd for good.
+    fn drop_unused_bytes(
+        &self,
+        name: &str,
+        (before, now): (Option<PluginManifest>, BTreeMap<String, PluginManifest>),
+    ) {
+        let Some(before) = before else { return };
+        if now.values().any(|m| m.sha256 == before.sha256) {
+            return;
+        }
+        let base = self.blob_prefix(&before.sha256);
+        if let Err(e) = self.block(move |mut kv| {
+            let base = base.clone();
+            async move {
+                kv.delete(base.as_str(), Some(DeleteOptions::new().with_prefix()))
+                    .await
+            }
+        }) {
+            tracing::warn!(
+                plugin = name,
+                "a plugin's old stored bytes were not removed: {e}"
+            );
         }
     }
 
@@ -621,11 +648,21 @@ impl RouteStore for EtcdStore {
     fn publish_plugin(&self, name: &str, manifest: &PluginManifest) -> Result<(), StoreError> {
         let key = self.manifest_key(name);
         let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
-        self.block(move |mut kv| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { kv.put(key, value, None).await }
-        })
-        .map(drop)
+        let prefix = self.prefix.clone();
+        let replaced = self.block(move |mut kv| {
+            let (key, value, prefix) = (key.clone(), value.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .put(key, value, Some(PutOptions::new().with_prev_key()))
+                    .await?;
+                let before: Option<PluginManifest> = resp
+                    .prev_key()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
+                Ok((before, EtcdStore::manifests(&mut kv, &prefix).await?))
+            }
+        })?;
+        self.drop_unused_bytes(name, replaced);
+        Ok(())
     }
 
     fn withdraw_plugin(&self, name: &str) -> Result<(), StoreError> {
@@ -644,24 +681,7 @@ impl RouteStore for EtcdStore {
                 Ok((gone, EtcdStore::manifests(&mut kv, &prefix).await?))
             }
         })?;
-        // The bytes go too, unless another name still points at them.
-        if let (Some(gone), others) = removed
-            && !others.values().any(|m| m.sha256 == gone.sha256)
-        {
-            let base = self.blob_prefix(&gone.sha256);
-            if let Err(e) = self.block(move |mut kv| {
-                let base = base.clone();
-                async move {
-                    kv.delete(base.as_str(), Some(DeleteOptions::new().with_prefix()))
-                        .await
-                }
-            }) {
-                tracing::warn!(
-                    plugin = name,
-                    "the plugin's stored bytes were not removed: {e}"
-                );
-            }
-        }
+        self.drop_unused_bytes(name, removed);
         Ok(())
     }
 
