@@ -26,8 +26,30 @@ use super::state::{PluginState, PluginWorld};
 /// How often the epoch advances: the resolution of every call deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
-/// Bytes of each linear memory kept resident when its instance goes away.
-const KEEP_RESIDENT: usize = 128 << 10;
+/// Bytes of each linear memory kept resident when its instance goes away, when the kernel can
+/// tell which of its pages were touched (`PAGEMAP_SCAN`, Linux 6.7): only those are reset, by a
+/// memset, so a fresh instance starts without page faults and its teardown without `madvise`.
+/// Two MiB cover a Rust or C guest's stack (the first MiB) and its data; a big guest keeps the
+/// low part of its memory resident.
+const KEEP_RESIDENT_SCANNED: usize = 2 << 20;
+
+/// Without `PAGEMAP_SCAN` the whole kept region is reset by a memset at every teardown, so it
+/// stays small.
+const KEEP_RESIDENT_UNSCANNED: usize = 128 << 10;
+
+/// Whether this kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 and later).
+fn pagemap_scan_available() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .is_ok_and(|release| release_has_pagemap_scan(&release))
+}
+
+/// Whether a kernel release string (`6.18.44-generic`) is 6.7 or later.
+fn release_has_pagemap_scan(release: &str) -> bool {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    matches!((major, minor), (Some(major), Some(minor)) if (major, minor) >= (6, 7))
+}
 
 /// Pool sizes. The defaults fit a small machine: a few dozen plugins with a few warm instances
 /// each; raise them for more.
@@ -504,8 +526,14 @@ impl PluginEngine {
                 // A fresh instance's cost is page faults and madvise: memory and tables a
                 // previous instance used stay resident up to these sizes (zeroed by a memset,
                 // not returned to the kernel), so small guests start without faulting.
-                .linear_memory_keep_resident(KEEP_RESIDENT)
                 .table_keep_resident(64 << 10);
+            if pagemap_scan_available() {
+                pooling
+                    .pagemap_scan(wasmtime::Enabled::Auto)
+                    .linear_memory_keep_resident(KEEP_RESIDENT_SCANNED);
+            } else {
+                pooling.linear_memory_keep_resident(KEEP_RESIDENT_UNSCANNED);
+            }
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         }
         config
@@ -683,6 +711,16 @@ fn control_runtime() -> Result<tokio::runtime::Handle, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pagemap_scan_needs_linux_6_7() {
+        assert!(release_has_pagemap_scan("6.18.44-fc-v1098\n"));
+        assert!(release_has_pagemap_scan("6.7.0"));
+        assert!(release_has_pagemap_scan("7.0-rc1"));
+        assert!(!release_has_pagemap_scan("6.6.58-generic"));
+        assert!(!release_has_pagemap_scan("5.15.0-91-generic"));
+        assert!(!release_has_pagemap_scan("unknown"));
+    }
 
     /// A child compiles with an on-demand engine what the parent's pooled engine loads: both
     /// must agree on everything an artifact depends on.
