@@ -1,5 +1,7 @@
 //! The route decision (index lookup + built-in matchers) over a large generated table, next to
-//! raw `matchit` holding the same patterns and looking up the same paths; and the table build.
+//! raw `matchit` holding the same patterns and looking up the same paths; the path tree alone
+//! against matchit on matchit's own benchmark (the GitHub API's 130 routes, the four lookups it
+//! times); and the table build.
 //!
 //! Run: `cargo bench -p routerd --bench route_decision`
 
@@ -11,6 +13,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Method};
 use routerd::config::{ConfigFile, MatcherSpec, RouteRule};
+use routerd::routing::pattern::parse_pattern;
+use routerd::routing::tree::{Candidates, PathIndexBuilder};
 use routerd::routing::{Decision, RequestView, RouteTable};
 
 /// `n` routes shaped like a REST API: static, one-param, two-param and catch-all patterns, and a
@@ -156,5 +160,59 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The lookups matchit's own benchmark times.
+const GITHUB_LOOKUPS: [&str; 4] = [
+    "/user/repos",
+    "/repos/rust-lang/rust/stargazers",
+    "/orgs/rust-lang/public_members/nikomatsakis",
+    "/repos/rust-lang/rust/releases/1.51.0",
+];
+
+/// Our path tree on matchit's home ground. The tree yields every matching route (here always
+/// one); matchit yields the one it prefers with its parameters.
+fn github(c: &mut Criterion) {
+    let routes: Vec<&str> = include_str!("common/github_routes.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(routes.len(), 130);
+    let mut builder = PathIndexBuilder::new();
+    let mut raw = matchit::Router::new();
+    for (i, route) in routes.iter().enumerate() {
+        let pattern = parse_pattern(route).unwrap_or_else(|e| panic!("{route}: {e}"));
+        builder.insert_pattern(&pattern.segments, i as u32);
+        raw.insert(*route, i as u32)
+            .unwrap_or_else(|e| panic!("{route}: {e}"));
+    }
+    let index = builder.build();
+    // Both find the same route for every lookup.
+    for path in GITHUB_LOOKUPS {
+        let mut out = Candidates::new();
+        index.candidates(path, &mut out);
+        let expected = raw.at(path).map(|m| *m.value).ok();
+        assert_eq!(out.first().copied(), expected, "{path}");
+        assert_eq!(out.len(), 1, "{path}");
+    }
+    let mut g = c.benchmark_group("github_130_routes_4_lookups");
+    g.bench_function("routerd_tree", |b| {
+        let mut out = Candidates::new();
+        b.iter(|| {
+            for path in black_box(GITHUB_LOOKUPS) {
+                out.clear();
+                index.candidates(path, &mut out);
+                black_box(&out);
+            }
+        })
+    });
+    g.bench_function("matchit_at", |b| {
+        b.iter(|| {
+            for path in black_box(GITHUB_LOOKUPS) {
+                black_box(raw.at(path).ok());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, github);
 criterion_main!(benches);

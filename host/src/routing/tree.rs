@@ -32,12 +32,20 @@ impl Default for Literals {
 }
 
 /// Above this many children a node hashes its literals.
-const SCAN_LIMIT: usize = 8;
+const SCAN_LIMIT: usize = 32;
 
 impl Literals {
     fn get(&self, seg: &str) -> Option<u32> {
         match self {
-            Literals::Few(v) => v.iter().find(|(lit, _)| **lit == *seg).map(|(_, id)| *id),
+            // Lengths and first bytes differ for most siblings: compare those before the bytes.
+            Literals::Few(v) => v
+                .iter()
+                .find(|(lit, _)| {
+                    lit.len() == seg.len()
+                        && lit.as_bytes().first() == seg.as_bytes().first()
+                        && **lit == *seg
+                })
+                .map(|(_, id)| *id),
             Literals::Many(m) => m.get(seg).copied(),
         }
     }
@@ -148,16 +156,22 @@ impl PathIndex {
     /// `rest` is the unconsumed path after a `/`, or `None` when the path has been consumed.
     fn walk(&self, node: u32, rest: Option<&str>, out: &mut Candidates) {
         let node = &self.nodes[node as usize];
-        out.extend_from_slice(&node.prefix);
+        // Most nodes hold no route: an empty extend still costs a capacity check and a call.
+        if !node.prefix.is_empty() {
+            out.extend_from_slice(&node.prefix);
+        }
         let Some(text) = rest else {
-            out.extend_from_slice(&node.end);
+            if !node.end.is_empty() {
+                out.extend_from_slice(&node.end);
+            }
             return;
         };
-        if !text.is_empty() {
+        if !text.is_empty() && !node.catch_all.is_empty() {
             out.extend_from_slice(&node.catch_all);
         }
-        let (seg, next) = match text.split_once('/') {
-            Some((seg, next)) => (seg, Some(next)),
+        // Segments are short: a plain byte scan beats the generic char searcher.
+        let (seg, next) = match text.bytes().position(|b| b == b'/') {
+            Some(i) => (&text[..i], Some(&text[i + 1..])),
             None => (text, None),
         };
         if let Some(child) = node.literals.get(seg) {
