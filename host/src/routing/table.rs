@@ -227,10 +227,11 @@ impl RouteTable {
         default_url: Option<Target>,
         max_body_bytes: usize,
     ) -> RouteTable {
-        let (routes, disabled): (Vec<Route>, Vec<Route>) =
-            routes.into_iter().partition(|r| r.rule.enabled);
-        // Sort positions, not the (large) routes, then move each route once.
-        let mut order: Vec<usize> = (0..routes.len()).collect();
+        // Routes are large: sort the enabled ones' positions, then move each route once into a
+        // vector of the right size (partitioning first moved every route twice more).
+        let mut order: Vec<usize> = (0..routes.len())
+            .filter(|&i| routes[i].rule.enabled)
+            .collect();
         order.sort_by(|&a, &b| {
             let (a, b) = (&routes[a], &routes[b]);
             a.rule
@@ -241,8 +242,12 @@ impl RouteTable {
                 .then(b.matcher_count().cmp(&a.matcher_count()))
                 .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
         });
+        let disabled_count = routes.len() - order.len();
         let mut slots: Vec<Option<Route>> = routes.into_iter().map(Some).collect();
-        let routes: Vec<Route> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+        let mut routes = Vec::with_capacity(order.len());
+        routes.extend(order.into_iter().filter_map(|i| slots[i].take()));
+        let mut disabled = Vec::with_capacity(disabled_count);
+        disabled.extend(slots.into_iter().flatten());
         let mut builder = PathIndexBuilder::new();
         let mut unindexed = Vec::new();
         let mut default_route = None;
