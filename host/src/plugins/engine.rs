@@ -523,9 +523,9 @@ impl PluginEngine {
                 .max_memories_per_component(8)
                 .max_tables_per_component(8)
                 .max_core_instances_per_component(64)
-                // A fresh instance's cost is page faults and madvise: memory and tables a
-                // previous instance used stay resident up to these sizes (zeroed by a memset,
-                // not returned to the kernel), so small guests start without faulting.
+                // A fresh instance's cost is page faults and madvise: tables and memories a
+                // previous instance used stay resident up to these sizes (reset in place, not
+                // returned to the kernel), so small guests start without faulting.
                 .table_keep_resident(64 << 10);
             if pagemap_scan_available() {
                 pooling
