@@ -1,0 +1,325 @@
+#!/usr/bin/env bash
+# routerd against nginx as a reverse proxy, side by side, in front of the same nginx `return 200`
+# backend, with wrk on 127.0.0.1.
+#
+#   bash tests/bench/e2e.sh                     # 3 rounds, 5 s per run, 8/32/256 connections
+#   ROUNDS=5 DURATION=10 CONNS="32" bash tests/bench/e2e.sh
+#   SMOKE=1 bash tests/bench/e2e.sh             # one 1 s round at 32 connections: proves the script
+#
+# Setups, each started fresh for its run and stopped after it:
+#   nginx             nginx proxy: 1 worker, upstream keepalive 64, proxy_http_version 1.1, no log
+#   nginx-njs         the same, plus an njs check of `X-Bench: yes` (what the predicate does)
+#   routerd           one `path_prefix /` route
+#   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
+#   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
+#   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
+# wrk sends `X-Bench: yes` and `?q=1` to every setup alike.
+#
+# Runs alternate (every setup once per round, in order, ROUNDS rounds) and each figure is the
+# median of its rounds. CPU per request is the proxy's user + system time over the run (from
+# /proc/PID/stat, all its threads or worker processes) divided by the requests wrk counted.
+#
+# Pinning on 2 or more CPUs: the proxy under test (every thread of routerd, or nginx's master and
+# worker) runs on CPU 1; the backend nginx and wrk share CPU 0. So each proxy gets one core, as
+# nginx's one worker uses; routerd's runtime then starts one worker thread. With one CPU nothing
+# is pinned. Override with PROXY_CPUS / LOAD_CPUS (taskset lists).
+#
+# Output: a table (rps, p50, p99, CPU µs/request and the ratios to nginx at the same connection
+# count), OUT/results.tsv and OUT/e2e.png (rps and p99 per setup; gnuplot). OUT defaults to
+# target/e2e. Installs nginx, its njs module, wrk and gnuplot with apt-get when missing. Binds
+# only 127.0.0.1; every wrk run has a fixed duration.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+SMOKE="${SMOKE:-}"
+if [[ -n "$SMOKE" ]]; then
+    ROUNDS="${ROUNDS:-1}" DURATION="${DURATION:-1}" CONNS="${CONNS:-32}" WARMUP="${WARMUP:-0}"
+fi
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-5}"
+CONNS="${CONNS:-8 32 256}"
+WARMUP="${WARMUP:-1}"
+OUT="${OUT:-target/e2e}"
+SETUPS="${SETUPS:-nginx nginx-njs routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
+NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx)
+[[ -f "$NJS_MODULE" ]] || missing+=(libnginx-mod-http-js)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ROUTERD_BIN lets the smoke run reuse the test suite's debug build (its figures mean nothing).
+if [[ -z "${ROUTERD_BIN:-}" ]]; then
+    cargo build --release --quiet --bin routerd
+    ROUTERD_BIN=target/release/routerd
+fi
+[[ -f plugins/dist/header-eq.wasm && -f plugins/dist/add-headers.wasm ]] ||
+    bash plugins/build.sh >/dev/null 2>&1
+
+if (($(nproc) >= 2)); then
+    PROXY_CPUS="${PROXY_CPUS:-1}" LOAD_CPUS="${LOAD_CPUS:-0}"
+    pin_proxy=(taskset -c "$PROXY_CPUS") pin_load=(taskset -c "$LOAD_CPUS")
+else
+    pin_proxy=() pin_load=()
+fi
+
+mkdir -p "$OUT"
+tmp="$(mktemp -d)"
+chmod 755 "$tmp" # nginx's workers run as nobody when started by root
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# nginx.conf for a proxy or backend: $1 = name, $2 = the server block's contents, $3 = extra
+# top-level lines.
+nginx_conf() {
+    local name="$1" server="$2" top="${3:-}" dir="$tmp/$1"
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+$top
+worker_processes 1;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    keepalive_requests 1000000;
+    $server
+}
+EOF
+}
+
+backend_port="$(port)"
+nginx_conf backend "server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\n\"; } }"
+"${pin_load[@]}" nginx -c "$tmp/backend/nginx.conf" -e "$tmp/backend/error.log" &
+pids+=($!)
+
+proxy_port="$(port)"
+upstream="upstream backend { server 127.0.0.1:$backend_port; keepalive 64; }"
+location="proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
+nginx_conf nginx "$upstream server { listen 127.0.0.1:$proxy_port; location / { $location } }"
+cat >"$tmp/check.js" <<'EOF'
+// What the header-eq predicate does: the request goes on only with `X-Bench: yes`.
+function ok(r) {
+    return r.headersIn['X-Bench'] === 'yes' ? '1' : '0';
+}
+export default { ok };
+EOF
+nginx_conf nginx-njs "js_import check from $tmp/check.js; js_set \$bench_ok check.ok;
+    $upstream server { listen 127.0.0.1:$proxy_port;
+        location / { if (\$bench_ok != \"1\") { return 404; } $location } }" \
+    "load_module $NJS_MODULE;"
+
+# routerd configs.
+target="\"target_url\": \"http://127.0.0.1:$backend_port\""
+routerd_dir() { mkdir -p "$tmp/$1/plugins" "$tmp/$1/data"; }
+routerd_dir routerd
+echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}], $target}]}" \
+    >"$tmp/routerd/config.json"
+routerd_dir routerd-1k-8m
+python3 - "$tmp/routerd-1k-8m/config.json" "$backend_port" <<'EOF'
+import json, sys
+path, port = sys.argv[1], sys.argv[2]
+target = f"http://127.0.0.1:{port}"
+routes = []
+# 999 other routes: static, parameter and prefix paths, some with their own matchers.
+for i in range(999):
+    kind = i % 3
+    pattern = [f"/api/v{i % 7}/svc{i}/items", f"/svc{i}/{{id}}/detail", f"/static{i}"][kind]
+    cond = "path_prefix" if kind == 2 else "path"
+    m = [{"condition": cond, "pattern": pattern}]
+    if i % 2:
+        m.append({"condition": "method", "pattern": "GET|POST"})
+    routes.append({"name": f"r{i}", "matchers": m, "target_url": target})
+# The measured route: the catch-all prefix and 8 header/method/query matchers that all match.
+routes.append({"name": "all", "target_url": target, "matchers": [
+    {"condition": "path_prefix", "pattern": "/"},
+    {"condition": "method", "pattern": "GET|HEAD"},
+    {"condition": "header", "field": "X-Bench", "pattern": "yes"},
+    {"condition": "header", "field": "Host", "pattern": "^127\\.0\\.0\\.1", "is_regex": True},
+    {"condition": "header", "field": "X-Bench", "pattern": "s$", "is_regex": True},
+    {"condition": "query_param", "field": "q", "pattern": "1"},
+    {"condition": "host", "pattern": "127.0.0.1"},
+    {"condition": "remote_addr", "pattern": "127.0.0.0/8, ::1"},
+    {"condition": "header", "field": "X-Bench", "pattern": "^y", "is_regex": True},
+]})
+json.dump({"routes": routes}, open(path, "w"))
+EOF
+predicate='{"condition": "plugin", "plugin": "header-eq", "args": ["X-Bench", "yes"]}'
+for setup in routerd-wasm routerd-wasm-f; do
+    routerd_dir "$setup"
+    cp plugins/dist/header-eq.wasm plugins/dist/add-headers.wasm "$tmp/$setup/plugins/"
+done
+echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}, $predicate], $target}]}" \
+    >"$tmp/routerd-wasm/config.json"
+echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}, $predicate], $target,
+  \"filters\": [{\"plugin\": \"add-headers\", \"args\": [\"resp:X-Bench\", \"yes\"]}]}]}" \
+    >"$tmp/routerd-wasm-f/config.json"
+
+url="http://127.0.0.1:$proxy_port/bench?q=1"
+proxy_pid=""
+start_proxy() {
+    local setup="$1"
+    case "$setup" in
+    nginx*)
+        "${pin_proxy[@]}" nginx -c "$tmp/$setup/nginx.conf" -e "$tmp/$setup/error.log" &
+        ;;
+    routerd*)
+        RUST_LOG=warn "${pin_proxy[@]}" "$ROUTERD_BIN" --config "$tmp/$setup/config.json" \
+            --listen "127.0.0.1:$proxy_port" --admin 127.0.0.1:0 \
+            --plugins "$tmp/$setup/plugins" --data "$tmp/$setup/data" >>"$tmp/$setup/log" 2>&1 &
+        ;;
+    esac
+    proxy_pid=$!
+    pids+=("$proxy_pid")
+    local body=""
+    for _ in $(seq 300); do
+        body="$(curl -s -H 'X-Bench: yes' "$url" 2>/dev/null)" && [[ "$body" == ok ]] && return 0
+        sleep 0.1
+    done
+    echo "e2e: $setup does not answer through $url (got: $body)" >&2
+    cat "$tmp/$setup/"*log* >&2 || true
+    exit 1
+}
+stop_proxy() {
+    kill "$proxy_pid" 2>/dev/null || true
+    wait "$proxy_pid" 2>/dev/null || true
+    # Wait until the port is free for the next setup.
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "$url" 2>/dev/null || break
+        sleep 0.05
+    done
+}
+
+# The CPU ticks (user + system) of a process and its children processes (nginx's worker).
+ticks() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        local rest
+        rest="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null)" || continue
+        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
+    done
+    echo "$total"
+}
+HZ="$(getconf CLK_TCK)"
+
+# wrk latency ("850.00us", "1.20ms", "1.01s") in ms.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}' <<<"$1"; }
+
+results="$OUT/results.tsv"
+: >"$tmp/runs.tsv"
+echo "e2e: wrk -t1 -d${DURATION}s, connections: $CONNS, rounds: $ROUNDS, $(nproc) CPUs," \
+    "proxy on CPU ${PROXY_CPUS:-any}, backend and wrk on CPU ${LOAD_CPUS:-any}; $ROUTERD_BIN"
+for round in $(seq "$ROUNDS"); do
+    for setup in $SETUPS; do
+        start_proxy "$setup"
+        for c in $CONNS; do
+            ((WARMUP == 0)) || "${pin_load[@]}" wrk -t1 -c"$c" -d"${WARMUP}s" -H 'X-Bench: yes' "$url" >/dev/null
+            before="$(ticks "$proxy_pid")"
+            out="$("${pin_load[@]}" wrk -t1 -c"$c" -d"${DURATION}s" --latency -H 'X-Bench: yes' "$url")"
+            after="$(ticks "$proxy_pid")"
+            requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+            rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+            p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
+            p99="$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")"
+            errors="$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out")"
+            if [[ -n "$errors" ]]; then
+                echo "e2e: $setup at $c connections: $errors" >&2
+                exit 1
+            fi
+            cpu_us="$(echo "($after - $before) * 1000000 / $HZ / $requests" | bc -l)"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n' "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us" >>"$tmp/runs.tsv"
+            printf '  round %s %-15s c=%-4s %9.0f rps  p50 %7.3f ms  p99 %7.3f ms  %6.2f µs CPU/req\n' \
+                "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us"
+        done
+        stop_proxy
+    done
+done
+
+# Medians per setup and connection count, and the ratios to nginx.
+python3 - "$tmp/runs.tsv" "$results" "$SETUPS" <<'EOF'
+import statistics, sys
+runs, out, order = sys.argv[1], sys.argv[2], sys.argv[3].split()
+rows = {}
+for line in open(runs):
+    _, setup, c, rps, p50, p99, cpu = line.split("\t")
+    rows.setdefault((setup, int(c)), []).append((float(rps), float(p50), float(p99), float(cpu)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in rows.items()}
+conns = sorted({c for _, c in med})
+with open(out, "w") as f:
+    f.write("setup\tconnections\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trps_vs_nginx\tcpu_vs_nginx\tp99_vs_nginx\n")
+    print(f"\nmedians of {len(next(iter(rows.values())))} rounds")
+    print(f"{'setup':16} {'conns':>5} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
+          f" {'rps/nginx':>10} {'CPU/nginx':>10} {'p99/nginx':>10}")
+    for c in conns:
+        base = med.get(("nginx", c))
+        for s in order:
+            if (s, c) not in med:
+                continue
+            rps, p50, p99, cpu = med[(s, c)]
+            r = [rps / base[0], cpu / base[3], p99 / base[2]] if base else [float("nan")] * 3
+            f.write(f"{s}\t{c}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.2f}\t{r[0]:.3f}\t{r[1]:.3f}\t{r[2]:.3f}\n")
+            print(f"{s:16} {c:>5} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.2f}"
+                  f" {r[0]:>9.2f}x {r[1]:>9.2f}x {r[2]:>9.2f}x")
+    # Wasm setups against routerd native, the issue's second ratio.
+    for c in conns:
+        native = med.get(("routerd", c))
+        for s in ("routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+            if native and (s, c) in med:
+                print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
+EOF
+
+# The chart: rps (left) and p99 (right) per setup, one bar per connection count.
+python3 - "$results" "$tmp/chart.dat" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
+setups = list(dict.fromkeys(r[0] for r in rows))
+conns = list(dict.fromkeys(r[1] for r in rows))
+val = {(r[0], r[1]): (r[2], r[4]) for r in rows}
+with open(sys.argv[2], "w") as f:
+    f.write("setup " + " ".join(f"rps{c} p99_{c}" for c in conns) + "\n")
+    for s in setups:
+        f.write(s + " " + " ".join(" ".join(val.get((s, c), ("0", "0"))) for c in conns) + "\n")
+EOF
+ncols="$(echo $CONNS | wc -w)"
+gnuplot <<EOF
+set terminal pngcairo size 1400,560 font "sans,10"
+set output "$OUT/e2e.png"
+set multiplot layout 1,2 title "routerd vs nginx as a reverse proxy ($(nproc) CPUs, wrk -t1 -d${DURATION}s, median of $ROUNDS)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set xtics rotate by -30
+set key top right
+set grid ytics
+set yrange [0:*]
+set termoption noenhanced
+conns = "$CONNS"
+set ylabel "requests/s"
+set title "throughput"
+plot for [i=1:$ncols] "$tmp/chart.dat" using 2*i:xtic(1) title sprintf("%s connections", word(conns, i))
+set ylabel "p99 latency (ms)"
+set title "p99 latency"
+plot for [i=1:$ncols] "$tmp/chart.dat" using 2*i+1:xtic(1) title sprintf("%s connections", word(conns, i))
+unset multiplot
+EOF
+echo "e2e: wrote $results and $OUT/e2e.png"
