@@ -13,7 +13,8 @@
 #   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
-# wrk sends `X-Bench: yes` and `?q=1` to every setup alike.
+# wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
+# the native route served by another routerd binary, for before/after comparisons in one run.
 #
 # Runs alternate (every setup once per round, in order, ROUNDS rounds) and each figure is the
 # median of its rounds. CPU per request is the proxy's user + system time over the run (from
@@ -41,6 +42,7 @@ CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
 SETUPS="${SETUPS:-nginx nginx-njs routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
+[[ -z "${BASE_BIN:-}" ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
 missing=()
@@ -134,6 +136,8 @@ routerd_dir() { mkdir -p "$tmp/$1/plugins" "$tmp/$1/data"; }
 routerd_dir routerd
 echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}], $target}]}" \
     >"$tmp/routerd/config.json"
+routerd_dir routerd-base
+cp "$tmp/routerd/config.json" "$tmp/routerd-base/config.json"
 routerd_dir routerd-1k-8m
 python3 - "$tmp/routerd-1k-8m/config.json" "$backend_port" <<'EOF'
 import json, sys
@@ -183,7 +187,9 @@ start_proxy() {
         "${pin_proxy[@]}" nginx -c "$tmp/$setup/nginx.conf" -e "$tmp/$setup/error.log" &
         ;;
     routerd*)
-        RUST_LOG=warn "${pin_proxy[@]}" "$ROUTERD_BIN" --config "$tmp/$setup/config.json" \
+        local bin="$ROUTERD_BIN"
+        [[ "$setup" != routerd-base ]] || bin="$BASE_BIN"
+        RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$tmp/$setup/config.json" \
             --listen "127.0.0.1:$proxy_port" --admin 127.0.0.1:0 \
             --plugins "$tmp/$setup/plugins" --data "$tmp/$setup/data" >>"$tmp/$setup/log" 2>&1 &
         ;;
@@ -283,7 +289,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the issue's second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF
