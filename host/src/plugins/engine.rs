@@ -1,5 +1,6 @@
 //! The wasmtime engines plugins run on, with the pooling allocator (copy-on-write memory images)
-//! and epoch interruption driven by a ticker thread. There are two: a standard engine, and one
+//! and epoch interruption driven by a ticker thread, which sleeps while no plugin is loaded, so a
+//! router without plugins has no timer waking every millisecond. There are two: a standard engine, and one
 //! with the component model's async support for guests whose toolchain emits its built-ins
 //! (jco's QuickJS backend), because that support costs every call about 1 µs. Also the host
 //! linker (async WASI, so a guest that blocks in WASI suspends its call instead of a thread),
@@ -10,7 +11,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -137,6 +138,41 @@ pub struct PluginEngine {
     idle_pools: Mutex<Vec<(EngineKind, Weak<dyn Evictable>)>>,
     /// The command that compiles in a child process (see [`PluginEngine::compile_in_child`]).
     compiler: OnceLock<ChildCompiler>,
+    ticker: Arc<Ticker>,
+}
+
+/// The epoch ticker's switch: it advances the epochs only while a plugin is loaded.
+struct Ticker {
+    /// Loaded plugins (each holds a [`TickerUse`]).
+    live: AtomicUsize,
+    /// Set when the engine goes away.
+    closed: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    fn wake(&self) {
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// Keeps the epoch ticker running while it lives: held by every loaded plugin, whose calls'
+/// deadlines are counted in epochs.
+pub(crate) struct TickerUse(Arc<Ticker>);
+
+impl Drop for TickerUse {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for PluginEngine {
+    fn drop(&mut self) {
+        self.ticker.closed.store(true, Ordering::Release);
+        self.ticker.wake();
+    }
 }
 
 /// How to run a compiling child: this program with these arguments, then the engine kind and
@@ -274,11 +310,27 @@ impl PluginEngine {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache directory");
         }
         // Deadlines are counted in epochs; weak handles let the ticker end with the engines.
+        // While no plugin is loaded no call can run, and the ticker parks: a plugin's load
+        // wakes it (see `ticker_use`). An unpark that comes between the check and the park is
+        // not lost: it makes the park return at once.
         let weak = [standard.engine.weak(), component_async.engine.weak()];
-        std::thread::Builder::new()
+        let ticker = Arc::new(Ticker {
+            live: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let switch = ticker.clone();
+        let thread = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
                 loop {
+                    if switch.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if switch.live.load(Ordering::Acquire) == 0 {
+                        std::thread::park();
+                        continue;
+                    }
                     let engines = weak.each_ref().map(|w| w.upgrade());
                     if engines.iter().all(Option::is_none) {
                         break;
@@ -291,6 +343,7 @@ impl PluginEngine {
                 }
             })
             .map_err(|e| PluginError::engine(wasmtime::Error::from(e)))?;
+        let _ = ticker.thread.set(thread.thread().clone());
         Ok(Arc::new(PluginEngine {
             standard,
             component_async,
@@ -298,7 +351,22 @@ impl PluginEngine {
             control: control_runtime()?,
             idle_pools: Mutex::new(Vec::new()),
             compiler: OnceLock::new(),
+            ticker,
         }))
+    }
+
+    /// Keeps the epochs advancing while the result lives (a loaded plugin holds one).
+    pub(crate) fn ticker_use(&self) -> TickerUse {
+        if self.ticker.live.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.ticker.wake();
+        }
+        TickerUse(self.ticker.clone())
+    }
+
+    /// Whether the epoch ticker is running (some plugin is loaded).
+    #[cfg(test)]
+    fn ticking(&self) -> bool {
+        self.ticker.live.load(Ordering::Acquire) > 0
     }
 
     /// The engine of `kind`.
@@ -720,6 +788,22 @@ mod tests {
         assert!(!release_has_pagemap_scan("6.6.58-generic"));
         assert!(!release_has_pagemap_scan("5.15.0-91-generic"));
         assert!(!release_has_pagemap_scan("unknown"));
+    }
+
+    #[test]
+    fn the_epoch_ticker_runs_only_while_a_plugin_holds_it() {
+        let engine = PluginEngine::new(&PoolLimits::default(), None).expect("an engine");
+        assert!(!engine.ticking());
+        let first = engine.ticker_use();
+        let second = engine.ticker_use();
+        assert!(engine.ticking());
+        drop(first);
+        assert!(engine.ticking());
+        drop(second);
+        assert!(!engine.ticking());
+        let held = engine.ticker_use();
+        drop(engine);
+        drop(held);
     }
 
     /// A child compiles with an on-demand engine what the parent's pooled engine loads: both

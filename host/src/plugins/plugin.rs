@@ -15,7 +15,7 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine};
+use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine, TickerUse};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -161,6 +161,8 @@ pub struct Plugin {
     memory_cap: usize,
     cap: ConcurrencyCap,
     breaker: Breaker,
+    /// Its calls' deadlines need the epoch ticker.
+    _ticker: TickerUse,
 }
 
 /// Where a compiled component came from.
@@ -226,6 +228,7 @@ impl Plugin {
             predicate_indices,
             filter_indices,
             idle,
+            _ticker: engine.ticker_use(),
         };
         let started = Instant::now();
         let warm = engine
