@@ -164,21 +164,23 @@ impl Proxy {
                         )))
                         .await;
                 }
-                Decision::NeedBody => match Box::pin(body::read_prefix(body, table.max_body_bytes())).await {
-                    Ok((bytes, too_large, replay)) => {
-                        body = replay;
-                        buffered = Some(BufferedBody::new(bytes, too_large));
+                Decision::NeedBody => {
+                    match Box::pin(body::read_prefix(body, table.max_body_bytes())).await {
+                        Ok((bytes, too_large, replay)) => {
+                            body = replay;
+                            buffered = Some(BufferedBody::new(bytes, too_large));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "reading the request body failed");
+                            let resp = error(
+                                StatusCode::BAD_REQUEST,
+                                "could not read the request body",
+                                None,
+                            );
+                            return (resp, Arc::from("none"));
+                        }
                     }
-                    Err(e) => {
-                        warn!(error = %e, "reading the request body failed");
-                        let resp = error(
-                            StatusCode::BAD_REQUEST,
-                            "could not read the request body",
-                            None,
-                        );
-                        return (resp, Arc::from("none"));
-                    }
-                },
+                }
                 d => break d,
             }
         };
@@ -413,7 +415,9 @@ impl Proxy {
                         status: resp.status().as_u16(),
                         headers: std::mem::take(resp.headers_mut()),
                     };
-                    let (result, view) = trace.plugin(Box::pin(call.on_response(request, view))).await;
+                    let (result, view) = trace
+                        .plugin(Box::pin(call.on_response(request, view)))
+                        .await;
                     *resp.headers_mut() = view.headers;
                     match result {
                         Ok(edits) => {
