@@ -1,7 +1,8 @@
 //! Black-box tests of connection limits on both sides of a real `routerd`: a half-sent request
 //! head and an idle keep-alive connection are closed after their timeouts (a slow download is
 //! not), connections beyond `--max-connections` wait until one closes, and backends that do
-//! not accept or do not answer get the default connect and response-head timeouts.
+//! not accept or do not answer get the default connect and response-head timeouts. Worker
+//! threads (`--workers`) share the listening port and each serves connections.
 #![allow(clippy::unwrap_used)]
 
 mod harness;
@@ -234,4 +235,94 @@ async fn backends_get_default_connect_and_response_timeouts() {
         "the connect timeout took {took:?}"
     );
     drop(full);
+}
+
+/// The context switches of each `routerd-wN` thread of `pid`, by N.
+fn worker_switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut found = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        let is_worker = name
+            .strip_prefix("routerd-w")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+        if !is_worker {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        found.insert(name.to_owned(), switches);
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_the_port_and_each_serves_connections() {
+    let b = Backend::start("b").await;
+    let cfg = config(vec![Route::proxy("all", &b.url()).m(prefix("/"))]);
+    let rd = Routerd::launch(&cfg)
+        .arg("--workers")
+        .arg("3")
+        .start()
+        .await;
+    let before = worker_switches(rd.pid());
+    assert_eq!(
+        before.keys().cloned().collect::<Vec<_>>(),
+        ["routerd-w0", "routerd-w1", "routerd-w2"],
+        "one thread per worker"
+    );
+    // 30 connections: the kernel spreads them over the three sockets (the chance that one
+    // gets none is about 1 in 60,000); each is served, through its worker's own pool.
+    let mut clients = Vec::new();
+    for i in 0..30 {
+        let proxy = rd.proxy;
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(proxy).await.unwrap();
+            for _ in 0..3 {
+                exchange(&mut s, &format!("/c{i}"), "\r\n\r\n").await;
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(b.requests(), 90);
+    let after = worker_switches(rd.pid());
+    for (name, n) in &after {
+        assert!(
+            *n > before[name],
+            "{name} never woke up: no connection reached it ({before:?} -> {after:?})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_runtime_serves_without_worker_threads() {
+    let rd = Routerd::launch(&pong())
+        .arg("--workers")
+        .arg("shared")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(rd.proxy).await.unwrap();
+    exchange(&mut s, "/ping", "\r\n\r\npong").await;
+    assert!(worker_switches(rd.pid()).is_empty());
+}
+
+#[test]
+fn a_bad_worker_count_is_refused_by_name() {
+    let out = std::process::Command::new(routerd_bin())
+        .args(["--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--workers") && err.contains("at least 1"),
+        "{err}"
+    );
 }

@@ -22,6 +22,7 @@ use routerd::proxy::upstream::{DEFAULT_MAX_HEADERS, UpstreamOptions};
 use routerd::routeset::RouteSet;
 use routerd::routing::RouteTable;
 use routerd::server::tls::{CertSource, TlsTerminator};
+use routerd::server::workers::{self, Workers};
 use routerd::server::{self, conn::ConnTimeouts};
 use routerd::store::redb::RedbStore;
 
@@ -98,7 +99,14 @@ struct Args {
     /// (nginx's `keepalive_timeout`).
     #[arg(long, env = "ROUTERD_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = duration)]
     keepalive_timeout: Duration,
-    /// Client connections open at once, per listener; beyond it, new connections wait in the
+    /// The proxy's threads: `auto` (one per CPU routerd may run on), a count, or `shared`. Each
+    /// worker is a single-threaded runtime with its own accept loop on every proxy listener
+    /// (the sockets share the port with SO_REUSEPORT; the kernel spreads connections) and its own
+    /// backend connections, like nginx's worker processes. `shared` is one work-stealing runtime
+    /// with one listener: connections move between threads as load shifts.
+    #[arg(long, env = "ROUTERD_WORKERS", default_value = "auto")]
+    workers: Workers,
+    /// Client connections open at once, per listener (all workers together); beyond it, new connections wait in the
     /// listen backlog until one closes.
     #[arg(long, env = "ROUTERD_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -185,8 +193,15 @@ fn main() -> std::process::ExitCode {
         return check(config, plugins);
     }
     // The control plane (admin API, config and plugin watchers, table rebuilds) runs on its own
-    // thread, so its work never queues behind, or in front of, proxied requests.
-    let runtimes = tokio::runtime::Runtime::new().and_then(|proxy| {
+    // thread, so its work never queues behind, or in front of, proxied requests. With workers,
+    // the main thread only starts and stops things; the workers build their own runtimes.
+    let main_runtime = match args.workers {
+        Workers::Shared => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtimes = main_runtime.and_then(|proxy| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("routerd-control")
@@ -348,7 +363,8 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
             },
             Some(metrics.clone()),
         )
-        .with_access_log(access_log),
+        .with_access_log(access_log)
+        .with_workers(args.workers.threads().unwrap_or(1)),
     );
     let routes = Arc::new(
         RouteSet::new(
@@ -394,9 +410,13 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
             None
         }
     };
-    let proxy_listener = TcpListener::bind(args.listen)
-        .await
+    let sockets = args.workers.threads().unwrap_or(1);
+    let proxy_listeners = workers::bind_shared(args.listen, sockets)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let proxy_addr = proxy_listeners
+        .first()
+        .context("no proxy listener")?
+        .local_addr()?;
     let admin_listener = TcpListener::bind(args.admin)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", args.admin))?;
@@ -410,37 +430,27 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         drain: Duration::from_secs(args.drain_secs),
         max_request_headers: args.max_request_headers,
     };
-    info!("proxy listening on http://{}", proxy_listener.local_addr()?);
+    info!("proxy listening on http://{proxy_addr}");
     info!("admin listening on http://{}", admin_listener.local_addr()?);
-    let cluster = store.follow(
-        &routes,
-        &args,
-        proxy_listener.local_addr()?,
-        admin_listener.local_addr()?,
-    );
-    let proxy_task = tokio::spawn(server::serve(
-        proxy_listener,
-        None,
-        proxy.clone(),
-        stop_rx.clone(),
+    let cluster = store.follow(&routes, &args, proxy_addr, admin_listener.local_addr()?);
+    let serving = ProxyServing::start(
+        args.workers,
+        proxy_listeners,
+        tls.as_ref()
+            .map(|(listeners, terminator, _)| (listeners, terminator.acceptor())),
+        &proxy,
+        &stop_rx,
         options,
-    ));
-    let tls_task = tls.map(|(listener, terminator, watch)| {
-        let acceptor = terminator.acceptor();
-        let task = tokio::spawn(server::serve(
-            listener,
-            Some(acceptor),
-            proxy.clone(),
-            stop_rx.clone(),
-            options,
-        ));
-        (task, watch)
-    });
+    )?;
+    let tls_watch = tls.map(|(_, _, watch)| watch);
     // The admin listener is registered with the control runtime's reactor: bind it there.
     let admin_listener = admin_listener.into_std()?;
     let admin_task = control.spawn(async move {
         match TcpListener::from_std(admin_listener) {
-            Ok(listener) => server::serve(listener, None, admin, stop_rx, options).await,
+            Ok(listener) => {
+                let slots = server::connection_slots(&options);
+                server::serve(listener, None, admin, stop_rx, options, slots).await
+            }
             Err(e) => error!("cannot serve the admin listener: {e}"),
         }
     });
@@ -477,14 +487,150 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     shutdown_signal().await;
     info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(proxy_task, admin_task);
+    let _ = tokio::join!(serving.finished(), admin_task);
     drop(cluster);
-    if let Some((task, watch)) = tls_task {
-        let _ = task.await;
+    if let Some(watch) = tls_watch {
         watch.abort();
     }
     info!("stopped");
     Ok(())
+}
+
+/// The proxy listeners' accept loops: tasks on the shared runtime, or a thread per worker.
+enum ProxyServing {
+    Shared(Vec<tokio::task::JoinHandle<()>>),
+    Workers(Vec<std::thread::JoinHandle<()>>),
+}
+
+impl ProxyServing {
+    /// Serves `plain` (and `tls`, one socket per worker each) until `stop` turns true.
+    fn start(
+        mode: Workers,
+        plain: Vec<std::net::TcpListener>,
+        tls: Option<(&Vec<std::net::TcpListener>, tokio_rustls::TlsAcceptor)>,
+        proxy: &Arc<Proxy>,
+        stop: &watch::Receiver<bool>,
+        options: server::ServeOptions,
+    ) -> anyhow::Result<ProxyServing> {
+        let tls = match tls {
+            Some((listeners, acceptor)) => listeners
+                .iter()
+                .map(|l| Ok(Some((l.try_clone()?, acceptor.clone()))))
+                .collect::<std::io::Result<Vec<_>>>()?,
+            None => plain.iter().map(|_| None).collect(),
+        };
+        // A cap per listener, shared by its accept loops.
+        let (plain_slots, tls_slots) = (
+            server::connection_slots(&options),
+            server::connection_slots(&options),
+        );
+        let serve_one = move |listener: std::net::TcpListener,
+                              tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
+                              proxy: Arc<Proxy>,
+                              stop: watch::Receiver<bool>,
+                              plain_slots,
+                              tls_slots| async move {
+            let plain = async {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        server::serve(l, None, proxy.clone(), stop.clone(), options, plain_slots)
+                            .await
+                    }
+                    Err(e) => error!("cannot serve the proxy listener: {e}"),
+                }
+            };
+            let tls = async {
+                let Some((listener, acceptor)) = tls else {
+                    return;
+                };
+                match TcpListener::from_std(listener) {
+                    Ok(l) => {
+                        server::serve(
+                            l,
+                            Some(acceptor),
+                            proxy.clone(),
+                            stop.clone(),
+                            options,
+                            tls_slots,
+                        )
+                        .await
+                    }
+                    Err(e) => error!("cannot serve the TLS listener: {e}"),
+                }
+            };
+            tokio::join!(plain, tls);
+        };
+        if mode == Workers::Shared {
+            let tasks = plain
+                .into_iter()
+                .zip(tls)
+                .map(|(listener, tls)| {
+                    tokio::spawn(serve_one(
+                        listener,
+                        tls,
+                        proxy.clone(),
+                        stop.clone(),
+                        plain_slots.clone(),
+                        tls_slots.clone(),
+                    ))
+                })
+                .collect();
+            return Ok(ProxyServing::Shared(tasks));
+        }
+        // Every runtime first, so a failure stops the start before anything serves.
+        let runtimes = plain
+            .iter()
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot start the workers' runtimes")?;
+        let mut threads = Vec::with_capacity(runtimes.len());
+        for (index, ((runtime, listener), tls)) in
+            runtimes.into_iter().zip(plain).zip(tls).enumerate()
+        {
+            let work = serve_one(
+                listener,
+                tls,
+                proxy.clone(),
+                stop.clone(),
+                plain_slots.clone(),
+                tls_slots.clone(),
+            );
+            let thread = std::thread::Builder::new()
+                // Thread names are cut at 15 bytes: keep the index inside them.
+                .name(format!("routerd-w{index}"))
+                .spawn(move || {
+                    workers::enter(index);
+                    runtime.block_on(work);
+                })
+                .context("cannot start a worker thread")?;
+            threads.push(thread);
+        }
+        info!(workers = threads.len(), "proxy workers started");
+        Ok(ProxyServing::Workers(threads))
+    }
+
+    /// Waits until every accept loop has drained.
+    async fn finished(self) {
+        match self {
+            ProxyServing::Shared(tasks) => {
+                for task in tasks {
+                    let _ = task.await;
+                }
+            }
+            ProxyServing::Workers(threads) => {
+                let _ = tokio::task::spawn_blocking(move || {
+                    for thread in threads {
+                        let _ = thread.join();
+                    }
+                })
+                .await;
+            }
+        }
+    }
 }
 
 /// The store `--store` names.
@@ -639,7 +785,11 @@ async fn start_tls(
     args: &Args,
     addr: SocketAddr,
     control: &tokio::runtime::Handle,
-) -> anyhow::Result<(TcpListener, Arc<TlsTerminator>, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<(
+    Vec<std::net::TcpListener>,
+    Arc<TlsTerminator>,
+    tokio::task::JoinHandle<()>,
+)> {
     let source = CertSource {
         default: args.tls_cert.clone().zip(args.tls_key.clone()),
         dir: args.tls_dir.clone(),
@@ -651,10 +801,10 @@ async fn start_tls(
     let terminator =
         Arc::new(TlsTerminator::new(source).context("cannot load the TLS certificates")?);
     log_certs(&terminator);
-    let listener = TcpListener::bind(addr)
-        .await
+    let listeners = workers::bind_shared(addr, args.workers.threads().unwrap_or(1))
         .with_context(|| format!("cannot listen on {addr} (TLS)"))?;
-    info!("tls listening on https://{}", listener.local_addr()?);
+    let bound = listeners.first().context("no TLS listener")?.local_addr()?;
+    info!("tls listening on https://{bound}");
     let reloading = terminator.clone();
     let task = control.spawn(async move {
         while watch.changed().await.is_some() {
@@ -672,7 +822,7 @@ async fn start_tls(
             }
         }
     });
-    Ok((listener, terminator, task))
+    Ok((listeners, terminator, task))
 }
 
 fn log_certs(terminator: &TlsTerminator) {

@@ -1,6 +1,8 @@
 //! The pooled backend clients: one for plain HTTP/1.1 (most routes, the fast path), and one per
 //! distinct TLS / HTTP/2 setting ([`BackendConnection`]), built when a route first uses it and
-//! kept, with its pool, across route reloads that keep the setting.
+//! kept, with its pool, across route reloads that keep the setting. The plain client is one per
+//! worker ([`crate::server::workers`]), so each worker reuses the backend connections its own
+//! runtime drives.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -27,7 +29,7 @@ type TlsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Every backend client.
 pub struct UpstreamClients {
-    plain: UpstreamClient,
+    plain: Box<[UpstreamClient]>,
     options: UpstreamOptions,
     by_setting: RwLock<HashMap<Box<str>, TlsClient>>,
 }
@@ -41,13 +43,18 @@ impl std::fmt::Debug for UpstreamClients {
 }
 
 impl UpstreamClients {
-    /// The clients for `options`.
-    pub fn new(options: &UpstreamOptions) -> UpstreamClients {
+    /// The clients for `options`, with a plain client for each of `workers`.
+    pub fn new(options: &UpstreamOptions, workers: usize) -> UpstreamClients {
         UpstreamClients {
-            plain: client(options),
+            plain: (0..workers.max(1)).map(|_| client(options)).collect(),
             options: *options,
             by_setting: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// What the clients were built with.
+    pub fn options(&self) -> UpstreamOptions {
+        self.options
     }
 
     /// Sends `req` to `target` with the client its settings call for.
@@ -57,7 +64,10 @@ impl UpstreamClients {
         req: Request<RequestBody>,
     ) -> Result<ResponseFuture, rustls::Error> {
         match &target.connection {
-            None => Ok(self.plain.request(req)),
+            None => {
+                let worker = crate::server::workers::current() % self.plain.len();
+                Ok(self.plain[worker].request(req))
+            }
             Some(setting) => Ok(self.client_for(setting)?.request(req)),
         }
     }

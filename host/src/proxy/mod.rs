@@ -73,13 +73,19 @@ impl Proxy {
     ) -> Self {
         Proxy {
             table: ArcSwap::from_pointee(table),
-            clients: UpstreamClients::new(&upstream),
+            clients: UpstreamClients::new(&upstream, 1),
             response_timeout: upstream.response,
             upgrade_idle: upstream.upgrade_idle,
             upgrades: metrics.as_ref().map(|m| m.upgrades()).unwrap_or_default(),
             metrics,
             access_log: None,
         }
+    }
+
+    /// Gives each of `workers` its own pool of plain backend connections.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.clients = UpstreamClients::new(&self.clients.options(), workers);
+        self
     }
 
     /// Writes a line per request to `log`.

@@ -1,10 +1,12 @@
 //! Listeners: accept loops serving HTTP/1.1 and h2 (h2c by prior knowledge, or TLS with
 //! ALPN through [`tls`]) with hyper-util, a cap on open connections (beyond it, new ones wait
-//! in the listen backlog), the client-side timeouts of [`conn`], and a graceful shutdown that
-//! stops accepting, lets in-flight requests finish, then returns.
+//! unserved), the client-side timeouts of [`conn`], and a graceful shutdown that stops
+//! accepting, lets in-flight requests finish, then returns. [`workers`] runs one accept loop
+//! per thread.
 
 pub mod conn;
 pub mod tls;
+pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -69,14 +71,20 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<ResponseBody>> + Send;
 }
 
+/// The cap on connections open at once: one per listener, shared by every accept loop on it.
+pub fn connection_slots(options: &ServeOptions) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(options.max_connections.max(1)))
+}
+
 /// Serves `listener` (TLS when `tls` is given) until `stop` turns true, then waits (up to
-/// `drain`) for open connections.
+/// `drain`) for open connections. Each connection holds one of `slots` while it is open.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     handler: Arc<H>,
     mut stop: watch::Receiver<bool>,
     options: ServeOptions,
+    slots: Arc<Semaphore>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The parser's own cap is a backstop (it answers an empty 431 and can't be told apart
@@ -89,16 +97,7 @@ pub async fn serve<H: Handler>(
     // (hyper's default, about 408 KiB), so a head that fits one protocol fits the other.
     builder.http2().max_header_list_size(H1_HEAD_BUFFER_BYTES);
     let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
     loop {
-        // A slot first: at the cap, new connections wait in the kernel's backlog.
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            () = stopped(&mut stop) => break,
-        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -108,6 +107,17 @@ pub async fn serve<H: Handler>(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        // Then a slot: at the cap, the accepted connection waits unserved (one per accept
+        // loop; the rest wait in the kernel's backlog). Accepting first matters when several
+        // loops share the cap: a loop holding a slot must not wait on an empty queue while
+        // a connection waits in another loop's.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(s) => s,
+                Err(_) => break,
             },
             () = stopped(&mut stop) => break,
         };
