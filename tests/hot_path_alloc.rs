@@ -2,10 +2,18 @@
 //! static path, or one with parameters, makes no heap allocation once warm (the regex crate
 //! sets up per-thread scratch space on its first search). Counted with a global
 //! allocator that tallies allocations made on the current thread while counting is on.
+//!
+//! The whole request path (accept, parse, route, forward to a real backend, answer) is counted
+//! too, on the thread that runs the proxy, against a bare hyper proxy on the same stack: what
+//! routerd allocates per request beyond hyper's own is its overhead, and it is kept bounded.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr};
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
 use routerd::config::parse;
@@ -16,16 +24,29 @@ struct Counting;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread runs the proxy under test (its allocations go to `PROXY_TALLY`).
+    static PROXY_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the proxy thread's allocations are being counted.
+static PROXY_COUNTING: AtomicBool = AtomicBool::new(false);
+static PROXY_TALLY: AtomicUsize = AtomicUsize::new(0);
+
+fn tally() {
+    if COUNTING.with(Cell::get) {
+        ALLOCATIONS.with(|a| a.set(a.get() + 1));
+    }
+    if PROXY_THREAD.with(Cell::get) && PROXY_COUNTING.load(Ordering::Relaxed) {
+        PROXY_TALLY.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: defers every operation to the system allocator unchanged; the bookkeeping only touches
-// const-initialised thread-locals, which never allocate.
+// const-initialised thread-locals and atomics, which never allocate.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
+        tally();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -36,9 +57,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.with(Cell::get) {
-            ALLOCATIONS.with(|a| a.set(a.get() + 1));
-        }
+        tally();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -112,3 +131,185 @@ fn route_decision_allocates_nothing() {
         assert_eq!(n, 0, "{path}: the decision allocated {n} times");
     }
 }
+
+/// A backend answering `ok` to everything, on its own thread (not counted).
+fn start_backend() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the backend");
+    let addr = listener.local_addr().expect("bound");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            listener.set_nonblocking(true).expect("non-blocking");
+            let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// Runs `serve` (given the proxy's listener) on its own counted thread; returns its address.
+fn start_counted<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let addr = listener.local_addr().expect("bound");
+    std::thread::spawn(move || {
+        PROXY_THREAD.with(|p| p.set(true));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            listener.set_nonblocking(true).expect("non-blocking");
+            serve(tokio::net::TcpListener::from_std(listener).expect("a listener")).await;
+        });
+    });
+    addr
+}
+
+/// Allocations on the proxy thread per request, over `n` keep-alive requests after a warm-up.
+fn allocations_per_request(proxy: SocketAddr, n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connect to the proxy");
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .expect("handshake");
+        tokio::spawn(conn);
+        let mut send = async || {
+            let req = http::Request::get("/bench/items?q=1")
+                .header("host", "bench.local")
+                .header("user-agent", "alloc-count")
+                .header("accept", "*/*")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .expect("a request");
+            let resp = sender.send_request(req).await.expect("an answer");
+            assert_eq!(resp.status(), 200);
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("the body")
+                .to_bytes();
+            assert_eq!(&body[..], b"ok");
+        };
+        for _ in 0..50 {
+            send().await;
+        }
+        PROXY_TALLY.store(0, Ordering::Relaxed);
+        PROXY_COUNTING.store(true, Ordering::Relaxed);
+        for _ in 0..n {
+            send().await;
+        }
+        PROXY_COUNTING.store(false, Ordering::Relaxed);
+        PROXY_TALLY.load(Ordering::Relaxed) as f64 / n as f64
+    })
+}
+
+/// Both proxies are counted in one test, one after the other: the tally is process-wide.
+#[test]
+fn the_request_path_allocates_little_beyond_hyper() {
+    let backend = start_backend();
+
+    // The same stack with nothing else: hyper's server, hyper-util's pooled client.
+    let bare = start_counted(move |listener| async move {
+        let client: hyper_util::client::legacy::Client<_, hyper::body::Incoming> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let client = client.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
+                    let client = client.clone();
+                    async move {
+                        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+                        let uri = format!("http://{backend}{pq}").parse().expect("a URI");
+                        *req.uri_mut() = uri;
+                        client.request(req).await
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let bare_per_request = allocations_per_request(bare, 2_000);
+
+    let config = parse(
+        &format!(
+            r#"{{"routes": [
+                {{"name": "other", "target_url": "http://{backend}", "matchers": [
+                    {{"condition": "path_prefix", "pattern": "/other"}}]}},
+                {{"name": "bench", "target_url": "http://{backend}", "matchers": [
+                    {{"condition": "path_prefix", "pattern": "/bench"}},
+                    {{"condition": "method", "pattern": "GET"}}]}}
+            ]}}"#
+        ),
+        "test",
+    )
+    .expect("valid config");
+    let proxy = Arc::new(routerd::proxy::Proxy::new(
+        RouteTable::build(&config).expect("valid routes"),
+        routerd::proxy::upstream::UpstreamOptions::default(),
+        None,
+    ));
+    let routerd = start_counted(move |listener| async move {
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        let options = routerd::server::ServeOptions {
+            timeouts: routerd::server::conn::ConnTimeouts {
+                header_read: Duration::from_secs(15),
+                keepalive: Duration::from_secs(75),
+            },
+            max_connections: 100,
+            drain: Duration::from_secs(1),
+            max_request_headers: 100,
+        };
+        let slots = routerd::server::connection_slots(&options);
+        routerd::server::serve(listener, None, proxy, stop_rx, options, slots).await;
+    });
+    let routerd_per_request = allocations_per_request(routerd, 2_000);
+
+    eprintln!(
+        "allocations per proxied request: bare hyper {bare_per_request:.1}, routerd {routerd_per_request:.1}"
+    );
+    assert!(bare_per_request > 0.0, "the count saw nothing");
+    assert!(
+        routerd_per_request <= bare_per_request + BUDGET,
+        "routerd allocates {routerd_per_request:.1} times per request, bare hyper \
+         {bare_per_request:.1}: more than {BUDGET} over"
+    );
+}
+
+/// What routerd may allocate per request beyond the bare stack. Measured 6: hyper's header
+/// slots, which it allocates per head for any cap other than its built-in 100 (two for the
+/// client's head, two for the backend's: `--max-request-headers` / `--max-response-headers`
+/// default to 500; an A/B run showed no rps difference), the `X-Forwarded-For` value, and the
+/// boxed response body. The rest is a little slack for hyper's own bookkeeping.
+const BUDGET: f64 = 8.0;

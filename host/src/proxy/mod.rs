@@ -6,6 +6,7 @@ pub mod clients;
 pub mod upgrade;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,7 +22,8 @@ use crate::metrics::Metrics;
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
     BufferedBody, Decision, ExternalRequest, FailurePolicy, HeaderOp, PredicateResults, Reply,
-    RequestAction, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
+    RequestAction, RequestView, ResponseHead, RouteFilter, RouteTable, SharedHead, Target,
+    request_host,
 };
 use crate::server::Peer;
 use body::RequestBody;
@@ -40,6 +42,50 @@ pub struct Proxy {
     upgrades: upgrade::UpgradeStats,
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
+}
+
+/// The request head while the route is chosen: owned, until a plugin predicate needs it shared
+/// (then it moves into an `Arc` once, and back out after the decision unless a plugin kept it).
+enum Head {
+    Owned(http::request::Parts),
+    Shared(SharedHead),
+}
+
+impl Head {
+    fn view<'a>(&'a self, peer: &Peer, body: Option<&'a BufferedBody>) -> RequestView<'a> {
+        match self {
+            Head::Owned(p) => RequestView {
+                method: &p.method,
+                path: p.uri.path(),
+                query: p.uri.query(),
+                host: request_host(&p.uri, &p.headers),
+                headers: &p.headers,
+                remote: peer.addr.ip(),
+                body,
+                shared: None,
+            },
+            Head::Shared(s) => s.view(body),
+        }
+    }
+
+    /// The head as plugins take it.
+    fn into_shared(self, peer: &Peer) -> SharedHead {
+        match self {
+            Head::Owned(parts) => SharedHead {
+                parts: Arc::new(parts),
+                remote: peer.addr,
+                scheme: peer.scheme(),
+            },
+            Head::Shared(s) => s,
+        }
+    }
+
+    fn into_parts(self) -> http::request::Parts {
+        match self {
+            Head::Owned(p) => p,
+            Head::Shared(s) => Arc::try_unwrap(s.parts).unwrap_or_else(|shared| (*shared).clone()),
+        }
+    }
 }
 
 /// What a request's handling learns for its access-log line.
@@ -149,18 +195,15 @@ impl Proxy {
     ) -> (Response<ResponseBody>, Arc<str>) {
         let table = self.table.load_full();
         let (parts, body) = req.into_parts();
-        // Shared (not copied) with plugin predicates; unwrapped again once the route is chosen.
-        let shared = SharedHead {
-            parts: Arc::new(parts),
-            remote: peer.addr,
-            scheme: peer.scheme(),
-        };
+        let mut head = Head::Owned(parts);
         let mut body = RequestBody::Streaming(body);
         let mut buffered: Option<BufferedBody> = None;
         let mut predicates = PredicateResults::default();
         let decision = loop {
-            match table.decide(&shared.view(buffered.as_ref()), &predicates) {
+            let decision = table.decide(&head.view(&peer, buffered.as_ref()), &predicates);
+            match decision {
                 Decision::NeedPredicates { route, toggled } => {
+                    let shared = head.into_shared(&peer);
                     trace
                         .plugin(Box::pin(table.run_predicates(
                             route,
@@ -169,6 +212,7 @@ impl Proxy {
                             &mut predicates,
                         )))
                         .await;
+                    head = Head::Shared(shared);
                 }
                 Decision::NeedBody => {
                     match Box::pin(body::read_prefix(body, table.max_body_bytes())).await {
@@ -190,7 +234,7 @@ impl Proxy {
                 d => break d,
             }
         };
-        let parts = Arc::try_unwrap(shared.parts).unwrap_or_else(|shared| (*shared).clone());
+        let parts = head.into_parts();
         let route: Arc<str> = match &decision {
             Decision::Route(id) => table.route(*id).name.clone(),
             Decision::DefaultUrl => Arc::from("default_url"),
@@ -200,12 +244,12 @@ impl Proxy {
             Decision::Route(id) => self.run_route(&table, id, parts, body, peer, trace).await,
             Decision::DefaultUrl => match table.default_url() {
                 Some(target) => {
-                    let path = UpstreamPath::Joined(parts.uri.path().to_owned());
-                    let query = parts.uri.query().map(str::to_owned);
+                    let uri = parts.uri.clone();
+                    let path = UpstreamPath::Joined(uri.path().into());
                     self.forward(
                         target,
                         &path,
-                        query.as_deref(),
+                        uri.query(),
                         parts,
                         body,
                         peer,
@@ -270,12 +314,13 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
         let route = table.route(id);
-        let path = parts.uri.path().to_owned();
-        let params = table.params(id, &path);
-        let mut upstream_path = UpstreamPath::Joined(
-            upstream::strip_prefix(&path, route.strip_prefix.as_deref()).into_owned(),
-        );
-        let mut upstream_query = parts.uri.query().map(str::to_owned);
+        // A clone of the URI shares its bytes: the path and query are borrowed, not copied.
+        let uri = parts.uri.clone();
+        let path = uri.path();
+        let params = table.params(id, path);
+        let mut upstream_path =
+            UpstreamPath::Joined(upstream::strip_prefix(path, route.strip_prefix.as_deref()));
+        let mut upstream_query = uri.query().map(Cow::Borrowed);
         let has_plugin_filters = route
             .filters
             .iter()
@@ -352,7 +397,7 @@ impl Proxy {
                                 }
                             }
                             if let Some(q) = edits.query {
-                                upstream_query = (!q.is_empty()).then_some(q);
+                                upstream_query = (!q.is_empty()).then_some(Cow::Owned(q));
                             }
                         }
                         Ok(RequestAction::Respond(reply)) => {
@@ -461,7 +506,7 @@ impl Proxy {
     async fn forward(
         &self,
         target: &Target,
-        path: &UpstreamPath,
+        path: &UpstreamPath<'_>,
         query: Option<&str>,
         mut parts: http::request::Parts,
         body: RequestBody,
