@@ -9,6 +9,8 @@
 # Setups, each started fresh for its run and stopped after it:
 #   nginx             nginx proxy: 1 worker, upstream keepalive 64, proxy_http_version 1.1, no log
 #   nginx-njs         the same, plus an njs check of `X-Bench: yes` (what the predicate does)
+#   hyper-bare        routerd's stack with nothing of routerd (host/examples/bare_proxy.rs): the
+#                     floor for any proxy built on hyper + tokio; BARE_BIN=PATH overrides it
 #   routerd           one `path_prefix /` route
 #   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
@@ -22,7 +24,7 @@
 #
 # Pinning on 2 or more CPUs: the proxy under test (every thread of routerd, or nginx's master and
 # worker) runs on CPU 1; the backend nginx and wrk share CPU 0. So each proxy gets one core, as
-# nginx's one worker uses; routerd's runtime then starts one worker thread. With one CPU nothing
+# nginx's one worker uses; routerd (`--workers auto`) then starts one worker. With one CPU nothing
 # is pinned. Override with PROXY_CPUS / LOAD_CPUS (taskset lists).
 #
 # Output: a table (rps, p50, p99, CPU µs/request and the ratios to nginx at the same connection
@@ -41,7 +43,7 @@ DURATION="${DURATION:-5}"
 CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
-SETUPS="${SETUPS:-nginx nginx-njs routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
+SETUPS="${SETUPS:-nginx nginx-njs hyper-bare routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
 [[ -z "${BASE_BIN:-}" ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
@@ -60,6 +62,17 @@ fi
 if [[ -z "${ROUTERD_BIN:-}" ]]; then
     cargo build --release --quiet --bin routerd
     ROUTERD_BIN=target/release/routerd
+    profile=release
+else
+    profile=debug
+fi
+if [[ -z "${BARE_BIN:-}" && " $SETUPS " == *" hyper-bare "* ]]; then
+    if [[ "$profile" == release ]]; then
+        cargo build --release --quiet --example bare_proxy
+    else
+        cargo build --quiet --example bare_proxy
+    fi
+    BARE_BIN="target/$profile/examples/bare_proxy"
 fi
 [[ -f plugins/dist/header-eq.wasm && -f plugins/dist/add-headers.wasm ]] ||
     bash plugins/build.sh >/dev/null 2>&1
@@ -186,6 +199,9 @@ start_proxy() {
     nginx*)
         "${pin_proxy[@]}" nginx -c "$tmp/$setup/nginx.conf" -e "$tmp/$setup/error.log" &
         ;;
+    hyper-bare)
+        "${pin_proxy[@]}" "$BARE_BIN" "127.0.0.1:$proxy_port" "127.0.0.1:$backend_port" &
+        ;;
     routerd*)
         local bin="$ROUTERD_BIN"
         [[ "$setup" != routerd-base ]] || bin="$BASE_BIN"
@@ -289,7 +305,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF
