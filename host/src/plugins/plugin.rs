@@ -398,7 +398,12 @@ impl Plugin {
                 }
                 warm.store.set_epoch_deadline(1);
                 let outcome = within(deadline_at, invoke(&mut warm, &call)).await;
-                let response = warm.store.data_mut().response.take();
+                // The request goes back to its caller's only reference: the proxy then reuses
+                // the head it shared instead of copying it, and an idle instance holds no
+                // request alive.
+                let data = warm.store.data_mut();
+                data.request = None;
+                let response = data.response.take();
                 match outcome {
                     Some(Ok(out)) => {
                         let checked = check_result(&out);
