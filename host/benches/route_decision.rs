@@ -148,6 +148,11 @@ fn bench(c: &mut Criterion) {
     g.bench_function("routerd_table_10k", |b| {
         b.iter(|| RouteTable::build(black_box(&config)))
     });
+    // The same shape at a tenth and at ten times the size.
+    for (name, n) in [("routerd_table_1k", 1_000), ("routerd_table_100k", 100_000)] {
+        let (_, config) = generate(n);
+        g.bench_function(name, |b| b.iter(|| RouteTable::build(black_box(&config))));
+    }
     g.bench_function("matchit_insert_10k", |b| {
         b.iter(|| {
             let mut r = matchit::Router::new();
