@@ -503,12 +503,16 @@ async fn https_backends_with_their_own_ca_name_and_protocol() {
         let resp = rd.get(path).await;
         assert_eq!(resp.status, 502, "{path}: {}", resp.describe());
         assert_eq!(resp.json()["error"], "the backend is unreachable");
-        assert!(
-            rd.logs()
-                .iter()
-                .any(|l| l.contains("backend request failed")
+        // The line may reach the log reader a moment after the answer reaches us.
+        let why = rd
+            .wait_for_log(0, Duration::from_secs(5), |l| {
+                l.contains("backend request failed")
                     && l.contains(route)
-                    && l.to_ascii_lowercase().contains("certificate")),
+                    && l.to_ascii_lowercase().contains("certificate")
+            })
+            .await;
+        assert!(
+            why.is_some(),
             "the log does not say why {route} failed:\n{}",
             rd.logs().join("\n")
         );
