@@ -134,46 +134,36 @@ fn route_decision_allocates_nothing() {
 
 /// A backend answering `ok` to everything, on its own thread (not counted).
 fn start_backend() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the backend");
-    let addr = listener.local_addr().expect("bound");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            listener.set_nonblocking(true).expect("non-blocking");
-            let listener = tokio::net::TcpListener::from_std(listener).expect("a listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from_static(b"ok"),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+    serve_on_thread(false, |listener| async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
                 });
-            }
-        });
-    });
-    addr
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
 }
 
-/// Runs `serve` (given the proxy's listener) on its own counted thread; returns its address.
-fn start_counted<F, Fut>(serve: F) -> SocketAddr
+/// Runs `serve` (given a fresh 127.0.0.1 listener) on a thread of its own with a single-threaded
+/// runtime; with `counted`, that thread's allocations go to `PROXY_TALLY`. Returns the address.
+fn serve_on_thread<F, Fut>(counted: bool, serve: F) -> SocketAddr
 where
     F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
     let addr = listener.local_addr().expect("bound");
     std::thread::spawn(move || {
-        PROXY_THREAD.with(|p| p.set(true));
+        PROXY_THREAD.with(|p| p.set(counted));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -235,7 +225,7 @@ fn the_request_path_allocates_little_beyond_hyper() {
     let backend = start_backend();
 
     // The same stack with nothing else: hyper's server, hyper-util's pooled client.
-    let bare = start_counted(move |listener| async move {
+    let bare = serve_on_thread(true, move |listener| async move {
         let client: hyper_util::client::legacy::Client<_, hyper::body::Incoming> =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build_http();
@@ -280,7 +270,7 @@ fn the_request_path_allocates_little_beyond_hyper() {
         routerd::proxy::upstream::UpstreamOptions::default(),
         None,
     ));
-    let routerd = start_counted(move |listener| async move {
+    let routerd = serve_on_thread(true, move |listener| async move {
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
         let options = routerd::server::ServeOptions {
             timeouts: routerd::server::conn::ConnTimeouts {

@@ -25,15 +25,8 @@ python3 - "$N" "$tmp" "${DISTINCT:-0}" <<'PY'
 import json, sys
 n, tmp, distinct = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 base = open("plugins/dist/header-eq.wasm", "rb").read()
-def custom_section(payload):
-    name = b"routerd-bench"
-    body = bytes([len(name)]) + name + payload
-    size, out = len(body), b""
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        out += bytes([byte | (0x80 if size else 0)])
-        if not size:
-            return b"\x00" + out + body
+sys.path.insert(0, "tests/bench")
+from wasm_variant import custom_section
 routes = []
 for i in range(n):
     data = base + custom_section(str(i).encode()) if distinct else base

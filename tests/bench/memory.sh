@@ -26,15 +26,8 @@ python3 - "$ROUTES" "$RELOADS" "$tmp" <<'PY'
 import json, sys
 n, reloads, tmp = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 base = open("plugins/dist/header-eq.wasm", "rb").read()
-def custom_section(payload):
-    name = b"routerd-bench"
-    body = bytes([len(name)]) + name + payload
-    size, out = len(body), b""
-    while True:
-        byte, size = size & 0x7F, size >> 7
-        out += bytes([byte | (0x80 if size else 0)])
-        if not size:
-            return b"\x00" + out + body
+sys.path.insert(0, "tests/bench")
+from wasm_variant import custom_section
 for i in range(5):
     open(f"{tmp}/plugins/p{i}.wasm", "wb").write(base + custom_section(f"start-{i}".encode()))
 for i in range(reloads):

@@ -433,16 +433,20 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
     info!("proxy listening on http://{proxy_addr}");
     info!("admin listening on http://{}", admin_listener.local_addr()?);
     let cluster = store.follow(&routes, &args, proxy_addr, admin_listener.local_addr()?);
+    let (tls, tls_watch) = match tls {
+        Some((listeners, terminator, watch)) => {
+            (Some((listeners, terminator.acceptor())), Some(watch))
+        }
+        None => (None, None),
+    };
     let serving = ProxyServing::start(
         args.workers,
         proxy_listeners,
-        tls.as_ref()
-            .map(|(listeners, terminator, _)| (listeners, terminator.acceptor())),
+        tls,
         &proxy,
         &stop_rx,
         options,
     )?;
-    let tls_watch = tls.map(|(_, _, watch)| watch);
     // The admin listener is registered with the control runtime's reactor: bind it there.
     let admin_listener = admin_listener.into_std()?;
     let admin_task = control.spawn(async move {
@@ -507,78 +511,59 @@ impl ProxyServing {
     fn start(
         mode: Workers,
         plain: Vec<std::net::TcpListener>,
-        tls: Option<(&Vec<std::net::TcpListener>, tokio_rustls::TlsAcceptor)>,
+        tls: Option<(Vec<std::net::TcpListener>, tokio_rustls::TlsAcceptor)>,
         proxy: &Arc<Proxy>,
         stop: &watch::Receiver<bool>,
         options: server::ServeOptions,
     ) -> anyhow::Result<ProxyServing> {
-        let tls = match tls {
-            Some((listeners, acceptor)) => listeners
-                .iter()
-                .map(|l| Ok(Some((l.try_clone()?, acceptor.clone()))))
-                .collect::<std::io::Result<Vec<_>>>()?,
-            None => plain.iter().map(|_| None).collect(),
-        };
         // A cap per listener, shared by its accept loops.
         let (plain_slots, tls_slots) = (
             server::connection_slots(&options),
             server::connection_slots(&options),
         );
-        let serve_one = move |listener: std::net::TcpListener,
-                              tls: Option<(std::net::TcpListener, tokio_rustls::TlsAcceptor)>,
-                              proxy: Arc<Proxy>,
-                              stop: watch::Receiver<bool>,
-                              plain_slots,
-                              tls_slots| async move {
-            let plain = async {
-                match TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        server::serve(l, None, proxy.clone(), stop.clone(), options, plain_slots)
-                            .await
-                    }
-                    Err(e) => error!("cannot serve the proxy listener: {e}"),
-                }
-            };
-            let tls = async {
-                let Some((listener, acceptor)) = tls else {
-                    return;
-                };
-                match TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        server::serve(
-                            l,
-                            Some(acceptor),
-                            proxy.clone(),
-                            stop.clone(),
-                            options,
-                            tls_slots,
-                        )
-                        .await
-                    }
-                    Err(e) => error!("cannot serve the TLS listener: {e}"),
-                }
-            };
-            tokio::join!(plain, tls);
+        let (tls, acceptor) = match tls {
+            Some((listeners, acceptor)) => {
+                (listeners.into_iter().map(Some).collect(), Some(acceptor))
+            }
+            None => (plain.iter().map(|_| None).collect::<Vec<_>>(), None),
         };
+        let serve = {
+            let (proxy, stop) = (proxy.clone(), stop.clone());
+            move |listener: std::net::TcpListener,
+                  acceptor: Option<tokio_rustls::TlsAcceptor>,
+                  slots| {
+                let (proxy, stop) = (proxy.clone(), stop.clone());
+                async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => server::serve(l, acceptor, proxy, stop, options, slots).await,
+                        Err(e) => error!("cannot serve a proxy listener: {e}"),
+                    }
+                }
+            }
+        };
+        // One accept loop per listening socket: a plain one and, with TLS, a TLS one each.
+        let loops: Vec<_> = plain
+            .into_iter()
+            .zip(tls)
+            .map(|(listener, tls_listener)| {
+                let plain = serve(listener, None, plain_slots.clone());
+                let tls = tls_listener.map(|l| serve(l, acceptor.clone(), tls_slots.clone()));
+                async move {
+                    tokio::join!(plain, async move {
+                        if let Some(tls) = tls {
+                            tls.await;
+                        }
+                    });
+                }
+            })
+            .collect();
         if mode == Workers::Shared {
-            let tasks = plain
-                .into_iter()
-                .zip(tls)
-                .map(|(listener, tls)| {
-                    tokio::spawn(serve_one(
-                        listener,
-                        tls,
-                        proxy.clone(),
-                        stop.clone(),
-                        plain_slots.clone(),
-                        tls_slots.clone(),
-                    ))
-                })
-                .collect();
-            return Ok(ProxyServing::Shared(tasks));
+            return Ok(ProxyServing::Shared(
+                loops.into_iter().map(tokio::spawn).collect(),
+            ));
         }
         // Every runtime first, so a failure stops the start before anything serves.
-        let runtimes = plain
+        let runtimes = loops
             .iter()
             .map(|_| {
                 tokio::runtime::Builder::new_current_thread()
@@ -588,17 +573,7 @@ impl ProxyServing {
             .collect::<std::io::Result<Vec<_>>>()
             .context("cannot start the workers' runtimes")?;
         let mut threads = Vec::with_capacity(runtimes.len());
-        for (index, ((runtime, listener), tls)) in
-            runtimes.into_iter().zip(plain).zip(tls).enumerate()
-        {
-            let work = serve_one(
-                listener,
-                tls,
-                proxy.clone(),
-                stop.clone(),
-                plain_slots.clone(),
-                tls_slots.clone(),
-            );
+        for (index, (runtime, work)) in runtimes.into_iter().zip(loops).enumerate() {
             let thread = std::thread::Builder::new()
                 // Thread names are cut at 15 bytes: keep the index inside them.
                 .name(format!("routerd-w{index}"))
