@@ -2,7 +2,8 @@
 //!
 //! Covers upstream path building (`strip_prefix`, base paths), query bytes, hop-by-hop and
 //! forwarded headers, body matchers with the body forwarded byte for byte (also past 1 MiB),
-//! streaming in both directions, 502 / 504, and h2c prior knowledge on the listener.
+//! streaming in both directions, 502 / 504, backend connection reuse (and a connection the
+//! backend closed while idle), and h2c prior knowledge on the listener.
 #![allow(clippy::unwrap_used)]
 
 mod harness;
@@ -552,6 +553,92 @@ async fn unreachable_backend_is_502() {
     );
     let resp = rd.request("POST", "/dead", &[], "x").await;
     assert_error_json(&resp, 502, "dead");
+}
+
+/// A raw HTTP/1.1 backend on 127.0.0.1 answering `ok` to every request and counting the
+/// connections it accepted; with `close_after_answer` it closes each connection shortly after
+/// its first answer without saying so (no `Connection: close`), as a backend whose keep-alive
+/// timer fired does.
+async fn counting_backend(
+    close_after_answer: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 8192];
+                let mut head = Vec::new();
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    // GETs only: every complete head is one request.
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if close_after_answer {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_are_reused_and_a_closed_idle_one_costs_no_request() {
+    use std::sync::atomic::Ordering;
+    let (keep, keep_accepted) = counting_backend(false).await;
+    let (closing, closing_accepted) = counting_backend(true).await;
+    let rd = Routerd::start(&config(vec![
+        Route::proxy("keep", &keep).m(prefix("/keep")),
+        Route::proxy("closing", &closing).m(prefix("/closing")),
+    ]))
+    .await;
+    for i in 0..50 {
+        let resp = rd.get("/keep/x").await;
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, "ok".to_owned()),
+            "request {i}"
+        );
+    }
+    // One connection per worker thread at most would do; far fewer than one per request.
+    let used = keep_accepted.load(Ordering::SeqCst);
+    assert!(
+        used <= 8,
+        "50 sequential requests opened {used} backend connections"
+    );
+    for i in 0..10 {
+        let resp = rd.get("/closing/x").await;
+        assert_eq!(
+            (resp.status, resp.text()),
+            (200, "ok".to_owned()),
+            "request {i} after the backend closed the previous connection"
+        );
+        // Long enough for the backend to have closed the connection routerd keeps idle.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    // Each request needs a new connection; one whose close routerd saw only when it tried to
+    // send on it was retried on another.
+    let used = closing_accepted.load(Ordering::SeqCst);
+    assert!(
+        (10..=20).contains(&used),
+        "{used} connections for 10 requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,17 +1,19 @@
-//! The pooled backend clients: one for plain HTTP/1.1 (most routes, the fast path), and one per
-//! distinct TLS / HTTP/2 setting ([`BackendConnection`]), built when a route first uses it and
-//! kept, with its pool, across route reloads that keep the setting. The plain client is one per
-//! worker ([`crate::server::workers`]), so each worker reuses the backend connections its own
-//! runtime drives.
+//! The backend clients. Plain HTTP/1.1 (most routes, the fast path) goes through the
+//! per-thread connections of [`super::pool`], driven by the requests themselves; an upgrade
+//! (WebSocket, ...) to a plain backend goes through a hyper-util client per worker
+//! ([`crate::server::workers`]), which hands the connection over once switched; every distinct
+//! TLS / HTTP/2 setting ([`BackendConnection`]) has a hyper-util client, built when a route
+//! first uses it and kept, with its pool, across route reloads that keep the setting.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
 use rustls::ClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,7 +21,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use super::ResponseBody;
 use super::body::RequestBody;
+use super::pool::{self, ConnectOptions, PoolError};
 use super::upstream::{UpstreamClient, UpstreamOptions, client};
 use crate::routing::Target;
 use crate::routing::backend::{BackendConnection, BackendTls};
@@ -57,18 +61,33 @@ impl UpstreamClients {
         self.options
     }
 
-    /// Sends `req` to `target` with the client its settings call for.
-    pub fn request(
+    /// Sends `req` to `target` with the client its settings call for; `upgrade` says the
+    /// request asks to switch protocols.
+    pub async fn send(
         &self,
         target: &Target,
         req: Request<RequestBody>,
-    ) -> Result<ResponseFuture, rustls::Error> {
+        upgrade: bool,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
         match &target.connection {
+            None if !upgrade => {
+                let options = ConnectOptions {
+                    timeout: self.options.connect,
+                    max_headers: self.options.max_response_headers,
+                };
+                let resp = pool::send(&target.authority, req, options).await?;
+                Ok(resp.map(BodyExt::boxed))
+            }
             None => {
                 let worker = crate::server::workers::current() % self.plain.len();
-                Ok(self.plain[worker].request(req))
+                let resp = self.plain[worker].request(req).await?;
+                Ok(resp.map(BodyExt::boxed))
             }
-            Some(setting) => Ok(self.client_for(setting)?.request(req)),
+            Some(setting) => {
+                let client = self.client_for(setting)?;
+                let resp = client.request(req).await?;
+                Ok(resp.map(BodyExt::boxed))
+            }
         }
     }
 
@@ -87,6 +106,38 @@ impl UpstreamClients {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         Ok(clients.entry(setting.key.clone()).or_insert(built).clone())
+    }
+}
+
+/// Why a backend request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TLS client for the route's backend settings could not be built.
+    #[error("cannot set up TLS to the backend: {0}")]
+    Tls(#[source] rustls::Error),
+    /// A plain HTTP/1.1 exchange failed.
+    #[error("{0}")]
+    Pool(#[source] PoolError),
+    /// An exchange through a hyper-util client failed.
+    #[error("{0}")]
+    Client(#[source] hyper_util::client::legacy::Error),
+}
+
+impl From<rustls::Error> for UpstreamError {
+    fn from(e: rustls::Error) -> Self {
+        UpstreamError::Tls(e)
+    }
+}
+
+impl From<PoolError> for UpstreamError {
+    fn from(e: PoolError) -> Self {
+        UpstreamError::Pool(e)
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for UpstreamError {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        UpstreamError::Client(e)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod clients;
+pub mod pool;
 pub mod upgrade;
 pub mod upstream;
 
@@ -27,7 +28,7 @@ use crate::routing::{
 };
 use crate::server::Peer;
 use body::RequestBody;
-use clients::UpstreamClients;
+use clients::{UpstreamClients, UpstreamError};
 use upstream::{UpstreamOptions, UpstreamPath};
 
 /// The body of every response routerd sends.
@@ -556,21 +557,12 @@ impl Proxy {
         } else {
             http::Version::HTTP_11
         };
-        let request = match self
-            .clients
-            .request(target, Request::from_parts(parts, body))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(route, error = %e, "cannot set up TLS to the backend");
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "cannot set up TLS to the backend",
-                    Some(route),
-                );
-            }
-        };
         let limit = timeout.unwrap_or(self.response_timeout);
+        let request = self.clients.send(
+            target,
+            Request::from_parts(parts, body),
+            client_upgrade.is_some(),
+        );
         let result = match tokio::time::timeout(limit, request).await {
             Ok(r) => r,
             Err(_) => {
@@ -605,16 +597,22 @@ impl Proxy {
                         self.upgrades.clone(),
                     );
                     let protocol = resp.headers().get(header::UPGRADE).cloned();
-                    let mut resp = resp.map(|b| b.boxed());
                     upstream::remove_hop_by_hop(resp.headers_mut());
                     if let Some(protocol) = protocol {
                         upgrade::restore_headers(resp.headers_mut(), protocol);
                     }
                     return resp;
                 }
-                let mut resp = resp.map(|b| b.boxed());
                 upstream::remove_hop_by_hop(resp.headers_mut());
                 resp
+            }
+            Err(UpstreamError::Tls(e)) => {
+                warn!(route, error = %e, "cannot set up TLS to the backend");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot set up TLS to the backend",
+                    Some(route),
+                )
             }
             Err(e) if upstream::head_too_large(&e) => {
                 warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend response head over the limit (--max-response-headers)");
