@@ -109,8 +109,19 @@ fn release(authority: &str, mut c: Box<Conn>) {
     let _ = IDLE.try_with(|idle| {
         let mut idle = idle.borrow_mut();
         match idle.get_mut(authority) {
-            Some(list) if list.len() < MAX_IDLE_PER_BACKEND => list.push(c),
-            Some(_) => {}
+            Some(list) => {
+                // Taking from the top leaves the oldest at the bottom: each release looks at
+                // one of them, so connections a burst left behind (and the backend has closed
+                // meanwhile) are closed here too, not kept until the thread ends.
+                if list.first_mut().is_some_and(|oldest| {
+                    oldest.idle_since.elapsed() >= IDLE_TIMEOUT || !oldest.still_usable()
+                }) {
+                    list.remove(0);
+                }
+                if list.len() < MAX_IDLE_PER_BACKEND {
+                    list.push(c);
+                }
+            }
             None => {
                 idle.insert(authority.into(), vec![c]);
             }
@@ -470,6 +481,29 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    fn idle_count(authority: &Authority) -> usize {
+        IDLE.with(|idle| idle.borrow().get(authority.as_str()).map_or(0, Vec::len))
+    }
+
+    #[tokio::test]
+    async fn connections_a_burst_left_idle_are_swept_once_closed() {
+        let (authority, _) = closing_backend().await;
+        // Five at once: five connections, all idle afterwards.
+        let burst = (0..5).map(|_| send(&authority, get("/x"), OPTIONS));
+        for resp in futures_util::future::join_all(burst).await {
+            let resp = resp.unwrap_or_else(|e| panic!("send: {e}"));
+            assert_eq!(read(resp).await, "ok");
+        }
+        assert_eq!(idle_count(&authority), 5);
+        // The backend closes them all; each new exchange sweeps one stale connection.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let resp = send(&authority, get("/x"), OPTIONS)
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        assert_eq!(read(resp).await, "ok");
+        assert!(idle_count(&authority) <= 1, "{}", idle_count(&authority));
     }
 
     #[tokio::test]
