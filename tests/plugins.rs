@@ -1261,18 +1261,19 @@ async fn circuit_breaker_opens_after_consecutive_failures_and_probes_later() {
     assert_eq!(resp.text(), "healthy");
 }
 
-/// Six requests at once on a predicate that takes 20 ms, with one slot and a 50 ms deadline:
-/// together they need 120 ms, more than one deadline. The wait for a slot is bounded by
-/// `queue_ms`, not by the deadline (which starts once a call has its slot), so with a long
-/// enough queue every call runs and matches; with `queue_ms: 0` the calls that find the slot
-/// taken fail by the policy at once, counted as overloaded.
+/// Six requests at once on a predicate that spins for 20 ms, with one slot and a 50 ms
+/// deadline: together they need 120 ms, more than one deadline. A call takes the slot when it
+/// reaches its first epoch tick still running; the wait for it is bounded by `queue_ms`, and
+/// does not count against the deadline, so with a long enough queue every call runs and
+/// matches; with `queue_ms: 0` the calls that find the slot taken fail by the policy at once,
+/// counted as overloaded. A predicate that waits in WASI holds no thread and takes no slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_queue_for_a_slot_for_queue_ms_not_for_the_deadline() {
-    let cfg = contained_config("bad-sleep", &["20"]);
+    let cfg = contained_config("bad-loop", &["20"]);
     for (queue_ms, all_run) in [(2000, true), (0, false)] {
-        let mut rd = launch(&cfg, &["bad-sleep", "header-eq"])
+        let mut rd = launch(&cfg, &["bad-loop", "header-eq"])
             .plugin_settings(
-                "bad-sleep",
+                "bad-loop",
                 json!({"max_concurrent": 1, "deadline_ms": 50, "queue_ms": queue_ms,
                        "breaker_failures": 0}),
             )
@@ -1292,11 +1293,20 @@ async fn calls_queue_for_a_slot_for_queue_ms_not_for_the_deadline() {
         let guarded = answers.iter().filter(|r| r.text() == "guarded").count();
         let metrics = rd.admin_get("/metrics").await.text();
         let overloaded =
-            plugin_metric(&metrics, "routerd_plugin_overloaded_total", "bad-sleep").unwrap_or(-1.0);
-        let deadlines = plugin_metric(&metrics, "routerd_plugin_deadline_hits_total", "bad-sleep")
+            plugin_metric(&metrics, "routerd_plugin_overloaded_total", "bad-loop").unwrap_or(-1.0);
+        let deadlines = plugin_metric(&metrics, "routerd_plugin_deadline_hits_total", "bad-loop")
             .unwrap_or(-1.0);
         if all_run {
-            assert_eq!(guarded, 6, "queue_ms {queue_ms}: every call runs in turn");
+            assert_eq!(
+                guarded,
+                6,
+                "queue_ms {queue_ms}: every call runs in turn; {}",
+                metrics
+                    .lines()
+                    .filter(|l| l.contains("bad-loop"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             assert_eq!((overloaded, deadlines), (0.0, 0.0), "{metrics}");
             assert!(
                 elapsed >= Duration::from_millis(100),

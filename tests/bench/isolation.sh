@@ -15,7 +15,11 @@ cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-5}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet --bin routerd
+# ROUTERD_BIN=PATH measures another build (for before/after runs).
+if [[ -z "${ROUTERD_BIN:-}" ]]; then
+    cargo build --release --quiet --bin routerd
+    ROUTERD_BIN=target/release/routerd
+fi
 bash plugins/build.sh >/dev/null
 
 tmp="$(mktemp -d)"
@@ -54,7 +58,7 @@ EOF
     local p a
     p="$(port)"
     a="$(port)"
-    RUST_LOG=error target/release/routerd --config "$tmp/$label/config.json" \
+    RUST_LOG=error "$ROUTERD_BIN" --config "$tmp/$label/config.json" \
         --listen "127.0.0.1:$p" --admin "127.0.0.1:$a" \
         --plugins "$tmp/$label/plugins" --data "$tmp/$label/data" >"$tmp/$label/log" 2>&1 &
     pid=$!

@@ -6,11 +6,12 @@
 #
 #   bash tests/bench/languages.sh            # 5 s per run
 #   DURATION=10 bash tests/bench/languages.sh
+#   LANGS="rust python" SETTINGS='{"max_concurrent": 8}' bash tests/bench/languages.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION="${DURATION:-5}"
-LANGS=(rust c wat go quickjs python js)
+read -ra LANGS <<<"${LANGS:-rust c wat go quickjs python js}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin routerd
 bash plugins/build.sh >/dev/null 2>&1

@@ -3,9 +3,10 @@
 //! costing each request its full deadline. Also the per-plugin call counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::engine::now_ms;
 
@@ -173,17 +174,21 @@ impl Breaker {
     }
 }
 
-/// The concurrency cap.
+/// The concurrency cap: how many calls of one plugin may run past their first epoch tick at
+/// once. A call takes a slot only when it reaches a tick still running (the epoch callback asks
+/// for one), so the short calls that make up nearly all traffic never touch it, and calls from
+/// different workers never queue behind each other; a guest that spins holds a slot while it
+/// runs, and no more than `limit` of them share the cores.
 #[derive(Debug)]
 pub(crate) struct ConcurrencyCap {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     limit: usize,
 }
 
 impl ConcurrencyCap {
     pub(crate) fn new(limit: usize) -> Self {
         ConcurrencyCap {
-            slots: Semaphore::new(limit.max(1)),
+            slots: Arc::new(Semaphore::new(limit.max(1))),
             limit: limit.max(1),
         }
     }
@@ -192,18 +197,48 @@ impl ConcurrencyCap {
         self.limit
     }
 
-    /// A slot, waiting at most `wait` for one.
-    pub(crate) async fn enter(&self, wait: Duration) -> Option<SemaphorePermit<'_>> {
-        if let Ok(permit) = self.slots.try_acquire() {
-            return Some(permit);
-        }
-        if wait.is_zero() {
-            return None;
-        }
-        tokio::time::timeout(wait, self.slots.acquire())
-            .await
-            .ok()?
-            .ok()
+    /// The semaphore, for the epoch callback of each instance.
+    pub(crate) fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
+    }
+}
+
+/// One instance's wait for a slot of the cap, shared between the epoch callback (which starts
+/// it and takes the slot once it resumes) and the future the guest yields to while it waits.
+#[derive(Debug, Default)]
+pub(crate) struct SlotWait {
+    /// Set by the waiting future when a slot freed in time.
+    granted: Mutex<Option<OwnedSemaphorePermit>>,
+    /// For the timer that bounds calls waiting in WASI: while a wait is on, the latest moment
+    /// the call may end (its deadline pushed back by the whole queue time); once it has the
+    /// slot, its deadline pushed back by the time it waited.
+    extended_until: Mutex<Option<Instant>>,
+}
+
+impl SlotWait {
+    pub(crate) fn grant(&self, permit: OwnedSemaphorePermit) {
+        *self.granted.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);
+    }
+
+    pub(crate) fn take_granted(&self) -> Option<OwnedSemaphorePermit> {
+        self.granted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    pub(crate) fn extend_until(&self, until: Option<Instant>) {
+        *self
+            .extended_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
+    }
+
+    pub(crate) fn extended_until(&self) -> Option<Instant> {
+        *self
+            .extended_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -15,8 +15,8 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine, TickerUse};
-use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats};
+use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
+use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats, SlotWait};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
     FilterGuest, FilterIndices, HeaderOp, PluginState, PredicateGuest, PredicateIndices,
@@ -273,25 +273,31 @@ impl Plugin {
                 PluginState::new(self.name.clone(), self.memory_cap),
             );
             store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
-            store.data_mut().deadline_at = deadline_at;
-            store.data_mut().yield_from = Instant::now() + EPOCH_TICK;
+            {
+                let data = store.data_mut();
+                data.deadline_at = deadline_at;
+                data.cap = Some(self.cap.slots());
+                data.queue = self.queue;
+            }
             store.epoch_deadline_callback(epoch_check);
             // Start functions run too: the deadline is armed before instantiating.
             store.set_epoch_deadline(1);
-            let instance = match within(deadline_at, self.pre.instantiate_async(&mut store)).await {
-                None => return Err(CallFailure::Deadline),
-                Some(Ok(i)) => i,
-                Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
-                    drop(store);
-                    if self.engine.evict_one(self.engine_kind) {
-                        continue;
+            let wait = store.data().slot_wait.clone();
+            let instance =
+                match within(deadline_at, &wait, self.pre.instantiate_async(&mut store)).await {
+                    None => return Err(CallFailure::Deadline),
+                    Some(Ok(i)) => i,
+                    Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                        drop(store);
+                        if self.engine.evict_one(self.engine_kind) {
+                            continue;
+                        }
+                        return Err(CallFailure::Overloaded(
+                            "the plugin instance pool is full (raise --plugin-instances)".into(),
+                        ));
                     }
-                    return Err(CallFailure::Overloaded(
-                        "the plugin instance pool is full (raise --plugin-instances)".into(),
-                    ));
-                }
-                Some(Err(e)) => return Err(classify(&store, &e)),
-            };
+                    Some(Err(e)) => return Err(classify(&store, &e)),
+                };
             let predicate = match &self.predicate_indices {
                 Some(ix) => Some(
                     ix.load(&mut store, &instance)
@@ -364,19 +370,7 @@ impl Plugin {
         } else {
             self.queue
         };
-        let Some(_slot) = self.cap.enter(queue).await else {
-            self.stats.overloaded.fetch_add(1, Ordering::Relaxed);
-            if probe {
-                self.breaker.record(false, true);
-            }
-            let failure = CallFailure::Overloaded(format!(
-                "{} calls already running (max_concurrent) and none ended within queue_ms ({} ms)",
-                self.cap.limit(),
-                queue.as_millis()
-            ));
-            return (Err(failure), response);
-        };
-        // The deadline is the guest's own time: it starts once the call has its slot.
+        // The deadline is the guest's own time: a wait for a slot of the cap pushes it back.
         let started = Instant::now();
         let deadline_at = started
             + if load_time {
@@ -394,15 +388,20 @@ impl Plugin {
                     data.log_lines.reset();
                     data.memory_cap_hit = false;
                     data.deadline_at = deadline_at;
-                    data.yield_from = started + EPOCH_TICK;
+                    data.queue = queue;
                 }
                 warm.store.set_epoch_deadline(1);
-                let outcome = within(deadline_at, invoke(&mut warm, &call)).await;
+                let wait = warm.store.data().slot_wait.clone();
+                let outcome = within(deadline_at, &wait, invoke(&mut warm, &call)).await;
                 // The request goes back to its caller's only reference: the proxy then reuses
                 // the head it shared instead of copying it, and an idle instance holds no
                 // request alive.
                 let data = warm.store.data_mut();
                 data.request = None;
+                // The slot, if the call took one, is free again.
+                data.slot = None;
+                data.slot_wait_since = None;
+                wait.extend_until(None);
                 let response = data.response.take();
                 match outcome {
                     Some(Ok(out)) => {
@@ -420,7 +419,9 @@ impl Plugin {
         if let Err(failure) = &result {
             self.count(failure);
         }
-        if !load_time && self.breaker.record(result.is_ok(), probe) {
+        // An overloaded call says nothing about the plugin's health (except as the probe).
+        let overloaded = matches!(result, Err(CallFailure::Overloaded(_)));
+        if !load_time && (!overloaded || probe) && self.breaker.record(result.is_ok(), probe) {
             self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 plugin = &*self.name,
@@ -582,26 +583,87 @@ async fn invoke(warm: &mut Warm, call: &Call<'_>) -> wasmtime::Result<Outcome> {
 /// Runs `fut` until `deadline_at`; `None` when the deadline came first (the future is dropped).
 /// Most calls finish in their first poll, so only one that suspends (an epoch yield, a wait in
 /// WASI) pays for a timer.
-async fn within<F: Future>(deadline_at: Instant, fut: F) -> Option<F::Output> {
+async fn within<F: Future>(deadline_at: Instant, wait: &SlotWait, fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         return Some(out);
     }
-    tokio::time::timeout_at(deadline_at.into(), fut).await.ok()
+    let mut until = deadline_at;
+    loop {
+        match tokio::time::timeout_at(until.into(), fut.as_mut()).await {
+            Ok(out) => return Some(out),
+            // The guest is waiting for a slot of the cap: that time is not its own.
+            Err(_) => match wait.extended_until() {
+                Some(later) if later > until => until = later,
+                _ => return None,
+            },
+        }
+    }
 }
 
 /// Called by wasmtime at every epoch tick while guest code runs: past the deadline the guest is
 /// interrupted; before it, the call yields to the executor, so a long call shares its thread.
-fn epoch_check(store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
+fn epoch_check(mut store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<UpdateDeadline> {
     let now = Instant::now();
-    let state = store.data();
-    if now >= state.deadline_at {
-        Ok(UpdateDeadline::Interrupt)
-    } else if now < state.yield_from {
-        Ok(UpdateDeadline::Continue(1))
-    } else {
-        Ok(UpdateDeadline::Yield(1))
+    let state = store.data_mut();
+    if let Some(since) = state.slot_wait_since.take() {
+        // Back from waiting for a slot: run on with it, the wait added to the deadline.
+        match state.slot_wait.take_granted() {
+            Some(permit) => {
+                state.slot = Some(permit);
+                state.deadline_at += now.saturating_duration_since(since);
+                // The timer bounding the call moves with the deadline.
+                state.slot_wait.extend_until(Some(state.deadline_at));
+            }
+            None => {
+                state.overloaded = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+        }
     }
+    if now >= state.deadline_at {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    // Still running at a tick: from here on the call needs a slot of the cap, and it yields
+    // at every tick, so a long call shares its worker with the requests queued behind it.
+    if state.slot.is_none()
+        && let Some(cap) = &state.cap
+    {
+        match cap.clone().try_acquire_owned() {
+            Ok(permit) => state.slot = Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return Ok(UpdateDeadline::Interrupt),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if state.queue.is_zero() {
+                    state.overloaded = true;
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+                let queue = state.queue;
+                let left = state.deadline_at.saturating_duration_since(now);
+                state.slot_wait_since = Some(now);
+                state.slot_wait.extend_until(Some(now + queue + left));
+                let wait = state.slot_wait.clone();
+                let cap = cap.clone();
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move {
+                        if let Ok(Ok(permit)) =
+                            tokio::time::timeout(queue, cap.acquire_owned()).await
+                        {
+                            wait.grant(permit);
+                        }
+                    }),
+                ));
+            }
+        }
+    }
+    // tokio's yield, not wasmtime's plain one: a task that wakes itself goes to the back of
+    // a worker's queue, but the worker polls its sockets only every few dozen tasks, so a
+    // spinning guest yielding every tick would leave other connections unread for tens of
+    // milliseconds; `yield_now` lets the worker poll its I/O first.
+    Ok(UpdateDeadline::YieldCustom(
+        1,
+        Box::pin(tokio::task::yield_now()),
+    ))
 }
 
 /// Refuses results over the caps.
@@ -641,8 +703,15 @@ fn op_len(op: &HeaderOp) -> usize {
 }
 
 fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> CallFailure {
-    if store.data().memory_cap_hit {
+    let state = store.data();
+    if state.memory_cap_hit {
         return CallFailure::MemoryCap;
+    }
+    if state.overloaded {
+        return CallFailure::Overloaded(format!(
+            "the call ran past its first tick while max_concurrent calls already did, and none ended within queue_ms ({} ms)",
+            state.queue.as_millis()
+        ));
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline,

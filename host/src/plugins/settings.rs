@@ -30,13 +30,14 @@ pub struct PluginSettings {
     pub failure: FailurePolicy,
     /// Most warm instances kept idle.
     pub max_idle: usize,
-    /// Most calls of this plugin running at once. 0 means the number of CPUs, halved (at least
+    /// Most calls of this plugin running past their first epoch tick at once (shorter calls,
+    /// and guests waiting in WASI, take no slot). 0 means the number of CPUs, halved (at least
     /// 1), so a plugin that burns its whole deadline on every call can never hold every core.
     pub max_concurrent: usize,
-    /// How long a call beyond `max_concurrent` waits for a slot, in milliseconds, before it
-    /// fails by the policy (counted as overloaded). The deadline starts once the call has its
-    /// slot: a healthy plugin under a burst queues briefly instead of failing, while the
-    /// queue stays bounded. 0: no wait.
+    /// How long a call that needs a slot waits for one, in milliseconds, before it fails by
+    /// the policy (counted as overloaded). The wait does not count against the deadline: a
+    /// healthy plugin under a burst queues briefly instead of failing, while the queue stays
+    /// bounded. 0: no wait.
     pub queue_ms: u64,
     /// Consecutive failed calls (deadline, memory cap, trap, refused result) that open the
     /// circuit breaker: while open, calls fail by the policy at once, without running. 0 turns

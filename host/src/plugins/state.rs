@@ -81,9 +81,18 @@ pub struct PluginState {
     pub(crate) log_lines: LogBudget,
     /// When the call in progress must end; the epoch callback checks it every tick.
     pub(crate) deadline_at: std::time::Instant,
-    /// Before this the call does not yield at a tick: a short call that happens to straddle one
-    /// keeps its thread (and its concurrency slot) instead of queueing behind other tasks.
-    pub(crate) yield_from: std::time::Instant,
+    /// The plugin's concurrency cap, taken by a call that reaches a tick still running.
+    pub(crate) cap: Option<Arc<tokio::sync::Semaphore>>,
+    /// How long such a call waits for a slot.
+    pub(crate) queue: std::time::Duration,
+    /// The slot the call in progress holds.
+    pub(crate) slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Since when the call in progress has been waiting for a slot.
+    pub(crate) slot_wait_since: Option<std::time::Instant>,
+    /// The wait shared with the future the guest yields to.
+    pub(crate) slot_wait: Arc<super::gate::SlotWait>,
+    /// The call in progress was stopped because no slot freed within `queue`.
+    pub(crate) overloaded: bool,
 }
 
 impl PluginState {
@@ -110,7 +119,12 @@ impl PluginState {
             memory_cap_hit: false,
             log_lines,
             deadline_at: std::time::Instant::now(),
-            yield_from: std::time::Instant::now(),
+            cap: None,
+            queue: std::time::Duration::ZERO,
+            slot: None,
+            slot_wait_since: None,
+            slot_wait: Arc::default(),
+            overloaded: false,
         }
     }
 
