@@ -13,7 +13,11 @@ cd "$(dirname "$0")/../.."
 DURATION="${DURATION:-5}"
 read -ra LANGS <<<"${LANGS:-rust c wat go quickjs python js}"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet --bin routerd
+# ROUTERD_BIN=PATH measures another build (for before/after runs).
+if [[ -z "${ROUTERD_BIN:-}" ]]; then
+    cargo build --release --quiet --bin routerd
+    ROUTERD_BIN=target/release/routerd
+fi
 bash plugins/build.sh >/dev/null 2>&1
 bash plugins/lang/build.sh >/dev/null 2>&1
 
@@ -32,7 +36,7 @@ done
 echo "{\"routes\": [$routes]}" >"$tmp/config.json"
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-RUST_LOG=warn target/release/routerd --config "$tmp/config.json" --listen "127.0.0.1:$port" \
+RUST_LOG=warn "$ROUTERD_BIN" --config "$tmp/config.json" --listen "127.0.0.1:$port" \
     --admin 127.0.0.1:0 --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 600); do

@@ -15,7 +15,7 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
+use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine, TickerUse};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats, SlotWait};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -276,6 +276,7 @@ impl Plugin {
             {
                 let data = store.data_mut();
                 data.deadline_at = deadline_at;
+                data.yield_from = Instant::now() + EPOCH_TICK;
                 data.cap = Some(self.cap.slots());
                 data.queue = self.queue;
             }
@@ -388,6 +389,7 @@ impl Plugin {
                     data.log_lines.reset();
                     data.memory_cap_hit = false;
                     data.deadline_at = deadline_at;
+                    data.yield_from = started + EPOCH_TICK;
                     data.queue = queue;
                 }
                 warm.store.set_epoch_deadline(1);
@@ -624,7 +626,10 @@ fn epoch_check(mut store: StoreContextMut<'_, PluginState>) -> wasmtime::Result<
     if now >= state.deadline_at {
         return Ok(UpdateDeadline::Interrupt);
     }
-    // Still running at a tick: from here on the call needs a slot of the cap, and it yields
+    if now < state.yield_from {
+        return Ok(UpdateDeadline::Continue(1));
+    }
+    // Still running a tick in: from here on the call needs a slot of the cap, and it yields
     // at every tick, so a long call shares its worker with the requests queued behind it.
     if state.slot.is_none()
         && let Some(cap) = &state.cap

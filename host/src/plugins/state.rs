@@ -81,6 +81,9 @@ pub struct PluginState {
     pub(crate) log_lines: LogBudget,
     /// When the call in progress must end; the epoch callback checks it every tick.
     pub(crate) deadline_at: std::time::Instant,
+    /// Before this the call does not yield at a tick: a short call that happens to straddle one
+    /// keeps its thread instead of queueing behind other tasks, and takes no slot of the cap.
+    pub(crate) yield_from: std::time::Instant,
     /// The plugin's concurrency cap, taken by a call that reaches a tick still running.
     pub(crate) cap: Option<Arc<tokio::sync::Semaphore>>,
     /// How long such a call waits for a slot.
@@ -119,6 +122,7 @@ impl PluginState {
             memory_cap_hit: false,
             log_lines,
             deadline_at: std::time::Instant::now(),
+            yield_from: std::time::Instant::now(),
             cap: None,
             queue: std::time::Duration::ZERO,
             slot: None,
