@@ -204,41 +204,40 @@ impl ConcurrencyCap {
 }
 
 /// One instance's wait for a slot of the cap, shared between the epoch callback (which starts
-/// it and takes the slot once it resumes) and the future the guest yields to while it waits.
+/// it and takes the slot once it resumes), the future the guest yields to while it waits, and
+/// the timer that bounds the call.
 #[derive(Debug, Default)]
-pub(crate) struct SlotWait {
+pub(crate) struct SlotWait(Mutex<WaitState>);
+
+#[derive(Debug, Default)]
+struct WaitState {
     /// Set by the waiting future when a slot freed in time.
-    granted: Mutex<Option<OwnedSemaphorePermit>>,
+    granted: Option<OwnedSemaphorePermit>,
     /// For the timer that bounds calls waiting in WASI: while a wait is on, the latest moment
     /// the call may end (its deadline pushed back by the whole queue time); once it has the
     /// slot, its deadline pushed back by the time it waited.
-    extended_until: Mutex<Option<Instant>>,
+    extended_until: Option<Instant>,
 }
 
 impl SlotWait {
+    fn state(&self) -> std::sync::MutexGuard<'_, WaitState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn grant(&self, permit: OwnedSemaphorePermit) {
-        *self.granted.lock().unwrap_or_else(PoisonError::into_inner) = Some(permit);
+        self.state().granted = Some(permit);
     }
 
     pub(crate) fn take_granted(&self) -> Option<OwnedSemaphorePermit> {
-        self.granted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+        self.state().granted.take()
     }
 
     pub(crate) fn extend_until(&self, until: Option<Instant>) {
-        *self
-            .extended_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = until;
+        self.state().extended_until = until;
     }
 
     pub(crate) fn extended_until(&self) -> Option<Instant> {
-        *self
-            .extended_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.state().extended_until
     }
 }
 

@@ -97,6 +97,8 @@ pub(crate) struct Warm {
     store: Store<PluginState>,
     predicate: Option<PredicateGuest>,
     filter: Option<FilterGuest>,
+    /// The store's [`SlotWait`], also held here for the timer that bounds each call.
+    slot_wait: Arc<SlotWait>,
 }
 
 /// A call into the guest.
@@ -317,6 +319,7 @@ impl Plugin {
                 store,
                 predicate,
                 filter,
+                slot_wait: wait,
             });
         }
     }
@@ -393,17 +396,29 @@ impl Plugin {
                     data.queue = queue;
                 }
                 warm.store.set_epoch_deadline(1);
-                let wait = warm.store.data().slot_wait.clone();
-                let outcome = within(deadline_at, &wait, invoke(&mut warm, &call)).await;
+                let Warm {
+                    store,
+                    predicate,
+                    filter,
+                    slot_wait,
+                } = &mut warm;
+                let outcome = within(
+                    deadline_at,
+                    slot_wait,
+                    invoke(store, predicate, filter, &call),
+                )
+                .await;
                 // The request goes back to its caller's only reference: the proxy then reuses
                 // the head it shared instead of copying it, and an idle instance holds no
                 // request alive.
                 let data = warm.store.data_mut();
                 data.request = None;
-                // The slot, if the call took one, is free again.
-                data.slot = None;
-                data.slot_wait_since = None;
-                wait.extend_until(None);
+                // The slot, if the call took one, is free again, and the timer's extension
+                // a wait for it set is over. (A call still waiting never gets here in an
+                // instance that is kept: it ended at its deadline or as overloaded.)
+                if data.slot.take().is_some() {
+                    warm.slot_wait.extend_until(None);
+                }
                 let response = data.response.take();
                 match outcome {
                     Some(Ok(out)) => {
@@ -537,12 +552,12 @@ impl Plugin {
 }
 
 /// Runs the guest function `call` names.
-async fn invoke(warm: &mut Warm, call: &Call<'_>) -> wasmtime::Result<Outcome> {
-    let Warm {
-        store,
-        predicate,
-        filter,
-    } = warm;
+async fn invoke(
+    store: &mut Store<PluginState>,
+    predicate: &Option<PredicateGuest>,
+    filter: &Option<FilterGuest>,
+    call: &Call<'_>,
+) -> wasmtime::Result<Outcome> {
     Ok(match (call, predicate, filter) {
         (
             Call::Validate {

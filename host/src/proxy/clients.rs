@@ -114,31 +114,13 @@ impl UpstreamClients {
 pub enum UpstreamError {
     /// The TLS client for the route's backend settings could not be built.
     #[error("cannot set up TLS to the backend: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(#[from] rustls::Error),
     /// A plain HTTP/1.1 exchange failed.
     #[error("{0}")]
-    Pool(#[source] PoolError),
+    Pool(#[from] PoolError),
     /// An exchange through a hyper-util client failed.
     #[error("{0}")]
-    Client(#[source] hyper_util::client::legacy::Error),
-}
-
-impl From<rustls::Error> for UpstreamError {
-    fn from(e: rustls::Error) -> Self {
-        UpstreamError::Tls(e)
-    }
-}
-
-impl From<PoolError> for UpstreamError {
-    fn from(e: PoolError) -> Self {
-        UpstreamError::Pool(e)
-    }
-}
-
-impl From<hyper_util::client::legacy::Error> for UpstreamError {
-    fn from(e: hyper_util::client::legacy::Error) -> Self {
-        UpstreamError::Client(e)
-    }
+    Client(#[from] hyper_util::client::legacy::Error),
 }
 
 fn tls_client(

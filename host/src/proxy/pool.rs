@@ -192,21 +192,20 @@ pub async fn send(
     if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
         req.headers_mut().insert(header::HOST, host);
     }
-    let mut req = Some(req);
-    let mut reused = true;
+    let mut retried = false;
     loop {
-        let Some(r) = req.take() else {
-            unreachable_request();
+        let idle = if retried {
+            None
+        } else {
+            checkout(authority.as_str())
         };
-        let mut c = match checkout(authority.as_str()) {
+        let reused = idle.is_some();
+        let mut c = match idle {
             Some(c) => c,
-            None => {
-                reused = false;
-                // Boxed: connecting is rare, and its future would enlarge every request's.
-                Box::pin(connect(authority, options)).await?
-            }
+            // Boxed: connecting is rare, and its future would enlarge every request's.
+            None => Box::pin(connect(authority, options)).await?,
         };
-        let mut response = std::pin::pin!(c.send.try_send_request(r));
+        let mut response = std::pin::pin!(c.send.try_send_request(req));
         let mut conn = Some(c);
         let result = std::future::poll_fn(|cx| {
             if let Some(c) = conn.as_mut()
@@ -227,18 +226,11 @@ pub async fn send(
         .await;
         match result {
             Ok(resp) => {
-                let Some(c) = conn else {
-                    // The connection closed right after the head (`Connection: close`): the
-                    // body, if any, was read with it.
-                    return Ok(resp.map(|body| PooledBody {
-                        body,
-                        conn: None,
-                        authority: authority.clone(),
-                    }));
-                };
+                // Without `conn`, it closed right after the head (`Connection: close`): the
+                // body, if any, was read with it.
                 let mut resp = resp.map(|body| PooledBody {
                     body,
-                    conn: Some(c),
+                    conn,
                     authority: authority.clone(),
                 });
                 if resp.body().body.is_end_stream() {
@@ -249,19 +241,13 @@ pub async fn send(
             Err(mut e) => match e.take_message() {
                 // Not written: the idle connection was closed meanwhile; a new one gets it.
                 Some(back) if reused => {
-                    req = Some(back);
-                    reused = false;
+                    req = back;
+                    retried = true;
                 }
                 _ => return Err(PoolError::Http(e.into_error())),
             },
         }
     }
-}
-
-#[cold]
-fn unreachable_request() -> ! {
-    // `req` is refilled before every new turn of the loop.
-    unreachable!("the request is set for every attempt")
 }
 
 /// A backend response body; reading it drives the connection, and the connection goes back to
@@ -353,15 +339,24 @@ mod tests {
         max_headers: 100,
     };
 
-    /// A backend that answers `body` to every request on keep-alive connections, counting the
-    /// connections it accepted.
-    async fn backend(body: &'static str) -> (Authority, Arc<AtomicUsize>) {
+    /// A listener on 127.0.0.1 and its authority.
+    async fn listen() -> (tokio::net::TcpListener, Authority) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
+        let authority = listener
             .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| panic!("addr: {e}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("authority: {e}"));
+        (listener, authority)
+    }
+
+    /// A backend that answers `body` to every request on keep-alive connections, counting the
+    /// connections it accepted.
+    async fn backend(body: &'static str) -> (Authority, Arc<AtomicUsize>) {
+        let (listener, authority) = listen().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -379,10 +374,6 @@ mod tests {
                 });
             }
         });
-        let authority = addr
-            .to_string()
-            .parse()
-            .unwrap_or_else(|e| panic!("authority: {e}"));
         (authority, accepted)
     }
 
@@ -435,12 +426,7 @@ mod tests {
     /// A backend that answers one request per connection and then closes it without saying
     /// so (no `Connection: close`), as a backend whose keep-alive timer fired does.
     async fn closing_backend() -> (Authority, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, authority) = listen().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -462,10 +448,6 @@ mod tests {
                 });
             }
         });
-        let authority = addr
-            .to_string()
-            .parse()
-            .unwrap_or_else(|e| panic!("authority: {e}"));
         (authority, accepted)
     }
 
@@ -508,23 +490,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_backend_names_itself() {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
+        let (listener, authority) = listen().await;
         drop(listener);
-        let authority: Authority = addr
-            .to_string()
-            .parse()
-            .unwrap_or_else(|e| panic!("authority: {e}"));
         let e = send(&authority, get("/x"), OPTIONS)
             .await
             .err()
             .map(|e| e.to_string());
         assert!(
             e.as_deref()
-                .is_some_and(|e| e.starts_with(&format!("connecting to {addr}"))),
+                .is_some_and(|e| e.starts_with(&format!("connecting to {authority}"))),
             "{e:?}"
         );
     }
