@@ -5,7 +5,8 @@
 //! 12-header request (median of 7 batches), with a native header comparison as the reference.
 //!
 //! Build the guests first: `bash plugins/build.sh && bash plugins/lang/build.sh`, then
-//! `cargo bench -p routerd --bench languages`.
+//! `cargo bench -p routerd --bench languages` (`LANGS="js python"` for some of them; `BATCHES=N`
+//! for longer runs, e.g. under a profiler).
 
 #![allow(missing_docs)]
 
@@ -92,7 +93,15 @@ fn main() {
         "warm call",
         "x native"
     );
-    for lang in LANGUAGES {
+    let only = std::env::var("LANGS").unwrap_or_default();
+    let batches = std::env::var("BATCHES")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(BATCHES);
+    for lang in LANGUAGES
+        .iter()
+        .filter(|l| only.is_empty() || only.split_whitespace().any(|o| o == **l))
+    {
         let bytes = component(lang);
         let cache =
             std::env::temp_dir().join(format!("routerd-bench-lang-{}-{lang}", std::process::id()));
@@ -138,15 +147,15 @@ fn main() {
                 plugin.matches(req.clone(), &miss).await,
                 Ok(false)
             ));
-            let mut batches = Vec::new();
-            for _ in 0..BATCHES {
+            let mut times = Vec::new();
+            for _ in 0..batches {
                 let started = Instant::now();
                 for _ in 0..BATCH {
                     let _ = std::hint::black_box(plugin.matches(req.clone(), &args).await);
                 }
-                batches.push(started.elapsed().as_nanos() as f64 / f64::from(BATCH));
+                times.push(started.elapsed().as_nanos() as f64 / f64::from(BATCH));
             }
-            median(batches)
+            median(times)
         });
         println!(
             "{:<8} {:>8} KB {:>9} ms {:>8} ms {:>9} ms {:>10.0} KiB {:>7.2} µs {:>7.1}x",

@@ -11,6 +11,9 @@
 #   nginx-njs         the same, plus an njs check of `X-Bench: yes` (what the predicate does)
 #   hyper-bare        routerd's stack with nothing of routerd (host/examples/bare_proxy.rs): the
 #                     floor for any proxy built on hyper + tokio; BARE_BIN=PATH overrides it
+#   hyper-conn        the same with hyper's low-level client (`conn::http1`, a thread-local list
+#                     of idle backend connections; host/examples/bare_conn_proxy.rs), the
+#                     smallest proxy the stack allows; CONN_BIN=PATH overrides it
 #   routerd           one `path_prefix /` route
 #   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
@@ -43,7 +46,7 @@ DURATION="${DURATION:-5}"
 CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
-SETUPS="${SETUPS:-nginx nginx-njs hyper-bare routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
+SETUPS="${SETUPS:-nginx nginx-njs hyper-bare hyper-conn routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
 [[ -z "${BASE_BIN:-}" ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
@@ -73,6 +76,14 @@ if [[ -z "${BARE_BIN:-}" && " $SETUPS " == *" hyper-bare "* ]]; then
         cargo build --quiet --example bare_proxy
     fi
     BARE_BIN="target/$profile/examples/bare_proxy"
+fi
+if [[ -z "${CONN_BIN:-}" && " $SETUPS " == *" hyper-conn "* ]]; then
+    if [[ "$profile" == release ]]; then
+        cargo build --release --quiet --example bare_conn_proxy
+    else
+        cargo build --quiet --example bare_conn_proxy
+    fi
+    CONN_BIN="target/$profile/examples/bare_conn_proxy"
 fi
 [[ -f plugins/dist/header-eq.wasm && -f plugins/dist/add-headers.wasm ]] ||
     bash plugins/build.sh >/dev/null 2>&1
@@ -202,6 +213,9 @@ start_proxy() {
     hyper-bare)
         "${pin_proxy[@]}" "$BARE_BIN" "127.0.0.1:$proxy_port" "127.0.0.1:$backend_port" &
         ;;
+    hyper-conn)
+        "${pin_proxy[@]}" "$CONN_BIN" "127.0.0.1:$proxy_port" "127.0.0.1:$backend_port" &
+        ;;
     routerd*)
         local bin="$ROUTERD_BIN"
         [[ "$setup" != routerd-base ]] || bin="$BASE_BIN"
@@ -231,16 +245,17 @@ stop_proxy() {
     done
 }
 
-# The CPU ticks (user + system) of a process and its children processes (nginx's worker).
+# The CPU ticks of a process and its children processes (nginx's worker): "USER SYSTEM".
 ticks() {
-    local total=0 p
+    local user=0 sys=0 p
     for p in "$1" $(pgrep -P "$1" || true); do
         # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
         local rest
         rest="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null)" || continue
-        total=$((total + $(awk '{print $12 + $13}' <<<"$rest")))
+        user=$((user + $(awk '{print $12}' <<<"$rest")))
+        sys=$((sys + $(awk '{print $13}' <<<"$rest")))
     done
-    echo "$total"
+    echo "$user $sys"
 }
 HZ="$(getconf CLK_TCK)"
 
@@ -256,9 +271,9 @@ for round in $(seq "$ROUNDS"); do
         start_proxy "$setup"
         for c in $CONNS; do
             ((WARMUP == 0)) || "${pin_load[@]}" wrk -t1 -c"$c" -d"${WARMUP}s" -H 'X-Bench: yes' "$url" >/dev/null
-            before="$(ticks "$proxy_pid")"
+            read -r user0 sys0 < <(ticks "$proxy_pid")
             out="$("${pin_load[@]}" wrk -t1 -c"$c" -d"${DURATION}s" --latency -H 'X-Bench: yes' "$url")"
-            after="$(ticks "$proxy_pid")"
+            read -r user1 sys1 < <(ticks "$proxy_pid")
             requests="$(awk '/requests in/ {print $1}' <<<"$out")"
             rps="$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
             p50="$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")"
@@ -268,10 +283,12 @@ for round in $(seq "$ROUNDS"); do
                 echo "e2e: $setup at $c connections: $errors" >&2
                 exit 1
             fi
-            cpu_us="$(echo "($after - $before) * 1000000 / $HZ / $requests" | bc -l)"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%.2f\n' "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us" >>"$tmp/runs.tsv"
-            printf '  round %s %-15s c=%-4s %9.0f rps  p50 %7.3f ms  p99 %7.3f ms  %6.2f µs CPU/req\n' \
-                "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us"
+            user_us="$(echo "($user1 - $user0) * 1000000 / $HZ / $requests" | bc -l)"
+            sys_us="$(echo "($sys1 - $sys0) * 1000000 / $HZ / $requests" | bc -l)"
+            cpu_us="$(echo "$user_us + $sys_us" | bc -l)"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%.2f\n' "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us" "$user_us" "$sys_us" >>"$tmp/runs.tsv"
+            printf '  round %s %-15s c=%-4s %9.0f rps  p50 %7.3f ms  p99 %7.3f ms  %6.2f µs CPU/req (user %.2f, system %.2f)\n' \
+                "$round" "$setup" "$c" "$rps" "$p50" "$p99" "$cpu_us" "$user_us" "$sys_us"
         done
         stop_proxy
     done
@@ -283,29 +300,30 @@ import statistics, sys
 runs, out, order = sys.argv[1], sys.argv[2], sys.argv[3].split()
 rows = {}
 for line in open(runs):
-    _, setup, c, rps, p50, p99, cpu = line.split("\t")
-    rows.setdefault((setup, int(c)), []).append((float(rps), float(p50), float(p99), float(cpu)))
-med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in rows.items()}
+    _, setup, c, rps, p50, p99, cpu, user, sys_ = line.split("\t")
+    rows.setdefault((setup, int(c)), []).append(
+        (float(rps), float(p50), float(p99), float(cpu), float(user), float(sys_)))
+med = {k: [statistics.median(x[i] for x in v) for i in range(6)] for k, v in rows.items()}
 conns = sorted({c for _, c in med})
 with open(out, "w") as f:
-    f.write("setup\tconnections\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trps_vs_nginx\tcpu_vs_nginx\tp99_vs_nginx\n")
+    f.write("setup\tconnections\trps\tp50_ms\tp99_ms\tcpu_us_per_req\trps_vs_nginx\tcpu_vs_nginx\tp99_vs_nginx\tuser_us_per_req\tsys_us_per_req\n")
     print(f"\nmedians of {len(next(iter(rows.values())))} rounds")
     print(f"{'setup':16} {'conns':>5} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11}"
-          f" {'rps/nginx':>10} {'CPU/nginx':>10} {'p99/nginx':>10}")
+          f" {'user':>6} {'system':>6} {'rps/nginx':>10} {'CPU/nginx':>10} {'p99/nginx':>10}")
     for c in conns:
         base = med.get(("nginx", c))
         for s in order:
             if (s, c) not in med:
                 continue
-            rps, p50, p99, cpu = med[(s, c)]
+            rps, p50, p99, cpu, user, sys_ = med[(s, c)]
             r = [rps / base[0], cpu / base[3], p99 / base[2]] if base else [float("nan")] * 3
-            f.write(f"{s}\t{c}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.2f}\t{r[0]:.3f}\t{r[1]:.3f}\t{r[2]:.3f}\n")
-            print(f"{s:16} {c:>5} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.2f}"
+            f.write(f"{s}\t{c}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{cpu:.2f}\t{r[0]:.3f}\t{r[1]:.3f}\t{r[2]:.3f}\t{user:.2f}\t{sys_:.2f}\n")
+            print(f"{s:16} {c:>5} {rps:>9.0f} {p50:>8.3f} {p99:>8.3f} {cpu:>11.2f} {user:>6.2f} {sys_:>6.2f}"
                   f" {r[0]:>9.2f}x {r[1]:>9.2f}x {r[2]:>9.2f}x")
     # Wasm setups against routerd native, the issue's second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("hyper-bare", "routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF

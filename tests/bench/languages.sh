@@ -7,6 +7,11 @@
 #   bash tests/bench/languages.sh            # 5 s per run
 #   DURATION=10 bash tests/bench/languages.sh
 #   LANGS="rust python" SETTINGS='{"max_concurrent": 8}' bash tests/bench/languages.sh
+#   PROXY=1 bash tests/bench/languages.sh    # every route proxies to an nginx backend
+#
+# By default every route answers with the `respond` filter, the cheapest route there is, so a
+# predicate's cost weighs most; with PROXY=1 each request also goes to a backend (nginx, which
+# is installed with apt-get when missing), as a route usually does.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -22,20 +27,45 @@ bash plugins/build.sh >/dev/null 2>&1
 bash plugins/lang/build.sh >/dev/null 2>&1
 
 tmp="$(mktemp -d)"
+chmod 755 "$tmp" # nginx's workers run as nobody when started by root
 pid=""
-cleanup() { [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+backend_pid=""
+# Each step may fail (a process already gone) without skipping the rest.
+cleanup() {
+    [[ -z "$pid" ]] || kill "$pid" 2>/dev/null || true
+    [[ -z "$backend_pid" ]] || kill "$backend_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 mkdir -p "$tmp/plugins" "$tmp/data"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# What a matched route does: answer itself, or (PROXY=1) go to an nginx backend.
+action='"filters": [{"name": "respond", "args": ["200", "ok"]}]'
+if [[ -n "${PROXY:-}" ]]; then
+    command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
+    backend_port="$(free_port)"
+    printf '%s\n' "worker_processes 1;" "daemon off;" "pid $tmp/nginx.pid;" \
+        "error_log $tmp/nginx-error.log warn;" "events { worker_connections 4096; }" \
+        "http { access_log off; client_body_temp_path $tmp/body; proxy_temp_path $tmp/proxy;" \
+        "  fastcgi_temp_path $tmp/fastcgi; uwsgi_temp_path $tmp/uwsgi; scgi_temp_path $tmp/scgi;" \
+        "  keepalive_requests 1000000;" \
+        "  server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\"; } } }" \
+        >"$tmp/nginx.conf"
+    nginx -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" &
+    backend_pid=$!
+    action="\"target_url\": \"http://127.0.0.1:$backend_port\""
+fi
 cp plugins/dist/lang-rust.wasm "$tmp/plugins/"
-routes='{"name": "native", "matchers": [{"condition": "path", "pattern": "/native"}, {"condition": "header", "field": "x-lang", "pattern": "yes"}], "filters": [{"name": "respond", "args": ["200", "ok"]}]}'
+routes="{\"name\": \"native\", \"matchers\": [{\"condition\": \"path\", \"pattern\": \"/native\"}, {\"condition\": \"header\", \"field\": \"x-lang\", \"pattern\": \"yes\"}], $action}"
 for lang in "${LANGS[@]}"; do
     [[ "$lang" == rust ]] || cp "plugins/lang/dist/lang-$lang.wasm" "$tmp/plugins/"
     [[ -z "${SETTINGS:-}" ]] || echo "$SETTINGS" >"$tmp/plugins/lang-$lang.json"
-    routes+=", {\"name\": \"$lang\", \"matchers\": [{\"condition\": \"path\", \"pattern\": \"/$lang\"}, {\"condition\": \"plugin\", \"plugin\": \"lang-$lang\", \"args\": [\"x-lang\", \"yes\"]}], \"filters\": [{\"name\": \"respond\", \"args\": [\"200\", \"ok\"]}]}"
+    routes+=", {\"name\": \"$lang\", \"matchers\": [{\"condition\": \"path\", \"pattern\": \"/$lang\"}, {\"condition\": \"plugin\", \"plugin\": \"lang-$lang\", \"args\": [\"x-lang\", \"yes\"]}], $action}"
 done
 echo "{\"routes\": [$routes]}" >"$tmp/config.json"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 RUST_LOG=warn "$ROUTERD_BIN" --config "$tmp/config.json" --listen "127.0.0.1:$port" \
     --admin 127.0.0.1:0 --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &
 pid=$!
@@ -50,7 +80,7 @@ done
 
 rps() { wrk -t1 -c8 -d"${DURATION}s" -H 'x-lang: yes' "http://127.0.0.1:$port/$1" | awk '/^Requests\/sec/ {print $2}'; }
 
-echo "languages: wrk -t1 -c8 -d${DURATION}s, predicate route vs native header matcher; $(nproc) CPUs"
+echo "languages: wrk -t1 -c8 -d${DURATION}s, predicate route vs native header matcher${PROXY:+, proxied to nginx}; $(nproc) CPUs"
 before="$(rps native)"
 for lang in "${LANGS[@]}"; do
     mine="$(rps "$lang")"
