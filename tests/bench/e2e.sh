@@ -69,21 +69,18 @@ if [[ -z "${ROUTERD_BIN:-}" ]]; then
 else
     profile=debug
 fi
+# The bare proxies (host/examples/), built with routerd's profile: prints the binary's path.
+example() {
+    local flags=(--quiet --example "$1")
+    [[ "$profile" != release ]] || flags+=(--release)
+    cargo build "${flags[@]}"
+    echo "target/$profile/examples/$1"
+}
 if [[ -z "${BARE_BIN:-}" && " $SETUPS " == *" hyper-bare "* ]]; then
-    if [[ "$profile" == release ]]; then
-        cargo build --release --quiet --example bare_proxy
-    else
-        cargo build --quiet --example bare_proxy
-    fi
-    BARE_BIN="target/$profile/examples/bare_proxy"
+    BARE_BIN="$(example bare_proxy)"
 fi
 if [[ -z "${CONN_BIN:-}" && " $SETUPS " == *" hyper-conn "* ]]; then
-    if [[ "$profile" == release ]]; then
-        cargo build --release --quiet --example bare_conn_proxy
-    else
-        cargo build --quiet --example bare_conn_proxy
-    fi
-    CONN_BIN="target/$profile/examples/bare_conn_proxy"
+    CONN_BIN="$(example bare_conn_proxy)"
 fi
 [[ -f plugins/dist/header-eq.wasm && -f plugins/dist/add-headers.wasm ]] ||
     bash plugins/build.sh >/dev/null 2>&1
