@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/common.sh
 
 client="$(port)"; peer="$(port)"
 etcd --name bench --data-dir "$tmp/etcd" \

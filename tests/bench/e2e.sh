@@ -103,42 +103,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# nginx.conf for a proxy or backend: $1 = name, $2 = the server block's contents, $3 = extra
-# top-level lines.
-nginx_conf() {
-    local name="$1" server="$2" top="${3:-}" dir="$tmp/$1"
-    mkdir -p "$dir"
-    cat >"$dir/nginx.conf" <<EOF
-$top
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    keepalive_requests 1000000;
-    $server
-}
-EOF
-}
+. tests/bench/common.sh
 
 backend_port="$(port)"
-nginx_conf backend "server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\n\"; } }"
+nginx_conf "$tmp/backend" "server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\n\"; } }"
 "${pin_load[@]}" nginx -c "$tmp/backend/nginx.conf" -e "$tmp/backend/error.log" &
 pids+=($!)
 
 proxy_port="$(port)"
 upstream="upstream backend { server 127.0.0.1:$backend_port; keepalive 64; }"
 location="proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
-nginx_conf nginx "$upstream server { listen 127.0.0.1:$proxy_port; location / { $location } }"
+nginx_conf "$tmp/nginx" "$upstream server { listen 127.0.0.1:$proxy_port; location / { $location } }"
 cat >"$tmp/check.js" <<'EOF'
 // What the header-eq predicate does: the request goes on only with `X-Bench: yes`.
 function ok(r) {
@@ -146,7 +121,7 @@ function ok(r) {
 }
 export default { ok };
 EOF
-nginx_conf nginx-njs "js_import check from $tmp/check.js; js_set \$bench_ok check.ok;
+nginx_conf "$tmp/nginx-njs" "js_import check from $tmp/check.js; js_set \$bench_ok check.ok;
     $upstream server { listen 127.0.0.1:$proxy_port;
         location / { if (\$bench_ok != \"1\") { return 404; } $location } }" \
     "load_module $NJS_MODULE;"

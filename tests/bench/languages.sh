@@ -39,20 +39,14 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$tmp/plugins" "$tmp/data"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/common.sh
 # What a matched route does: answer itself, or (PROXY=1) go to an nginx backend.
 action='"filters": [{"name": "respond", "args": ["200", "ok"]}]'
 if [[ -n "${PROXY:-}" ]]; then
     command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq nginx >/dev/null; }
-    backend_port="$(free_port)"
-    printf '%s\n' "worker_processes 1;" "daemon off;" "pid $tmp/nginx.pid;" \
-        "error_log $tmp/nginx-error.log warn;" "events { worker_connections 4096; }" \
-        "http { access_log off; client_body_temp_path $tmp/body; proxy_temp_path $tmp/proxy;" \
-        "  fastcgi_temp_path $tmp/fastcgi; uwsgi_temp_path $tmp/uwsgi; scgi_temp_path $tmp/scgi;" \
-        "  keepalive_requests 1000000;" \
-        "  server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\"; } } }" \
-        >"$tmp/nginx.conf"
-    nginx -c "$tmp/nginx.conf" -e "$tmp/nginx-error.log" &
+    backend_port="$(port)"
+    nginx_conf "$tmp/nginx" "server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\"; } }"
+    nginx -c "$tmp/nginx/nginx.conf" -e "$tmp/nginx/error.log" &
     backend_pid=$!
     action="\"target_url\": \"http://127.0.0.1:$backend_port\""
 fi
@@ -65,7 +59,7 @@ for lang in "${LANGS[@]}"; do
 done
 echo "{\"routes\": [$routes]}" >"$tmp/config.json"
 
-port="$(free_port)"
+port="$(port)"
 RUST_LOG=warn "$ROUTERD_BIN" --config "$tmp/config.json" --listen "127.0.0.1:$port" \
     --admin 127.0.0.1:0 --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &
 pid=$!

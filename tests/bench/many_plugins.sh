@@ -39,7 +39,8 @@ routes.append({"name": "miss", "matchers": [{"condition": "path_prefix", "patter
                "filters": [{"name": "respond", "args": ["200", "miss"]}]})
 json.dump({"routes": routes}, open(f"{tmp}/config.json", "w"))
 PY
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+. tests/bench/common.sh
+port="$(port)"
 started="$(date +%s.%N)"
 RUST_LOG=warn target/release/routerd --config "$tmp/config.json" --listen "127.0.0.1:$port" \
     --admin 127.0.0.1:0 --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &

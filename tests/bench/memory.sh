@@ -49,7 +49,7 @@ for i in range(5):
                    "filters": [{"name": "respond", "args": ["200", f"plugin{i}"]}]})
 json.dump({"routes": routes}, open(f"{tmp}/config.json", "w"))
 PY
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/bench/common.sh
 proxy="$(port)" admin="$(port)"
 RUST_LOG=warn target/release/routerd --config "$tmp/config.json" --listen "127.0.0.1:$proxy" \
     --admin "127.0.0.1:$admin" --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &
