@@ -3,20 +3,25 @@
 //! hits, refused results, overload and circuit-breaker refusals; read from the plugins at
 //! scrape time).
 //!
+//! Requests are counted per thread (each worker writes only its own shard, so counting
+//! costs no cross-core traffic) and summed when `/metrics` is read.
+//!
 //! Label sets stay bounded: statuses are counted by class (`2xx`), and a route's series go
 //! when the route leaves the table, so churning route names cannot grow `/metrics` forever.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use rustc_hash::FxHashMap;
 
 use crate::plugins::{Phase, PluginRegistry};
 use crate::proxy::upgrade::UpgradeStats;
@@ -34,14 +39,109 @@ struct RouteLabels {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// One route's request series.
-struct RouteSeries {
-    by_class: [Counter; 5],
-    latency: Histogram,
+/// Upper bounds of the latency buckets: 100 µs doubling up to ~13 s, then +Inf.
+const BUCKETS: usize = 18;
+const FIRST_BOUND_NANOS: u64 = 100_000;
+
+/// The bucket a latency falls in: the first whose upper bound (`100 µs * 2^i`) is not below
+/// it, or `BUCKETS` (+Inf).
+fn bucket_of(took: Duration) -> usize {
+    let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+    // The smallest i with FIRST_BOUND_NANOS << i >= nanos is ceil(log2(ceil(nanos / first))).
+    let ratio = nanos.div_ceil(FIRST_BOUND_NANOS);
+    if ratio <= 1 {
+        return 0;
+    }
+    ((u64::BITS - (ratio - 1).leading_zeros()) as usize).min(BUCKETS)
 }
 
-/// Request series by route name (`default_url` and `none` included).
-type RequestSeries = Arc<RwLock<HashMap<Arc<str>, RouteSeries>>>;
+fn bucket_bound(i: usize) -> f64 {
+    if i >= BUCKETS {
+        f64::INFINITY
+    } else {
+        (FIRST_BOUND_NANOS << i) as f64 / 1e9
+    }
+}
+
+/// One route's request series, as one thread counted them (or merged for a scrape).
+#[derive(Default, Clone)]
+struct RouteSeries {
+    by_class: [u64; 5],
+    /// Per bucket, not cumulative; the last is +Inf.
+    buckets: [u64; BUCKETS + 1],
+    sum_seconds: f64,
+}
+
+impl RouteSeries {
+    fn add(&mut self, other: &RouteSeries) {
+        for (a, b) in self.by_class.iter_mut().zip(&other.by_class) {
+            *a += b;
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+}
+
+/// The request series one thread recorded. Only that thread writes them, so its lock is
+/// uncontended on the request path and the counters' cache lines stay on its core; a scrape
+/// or a table swap takes each shard's lock in turn.
+#[derive(Default)]
+struct Shard(Mutex<FxHashMap<Arc<str>, RouteSeries>>);
+
+/// Every thread's shard of the request series (`default_url` and `none` included).
+#[derive(Default)]
+struct RequestSeries {
+    /// Tells this set's shards apart from another `Metrics`' in the threads' lists.
+    id: u64,
+    shards: Mutex<Vec<Arc<Shard>>>,
+}
+
+thread_local! {
+    /// This thread's shard of each live `Metrics` it has recorded into (one, outside tests).
+    static SHARDS: RefCell<Vec<(u64, Arc<Shard>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RequestSeries {
+    fn new() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        RequestSeries {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            shards: Mutex::default(),
+        }
+    }
+
+    /// Runs `f` on this thread's shard, made and registered on first use.
+    fn with_local<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        SHARDS.with(|cell| {
+            let mut shards = cell.borrow_mut();
+            if let Some((_, shard)) = shards.iter().find(|(id, _)| *id == self.id) {
+                return f(shard);
+            }
+            let shard = Arc::new(Shard::default());
+            lock(&self.shards).push(shard.clone());
+            let r = f(&shard);
+            shards.push((self.id, shard));
+            r
+        })
+    }
+
+    /// Every route's series, summed over the threads, by name.
+    fn merged(&self) -> BTreeMap<Arc<str>, RouteSeries> {
+        let mut all: BTreeMap<Arc<str>, RouteSeries> = BTreeMap::new();
+        for shard in lock(&self.shards).iter() {
+            for (name, s) in lock(&shard.0).iter() {
+                all.entry(name.clone()).or_default().add(s);
+            }
+        }
+        all
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Names that are not routes but answer requests.
 const PSEUDO_ROUTES: [&str; 2] = ["default_url", "none"];
@@ -60,7 +160,7 @@ struct PhaseLabels {
 /// The metrics of one routerd.
 pub struct Metrics {
     registry: Registry,
-    requests: RequestSeries,
+    requests: Arc<RequestSeries>,
     table_version: Gauge<i64, AtomicI64>,
     access_log_dropped: Counter,
     upgrades: UpgradeStats,
@@ -72,16 +172,11 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn latency_histogram() -> Histogram {
-    // 100 µs .. ~13 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-}
-
 impl Metrics {
     /// Metrics that also report `plugins`' counters.
     pub fn new(plugins: Arc<PluginRegistry>) -> Arc<Self> {
         let mut registry = Registry::default();
-        let requests = RequestSeries::default();
+        let requests = Arc::new(RequestSeries::new());
         let table_version = Gauge::<i64, AtomicI64>::default();
         registry.register_collector(Box::new(RequestCounters(requests.clone())));
         registry.register(
@@ -132,24 +227,19 @@ impl Metrics {
     }
 
     /// Counts one answered request. `route` is the route's name, `default_url`, or `none`.
-    pub fn request(&self, route: &str, status: u16, took: Duration) {
+    pub fn request(&self, route: &Arc<str>, status: u16, took: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        let record = |s: &RouteSeries| {
-            s.by_class[class].inc();
-            s.latency.observe(took.as_secs_f64());
-        };
-        {
-            let series = self.requests.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(s) = series.get(route) {
-                record(s);
-                return;
-            }
-        }
-        let mut series = self.requests.write().unwrap_or_else(|p| p.into_inner());
-        record(series.entry(route.into()).or_insert_with(|| RouteSeries {
-            by_class: Default::default(),
-            latency: latency_histogram(),
-        }));
+        let bucket = bucket_of(took);
+        self.requests.with_local(|shard| {
+            let mut series = lock(&shard.0);
+            let s = match series.get_mut(&**route) {
+                Some(s) => s,
+                None => series.entry(route.clone()).or_default(),
+            };
+            s.by_class[class] += 1;
+            s.buckets[bucket] += 1;
+            s.sum_seconds += took.as_secs_f64();
+        });
     }
 
     /// Records a new table generation whose routes are `routes`: series of routes no longer
@@ -159,10 +249,9 @@ impl Metrics {
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         let keep: std::collections::HashSet<&str> =
             routes.into_iter().chain(PSEUDO_ROUTES).collect();
-        self.requests
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|name, _| keep.contains(&**name));
+        for shard in lock(&self.requests.shards).iter() {
+            lock(&shard.0).retain(|name, _| keep.contains(&**name));
+        }
     }
 
     /// The Prometheus text exposition.
@@ -175,7 +264,7 @@ impl Metrics {
     }
 }
 
-struct RequestCounters(RequestSeries);
+struct RequestCounters(Arc<RequestSeries>);
 
 impl std::fmt::Debug for RequestCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -185,36 +274,45 @@ impl std::fmt::Debug for RequestCounters {
 
 impl Collector for RequestCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let series = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let mut names: Vec<&Arc<str>> = series.keys().collect();
-        names.sort();
+        let series = self.0.merged();
         let mut family = encoder.encode_descriptor(
             "routerd_requests",
             "Requests answered, by route and status class",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;
-        for name in &names {
-            for (class, counter) in CLASSES.iter().zip(&series[*name].by_class) {
+        for (name, s) in &series {
+            for (class, count) in CLASSES.iter().zip(&s.by_class) {
                 let labels = RequestLabels {
                     route: name.to_string(),
                     status: class,
                 };
-                ConstCounter::new(counter.get()).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
             }
         }
         let mut family = encoder.encode_descriptor(
             "routerd_request_duration_seconds",
             "Time to the response head, by route",
             None,
-            latency_histogram().metric_type(),
+            MetricType::Histogram,
         )?;
-        for name in &names {
-            series[*name]
-                .latency
-                .encode(family.encode_family(&RouteLabels {
+        for (name, s) in &series {
+            let buckets: Vec<(f64, u64)> = s
+                .buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (bucket_bound(i), *n))
+                .collect();
+            family
+                .encode_family(&RouteLabels {
                     route: name.to_string(),
-                })?)?;
+                })?
+                .encode_histogram::<NoLabelSet>(
+                    s.sum_seconds,
+                    s.buckets.iter().sum(),
+                    &buckets,
+                    None,
+                )?;
         }
         Ok(())
     }
@@ -326,5 +424,125 @@ impl Collector for PluginCounters {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::{PluginEngine, PoolLimits};
+
+    fn metrics() -> Arc<Metrics> {
+        let engine = PluginEngine::new(&PoolLimits::default(), None).expect("an engine");
+        let dir = std::env::temp_dir().join("routerd-metrics-test-no-plugins");
+        Metrics::new(Arc::new(PluginRegistry::new(engine, &dir)))
+    }
+
+    #[test]
+    fn a_latency_falls_in_the_first_bucket_whose_bound_holds_it() {
+        let us = Duration::from_micros;
+        assert_eq!(bucket_of(Duration::ZERO), 0);
+        assert_eq!(bucket_of(us(100)), 0);
+        assert_eq!(bucket_of(us(100) + Duration::from_nanos(1)), 1);
+        assert_eq!(bucket_of(us(200)), 1);
+        assert_eq!(bucket_of(us(201)), 2);
+        assert_eq!(bucket_of(us(400)), 2);
+        assert_eq!(bucket_of(Duration::from_millis(1)), 4); // 0.8 ms < 1 ms <= 1.6 ms
+        let last = Duration::from_nanos(FIRST_BOUND_NANOS << (BUCKETS - 1));
+        assert_eq!(bucket_of(last), BUCKETS - 1);
+        assert_eq!(bucket_of(last + Duration::from_nanos(1)), BUCKETS);
+        assert_eq!(bucket_of(Duration::from_secs(3600)), BUCKETS);
+        for i in 0..BUCKETS {
+            let bound = Duration::from_secs_f64(bucket_bound(i));
+            assert_eq!(bucket_of(bound), i, "bound {i}");
+        }
+    }
+
+    fn sample(text: &str, line_start: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn requests_counted_on_several_threads_are_summed_in_the_exposition() {
+        let metrics = metrics();
+        let route: Arc<str> = "api".into();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        metrics.request(&route, 200, Duration::from_micros(150));
+                    }
+                    metrics.request(&route, 503, Duration::from_millis(20));
+                });
+            }
+        });
+        metrics.request(&"none".into(), 404, Duration::from_micros(50));
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, r#"routerd_requests_total{route="api",status="2xx"}"#),
+            Some(30.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"routerd_requests_total{route="api",status="5xx"}"#),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"routerd_requests_total{route="none",status="4xx"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"routerd_request_duration_seconds_count{route="api"}"#
+            ),
+            Some(33.0)
+        );
+        // Cumulative buckets: 150 µs is above 100 µs and within 200 µs; 20 ms within 25.6 ms.
+        let bucket = |le: &str| {
+            sample(
+                &text,
+                &format!(r#"routerd_request_duration_seconds_bucket{{le="{le}",route="api"}}"#),
+            )
+        };
+        assert_eq!(bucket("0.0001"), Some(0.0), "{text}");
+        assert_eq!(bucket("0.0002"), Some(30.0));
+        assert_eq!(bucket("0.0128"), Some(30.0));
+        assert_eq!(bucket("0.0256"), Some(33.0));
+        assert_eq!(bucket("+Inf"), Some(33.0));
+        let sum = sample(
+            &text,
+            r#"routerd_request_duration_seconds_sum{route="api"}"#,
+        );
+        assert!(sum.is_some_and(|s| (s - 0.0645).abs() < 1e-9), "{sum:?}");
+    }
+
+    #[test]
+    fn a_route_that_leaves_the_table_loses_its_series_on_every_thread() {
+        let metrics = metrics();
+        let (gone, kept): (Arc<str>, Arc<str>) = ("gone".into(), "kept".into());
+        std::thread::scope(|s| {
+            s.spawn(|| metrics.request(&gone, 200, Duration::from_micros(10)));
+        });
+        metrics.request(&gone, 200, Duration::from_micros(10));
+        metrics.request(&kept, 200, Duration::from_micros(10));
+        metrics.table_swapped(2, ["kept"]);
+        let text = metrics.render();
+        assert!(!text.contains(r#"route="gone""#), "{text}");
+        assert!(text.contains(r#"route="kept""#), "{text}");
+        assert!(text.contains("routerd_table_version 2"), "{text}");
+        // Counted again after it comes back: a fresh series.
+        metrics.request(&gone, 200, Duration::from_micros(10));
+        assert_eq!(
+            sample(
+                &metrics.render(),
+                r#"routerd_requests_total{route="gone",status="2xx"}"#
+            ),
+            Some(1.0)
+        );
     }
 }
