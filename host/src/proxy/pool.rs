@@ -6,7 +6,9 @@
 //! request's own task polls the connection (`hyper::client::conn::http1`) while it waits for the
 //! head, and the response body polls it while the client reads: the socket's readiness is the
 //! only wake-up. A connection goes back to its thread's idle list when its response has been
-//! read to the end, and is taken again only after a poll shows it is still open.
+//! read to the end, and is taken again only after a poll shows it is still open. (A task per
+//! connection, hyper's usual way, measured 4% less CPU per request at 32 client connections
+//! but 8-12% more at 256, where the extra wake-up per event adds up; see RESULTS.md.)
 
 use std::cell::RefCell;
 use std::collections::HashMap;
