@@ -75,7 +75,7 @@ impl UpstreamClients {
                     timeout: self.options.connect,
                     max_headers: self.options.max_response_headers,
                 };
-                let resp = pool::send(&target.authority, req, options).await?;
+                let resp = pool::send(&target.authority, &target.host, req, options).await?;
                 Ok(resp.map(BodyExt::boxed))
             }
             None => {

@@ -516,7 +516,14 @@ impl Proxy {
         route: &str,
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
-        let uri = match upstream::upstream_uri(target, path, query) {
+        // An upgrade (WebSocket, ...) keeps its two hop-by-hop headers, on HTTP/1.1 only.
+        let upgrade = (parts.version == http::Version::HTTP_11)
+            .then(|| upgrade::requested(&parts.headers))
+            .flatten();
+        // The plain HTTP/1.1 pool writes the path and query only; the other clients take an
+        // absolute URI.
+        let origin_form = target.connection.is_none() && upgrade.is_none();
+        let uri = match upstream::upstream_uri(target, path, query, &parts.uri, origin_form) {
             Ok(u) => u,
             Err(e) => {
                 warn!(route, error = %e, "cannot build the backend URI");
@@ -534,10 +541,6 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        // An upgrade (WebSocket, ...) keeps its two hop-by-hop headers, on HTTP/1.1 only.
-        let upgrade = (parts.version == http::Version::HTTP_11)
-            .then(|| upgrade::requested(&parts.headers))
-            .flatten();
         let client_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -549,7 +552,7 @@ impl Proxy {
         // The client sets Host from the URI: the backend sees its own authority.
         parts.headers.remove(header::HOST);
         if trace.on {
-            trace.upstream = uri.authority().cloned();
+            trace.upstream = Some(target.authority.clone());
         }
         parts.uri = uri;
         parts.version = if target.connection.as_ref().is_some_and(|c| c.h2) {

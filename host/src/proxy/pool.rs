@@ -178,10 +178,12 @@ async fn connect(authority: &Authority, options: ConnectOptions) -> Result<Box<C
 }
 
 /// Sends `req` (its URI in origin form or absolute; only the path and query are sent) to
-/// `authority` on a connection of this thread, made if none is idle. A request that an idle
-/// connection turned out to be closed for before it was written is sent once more on a new one.
+/// `authority`, with `host` (the authority as a header value) for its Host header, on a
+/// connection of this thread, made if none is idle. A request that an idle connection turned
+/// out to be closed for before it was written is sent once more on a new one.
 pub async fn send(
     authority: &Authority,
+    host: &HeaderValue,
     mut req: Request<RequestBody>,
     options: ConnectOptions,
 ) -> Result<Response<PooledBody>, PoolError> {
@@ -191,9 +193,7 @@ pub async fn send(
     {
         *req.uri_mut() = http::Uri::from(pq);
     }
-    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-        req.headers_mut().insert(header::HOST, host);
-    }
+    req.headers_mut().insert(header::HOST, host.clone());
     let mut retried = false;
     loop {
         let idle = if retried {
@@ -402,7 +402,7 @@ mod tests {
     async fn sequential_requests_reuse_one_connection() {
         let (authority, accepted) = backend("hello").await;
         for _ in 0..20 {
-            let resp = send(&authority, get("/x"), OPTIONS)
+            let resp = send(&authority, &host(&authority), get("/x"), OPTIONS)
                 .await
                 .unwrap_or_else(|e| panic!("send: {e}"));
             assert_eq!(resp.status(), 200);
@@ -414,11 +414,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_unread_closes_its_connection() {
         let (authority, accepted) = backend("hello").await;
-        let first = send(&authority, get("/x"), OPTIONS)
+        let first = send(&authority, &host(&authority), get("/x"), OPTIONS)
             .await
             .unwrap_or_else(|e| panic!("send: {e}"));
         drop(first);
-        let second = send(&authority, get("/x"), OPTIONS)
+        let second = send(&authority, &host(&authority), get("/x"), OPTIONS)
             .await
             .unwrap_or_else(|e| panic!("send: {e}"));
         assert_eq!(read(second).await, "hello");
@@ -457,7 +457,7 @@ mod tests {
     async fn a_connection_the_backend_closed_while_idle_is_not_used() {
         let (authority, accepted) = closing_backend().await;
         for _ in 0..5 {
-            let resp = send(&authority, get("/x"), OPTIONS)
+            let resp = send(&authority, &host(&authority), get("/x"), OPTIONS)
                 .await
                 .unwrap_or_else(|e| panic!("send: {e}"));
             assert_eq!(read(resp).await, "ok");
@@ -465,6 +465,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(60)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    fn host(authority: &Authority) -> HeaderValue {
+        HeaderValue::from_str(authority.as_str()).unwrap_or_else(|e| panic!("host: {e}"))
     }
 
     fn idle_count(authority: &Authority) -> usize {
@@ -475,7 +479,8 @@ mod tests {
     async fn connections_a_burst_left_idle_are_swept_once_closed() {
         let (authority, _) = closing_backend().await;
         // Five at once: five connections, all idle afterwards.
-        let burst = (0..5).map(|_| send(&authority, get("/x"), OPTIONS));
+        let host = host(&authority);
+        let burst = (0..5).map(|_| send(&authority, &host, get("/x"), OPTIONS));
         for resp in futures_util::future::join_all(burst).await {
             let resp = resp.unwrap_or_else(|e| panic!("send: {e}"));
             assert_eq!(read(resp).await, "ok");
@@ -483,7 +488,7 @@ mod tests {
         assert_eq!(idle_count(&authority), 5);
         // The backend closes them all; each new exchange sweeps one stale connection.
         tokio::time::sleep(Duration::from_millis(60)).await;
-        let resp = send(&authority, get("/x"), OPTIONS)
+        let resp = send(&authority, &host, get("/x"), OPTIONS)
             .await
             .unwrap_or_else(|e| panic!("send: {e}"));
         assert_eq!(read(resp).await, "ok");
@@ -494,7 +499,7 @@ mod tests {
     async fn an_unreachable_backend_names_itself() {
         let (listener, authority) = listen().await;
         drop(listener);
-        let e = send(&authority, get("/x"), OPTIONS)
+        let e = send(&authority, &host(&authority), get("/x"), OPTIONS)
             .await
             .err()
             .map(|e| e.to_string());

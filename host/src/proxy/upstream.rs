@@ -107,11 +107,35 @@ pub fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> std::borrow::Cow
 
 /// The backend URI for `path` and the raw query. A [`UpstreamPath::Joined`] path is appended to
 /// the target's base path; a [`UpstreamPath::Replaced`] one (from `set_path`) is used as is.
+/// `origin_form` gives only the path and query (all the plain HTTP/1.1 pool writes), otherwise
+/// the URI is absolute. When the result is the client's own path and query, `client`'s bytes are
+/// shared instead of copied and parsed again.
 pub fn upstream_uri(
     target: &Target,
     path: &UpstreamPath<'_>,
     query: Option<&str>,
+    client: &http::Uri,
+    origin_form: bool,
 ) -> Result<http::Uri, http::Error> {
+    let unchanged = match path {
+        UpstreamPath::Joined(p) => target.base_path.is_empty() && p == client.path(),
+        UpstreamPath::Replaced(_) => false,
+    } && query == client.query();
+    let pq = match client.path_and_query() {
+        Some(pq) if unchanged => pq.clone(),
+        _ => http::uri::PathAndQuery::try_from(joined(target, path, query))?,
+    };
+    if origin_form {
+        return Ok(http::Uri::from(pq));
+    }
+    http::Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+}
+
+fn joined(target: &Target, path: &UpstreamPath<'_>, query: Option<&str>) -> String {
     let (base, path) = match path {
         UpstreamPath::Joined(p) => (&*target.base_path, &**p),
         UpstreamPath::Replaced(p) => ("", p.as_str()),
@@ -130,11 +154,7 @@ pub fn upstream_uri(
         pq.push('?');
         pq.push_str(q);
     }
-    http::Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
+    pq
 }
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -150,18 +170,43 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Drops hop-by-hop headers, including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    // One pass over the names finds which are present (most heads carry none, or only
+    // `Connection`); only those are looked up again to be removed.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == PROXY_CONNECTION {
+            present |= 1 << HOP_BY_HOP.len();
+        }
     }
-    headers.remove("proxy-connection");
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !HOP_BY_HOP.contains(n))
+            .collect();
+        for name in &named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if present & (1 << HOP_BY_HOP.len()) != 0 {
+        headers.remove(PROXY_CONNECTION);
+    }
 }
+
+const PROXY_CONNECTION: &str = "proxy-connection";
 
 /// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host` (the client's Host, port included).
 pub fn add_forwarded(
@@ -203,34 +248,70 @@ mod tests {
         Target::parse(url).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn uri(
+        t: &Target,
+        path: &str,
+        query: Option<&str>,
+        client: &str,
+        origin_form: bool,
+    ) -> Option<String> {
+        let client: http::Uri = client.parse().unwrap_or_else(|e| panic!("{e}"));
+        upstream_uri(
+            t,
+            &UpstreamPath::Joined(path.to_owned().into()),
+            query,
+            &client,
+            origin_form,
+        )
+        .map(|u| u.to_string())
+        .ok()
+    }
+
     #[test]
     fn joins_base_path_and_keeps_query_bytes() {
         let t = target("http://b:1/base/");
-        let uri = upstream_uri(
-            &t,
-            &UpstreamPath::Joined("/x".into()),
-            Some("a=1&a=2&b=%20+x"),
-        )
-        .map(|u| u.to_string());
+        let q = "a=1&a=2&b=%20+x";
         assert_eq!(
-            uri.ok().as_deref(),
+            uri(&t, "/x", Some(q), "/x?a=1&a=2&b=%20+x", false).as_deref(),
             Some("http://b:1/base/x?a=1&a=2&b=%20+x")
         );
         assert_eq!(
-            upstream_uri(&t, &UpstreamPath::Joined("/".into()), None)
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
+            uri(&t, "/x", Some(q), "/x?a=1&a=2&b=%20+x", true).as_deref(),
+            Some("/base/x?a=1&a=2&b=%20+x")
+        );
+        assert_eq!(
+            uri(&t, "/", None, "/", false).as_deref(),
             Some("http://b:1/base")
         );
         let root = target("http://b:1");
         assert_eq!(
-            upstream_uri(&root, &UpstreamPath::Joined("/".into()), None)
-                .map(|u| u.to_string())
-                .ok()
-                .as_deref(),
+            uri(&root, "/", None, "/", false).as_deref(),
             Some("http://b:1/")
         );
+    }
+
+    #[test]
+    fn the_clients_own_path_and_query_are_shared_when_unchanged() {
+        let root = target("http://b:1");
+        let client: http::Uri = "/a/b?x=%41&y".parse().unwrap_or_else(|e| panic!("{e}"));
+        let path = UpstreamPath::Joined(client.path().into());
+        let same = upstream_uri(&root, &path, client.query(), &client, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(same, "/a/b?x=%41&y");
+        let shared = same.path_and_query().map(|pq| pq.as_str().as_ptr());
+        let original = client.path_and_query().map(|pq| pq.as_str().as_ptr());
+        assert_eq!(shared, original, "the bytes are the client's, not a copy");
+        // A stripped prefix, a new query or a base path each make a new one.
+        let stripped = UpstreamPath::Joined("/b".into());
+        let other = upstream_uri(&root, &stripped, client.query(), &client, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(other, "/b?x=%41&y");
+        let requery = upstream_uri(&root, &path, Some("z=1"), &client, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(requery, "http://b:1/a/b?z=1");
+        let based = upstream_uri(&target("http://b:1/v1"), &path, None, &client, true)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(based, "/v1/a/b");
     }
 
     #[test]
@@ -254,5 +335,29 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
         assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn drops_every_hop_by_hop_header_and_keeps_the_rest() {
+        let mut h = HeaderMap::new();
+        for name in &HOP_BY_HOP {
+            h.append(name, HeaderValue::from_static("x"));
+        }
+        h.append(PROXY_CONNECTION, HeaderValue::from_static("x"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("x-a, Keep-Alive"),
+        );
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        h.insert(header::HOST, HeaderValue::from_static("b"));
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host"]);
+        // Nothing hop-by-hop: nothing changes.
+        let before = h.clone();
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 }

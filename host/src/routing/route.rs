@@ -5,8 +5,8 @@ use super::media::MediaType;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Method};
 use ipnet::IpNet;
 use regex::Regex;
 
@@ -38,6 +38,8 @@ pub struct Target {
     pub scheme: Scheme,
     /// `host:port`.
     pub authority: Authority,
+    /// The authority as a Host header value, made once.
+    pub host: HeaderValue,
     /// The base path without a trailing `/` (empty for none).
     pub base_path: Box<str>,
     /// TLS and HTTP/2 settings; `None` for plain HTTP/1.1.
@@ -67,11 +69,14 @@ impl Target {
         if uri.query().is_some() {
             return Err(format!("{url:?}: a target URL cannot carry a query"));
         }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| format!("{url:?}: the host cannot be a header value: {e}"))?;
         let base = uri.path().trim_end_matches('/');
         let connection = (scheme == Scheme::HTTPS).then(BackendConnection::default_https);
         Ok(Target {
             scheme,
             authority,
+            host,
             base_path: base.into(),
             connection,
         })
