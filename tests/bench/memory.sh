@@ -9,12 +9,17 @@
 #
 #   bash tests/bench/memory.sh
 #   ROUTES=100000 RELOADS=100 bash tests/bench/memory.sh
+#   ROUTERD_BIN=/path/to/routerd bash tests/bench/memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 ROUTES="${ROUTES:-10000}"
 RELOADS="${RELOADS:-500}"
-cargo build --release --quiet --bin routerd
+# ROUTERD_BIN measures another build (a before/after pair in one session).
+if [[ -z "${ROUTERD_BIN:-}" ]]; then
+    cargo build --release --quiet --bin routerd
+    ROUTERD_BIN=target/release/routerd
+fi
 [[ -f plugins/dist/header-eq.wasm ]] || bash plugins/build.sh >/dev/null 2>&1
 
 tmp="$(mktemp -d)"
@@ -51,7 +56,7 @@ json.dump({"routes": routes}, open(f"{tmp}/config.json", "w"))
 PY
 . tests/bench/common.sh
 proxy="$(port)" admin="$(port)"
-RUST_LOG=warn target/release/routerd --config "$tmp/config.json" --listen "127.0.0.1:$proxy" \
+RUST_LOG=warn "$ROUTERD_BIN" --config "$tmp/config.json" --listen "127.0.0.1:$proxy" \
     --admin "127.0.0.1:$admin" --plugins "$tmp/plugins" --data "$tmp/data" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 1200); do
@@ -86,6 +91,8 @@ for i in range(reloads):
     if i + 1 == min(50, reloads):
         warm = rss()
         print(f"after {i + 1} reloads: RSS {warm // 1024} MiB")
+    elif (i + 1) % 100 == 0 and i + 1 < reloads:
+        print(f"  after {i + 1}: {rss() // 1024} MiB")
 last = rss()
 took = time.monotonic() - started
 print(f"after {reloads} reloads ({took:.0f} s, {1000 * took / reloads:.0f} ms each): RSS {last // 1024} MiB,"

@@ -38,6 +38,13 @@ const KEEP_RESIDENT_SCANNED: usize = 2 << 20;
 /// stays small.
 const KEEP_RESIDENT_UNSCANNED: usize = 128 << 10;
 
+/// Freed instance slots the pool keeps for the module that last used them (its memory image
+/// mapped, its kept pages resident) before it hands the least recently used of them to another
+/// module. wasmtime's default, 100, lets every replaced plugin version leave its slots resident
+/// until a hundred have piled up: RSS grew 12.6% over 500 reloads. A few cover the plugins that
+/// make a fresh instance per call, which get their own slot back.
+const UNUSED_WARM_SLOTS: u32 = 16;
+
 /// Whether this kernel has the `PAGEMAP_SCAN` ioctl (Linux 6.7 and later).
 fn pagemap_scan_available() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -594,7 +601,8 @@ impl PluginEngine {
                 // A fresh instance's cost is page faults and madvise: tables and memories a
                 // previous instance used stay resident up to these sizes (reset in place, not
                 // returned to the kernel), so small guests start without faulting.
-                .table_keep_resident(64 << 10);
+                .table_keep_resident(64 << 10)
+                .max_unused_warm_slots(UNUSED_WARM_SLOTS);
             if pagemap_scan_available() {
                 pooling
                     .pagemap_scan(wasmtime::Enabled::Auto)
