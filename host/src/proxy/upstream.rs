@@ -189,7 +189,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            // The usual tokens (`keep-alive`, `close`) name nothing beyond the fixed list.
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .filter(|n| !HOP_BY_HOP.contains(n))
             .collect();
         for name in &named {
@@ -208,35 +211,67 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 const PROXY_CONNECTION: &str = "proxy-connection";
 
+// Built at compile time: `from_static` checks its bytes on every call otherwise.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// Writes `ip` as text into `buf`, returning its length. IPv4, the usual case, is written
+/// digit by digit: going through `Display` costs as much as the rest of this module's work
+/// on a request.
+fn write_ip(buf: &mut [u8; 64], ip: IpAddr) -> Option<usize> {
+    let IpAddr::V4(v4) = ip else {
+        let mut rest = &mut buf[..];
+        std::io::Write::write_fmt(&mut rest, format_args!("{ip}")).ok()?;
+        return Some(64 - rest.len());
+    };
+    let mut at = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[at] = b'.';
+            at += 1;
+        }
+        if octet >= 100 {
+            buf[at] = b'0' + octet / 100;
+            at += 1;
+        }
+        if octet >= 10 {
+            buf[at] = b'0' + octet / 10 % 10;
+            at += 1;
+        }
+        buf[at] = b'0' + octet % 10;
+        at += 1;
+    }
+    Some(at)
+}
+
 /// Adds `X-Forwarded-For` (appending), `-Proto` and `-Host` (the client's Host, port included).
+/// `proto` is the client's scheme, `http` or `https`.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let xff = HeaderName::from_static("x-forwarded-for");
     // The address is written on the stack; the header value is the only allocation.
     // (An IPv6 address takes at most 45 bytes.)
     let mut buf = [0u8; 64];
-    let mut rest = &mut buf[..];
-    if std::io::Write::write_fmt(&mut rest, format_args!("{client}")).is_ok() {
-        let written = 64 - rest.len();
+    if let Some(written) = write_ip(&mut buf, client) {
         let ip = &buf[..written];
-        let value = match headers.get(&xff).map(HeaderValue::as_bytes) {
+        let value = match headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
             Some(prev) if !prev.is_empty() => HeaderValue::from_bytes(&[prev, b", ", ip].concat()),
             _ => HeaderValue::from_bytes(ip),
         };
         if let Ok(v) = value {
-            headers.insert(xff, v);
+            headers.insert(X_FORWARDED_FOR, v);
         }
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(proto),
-    );
+    let proto = if proto == "https" { HTTPS } else { HTTP };
+    headers.insert(X_FORWARDED_PROTO, proto);
     if let Some(v) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+        headers.insert(X_FORWARDED_HOST, v);
     }
 }
 
@@ -312,6 +347,42 @@ mod tests {
         let based = upstream_uri(&target("http://b:1/v1"), &path, None, &client, true)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(based, "/v1/a/b");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut buf = [0u8; 64];
+        let ips: [IpAddr; 7] = [
+            [127, 0, 0, 1].into(),
+            [0, 0, 0, 0].into(),
+            [255, 255, 255, 255].into(),
+            [10, 100, 9, 250].into(),
+            [1, 20, 199, 200].into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+            "2001:db8::ffff:1.2.3.4"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        ];
+        for ip in ips {
+            let n = write_ip(&mut buf, ip).unwrap_or_else(|| panic!("{ip} not written"));
+            assert_eq!(std::str::from_utf8(&buf[..n]), Ok(ip.to_string().as_str()));
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_a_chain_and_name_scheme_and_host() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        let host = HeaderValue::from_static("example.test:8080");
+        add_forwarded(&mut h, [192, 168, 1, 20].into(), "https", Some(host));
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.7, 192.168.1.20");
+        assert_eq!(h[X_FORWARDED_PROTO], "https");
+        assert_eq!(h[X_FORWARDED_HOST], "example.test:8080");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, std::net::Ipv6Addr::LOCALHOST.into(), "http", None);
+        assert_eq!(h[X_FORWARDED_FOR], "::1");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
     }
 
     #[test]
