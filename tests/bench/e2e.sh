@@ -47,7 +47,7 @@ CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
 SETUPS="${SETUPS:-nginx nginx-njs hyper-bare hyper-conn routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
-[[ -z "${BASE_BIN:-}" ]] || SETUPS="$SETUPS routerd-base"
+[[ -z "${BASE_BIN:-}" || " $SETUPS " == *" routerd-base "* ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
 missing=()
