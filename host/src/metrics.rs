@@ -64,7 +64,7 @@ fn bucket_bound(i: usize) -> f64 {
 }
 
 /// One route's request series, as one thread counted them (or merged for a scrape).
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct RouteSeries {
     by_class: [u64; 5],
     /// Per bucket, not cumulative; the last is +Inf.
@@ -90,8 +90,8 @@ impl RouteSeries {
 #[derive(Default)]
 struct Shard(Mutex<FxHashMap<Arc<str>, RouteSeries>>);
 
-/// Every thread's shard of the request series (`default_url` and `none` included).
-#[derive(Default)]
+/// Every thread's shard of the request series (`default_url` and `none` included). Made by
+/// [`RequestSeries::new`] only: each set needs an id of its own.
 struct RequestSeries {
     /// Tells this set's shards apart from another `Metrics`' in the threads' lists.
     id: u64,

@@ -183,6 +183,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    // `HOP_BY_HOP[0]` is `Connection`: the headers it names go too.
     if present & 1 != 0 {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
