@@ -11,6 +11,7 @@ pub mod check;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod live;
 pub mod metrics;
 pub mod pem;
 pub mod plugins;

@@ -63,6 +63,23 @@ fn bucket_bound(i: usize) -> f64 {
     }
 }
 
+/// How many latency buckets a histogram has, +Inf included.
+pub const LATENCY_BUCKETS: usize = BUCKETS + 1;
+
+/// The upper bound of latency bucket `i` in seconds (+Inf for the last).
+pub fn latency_bound(i: usize) -> f64 {
+    bucket_bound(i)
+}
+
+/// One route's requests since its series began, by latency bucket (not cumulative).
+#[derive(Debug, Clone)]
+pub struct RouteTotals {
+    /// The route's name, `default_url` or `none`.
+    pub route: Arc<str>,
+    /// Requests per latency bucket; the sum is every request answered.
+    pub buckets: [u64; LATENCY_BUCKETS],
+}
+
 /// One route's request series, as one thread counted them (or merged for a scrape).
 #[derive(Default)]
 struct RouteSeries {
@@ -252,6 +269,19 @@ impl Metrics {
         for shard in lock(&self.requests.shards).iter() {
             lock(&shard.0).retain(|name, _| keep.contains(&**name));
         }
+    }
+
+    /// Every route's requests so far, summed over the threads: for the live view, which
+    /// samples them and keeps the differences.
+    pub fn route_totals(&self) -> Vec<RouteTotals> {
+        self.requests
+            .merged()
+            .into_iter()
+            .map(|(route, s)| RouteTotals {
+                route,
+                buckets: s.buckets,
+            })
+            .collect()
     }
 
     /// The Prometheus text exposition.

@@ -62,6 +62,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// For a person.
     pub message: String,
+    /// For a validation error, each thing wrong with the route, naming its field, so an
+    /// editor can show each reason next to the field.
+    pub errors: Vec<RouteError>,
 }
 
 impl ApiError {
@@ -71,6 +74,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            errors: Vec::new(),
         }
     }
 
@@ -80,7 +84,10 @@ impl ApiError {
             ErrorCode::RouteConflict | ErrorCode::MultipleDefaultRoutes => StatusCode::CONFLICT,
             _ => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, code.as_str(), e.to_string())
+        ApiError {
+            errors: e.0.clone(),
+            ..ApiError::new(status, code.as_str(), e.to_string())
+        }
     }
 }
 

@@ -1,8 +1,11 @@
 //! The admin API (`/api/v1`): routes (create, read, update with rename, delete, apply, with
 //! optimistic concurrency), plugins (upload, list, unload), the explain tool (`match`), backend
-//! health and Prometheus metrics. Mutations need the bearer token when one is configured.
+//! health, the live view and Prometheus metrics, and the dashboard (`/ui/`) that shows them.
+//! Changes need the bearer token when one is configured; so does every read from a client off
+//! loopback (but `/healthz` and the dashboard's files, which hold no data).
 
 mod plugins;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigFile, RouteRule};
 use crate::health::HealthChecks;
+use crate::live::LiveView;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
 use crate::routeset::{ApiError, RouteSet};
@@ -31,6 +35,7 @@ pub struct Admin {
     routes: Arc<RouteSet>,
     metrics: Arc<Metrics>,
     health: Arc<HealthChecks>,
+    live: Arc<LiveView>,
     token: Option<String>,
 }
 
@@ -48,10 +53,19 @@ fn json(status: StatusCode, doc: &impl serde::Serialize) -> Response<ResponseBod
 }
 
 fn error_response(e: &ApiError) -> Response<ResponseBody> {
-    json(
-        e.status,
-        &serde_json::json!({"error": e.code, "message": e.message}),
-    )
+    let mut doc = serde_json::json!({"error": e.code, "message": e.message});
+    if !e.errors.is_empty() {
+        doc["errors"] = e
+            .errors
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "route": r.route, "field": r.field, "code": r.code.as_str(), "reason": r.reason,
+                })
+            })
+            .collect();
+    }
+    json(e.status, &doc)
 }
 
 fn bad_body(message: impl std::fmt::Display) -> ApiError {
@@ -121,12 +135,14 @@ impl Admin {
         routes: Arc<RouteSet>,
         metrics: Arc<Metrics>,
         health: Arc<HealthChecks>,
+        live: Arc<LiveView>,
         token: Option<String>,
     ) -> Self {
         Admin {
             routes,
             metrics,
             health,
+            live,
             token,
         }
     }
@@ -149,18 +165,28 @@ impl Admin {
             .into()
     }
 
-    async fn route(self: Arc<Self>, req: Request<Incoming>) -> Reply {
+    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Reply {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
+        if (parts.method == Method::GET || parts.method == Method::HEAD)
+            && let Some(rest) = path.strip_prefix("/ui")
+        {
+            return ui_file(rest, &parts.headers);
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = parts.method.clone();
         let mutation = matches!(method, Method::POST | Method::PUT | Method::DELETE)
             && segments.get(2) != Some(&"match");
-        if mutation && !self.authorized(&parts.headers) {
+        let needs_token = mutation || (!peer.addr.ip().is_loopback() && path != "/healthz");
+        if needs_token && !self.authorized(&parts.headers) {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                "this change needs Authorization: Bearer <admin token>",
+                if mutation {
+                    "this change needs Authorization: Bearer <admin token>"
+                } else {
+                    "reading from off loopback needs Authorization: Bearer <admin token>"
+                },
             ));
         }
         let query = parts.uri.query();
@@ -237,6 +263,7 @@ impl Admin {
                 let doc = blocking(move || cluster(&routes)).await?;
                 Ok(json(StatusCode::OK, &doc))
             }
+            (&Method::GET, ["api", "v1", "live"]) => Ok(json(StatusCode::OK, &self.live.doc())),
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"routes": self.health.snapshot()}),
@@ -247,7 +274,7 @@ impl Admin {
                 | [
                     "api",
                     "v1",
-                    "routes" | "plugins" | "match" | "health" | "cluster",
+                    "routes" | "plugins" | "match" | "health" | "cluster" | "live",
                     ..,
                 ],
             ) => Err(ApiError::new(
@@ -305,6 +332,26 @@ fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
         None => vec![this()],
     };
     Ok(serde_json::json!({"store": store.describe(), "instances": instances}))
+}
+
+/// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.
+fn ui_file(rest: &str, headers: &http::HeaderMap) -> Reply {
+    if rest.is_empty() {
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+        return Ok(resp);
+    }
+    rest.strip_prefix('/')
+        .and_then(|file| ui::serve(file, headers))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("the dashboard has no file /ui{rest}"),
+            )
+        })
 }
 
 fn no_content() -> Response<ResponseBody> {
@@ -393,9 +440,9 @@ pub fn parse_match(bytes: &[u8]) -> Result<(SharedHead, Option<BufferedBody>), A
 }
 
 impl Handler for Admin {
-    async fn call(self: Arc<Self>, req: Request<Incoming>, _peer: Peer) -> Response<ResponseBody> {
+    async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         let read = req.method() == Method::GET && req.uri().path().starts_with("/api/");
-        let mut resp = match self.clone().route(req).await {
+        let mut resp = match self.clone().route(req, peer).await {
             Ok(resp) => resp,
             Err(e) => error_response(&e),
         };

@@ -15,6 +15,7 @@ use routerd::access_log::{AccessLog, AccessLogFormat};
 use routerd::admin::Admin;
 use routerd::config::{self, watch::FileWatch};
 use routerd::health::HealthChecks;
+use routerd::live::LiveView;
 use routerd::metrics::Metrics;
 use routerd::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd::proxy::Proxy;
@@ -385,7 +386,8 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
         proxy.clone(),
         Duration::from_secs(args.health_interval_secs.max(1)),
     );
-    let admin = Arc::new(Admin::new(routes.clone(), metrics, health, token));
+    let live = LiveView::start(metrics.clone());
+    let admin = Arc::new(Admin::new(routes.clone(), metrics, health, live, token));
     let _plugin_watch =
         watcher::watch(registry.clone()).context("cannot watch the plugins directory")?;
     drop(entered);

@@ -1,0 +1,336 @@
+//! The live view: requests per second and p99 latency by route over the last five minutes,
+//! sampled from the request metrics every two seconds, for the dashboard's charts and its
+//! routes table. A sample keeps only the routes that had traffic in it, so a large idle table
+//! costs nothing here, and nothing is added to the request path: the sampler reads the same
+//! per-thread counters a Prometheus scrape reads.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::metrics::{LATENCY_BUCKETS, Metrics, RouteTotals, latency_bound};
+
+/// How often the counters are sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// How far back the view goes.
+pub const WINDOW: Duration = Duration::from_secs(300);
+/// How far back the routes table's summary goes.
+const SUMMARY_WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests per latency bucket in one sample (differences fit easily in 32 bits).
+type Deltas = [u32; LATENCY_BUCKETS];
+
+struct Sample {
+    unix_ms: u64,
+    /// Seconds since the sample before.
+    secs: f64,
+    /// The routes that had traffic, with their requests by latency bucket.
+    routes: Vec<(Arc<str>, Deltas)>,
+}
+
+#[derive(Default)]
+struct Ring {
+    /// Each route's totals at the last sample.
+    last: HashMap<Arc<str>, [u64; LATENCY_BUCKETS]>,
+    last_at: Option<Instant>,
+    samples: VecDeque<Sample>,
+}
+
+/// See the module docs.
+pub struct LiveView {
+    metrics: Arc<Metrics>,
+    ring: Mutex<Ring>,
+}
+
+/// One route over the window, oldest first, one point per sample.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RouteSeries {
+    /// Requests per second.
+    pub rps: Vec<f64>,
+    /// The 99th percentile of the time to the response head, in milliseconds; `None` where
+    /// the route had no traffic.
+    pub p99_ms: Vec<Option<f64>>,
+    /// Requests per second over the last minute.
+    pub rps_1m: f64,
+    /// p99 over the last minute.
+    pub p99_ms_1m: Option<f64>,
+}
+
+/// What `GET /api/v1/live` answers.
+#[derive(Debug, Serialize)]
+pub struct LiveDoc {
+    /// Milliseconds between samples.
+    pub interval_ms: u64,
+    /// Seconds the view covers.
+    pub window_s: u64,
+    /// Each sample's time, Unix milliseconds, oldest first.
+    pub times: Vec<u64>,
+    /// Every route with traffic in the window.
+    pub routes: BTreeMap<String, RouteSeries>,
+}
+
+impl LiveView {
+    /// A view over `metrics`, sampled every [`SAMPLE_INTERVAL`] by a task on the current
+    /// runtime.
+    pub fn start(metrics: Arc<Metrics>) -> Arc<Self> {
+        let view = Arc::new(LiveView::new(metrics));
+        let weak = Arc::downgrade(&view);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(view) = weak.upgrade() else { return };
+                view.sample();
+            }
+        });
+        view
+    }
+
+    /// A view that samples only when told to.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        LiveView {
+            metrics,
+            ring: Mutex::default(),
+        }
+    }
+
+    /// Takes a sample now.
+    pub fn sample(&self) {
+        let totals = self.metrics.route_totals();
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.record(totals, Instant::now(), unix_ms());
+    }
+
+    /// The window as the dashboard reads it.
+    pub fn doc(&self) -> LiveDoc {
+        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.doc()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Ring {
+    fn record(&mut self, totals: Vec<RouteTotals>, now: Instant, unix_ms: u64) {
+        let mut next = HashMap::with_capacity(totals.len());
+        let mut routes = Vec::new();
+        for t in totals {
+            let before = self.last.get(&t.route);
+            // A series that went backwards was dropped and begun again (its route left the
+            // table and came back): everything in it is new.
+            let restarted =
+                before.is_some_and(|b| b.iter().sum::<u64>() > t.buckets.iter().sum::<u64>());
+            let mut deltas = [0u32; LATENCY_BUCKETS];
+            let mut any = false;
+            for (i, d) in deltas.iter_mut().enumerate() {
+                let prev = if restarted {
+                    0
+                } else {
+                    before.map_or(0, |b| b[i])
+                };
+                let diff = t.buckets[i].saturating_sub(prev);
+                *d = u32::try_from(diff).unwrap_or(u32::MAX);
+                any |= diff > 0;
+            }
+            if any {
+                routes.push((t.route.clone(), deltas));
+            }
+            next.insert(t.route, t.buckets);
+        }
+        self.last = next;
+        let Some(last_at) = self.last_at.replace(now) else {
+            // The first sample only sets the baseline: what came before it is not a rate.
+            return;
+        };
+        let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
+        self.samples.push_back(Sample {
+            unix_ms,
+            secs,
+            routes,
+        });
+        let keep = (WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize;
+        while self.samples.len() > keep {
+            self.samples.pop_front();
+        }
+    }
+
+    fn doc(&self) -> LiveDoc {
+        let n = self.samples.len();
+        let mut routes: BTreeMap<String, RouteSeries> = BTreeMap::new();
+        let summary_from =
+            n.saturating_sub((SUMMARY_WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize);
+        let mut summary: HashMap<&str, ([u64; LATENCY_BUCKETS], f64)> = HashMap::new();
+        let summary_secs: f64 = self.samples.iter().skip(summary_from).map(|s| s.secs).sum();
+        for (i, sample) in self.samples.iter().enumerate() {
+            for (name, deltas) in &sample.routes {
+                let series = routes
+                    .entry(name.to_string())
+                    .or_insert_with(|| RouteSeries {
+                        rps: vec![0.0; n],
+                        p99_ms: vec![None; n],
+                        rps_1m: 0.0,
+                        p99_ms_1m: None,
+                    });
+                let count: u64 = deltas.iter().map(|d| u64::from(*d)).sum();
+                series.rps[i] = count as f64 / sample.secs;
+                series.p99_ms[i] = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
+                if i >= summary_from {
+                    let (sum, _) = summary.entry(name).or_insert(([0; LATENCY_BUCKETS], 0.0));
+                    for (a, d) in sum.iter_mut().zip(deltas) {
+                        *a += u64::from(*d);
+                    }
+                }
+            }
+        }
+        for (name, (buckets, _)) in summary {
+            if let Some(series) = routes.get_mut(name) {
+                let count: u64 = buckets.iter().sum();
+                series.rps_1m = count as f64 / summary_secs.max(1e-3);
+                series.p99_ms_1m = quantile_ms(buckets.iter().copied(), 0.99);
+            }
+        }
+        LiveDoc {
+            interval_ms: u64::try_from(SAMPLE_INTERVAL.as_millis()).unwrap_or(u64::MAX),
+            window_s: WINDOW.as_secs(),
+            times: self.samples.iter().map(|s| s.unix_ms).collect(),
+            routes,
+        }
+    }
+}
+
+/// The `q` quantile of a latency histogram (requests per bucket, not cumulative), in
+/// milliseconds, interpolated linearly inside its bucket as Prometheus's
+/// `histogram_quantile` does; a quantile in the +Inf bucket is reported as the largest finite
+/// bound. `None` for an empty histogram.
+fn quantile_ms(buckets: impl Iterator<Item = u64> + Clone, q: f64) -> Option<f64> {
+    let total: u64 = buckets.clone().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (i, count) in buckets.enumerate() {
+        if count > 0 && (below + count) as f64 >= rank {
+            let upper = latency_bound(i);
+            let lower = if i == 0 { 0.0 } else { latency_bound(i - 1) };
+            if upper.is_infinite() {
+                return Some(lower * 1000.0);
+            }
+            let into = (rank - below as f64) / count as f64;
+            return Some((lower + (upper - lower) * into) * 1000.0);
+        }
+        below += count;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(route: &str, buckets: &[(usize, u64)]) -> RouteTotals {
+        let mut b = [0u64; LATENCY_BUCKETS];
+        for (i, n) in buckets {
+            b[*i] = *n;
+        }
+        RouteTotals {
+            route: Arc::from(route),
+            buckets: b,
+        }
+    }
+
+    #[test]
+    fn quantile_interpolates_inside_the_bucket() {
+        // 100 requests in bucket 1 (100-200 µs): p99 is 99% of the way through it.
+        let mut b = [0u64; LATENCY_BUCKETS];
+        b[1] = 100;
+        let p99 = quantile_ms(b.iter().copied(), 0.99).unwrap_or_default();
+        assert!((p99 - 0.199).abs() < 1e-9, "{p99}");
+        // One slow request in 100 does not move p99 out of the fast bucket; two do.
+        b[1] = 99;
+        b[5] = 1;
+        let p99 = quantile_ms(b.iter().copied(), 0.99).unwrap_or_default();
+        assert!(p99 <= 0.2, "{p99}");
+        b[1] = 98;
+        b[5] = 2;
+        let p99 = quantile_ms(b.iter().copied(), 0.99).unwrap_or_default();
+        assert!(p99 > 1.6 && p99 <= 3.2, "{p99}");
+        assert_eq!(quantile_ms([0u64; 3].iter().copied(), 0.99), None);
+        // All in +Inf: the largest finite bound.
+        let mut b = [0u64; LATENCY_BUCKETS];
+        b[LATENCY_BUCKETS - 1] = 3;
+        let top = latency_bound(LATENCY_BUCKETS - 2) * 1000.0;
+        assert_eq!(quantile_ms(b.iter().copied(), 0.99), Some(top));
+    }
+
+    #[test]
+    fn samples_hold_differences_per_second_and_only_busy_routes() {
+        let mut ring = Ring::default();
+        let t0 = Instant::now();
+        ring.record(
+            vec![totals("a", &[(0, 10)]), totals("b", &[(0, 5)])],
+            t0,
+            1000,
+        );
+        assert!(
+            ring.samples.is_empty(),
+            "the first sample is only a baseline"
+        );
+        let t1 = t0 + Duration::from_secs(2);
+        ring.record(
+            vec![totals("a", &[(0, 30)]), totals("b", &[(0, 5)])],
+            t1,
+            3000,
+        );
+        let doc = ring.doc();
+        assert_eq!(doc.times, vec![3000]);
+        let a = &doc.routes["a"];
+        assert!((a.rps[0] - 10.0).abs() < 1e-9, "{:?}", a.rps);
+        assert!(a.p99_ms[0].is_some_and(|p| p > 0.0 && p <= 0.1));
+        assert!((a.rps_1m - 10.0).abs() < 1e-9);
+        assert!(
+            !doc.routes.contains_key("b"),
+            "b had no traffic in the window"
+        );
+    }
+
+    #[test]
+    fn a_series_that_restarts_counts_from_zero() {
+        let mut ring = Ring::default();
+        let t0 = Instant::now();
+        ring.record(vec![totals("a", &[(0, 100)])], t0, 0);
+        // The route left the table (series dropped) and came back with 4 requests.
+        ring.record(
+            vec![totals("a", &[(0, 4)])],
+            t0 + Duration::from_secs(2),
+            2000,
+        );
+        let doc = ring.doc();
+        assert!((doc.routes["a"].rps[0] - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_window_keeps_five_minutes() {
+        let mut ring = Ring::default();
+        let t0 = Instant::now();
+        for i in 0..400u64 {
+            ring.record(
+                vec![totals("a", &[(0, i)])],
+                t0 + SAMPLE_INTERVAL * u32::try_from(i).unwrap_or(0),
+                i,
+            );
+        }
+        let doc = ring.doc();
+        assert_eq!(doc.times.len(), 150);
+        assert_eq!(doc.routes["a"].rps.len(), 150);
+        // Points without traffic are zero, not missing, so every series lines up with `times`.
+        assert_eq!(doc.times.first(), Some(&250));
+    }
+}

@@ -1,0 +1,578 @@
+//! The dashboard (`/ui/`) in a real browser: Debian's chromium, headless, driven over WebDriver
+//! by chromedriver, against a real routerd with real echo backends and a real plugin built from
+//! `plugins/`. Every step is done the way a person does it (typing, clicking, choosing a file)
+//! and checked both on the page and through the proxy or the API; every page is saved as a PNG
+//! under `target/dashboard/` and must leave no error in the browser's console.
+//!
+//! chromium and chromedriver come from `tests/system-deps.sh` (the test command installs them
+//! when missing).
+
+mod harness;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use serde_json::{Value, json};
+use thirtyfour::prelude::*;
+use thirtyfour::{ChromiumLikeCapabilities, LoggingPrefsLogLevel};
+
+/// Upper bound for anything the page does after a click (an API call and a redraw).
+const UI_TIMEOUT: Duration = Duration::from_secs(15);
+/// Upper bound for the live view to show traffic (samples every 2 s).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+const TOKEN: &str = "dashboard-test-token";
+
+/// chromedriver, stopped when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Browser {
+    driver: WebDriver,
+    _chromedriver: Driver,
+    base: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    async fn start(admin_url: &str) -> Browser {
+        let port = unused_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver (tests/system-deps.sh installs chromium-driver)");
+        let chromedriver = Driver(child);
+        let ready = wait_until(
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            },
+            Duration::from_secs(15),
+        )
+        .await;
+        assert!(ready, "chromedriver did not listen on {port}");
+        let mut caps = DesiredCapabilities::chrome();
+        for arg in [
+            "--headless=new",
+            // The tests may run as root, where chromium's sandbox cannot start.
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1500,1000",
+            "--no-first-run",
+            "--disable-extensions",
+        ] {
+            caps.add_arg(arg).expect("chromium arg");
+        }
+        if std::path::Path::new("/usr/bin/chromium").exists() {
+            caps.set_binary("/usr/bin/chromium").expect("binary");
+        }
+        caps.set_browser_log_level(LoggingPrefsLogLevel::All)
+            .expect("logging prefs");
+        let driver = WebDriver::new(format!("http://127.0.0.1:{port}"), caps)
+            .await
+            .expect("start a chromium session");
+        let shots = repo_root().join("target").join("dashboard");
+        std::fs::create_dir_all(&shots).expect("create target/dashboard");
+        Browser {
+            driver,
+            _chromedriver: chromedriver,
+            base: format!("{admin_url}/ui/"),
+            shots,
+        }
+    }
+
+    async fn open(&self, page: &str) {
+        self.driver
+            .goto(format!("{}#/{page}", self.base))
+            .await
+            .expect("navigate");
+    }
+
+    /// The text of the first element matching `css` once `ok` holds for it.
+    async fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        let mut last = String::from("(no such element)");
+        while Instant::now() < deadline {
+            if let Ok(el) = self.driver.find(By::Css(css)).await
+                && let Ok(text) = el.text().await
+            {
+                if ok(&text) {
+                    return text;
+                }
+                last = text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.shot("failure").await;
+        panic!("{what}: `{css}` never satisfied the check; last text: {last:?}");
+    }
+
+    /// Waits until no element matches `css`.
+    async fn wait_gone(&self, css: &str, what: &str) {
+        let deadline = Instant::now() + UI_TIMEOUT;
+        while Instant::now() < deadline {
+            if self
+                .driver
+                .find_all(By::Css(css))
+                .await
+                .is_ok_and(|v| v.is_empty())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.shot("failure").await;
+        panic!("{what}: `{css}` is still on the page");
+    }
+
+    async fn el(&self, css: &str) -> WebElement {
+        self.wait_text(css, css, |_| true).await;
+        self.driver.find(By::Css(css)).await.expect(css)
+    }
+
+    async fn click(&self, css: &str) {
+        self.el(css).await.click().await.expect("click");
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.el(css).await;
+        el.clear().await.expect("clear");
+        el.send_keys(text).await.expect("type");
+    }
+
+    async fn shot(&self, name: &str) {
+        let path = self.shots.join(format!("{name}.png"));
+        let _ = self.driver.screenshot(&path).await;
+    }
+
+    /// Errors the page logged since the last call (console errors, uncaught exceptions,
+    /// failed loads), but those whose text contains one of `expected`.
+    async fn console_errors(&self, expected: &[&str]) -> Vec<String> {
+        let entries = self.driver.browser_log().await.expect("browser log");
+        entries
+            .into_iter()
+            .filter(|e| e.level == "SEVERE")
+            .map(|e| e.message)
+            .filter(|m| !expected.iter().any(|x| m.contains(x)))
+            .collect()
+    }
+
+    async fn assert_clean(&self, page: &str, expected: &[&str]) {
+        let errors = self.console_errors(expected).await;
+        assert!(
+            errors.is_empty(),
+            "the {page} page logged errors: {errors:#?}"
+        );
+    }
+}
+
+fn config(hello: &Backend, dead_port: u16) -> Value {
+    json!({"routes": [
+        {"name": "hello", "target_url": hello.url(), "priority": 10,
+         "matchers": [{"condition": "path_prefix", "pattern": "/hello"}]},
+        {"name": "gone", "target_url": format!("http://127.0.0.1:{dead_port}"),
+         "matchers": [{"condition": "path_prefix", "pattern": "/gone"}]},
+    ]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
+    let hello = Backend::start("hello-backend").await;
+    let shop = Backend::start("shop-backend").await;
+    let dir = TempDir::new("dashboard");
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, TOKEN).expect("write token");
+    let rd = Routerd::launch(&config(&hello, unused_port()))
+        .arg("--admin-token-file")
+        .arg(&token_file)
+        .arg("--health-interval-secs")
+        .arg("1")
+        .start()
+        .await;
+    let b = Browser::start(&rd.admin_url()).await;
+
+    // Routes page: the file's routes, readable without the token (loopback).
+    b.open("routes").await;
+    b.wait_text("#routes-body", "routes listed", |t| {
+        t.contains("hello") && t.contains("gone")
+    })
+    .await;
+    let hello_row = b
+        .wait_text("tr[data-route=hello]", "hello row", |t| t.contains("file"))
+        .await;
+    assert!(hello_row.contains("path_prefix /hello"), "{hello_row}");
+    assert!(hello_row.contains("active"), "{hello_row}");
+    b.assert_clean("routes", &[]).await;
+
+    // A change without the token is refused, and the page asks for it.
+    b.click("#new-route").await;
+    b.type_into("#f-name", "shop").await;
+    b.type_into("#f-target_url", &shop.url()).await;
+    b.click("#save-route").await;
+    b.wait_text("#banner", "asks for the token", |t| t.contains("Bearer"))
+        .await;
+    assert!(
+        b.el("#token-panel")
+            .await
+            .is_displayed()
+            .await
+            .unwrap_or(false),
+        "the token panel opens on a 401"
+    );
+    b.assert_clean("editor", &["/api/v1/routes - Failed to load resource"])
+        .await;
+    b.type_into("#token-input", TOKEN).await;
+    b.click("#token-form button[type=submit]").await;
+    b.wait_text("#token-button", "token kept", |t| t.contains('✓'))
+        .await;
+
+    // The editor: a header matcher with a bad regex gets its error next to that field.
+    b.open("new").await;
+    b.type_into("#f-name", "shop").await;
+    b.type_into("#f-target_url", &shop.url()).await;
+    b.type_into("#f-priority", "20").await;
+    b.type_into("#f-matchers [data-field='matchers[0].pattern']", "/shop")
+        .await;
+    b.click("#add-matcher").await;
+    let condition = b
+        .el("#f-matchers [data-field='matchers[1].condition']")
+        .await;
+    condition
+        .find(By::Css("option[value=header]"))
+        .await
+        .expect("header option")
+        .click()
+        .await
+        .expect("choose header");
+    b.type_into("#f-matchers [data-field='matchers[1].field']", "X-Tier")
+        .await;
+    b.type_into("#f-matchers [data-field='matchers[1].pattern']", "(gold")
+        .await;
+    b.click("#f-matchers [data-field='matchers[1].is_regex']")
+        .await;
+    b.click("#save-route").await;
+    let error = b
+        .wait_text(
+            "#f-matchers [data-field='matchers[1]'] .field-error",
+            "regex error next to the pattern",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(error.contains("unclosed group"), "{error}");
+    let pattern_class = b
+        .el("#f-matchers [data-field='matchers[1].pattern']")
+        .await
+        .class_name()
+        .await
+        .expect("class");
+    assert!(
+        pattern_class.is_some_and(|c| c.contains("invalid")),
+        "the pattern input is marked"
+    );
+    b.shot("editor-field-error").await;
+    let nothing = rd.admin_get("/api/v1/routes/shop").await;
+    assert_eq!(nothing.status, 404, "an invalid route is not saved");
+    b.assert_clean("editor", &["/api/v1/routes - Failed to load resource"])
+        .await;
+
+    // Fixed, it saves, and the proxy serves it at once.
+    b.type_into(
+        "#f-matchers [data-field='matchers[1].pattern']",
+        "^(gold|silver)$",
+    )
+    .await;
+    b.click("#save-route").await;
+    b.wait_text("#route-json", "the saved route's page", |t| {
+        t.contains("\"name\": \"shop\"")
+    })
+    .await;
+    let served = rd
+        .request("GET", "/shop/cart", &[("x-tier", "gold")], "")
+        .await;
+    assert_eq!(served.status, 200, "{}", served.describe());
+    assert_eq!(served.backend().as_deref(), Some("shop-backend"));
+    let bronze = rd
+        .request("GET", "/shop/cart", &[("x-tier", "bronze")], "")
+        .await;
+    assert_eq!(bronze.status, 404, "{}", bronze.describe());
+    b.assert_clean("route", &[]).await;
+
+    // Two editors: the second save, made from an older version, is refused (If-Match).
+    b.click("#edit-route").await;
+    b.wait_text("#save-route", "the editor", |t| t == "Save")
+        .await;
+    let mut changed = rd.admin_get("/api/v1/routes/shop").await.json();
+    changed["priority"] = json!(30);
+    let elsewhere = rd
+        .admin_request(
+            "PUT",
+            "/api/v1/routes/shop",
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            changed.to_string(),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.describe());
+    b.type_into("#f-priority", "40").await;
+    b.click("#save-route").await;
+    let refused = b
+        .wait_text("#form-errors", "the stale save is refused", |t| {
+            !t.is_empty()
+        })
+        .await;
+    assert!(
+        refused.contains("version") && refused.contains("Someone saved this route"),
+        "{refused}"
+    );
+    let kept = rd.admin_get("/api/v1/routes/shop").await.json();
+    assert_eq!(kept["priority"], 30, "the other editor's change stands");
+    b.assert_clean("editor", &["/api/v1/routes/shop - Failed to load resource"])
+        .await;
+
+    // Disable and enable from the route's page.
+    b.open("routes/shop").await;
+    b.wait_text("#toggle-route", "toggle", |t| t == "Disable")
+        .await;
+    b.click("#toggle-route").await;
+    b.wait_text("#toggle-route", "now disabled", |t| t == "Enable")
+        .await;
+    assert_eq!(
+        rd.admin_get("/api/v1/routes/shop").await.json()["status"],
+        "disabled"
+    );
+    let off = rd
+        .request("GET", "/shop/cart", &[("x-tier", "gold")], "")
+        .await;
+    assert_eq!(off.status, 404, "a disabled route does not serve");
+    b.click("#toggle-route").await;
+    b.wait_text("#toggle-route", "enabled again", |t| t == "Disable")
+        .await;
+
+    // Traffic, then the table's req/s and the live charts show it without a reload.
+    for _ in 0..60 {
+        let r = rd
+            .request("GET", "/shop/item", &[("x-tier", "silver")], "")
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(rd.get("/hello/x").await.status, 200);
+    }
+    b.open("live").await;
+    b.wait_text(
+        "#live-body tr[data-route=shop] [data-col=rps-1m]",
+        "shop's traffic in the live table",
+        |t| t.parse::<f64>().is_ok_and(|v| v > 0.0),
+    )
+    .await;
+    let canvases = b.driver.find_all(By::Css(".chart canvas")).await;
+    assert_eq!(canvases.map(|c| c.len()).unwrap_or(0), 2, "two charts");
+    let legend = b
+        .wait_text("#chart-rps", "legend", |t| t.contains("shop"))
+        .await;
+    assert!(legend.contains("hello"), "{legend}");
+    // The next sample arrives by itself: more traffic moves "now" without a reload.
+    let before = b
+        .wait_text(
+            "#live-body tr[data-route=hello] [data-col=rps-now]",
+            "hello now",
+            |_| true,
+        )
+        .await;
+    let deadline = Instant::now() + LIVE_TIMEOUT;
+    let mut moved = false;
+    while Instant::now() < deadline && !moved {
+        for _ in 0..40 {
+            assert_eq!(rd.get("/hello/again").await.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = b
+            .wait_text(
+                "#live-body tr[data-route=hello] [data-col=rps-now]",
+                "hello now",
+                |_| true,
+            )
+            .await;
+        moved = now != before;
+    }
+    assert!(moved, "the live table did not refresh by itself");
+    b.shot("live").await;
+    b.assert_clean("live", &[]).await;
+
+    b.open("routes").await;
+    b.wait_text(
+        "tr[data-route=shop] [data-col=rps]",
+        "req/s in the routes table",
+        |t| t.parse::<f64>().is_ok_and(|v| v > 0.0),
+    )
+    .await;
+    // Filter and sort.
+    b.type_into("#routes-filter", "sho").await;
+    b.wait_gone("tr[data-route=hello]", "filtered out").await;
+    b.type_into("#routes-filter", "").await;
+    b.wait_text("tr[data-route=hello]", "back", |_| true).await;
+    b.click("th[data-key=priority]").await;
+    let first = b
+        .wait_text(
+            "#routes-body tr:first-child td:first-child",
+            "sorted",
+            |t| t == "shop",
+        )
+        .await;
+    assert_eq!(first, "shop", "priority sorts highest first");
+    b.shot("routes").await;
+    b.assert_clean("routes", &[]).await;
+
+    // Plugins: upload by choosing a file, see it listed, unload it.
+    b.open("plugins").await;
+    b.type_into("#plugin-name", "uploaded-noop").await;
+    let wasm = dist_plugin("noop-predicate");
+    b.el("#plugin-file")
+        .await
+        .send_keys(wasm.to_string_lossy().as_ref())
+        .await
+        .expect("choose the file");
+    let row = b
+        .wait_text("tr[data-plugin=uploaded-noop]", "uploaded plugin", |t| {
+            t.contains("predicate")
+        })
+        .await;
+    assert!(row.contains("none"), "used by no route: {row}");
+    let listed = rd.admin_get("/api/v1/plugins/uploaded-noop").await;
+    assert_eq!(listed.status, 200, "{}", listed.describe());
+    assert_eq!(
+        listed.json()["sha256"],
+        sha256_hex(&std::fs::read(&wasm).expect("read wasm"))
+    );
+    b.shot("plugins").await;
+    b.click("tr[data-plugin=uploaded-noop] [data-action=unload]")
+        .await;
+    b.click("tr[data-plugin=uploaded-noop] [data-action=confirm-unload]")
+        .await;
+    b.wait_gone("tr[data-plugin=uploaded-noop]", "unloaded")
+        .await;
+    assert_eq!(
+        rd.admin_get("/api/v1/plugins/uploaded-noop").await.status,
+        404
+    );
+    b.assert_clean("plugins", &[]).await;
+
+    // Try a request: the explain tree shows the candidate that failed and where.
+    b.open("explain").await;
+    b.type_into("#x-url", "http://shop.example/shop/cart").await;
+    b.type_into("#x-headers", "X-Tier: bronze").await;
+    b.click("#explain-run").await;
+    let decision = b
+        .wait_text("#explain-decision", "decision", |t| t.contains("not_found"))
+        .await;
+    assert!(decision.contains("not_found"), "{decision}");
+    let cand = b
+        .wait_text(
+            "#explain-tree li[data-candidate=shop]",
+            "shop candidate",
+            |t| t.contains("failed"),
+        )
+        .await;
+    assert!(cand.contains("matchers[1] (header X-Tier)"), "{cand}");
+    let marks = b
+        .driver
+        .find_all(By::Css(
+            "#explain-tree li[data-candidate=shop] li[data-matcher] .badge",
+        ))
+        .await
+        .expect("matcher marks");
+    let mut texts = Vec::new();
+    for m in marks {
+        texts.push(m.text().await.unwrap_or_default());
+    }
+    assert_eq!(texts, ["matched", "failed"], "each matcher marked");
+    b.type_into("#x-headers", "X-Tier: gold").await;
+    b.click("#explain-run").await;
+    b.wait_text("#explain-decision", "route chosen", |t| t.contains("shop"))
+        .await;
+    b.type_into("#x-headers", "X-Tier: bronze").await;
+    b.click("#explain-run").await;
+    b.wait_text("#explain-decision", "back to the failing one", |t| {
+        t.contains("not_found")
+    })
+    .await;
+    b.shot("explain").await;
+    b.assert_clean("explain", &[]).await;
+
+    // Health: the live backend is up, the one nobody listens on is down.
+    b.open("health").await;
+    b.wait_text("#health-body tr[data-route=hello]", "hello up", |t| {
+        t.contains("up")
+    })
+    .await;
+    b.wait_text("#health-body tr[data-route=gone]", "gone down", |t| {
+        t.contains("down")
+    })
+    .await;
+    b.shot("health").await;
+    b.assert_clean("health", &[]).await;
+
+    // Cluster: this instance, with the table version it serves.
+    b.open("cluster").await;
+    let cluster = b
+        .wait_text("#cluster-table", "this instance", |t| t.contains("local"))
+        .await;
+    let version = rd.admin_get("/api/v1/cluster").await.json()["instances"][0]["table_version"]
+        .as_u64()
+        .expect("table version");
+    assert!(cluster.contains(&version.to_string()), "{cluster}");
+    b.shot("cluster").await;
+    b.assert_clean("cluster", &[]).await;
+
+    // Delete, with confirmation.
+    b.open("routes/shop").await;
+    b.click("#delete-route").await;
+    b.click("#confirm-delete").await;
+    b.wait_text("#banner", "deleted", |t| t.contains("deleted"))
+        .await;
+    b.wait_gone("tr[data-route=shop]", "shop is gone from the table")
+        .await;
+    assert_eq!(rd.admin_get("/api/v1/routes/shop").await.status, 404);
+    let after = rd
+        .request("GET", "/shop/cart", &[("x-tier", "gold")], "")
+        .await;
+    assert_eq!(after.status, 404);
+    b.assert_clean("routes", &[]).await;
+
+    b.driver.clone().quit().await.expect("quit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_files_are_served_with_a_strict_policy() {
+    let rd = Routerd::start(&json!({"routes": []})).await;
+    let page = rd.admin_get("/ui/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("<title>routerd</title>"));
+    let csp = page
+        .header("content-security-policy")
+        .expect("a CSP header");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let redirect = rd.admin_get("/ui").await;
+    assert_eq!(redirect.status, 308);
+    assert_eq!(redirect.header("location").as_deref(), Some("/ui/"));
+    let etag = page.header("etag").expect("etag");
+    let cached = rd
+        .admin_request("GET", "/ui/app.js", &[("if-none-match", &etag)], "")
+        .await;
+    assert_eq!(cached.status, 304);
+    assert_eq!(rd.admin_get("/ui/nope.js").await.status, 404);
+    let licence = rd.admin_get("/ui/vendor/uPlot.LICENSE").await;
+    assert!(licence.text().contains("MIT License"));
+}
