@@ -156,24 +156,35 @@ impl Browser {
         let _ = self.driver.screenshot(&path).await;
     }
 
-    /// Errors the page logged since the last call (console errors, uncaught exceptions,
-    /// failed loads), but those whose text contains one of `expected`.
-    async fn console_errors(&self, expected: &[&str]) -> Vec<String> {
+    /// Errors the page logged since the last call: console errors, uncaught exceptions,
+    /// failed loads (chromium logs an API answer of 4xx as a failed load).
+    async fn console_errors(&self) -> Vec<String> {
         let entries = self.driver.browser_log().await.expect("browser log");
         entries
             .into_iter()
             .filter(|e| e.level == "SEVERE")
             .map(|e| e.message)
-            .filter(|m| !expected.iter().any(|x| m.contains(x)))
             .collect()
     }
 
+    /// Asserts that the page logged exactly the `expected` errors since the last check (each
+    /// a part of the message), and no other.
     async fn assert_clean(&self, page: &str, expected: &[&str]) {
-        let errors = self.console_errors(expected).await;
+        let errors = self.console_errors().await;
+        let unexpected: Vec<_> = errors
+            .iter()
+            .filter(|m| !expected.iter().any(|x| m.contains(x)))
+            .collect();
         assert!(
-            errors.is_empty(),
-            "the {page} page logged errors: {errors:#?}"
+            unexpected.is_empty(),
+            "the {page} page logged errors: {unexpected:#?}"
         );
+        for x in expected {
+            assert!(
+                errors.iter().any(|m| m.contains(x)),
+                "the {page} page should have logged {x:?}; it logged {errors:#?}"
+            );
+        }
     }
 }
 
@@ -213,6 +224,12 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         .await;
     assert!(hello_row.contains("path_prefix /hello"), "{hello_row}");
     assert!(hello_row.contains("active"), "{hello_row}");
+    b.wait_text(
+        "tr[data-route=gone] [data-col=backend]",
+        "a dead backend shows down",
+        |t| t == "down",
+    )
+    .await;
     b.assert_clean("routes", &[]).await;
 
     // A change without the token is refused, and the page asks for it.
@@ -230,8 +247,11 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
             .unwrap_or(false),
         "the token panel opens on a 401"
     );
-    b.assert_clean("editor", &["/api/v1/routes - Failed to load resource"])
-        .await;
+    b.assert_clean(
+        "editor",
+        &["/api/v1/routes - Failed to load resource: the server responded with a status of 401"],
+    )
+    .await;
     b.type_into("#token-input", TOKEN).await;
     b.click("#token-form button[type=submit]").await;
     b.wait_text("#token-button", "token kept", |t| t.contains('✓'))
@@ -283,8 +303,11 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     b.shot("editor-field-error").await;
     let nothing = rd.admin_get("/api/v1/routes/shop").await;
     assert_eq!(nothing.status, 404, "an invalid route is not saved");
-    b.assert_clean("editor", &["/api/v1/routes - Failed to load resource"])
-        .await;
+    b.assert_clean(
+        "editor",
+        &["/api/v1/routes - Failed to load resource: the server responded with a status of 400"],
+    )
+    .await;
 
     // Fixed, it saves, and the proxy serves it at once.
     b.type_into(
@@ -339,7 +362,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     );
     let kept = rd.admin_get("/api/v1/routes/shop").await.json();
     assert_eq!(kept["priority"], 30, "the other editor's change stands");
-    b.assert_clean("editor", &["/api/v1/routes/shop - Failed to load resource"])
+    b.assert_clean("editor", &["/api/v1/routes/shop - Failed to load resource: the server responded with a status of 412"])
         .await;
 
     // Disable and enable from the route's page.
@@ -449,6 +472,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         })
         .await;
     assert!(row.contains("none"), "used by no route: {row}");
+    assert!(row.contains("Rust"), "the declared language: {row}");
     let listed = rd.admin_get("/api/v1/plugins/uploaded-noop").await;
     assert_eq!(listed.status, 200, "{}", listed.describe());
     assert_eq!(
@@ -466,6 +490,27 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         rd.admin_get("/api/v1/plugins/uploaded-noop").await.status,
         404
     );
+    // And by dropping a file on the page (a drop event carrying the same bytes).
+    let bytes = std::fs::read(&wasm).expect("read wasm");
+    let numbers: Vec<u16> = bytes.iter().map(|b| u16::from(*b)).collect();
+    b.driver
+        .execute(
+            r#"const file = new File([new Uint8Array(arguments[0])], "dropped-noop.wasm");
+               const data = new DataTransfer();
+               data.items.add(file);
+               const zone = document.getElementById("plugin-drop");
+               zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true, cancelable: true}));
+               zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));"#,
+            vec![json!(numbers)],
+        )
+        .await
+        .expect("drop the file");
+    b.wait_text("tr[data-plugin=dropped-noop]", "dropped plugin", |t| {
+        t.contains("predicate")
+    })
+    .await;
+    let dropped = rd.admin_get("/api/v1/plugins/dropped-noop").await;
+    assert_eq!(dropped.json()["sha256"], sha256_hex(&bytes));
     b.assert_clean("plugins", &[]).await;
 
     // Try a request: the explain tree shows the candidate that failed and where.

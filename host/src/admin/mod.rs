@@ -175,19 +175,10 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = parts.method.clone();
-        let mutation = matches!(method, Method::POST | Method::PUT | Method::DELETE)
-            && segments.get(2) != Some(&"match");
-        let needs_token = mutation || (!peer.addr.ip().is_loopback() && path != "/healthz");
-        if needs_token && !self.authorized(&parts.headers) {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                if mutation {
-                    "this change needs Authorization: Bearer <admin token>"
-                } else {
-                    "reading from off loopback needs Authorization: Bearer <admin token>"
-                },
-            ));
+        if let Some(why) = token_needed(&method, &path, peer.addr.ip())
+            && !self.authorized(&parts.headers)
+        {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why));
         }
         let query = parts.uri.query();
         match (&method, segments.as_slice()) {
@@ -334,6 +325,21 @@ fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
     Ok(serde_json::json!({"store": store.describe(), "instances": instances}))
 }
 
+/// Why a request needs the token, when it does: every change (but `match`, which only
+/// reads), and every read from a client off loopback but `/healthz`, which load balancers
+/// probe.
+fn token_needed(method: &Method, path: &str, peer: std::net::IpAddr) -> Option<&'static str> {
+    let change =
+        matches!(*method, Method::POST | Method::PUT | Method::DELETE) && path != "/api/v1/match";
+    if change {
+        Some("this change needs Authorization: Bearer <admin token>")
+    } else if !peer.is_loopback() && path != "/healthz" {
+        Some("reading from off loopback needs Authorization: Bearer <admin token>")
+    } else {
+        None
+    }
+}
+
 /// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.
 fn ui_file(rest: &str, headers: &http::HeaderMap) -> Reply {
     if rest.is_empty() {
@@ -459,5 +465,36 @@ impl Handler for Admin {
 impl Handler for Proxy {
     async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         self.handle(req, peer).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_guards_changes_everywhere_and_reads_off_loopback() {
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let local6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let remote = std::net::IpAddr::from([192, 0, 2, 7]);
+        let get = Method::GET;
+        for peer in [local, local6] {
+            assert_eq!(token_needed(&get, "/api/v1/routes", peer), None);
+            assert_eq!(token_needed(&get, "/metrics", peer), None);
+            assert!(token_needed(&Method::PUT, "/api/v1/routes/a", peer).is_some());
+        }
+        assert!(token_needed(&Method::DELETE, "/api/v1/plugins/p", local).is_some());
+        assert_eq!(token_needed(&Method::POST, "/api/v1/match", local), None);
+        for path in [
+            "/api/v1/routes",
+            "/metrics",
+            "/api/v1/live",
+            "/api/v1/health",
+        ] {
+            let why = token_needed(&get, path, remote);
+            assert!(why.is_some_and(|w| w.contains("off loopback")), "{path}");
+        }
+        assert!(token_needed(&Method::POST, "/api/v1/match", remote).is_some());
+        assert_eq!(token_needed(&get, "/healthz", remote), None);
     }
 }

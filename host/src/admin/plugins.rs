@@ -41,6 +41,8 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         "loaded_at_unix": loaded_at,
         "compiled_from_cache": p.from_cache,
         "engine": p.engine_kind.as_str(),
+        "languages": p.producers.languages,
+        "built_with": p.producers.tools,
         "settings": p.settings,
         "used_by": used_by(listing, &p.name),
         "compile_ms": p.compile_time.as_secs_f64() * 1000.0,

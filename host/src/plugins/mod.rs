@@ -11,6 +11,7 @@ pub mod engine;
 pub mod external;
 pub mod gate;
 pub mod plugin;
+pub mod producers;
 pub mod registry;
 pub mod settings;
 pub mod state;

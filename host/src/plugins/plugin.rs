@@ -150,6 +150,8 @@ pub struct Plugin {
     pub instantiate_time: Duration,
     /// Its settings.
     pub settings: PluginSettings,
+    /// The languages and tools it declares it was built with.
+    pub producers: super::producers::Producers,
     /// Its counters, shared by every version loaded under its name (a replaced plugin's
     /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
     pub stats: Arc<PluginStats>,
@@ -224,6 +226,7 @@ impl Plugin {
             cap: ConcurrencyCap::new(settings.concurrency()),
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
             settings,
+            producers: Default::default(),
             stats: Arc::default(),
             engine: engine.clone(),
             pre,

@@ -225,6 +225,7 @@ impl PluginRegistry {
             compiled,
             settings,
         )?;
+        plugin.producers = super::producers::read(bytes);
         if let Some(previous) = self.get(name) {
             plugin.continue_counters(&previous);
         }

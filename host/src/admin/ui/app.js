@@ -202,6 +202,7 @@ const ROUTE_COLUMNS = [
   { key: "source", label: "Source", get: (r) => r.source },
   { key: "status", label: "Status", get: (r) => r.status },
   { key: "version", label: "Version", get: (r) => r.version, num: true },
+  { key: "backend", label: "Backend", get: (r) => r.health ? r.health.status : "" },
   { key: "rps", label: "Req/s", get: (r) => r.live ? r.live.rps_1m : 0, num: true },
   { key: "p99", label: "p99 ms", get: (r) => r.live && r.live.p99_ms_1m !== null ? r.live.p99_ms_1m : -1, num: true },
 ];
@@ -243,14 +244,18 @@ async function routesPage() {
       h("td", {}, badge(r.source)),
       h("td", {}, badge(r.status), r.reason ? h("span", { class: "reason" }, r.reason) : null),
       h("td", { class: "num" }, r.version),
+      h("td", { dataset: { col: "backend" }, title: r.health ? `${r.health.target}, since ${fmtSince(r.health.since)}` : "" },
+        r.health ? badge(r.health.status) : h("span", { class: "muted" }, "–")),
       h("td", { class: "num", dataset: { col: "rps" } }, fmtNum(r.live && r.live.rps_1m, 1)),
       h("td", { class: "num", dataset: { col: "p99" } }, fmtNum(r.live && r.live.p99_ms_1m, 2)),
     )));
     count.textContent = `${shown.length} of ${routes.length} routes`;
   };
   const load = async () => {
-    const [list, live] = await Promise.all([allRoutes(), liveSummary()]);
-    routes = list.map((r) => Object.assign(r, { live: live.routes[r.name] || null }));
+    const [list, live, health] = await Promise.all([allRoutes(), liveSummary(),
+      api("GET", "/api/v1/health").then((x) => x.doc.routes).catch(() => [])]);
+    const byRoute = new Map(health.map((x) => [x.route, x]));
+    routes = list.map((r) => Object.assign(r, { live: live.routes[r.name] || null, health: byRoute.get(r.name) || null }));
     draw();
   };
   const statusSelect = h("select", {
@@ -534,7 +539,7 @@ async function pluginsPage() {
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/plugins");
     replace(tbody, doc.plugins.length ? doc.plugins.map((p) => pluginRow(p, load)) :
-      h("tr", {}, h("td", { colspan: 13, class: "muted" }, "No plugins loaded.")));
+      h("tr", {}, h("td", { colspan: 14, class: "muted" }, "No plugins loaded.")));
   };
   const nameInput = h("input", { id: "plugin-name", placeholder: "name (default: the file's name)" });
   const fileInput = h("input", { id: "plugin-file", type: "file", accept: ".wasm,application/wasm" });
@@ -568,9 +573,9 @@ async function pluginsPage() {
     h("h1", {}, "Plugins"),
     zone,
     h("table", { id: "plugins-table" },
-      h("thead", {}, h("tr", {}, ["Name", "Kind", "sha256", "Size", "Load ms", "Used by", "Calls", "Traps",
+      h("thead", {}, h("tr", {}, ["Name", "Kind", "Language", "sha256", "Size", "Load ms", "Used by", "Calls", "Traps",
         "Deadline hits", "Memory-cap hits", "Refused results", "Breaker", ""].map((t, i) =>
-        h("th", { class: i >= 6 && i <= 10 ? "num" : "" }, t)))),
+        h("th", { class: i >= 7 && i <= 11 ? "num" : "" }, t)))),
       tbody));
   await load();
   every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the plugins: " + e.message)));
@@ -597,6 +602,8 @@ function pluginRow(p, reload) {
   return h("tr", { dataset: { plugin: p.name } },
     h("td", {}, h("b", {}, p.name)),
     h("td", {}, p.kind, h("div", { class: "muted" }, p.engine)),
+    h("td", { title: p.built_with.length ? "built with " + p.built_with.join(", ") : "" },
+      p.languages.length ? p.languages.join(", ") : h("span", { class: "muted" }, "not declared")),
     h("td", { class: "mono", title: p.sha256 }, p.sha256.slice(0, 12) + "…"),
     h("td", {}, fmtBytes(p.size)),
     h("td", { title: `compile ${fmtNum(p.compile_ms, 1)} ms + instantiate ${fmtNum(p.instantiate_ms, 1)} ms` },
@@ -720,7 +727,9 @@ async function livePage() {
   const tbody = h("tbody", { id: "live-body" });
   const note = h("span", { class: "muted", id: "live-note" });
   let shownRoutes = "";
+  let liveWindow = 300;
   const draw = (doc) => {
+    liveWindow = doc.window_s;
     const needle = liveState.filter.toLowerCase();
     const names = Object.keys(doc.routes)
       .filter((n) => !needle || n.toLowerCase().includes(needle))
@@ -748,10 +757,11 @@ async function livePage() {
     shownRoutes = key;
     for (const c of charts) c.destroy();
     charts = [];
-    const width = Math.max(400, main.clientWidth - 40);
+    const width = Math.max(400, rpsBox.clientWidth);
     const opts = (title, unit) => ({
       width, height: 240, title,
-      scales: { x: { time: true } },
+      // Always the whole window, ending now, so a quiet route shows as a short line at the end.
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - liveWindow, now]; } } },
       axes: [{}, { label: unit, size: 60 }],
       series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i], width: 2, spanGaps: false }))],
     });
