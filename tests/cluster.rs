@@ -7,6 +7,7 @@
 //! converge once etcd is back), and a three-member etcd cluster losing a member.
 #![allow(clippy::unwrap_used)]
 
+mod browser;
 mod harness;
 
 use std::net::SocketAddr;
@@ -655,4 +656,45 @@ async fn a_three_member_etcd_cluster_losing_a_member_goes_unnoticed() {
     for rd in &rds {
         assert_eq!(rd.get("/before").await.text(), "1");
     }
+}
+
+/// The dashboard's cluster page, in a real browser, lists every instance sharing the store
+/// with the table it serves, and shows a change reaching all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_s_cluster_page_lists_every_instance() {
+    let etcd = Etcd::cluster(1).await;
+    let store = store_url(&[&etcd[0]], "t-dashboard");
+    let rds = three(&store).await;
+    let made = rds[1]
+        .admin_json("POST", ROUTES, Some(&respond_route("everywhere", "hi")))
+        .await;
+    assert_eq!(made.status, 201, "{}", made.text());
+    for rd in &rds {
+        served(rd, "/everywhere", "hi").await;
+    }
+    let b = browser::Browser::start(&rds[0].admin_url()).await;
+    b.open("cluster").await;
+    b.wait_text("#cluster-store", "the store", |t| t.contains("etcd"))
+        .await;
+    for id in ["a", "b", "c"] {
+        let row = b
+            .wait_text(
+                &format!("#cluster-table tr[data-instance={id}]"),
+                "every instance, current",
+                |t| t.contains("current"),
+            )
+            .await;
+        // The revision each instance says it serves, as the API reports it.
+        let listed = rds[0].admin_get("/api/v1/cluster").await.json();
+        let revision = listed["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["id"] == id)
+            .and_then(|i| i["revision"].as_u64())
+            .unwrap();
+        assert!(row.contains(&revision.to_string()), "{id}: {row}");
+    }
+    b.shot("cluster-etcd").await;
+    b.assert_clean("cluster", &[]).await;
 }

@@ -787,16 +787,20 @@ async function clusterPage() {
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/cluster");
     const keys = [...new Set(doc.instances.flatMap((i) => Object.keys(i)))];
-    const newest = Math.max(...doc.instances.map((i) => i.table_version || 0));
+    // Instances number their own table generations; the store's revision is what they share.
+    const position = (i) => i.revision ?? i.table_version ?? 0;
+    const newest = Math.max(...doc.instances.map(position));
     replace(body,
       h("p", {}, "Store: ", h("code", { id: "cluster-store" }, doc.store),
         doc.store === "none" ? h("span", { class: "muted" }, " (a single instance; start routerd with --store etcd://… to share routes)") : null),
       h("table", { id: "cluster-table" },
-        h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, k.replace(/_/g, " "))), h("th", {}, ""))),
+        h("thead", {}, h("tr", {}, keys.map((k) => h("th", {}, k.replace(/_unix$/, "").replace(/_/g, " "))), h("th", {}, ""))),
         h("tbody", {}, doc.instances.map((i) => h("tr", { dataset: { instance: i.id } },
-          keys.map((k) => h("td", { class: typeof i[k] === "number" ? "num" : "mono" },
-            typeof i[k] === "object" && i[k] !== null ? JSON.stringify(i[k]) : (i[k] ?? "–"))),
-          h("td", {}, (i.table_version || 0) < newest ? badge("behind", "excluded") : badge("current", "active")))))));
+          keys.map((k) => h("td", { class: typeof i[k] === "number" ? "num" : "mono", dataset: { col: k } },
+            k.endsWith("_unix") && i[k] ? fmtSince(i[k]) :
+              k === "admin" && /^https?:\/\//.test(i[k] || "") ? h("a", { href: i[k] + "/ui/#/cluster" }, i[k]) :
+              typeof i[k] === "object" && i[k] !== null ? JSON.stringify(i[k]) : (i[k] ?? "–"))),
+          h("td", {}, position(i) < newest ? badge("behind", "excluded") : badge("current", "active")))))));
   };
   replace(main, h("h1", {}, "Cluster"), body);
   await load();
