@@ -431,7 +431,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_files_are_served_with_a_strict_policy() {
+async fn the_dashboard_is_served_with_a_strict_policy_and_other_sites_are_refused() {
     let rd = Routerd::start(&json!({"routes": []})).await;
     let page = rd.admin_get("/ui/").await;
     assert_eq!(page.status, 200);
@@ -452,4 +452,49 @@ async fn the_dashboard_files_are_served_with_a_strict_policy() {
     assert_eq!(rd.admin_get("/ui/nope.js").await.status, 404);
     let licence = rd.admin_get("/ui/vendor/uPlot.LICENSE").await;
     assert!(licence.text().contains("MIT License"));
+
+    // A page of another site posting to routerd through the user's browser: refused, and
+    // nothing is made.
+    let route = json!({"name": "planted", "target_url": "http://127.0.0.1:1",
+                       "matchers": [{"condition": "path_prefix", "pattern": "/planted"}]})
+    .to_string();
+    let planted = rd
+        .admin_request(
+            "POST",
+            "/api/v1/routes",
+            &[
+                ("origin", "http://evil.example"),
+                ("content-type", "text/plain"),
+            ],
+            route.clone(),
+        )
+        .await;
+    assert_eq!(planted.status, 403, "{}", planted.describe());
+    assert_eq!(planted.json()["error"], "cross_origin");
+    assert_eq!(rd.admin_get("/api/v1/routes/planted").await.status, 404);
+    // A name rebound to 127.0.0.1 cannot even read.
+    let rebound = rd
+        .admin_request(
+            "GET",
+            "/api/v1/routes",
+            &[("host", "evil.example:9090")],
+            "",
+        )
+        .await;
+    assert_eq!(rebound.status, 403, "{}", rebound.describe());
+    assert_eq!(rebound.json()["error"], "host_not_allowed");
+    // The dashboard's own origin may.
+    let own = format!("http://{}", rd.admin_url().trim_start_matches("http://"));
+    let made = rd
+        .admin_request(
+            "POST",
+            "/api/v1/routes",
+            &[
+                ("origin", own.as_str()),
+                ("content-type", "application/json"),
+            ],
+            route,
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.describe());
 }

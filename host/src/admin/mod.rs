@@ -173,6 +173,7 @@ impl Admin {
         {
             return ui_file(rest, &parts.headers);
         }
+        browser_guard(&parts, peer.addr.ip())?;
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let method = parts.method.clone();
         if let Some(why) = token_needed(&method, &path, peer.addr.ip())
@@ -340,6 +341,67 @@ fn token_needed(method: &Method, path: &str, peer: std::net::IpAddr) -> Option<&
     }
 }
 
+/// Refuses what only another web site, acting through a browser, would send: a change from a
+/// page of another origin (browsers send `Origin` with every cross-origin `POST`, `PUT` and
+/// `DELETE`; API clients such as routerctl and curl send none), and, from loopback, a `Host`
+/// that is a name other than `localhost` (DNS rebinding: a site whose name now resolves to
+/// 127.0.0.1 must not read or change routerd from the user's own browser).
+fn browser_guard(parts: &http::request::Parts, peer: std::net::IpAddr) -> Result<(), ApiError> {
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    if peer.is_loopback()
+        && let Some(host) = host
+        && !loopback_host(host)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            format!(
+                "Host {host:?} is a name other than localhost; on loopback the admin listener answers only http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT"
+            ),
+        ));
+    }
+    let change = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if change && let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest);
+        let same = matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
+        if !same {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!(
+                    "a page of another origin ({}) cannot change routerd",
+                    origin.to_str().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An IP literal or `localhost` (with or without a port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.to_ascii_lowercase().ends_with(".localhost")
+}
+
 /// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.
 fn ui_file(rest: &str, headers: &http::HeaderMap) -> Reply {
     if rest.is_empty() {
@@ -496,5 +558,63 @@ mod tests {
         }
         assert!(token_needed(&Method::POST, "/api/v1/match", remote).is_some());
         assert_eq!(token_needed(&get, "/healthz", remote), None);
+    }
+
+    fn parts(method: Method, host: Option<&str>, origin: Option<&str>) -> http::request::Parts {
+        let mut b = Request::builder().method(method).uri("/api/v1/routes");
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        if let Some(o) = origin {
+            b = b.header(header::ORIGIN, o);
+        }
+        b.body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn pages_of_other_sites_cannot_use_the_admin_api_through_a_browser() {
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let remote = std::net::IpAddr::from([192, 0, 2, 7]);
+        let code = |p: &http::request::Parts, peer| browser_guard(p, peer).err().map(|e| e.code);
+        // The dashboard itself, and API clients without Origin.
+        for host in [
+            "127.0.0.1:9090",
+            "localhost:9090",
+            "[::1]:9090",
+            "LOCALHOST",
+            "a.localhost:1",
+        ] {
+            let origin = format!("http://{host}");
+            assert_eq!(
+                code(&parts(Method::POST, Some(host), Some(&origin)), local),
+                None,
+                "{host}"
+            );
+            assert_eq!(code(&parts(Method::DELETE, Some(host), None), local), None);
+        }
+        assert_eq!(code(&parts(Method::GET, None, None), local), None);
+        // Another site's page posting to routerd.
+        let cross = parts(
+            Method::POST,
+            Some("127.0.0.1:9090"),
+            Some("http://evil.example"),
+        );
+        assert_eq!(code(&cross, local), Some("cross_origin"));
+        let null = parts(Method::PUT, Some("127.0.0.1:9090"), Some("null"));
+        assert_eq!(code(&null, local), Some("cross_origin"));
+        // Reading cross-origin is the browser's to refuse (no CORS headers are sent).
+        let read = parts(
+            Method::GET,
+            Some("127.0.0.1:9090"),
+            Some("http://evil.example"),
+        );
+        assert_eq!(code(&read, local), None);
+        // A rebound name, on loopback: refused, reads included.
+        let rebound = parts(Method::GET, Some("evil.example:9090"), None);
+        assert_eq!(code(&rebound, local), Some("host_not_allowed"));
+        // Off loopback any name may reach routerd (the token guards it there).
+        assert_eq!(code(&rebound, remote), None);
     }
 }
