@@ -414,6 +414,13 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
 
     // Delete, with confirmation.
     b.open("routes/shop").await;
+    // The route's own page charts its last 5 minutes.
+    b.el("#route-chart canvas").await;
+    b.wait_text("#route-chart", "the route's chart", |t| {
+        t.contains("req/s") && t.contains("p99 ms")
+    })
+    .await;
+    b.shot("route").await;
     b.click("#delete-route").await;
     b.click("#confirm-delete").await;
     b.wait_text("#banner", "deleted", |t| t.contains("deleted"))

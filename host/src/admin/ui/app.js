@@ -189,10 +189,12 @@ async function allRoutes() {
 }
 
 async function liveSummary() {
-  try { return (await api("GET", "/api/v1/live")).doc; } catch (_) { return { routes: {} }; }
+  try { return (await api("GET", "/api/v1/live")).doc; } catch (_) { return { routes: {}, times: [], window_s: 300 }; }
 }
 
 const routesState = { sort: "name", desc: false, filter: "", status: "" };
+// Rows drawn at most; a larger table is narrowed with the filter (every refresh redraws them).
+const MAX_ROWS = 500;
 
 const ROUTE_COLUMNS = [
   { key: "name", label: "Name", get: (r) => r.name },
@@ -236,7 +238,8 @@ async function routesPage() {
         const c = typeof x === "number" ? x - y : String(x).localeCompare(String(y));
         return routesState.desc ? -c : c;
       });
-    replace(tbody, shown.map((r) => h("tr", { dataset: { route: r.name } },
+    const drawn = shown.slice(0, MAX_ROWS);
+    replace(tbody, drawn.map((r) => h("tr", { dataset: { route: r.name } },
       h("td", {}, h("a", { href: "#/routes/" + encodeURIComponent(r.name) }, r.name)),
       h("td", { class: "mono" }, matchersSummary(r)),
       h("td", { class: "mono" }, r.target_url || "–"),
@@ -249,7 +252,8 @@ async function routesPage() {
       h("td", { class: "num", dataset: { col: "rps" } }, fmtNum(r.live && r.live.rps_1m, 1)),
       h("td", { class: "num", dataset: { col: "p99" } }, fmtNum(r.live && r.live.p99_ms_1m, 2)),
     )));
-    count.textContent = `${shown.length} of ${routes.length} routes`;
+    count.textContent = `${shown.length} of ${routes.length} routes` +
+      (drawn.length < shown.length ? `, the first ${drawn.length} shown: filter to narrow` : "");
   };
   const load = async () => {
     const [list, live, health] = await Promise.all([allRoutes(), liveSummary(),
@@ -336,8 +340,25 @@ async function routePage(name) {
       h("dt", {}, "Req/s (1 min)"), h("dd", {}, fmtNum(l && l.rps_1m, 1)),
       h("dt", {}, "p99 (1 min)"), h("dd", {}, l && l.p99_ms_1m !== null ? fmtNum(l.p99_ms_1m, 2) + " ms" : "–"),
       h("dt", {}, "Backend"), h("dd", {}, hc ? [badge(hc.status), ` ${hc.target}, since ${fmtSince(hc.since)}`] : "not checked"))),
+    h("h2", {}, "Last 5 minutes"),
+    h("div", { class: "card chart", id: "route-chart" }),
     h("h2", {}, "JSON"),
     h("pre", { class: "json", id: "route-json" }, JSON.stringify(view, null, 2)));
+  const box = document.getElementById("route-chart");
+  const drawChart = (doc) => {
+    const r = doc.routes[name];
+    const xs = doc.times.map((t) => t / 1000);
+    const data = [xs, r ? r.rps : xs.map(() => 0), r ? r.p99_ms : xs.map(() => null)];
+    if (charts.length) { charts[0].setData(data); return; }
+    charts.push(new uPlot({
+      width: Math.max(400, box.clientWidth - 32), height: 220,
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - doc.window_s, now]; } }, ms: {} },
+      axes: [{}, { label: "req/s", size: 60 }, { scale: "ms", side: 1, label: "p99 ms", size: 60, grid: { show: false } }],
+      series: [{}, { label: "req/s", stroke: COLORS[0], width: 2 }, { label: "p99 ms", scale: "ms", stroke: COLORS[1], width: 2, points: { show: true, size: 5 } }],
+    }, data, box));
+  };
+  drawChart(live);
+  every(LIVE_REFRESH_MS, () => api("GET", "/api/v1/live").then((x) => drawChart(x.doc)).catch(() => {}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,7 +427,7 @@ async function editorPage(name) {
   const main = document.getElementById("main");
   let view = null;
   if (name) view = (await api("GET", "/api/v1/routes/" + encodeURIComponent(name))).doc;
-  const rule = view ? ruleOf(view) : { name: "", target_url: "http://127.0.0.1:8000", priority: 0, enabled: true, matchers: [{ condition: "path_prefix", pattern: "/" }] };
+  const rule = view ? ruleOf(view) : { name: "", priority: 0, enabled: true, matchers: [{ condition: "path_prefix", pattern: "/" }] };
   const other = {};
   for (const [k, v] of Object.entries(rule)) if (!FORM_FIELDS.includes(k)) other[k] = v;
   const input = (field, attrs) => h("div", {}, h("input", Object.assign({ id: "f-" + field, dataset: { field } }, attrs)));
@@ -758,15 +779,16 @@ async function livePage() {
     for (const c of charts) c.destroy();
     charts = [];
     const width = Math.max(400, rpsBox.clientWidth);
-    const opts = (title, unit) => ({
+    // p99 has no value where a route had no traffic: points keep a lone sample visible.
+    const opts = (title, unit, points) => ({
       width, height: 240, title,
       // Always the whole window, ending now, so a quiet route shows as a short line at the end.
       scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - liveWindow, now]; } } },
       axes: [{}, { label: unit, size: 60 }],
-      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i], width: 2, spanGaps: false }))],
+      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i], width: 2, points: points ? { show: true, size: 5 } : {} }))],
     });
     charts.push(new uPlot(opts("Requests per second", "req/s"), rpsData, rpsBox));
-    charts.push(new uPlot(opts("p99 latency (ms, to the response head)", "ms"), p99Data, p99Box));
+    charts.push(new uPlot(opts("p99 latency (ms, to the response head)", "ms", true), p99Data, p99Box));
   };
   const load = async () => draw((await api("GET", "/api/v1/live")).doc);
   replace(main, h("h1", {}, "Live"),
