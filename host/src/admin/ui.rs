@@ -15,41 +15,31 @@ struct Asset {
     body: &'static [u8],
 }
 
+/// A file of `ui/`, embedded.
+macro_rules! asset {
+    ($path:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            content_type: $content_type,
+            body: include_bytes!(concat!("ui/", $path)),
+        }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("ui/index.html"),
-    },
-    Asset {
-        path: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("ui/app.js"),
-    },
-    Asset {
-        path: "app.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("ui/app.css"),
-    },
-    Asset {
-        path: "vendor/uPlot.iife.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("ui/vendor/uPlot.iife.min.js"),
-    },
-    Asset {
-        path: "vendor/uPlot.min.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("ui/vendor/uPlot.min.css"),
-    },
-    Asset {
-        path: "vendor/uPlot.LICENSE",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("ui/vendor/uPlot.LICENSE"),
-    },
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("app.css", CSS),
+    asset!("vendor/uPlot.iife.min.js", JS),
+    asset!("vendor/uPlot.min.css", CSS),
+    asset!("vendor/uPlot.LICENSE", "text/plain; charset=utf-8"),
 ];
 
 /// Script and styles from these files only; nothing inline, no frames, no other origins.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The ETag of every file: they change together, with the binary.
@@ -94,7 +84,7 @@ pub fn serve(rest: &str, request: &HeaderMap) -> Option<Response<ResponseBody>> 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(POLICY),
     );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
