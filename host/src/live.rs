@@ -166,7 +166,8 @@ impl Ring {
         let mut routes: BTreeMap<String, RouteSeries> = BTreeMap::new();
         let summary_from =
             n.saturating_sub((SUMMARY_WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize);
-        let mut summary: HashMap<&str, ([u64; LATENCY_BUCKETS], f64)> = HashMap::new();
+        // Each route's requests by latency bucket over the summary window.
+        let mut summary: HashMap<&str, [u64; LATENCY_BUCKETS]> = HashMap::new();
         let summary_secs: f64 = self.samples.iter().skip(summary_from).map(|s| s.secs).sum();
         for (i, sample) in self.samples.iter().enumerate() {
             for (name, deltas) in &sample.routes {
@@ -182,14 +183,14 @@ impl Ring {
                 series.rps[i] = count as f64 / sample.secs;
                 series.p99_ms[i] = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
                 if i >= summary_from {
-                    let (sum, _) = summary.entry(name).or_insert(([0; LATENCY_BUCKETS], 0.0));
+                    let sum = summary.entry(name).or_insert([0; LATENCY_BUCKETS]);
                     for (a, d) in sum.iter_mut().zip(deltas) {
                         *a += u64::from(*d);
                     }
                 }
             }
         }
-        for (name, (buckets, _)) in summary {
+        for (name, buckets) in summary {
             if let Some(series) = routes.get_mut(name) {
                 let count: u64 = buckets.iter().sum();
                 series.rps_1m = count as f64 / summary_secs.max(1e-3);
