@@ -20,6 +20,35 @@ use thirtyfour::prelude::*;
 const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "dashboard-test-token";
 
+/// Each series' label and value in the legend of the uPlot chart in `box_css` (the values
+/// of the sample under the pointer).
+async fn legend_values(b: &Browser, box_css: &str) -> Vec<(String, String)> {
+    let rows = b
+        .driver
+        .find_all(By::Css(format!("{box_css} .u-legend .u-series")))
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for row in rows {
+        let text = |css: &'static str| {
+            let row = row.clone();
+            async move {
+                match row.find(By::Css(css)).await {
+                    Ok(el) => el
+                        .prop("textContent")
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            }
+        };
+        out.push((text(".u-label").await, text(".u-value").await));
+    }
+    out
+}
+
 fn config(hello: &Backend, dead_port: u16) -> Value {
     json!({"routes": [
         {"name": "hello", "target_url": hello.url(), "priority": 10,
@@ -233,10 +262,12 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     .await;
     let canvases = b.driver.find_all(By::Css(".chart canvas")).await;
     assert_eq!(canvases.map(|c| c.len()).unwrap_or(0), 2, "two charts");
-    let legend = b
-        .wait_text("#chart-rps", "legend", |t| t.contains("shop"))
-        .await;
-    assert!(legend.contains("hello"), "{legend}");
+    // Both routes get a line (hello's traffic may land a sample later than the page's first
+    // load: the chart redraws with it).
+    b.wait_text("#chart-rps", "legend", |t| {
+        t.contains("shop") && t.contains("hello")
+    })
+    .await;
     // The next sample arrives by itself: more traffic moves "now" without a reload.
     let before = b
         .wait_text(
@@ -262,6 +293,36 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         moved = now != before;
     }
     assert!(moved, "the live table did not refresh by itself");
+    // Pointing at the chart's newest sample shows its value in the legend, as a person reads
+    // the chart: hello's line has risen above zero there.
+    let mut legend = Vec::new();
+    let deadline = Instant::now() + LIVE_TIMEOUT;
+    let hello_shown = |legend: &[(String, String)]| {
+        legend
+            .iter()
+            .find(|(label, _)| label == "hello")
+            .and_then(|(_, v)| v.replace(',', "").parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    };
+    while Instant::now() < deadline && !hello_shown(&legend) {
+        for _ in 0..40 {
+            assert_eq!(rd.get("/hello/more").await.status, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let over = b.el("#chart-rps .u-over").await;
+        let width = over.rect().await.map_or(0.0, |r| r.width);
+        b.driver
+            .action_chain()
+            .move_to_element_with_offset(&over, (width / 2.0 - 1.0) as i64, 0)
+            .perform()
+            .await
+            .expect("point at the chart");
+        legend = legend_values(&b, "#chart-rps").await;
+    }
+    assert!(
+        hello_shown(&legend),
+        "the rps chart's legend never showed hello's traffic at the newest sample: {legend:?}"
+    );
     b.shot("live").await;
     b.assert_clean("live", &[]).await;
 
