@@ -47,7 +47,7 @@ pub struct LiveView {
 /// One route over the window, oldest first, one point per sample.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct RouteSeries {
-    /// Requests per second.
+    /// Requests per second (empty for a summary).
     pub rps: Vec<f64>,
     /// The 99th percentile of the time to the response head, in milliseconds; `None` where
     /// the route had no traffic.
@@ -58,6 +58,19 @@ pub struct RouteSeries {
     pub p99_ms_1m: Option<f64>,
 }
 
+/// Which routes `GET /api/v1/live` answers for, and how much of each.
+#[derive(Debug, Default, Clone)]
+pub struct LiveQuery {
+    /// Only these routes (`route=NAME`, repeatable); all when empty.
+    pub routes: Vec<String>,
+    /// Only routes whose name contains this, ignoring ASCII case (`contains=TEXT`).
+    pub contains: Option<String>,
+    /// Only the `N` busiest over the last minute (`top=N`).
+    pub top: Option<usize>,
+    /// The last minute's figures only, no series (`summary=true`).
+    pub summary: bool,
+}
+
 /// What `GET /api/v1/live` answers.
 #[derive(Debug, Serialize)]
 pub struct LiveDoc {
@@ -65,9 +78,9 @@ pub struct LiveDoc {
     pub interval_ms: u64,
     /// Seconds the view covers.
     pub window_s: u64,
-    /// Each sample's time, Unix milliseconds, oldest first.
+    /// Each sample's time, Unix milliseconds, oldest first (empty for a summary).
     pub times: Vec<u64>,
-    /// Every route with traffic in the window.
+    /// The routes asked for that had traffic in the window.
     pub routes: BTreeMap<String, RouteSeries>,
 }
 
@@ -104,10 +117,10 @@ impl LiveView {
         ring.record(totals, Instant::now(), unix_ms());
     }
 
-    /// The window as the dashboard reads it.
-    pub fn doc(&self) -> LiveDoc {
+    /// The window as the dashboard reads it, narrowed by `query`.
+    pub fn doc(&self, query: &LiveQuery) -> LiveDoc {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.doc()
+        ring.doc(query)
     }
 }
 
@@ -161,46 +174,82 @@ impl Ring {
         }
     }
 
-    fn doc(&self) -> LiveDoc {
+    fn doc(&self, query: &LiveQuery) -> LiveDoc {
         let n = self.samples.len();
-        let mut routes: BTreeMap<String, RouteSeries> = BTreeMap::new();
         let summary_from =
             n.saturating_sub((SUMMARY_WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize);
-        // Each route's requests by latency bucket over the summary window.
-        let mut summary: HashMap<&str, [u64; LATENCY_BUCKETS]> = HashMap::new();
         let summary_secs: f64 = self.samples.iter().skip(summary_from).map(|s| s.secs).sum();
+        // Every route with traffic in the window, with its requests by latency bucket over
+        // the summary window; chosen before any series is built, so a narrow question about a
+        // large table stays cheap.
+        let mut summary: HashMap<&str, [u64; LATENCY_BUCKETS]> = HashMap::new();
         for (i, sample) in self.samples.iter().enumerate() {
             for (name, deltas) in &sample.routes {
-                let series = routes
-                    .entry(name.to_string())
-                    .or_insert_with(|| RouteSeries {
-                        rps: vec![0.0; n],
-                        p99_ms: vec![None; n],
-                        rps_1m: 0.0,
-                        p99_ms_1m: None,
-                    });
-                let count: u64 = deltas.iter().map(|d| u64::from(*d)).sum();
-                series.rps[i] = count as f64 / sample.secs;
-                series.p99_ms[i] = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
+                let sum = summary.entry(name).or_insert([0; LATENCY_BUCKETS]);
                 if i >= summary_from {
-                    let sum = summary.entry(name).or_insert([0; LATENCY_BUCKETS]);
                     for (a, d) in sum.iter_mut().zip(deltas) {
                         *a += u64::from(*d);
                     }
                 }
             }
         }
-        for (name, buckets) in summary {
-            if let Some(series) = routes.get_mut(name) {
-                let count: u64 = buckets.iter().sum();
-                series.rps_1m = count as f64 / summary_secs.max(1e-3);
-                series.p99_ms_1m = quantile_ms(buckets.iter().copied(), 0.99);
+        let needle = query.contains.as_ref().map(|c| c.to_ascii_lowercase());
+        let rps_1m = |buckets: &[u64; LATENCY_BUCKETS]| {
+            buckets.iter().sum::<u64>() as f64 / summary_secs.max(1e-3)
+        };
+        let mut chosen: Vec<(&str, &[u64; LATENCY_BUCKETS])> = summary
+            .iter()
+            .filter(|(name, _)| query.routes.is_empty() || query.routes.iter().any(|r| r == *name))
+            .filter(|(name, _)| {
+                needle
+                    .as_ref()
+                    .is_none_or(|c| name.to_ascii_lowercase().contains(c.as_str()))
+            })
+            .map(|(name, buckets)| (*name, buckets))
+            .collect();
+        if let Some(top) = query.top {
+            chosen.sort_by(|a, b| rps_1m(b.1).total_cmp(&rps_1m(a.1)).then(a.0.cmp(b.0)));
+            chosen.truncate(top);
+        }
+        let mut routes: BTreeMap<String, RouteSeries> = chosen
+            .into_iter()
+            .map(|(name, buckets)| {
+                let series = RouteSeries {
+                    rps: if query.summary {
+                        Vec::new()
+                    } else {
+                        vec![0.0; n]
+                    },
+                    p99_ms: if query.summary {
+                        Vec::new()
+                    } else {
+                        vec![None; n]
+                    },
+                    rps_1m: rps_1m(buckets),
+                    p99_ms_1m: quantile_ms(buckets.iter().copied(), 0.99),
+                };
+                (name.to_owned(), series)
+            })
+            .collect();
+        if !query.summary {
+            for (i, sample) in self.samples.iter().enumerate() {
+                for (name, deltas) in &sample.routes {
+                    if let Some(series) = routes.get_mut(&**name) {
+                        let count: u64 = deltas.iter().map(|d| u64::from(*d)).sum();
+                        series.rps[i] = count as f64 / sample.secs;
+                        series.p99_ms[i] = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
+                    }
+                }
             }
         }
         LiveDoc {
             interval_ms: u64::try_from(SAMPLE_INTERVAL.as_millis()).unwrap_or(u64::MAX),
             window_s: WINDOW.as_secs(),
-            times: self.samples.iter().map(|s| s.unix_ms).collect(),
+            times: if query.summary {
+                Vec::new()
+            } else {
+                self.samples.iter().map(|s| s.unix_ms).collect()
+            },
             routes,
         }
     }
@@ -290,7 +339,7 @@ mod tests {
             t1,
             3000,
         );
-        let doc = ring.doc();
+        let doc = ring.doc(&LiveQuery::default());
         assert_eq!(doc.times, vec![3000]);
         let a = &doc.routes["a"];
         assert!((a.rps[0] - 10.0).abs() < 1e-9, "{:?}", a.rps);
@@ -313,7 +362,7 @@ mod tests {
             t0 + Duration::from_secs(2),
             2000,
         );
-        let doc = ring.doc();
+        let doc = ring.doc(&LiveQuery::default());
         assert!((doc.routes["a"].rps[0] - 2.0).abs() < 1e-9);
     }
 
@@ -328,10 +377,49 @@ mod tests {
                 i,
             );
         }
-        let doc = ring.doc();
+        let doc = ring.doc(&LiveQuery::default());
         assert_eq!(doc.times.len(), 150);
         assert_eq!(doc.routes["a"].rps.len(), 150);
         // Points without traffic are zero, not missing, so every series lines up with `times`.
         assert_eq!(doc.times.first(), Some(&250));
+    }
+
+    #[test]
+    fn a_query_narrows_the_routes_before_series_are_built() {
+        let mut ring = Ring::default();
+        let t0 = Instant::now();
+        let busy = |a: u64, b: u64, c: u64| {
+            vec![
+                totals("api-a", &[(0, a)]),
+                totals("api-b", &[(0, b)]),
+                totals("web", &[(0, c)]),
+            ]
+        };
+        ring.record(busy(0, 0, 0), t0, 0);
+        ring.record(busy(10, 40, 20), t0 + Duration::from_secs(2), 2000);
+        let names = |q: LiveQuery| ring.doc(&q).routes.into_keys().collect::<Vec<_>>();
+        let top = LiveQuery {
+            top: Some(2),
+            ..LiveQuery::default()
+        };
+        assert_eq!(names(top), ["api-b", "web"]);
+        let api = LiveQuery {
+            contains: Some("API".into()),
+            top: Some(1),
+            ..LiveQuery::default()
+        };
+        assert_eq!(names(api), ["api-b"]);
+        let one = LiveQuery {
+            routes: vec!["web".into()],
+            ..LiveQuery::default()
+        };
+        let doc = ring.doc(&one);
+        assert_eq!(doc.routes["web"].rps, [10.0]);
+        let summary = ring.doc(&LiveQuery {
+            summary: true,
+            ..LiveQuery::default()
+        });
+        assert!(summary.times.is_empty() && summary.routes["api-a"].rps.is_empty());
+        assert!((summary.routes["api-a"].rps_1m - 5.0).abs() < 1e-9);
     }
 }

@@ -4,6 +4,7 @@
 //! browser's console.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,11 +17,17 @@ use crate::harness::{repo_root, unused_port, wait_until};
 /// Upper bound for anything the page does after a click (an API call and a redraw).
 pub const UI_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// chromedriver, stopped when dropped.
+/// chromedriver in a process group of its own, stopped with the chromium it started when
+/// dropped (a test that fails never quits its session, and chromium must not outlive it).
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -40,6 +47,7 @@ impl Browser {
         let port = unused_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

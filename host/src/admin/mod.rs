@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::config::{ConfigFile, RouteRule};
 use crate::health::HealthChecks;
-use crate::live::LiveView;
+use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
 use crate::routeset::{ApiError, RouteSet};
@@ -255,7 +255,9 @@ impl Admin {
                 let doc = blocking(move || cluster(&routes)).await?;
                 Ok(json(StatusCode::OK, &doc))
             }
-            (&Method::GET, ["api", "v1", "live"]) => Ok(json(StatusCode::OK, &self.live.doc())),
+            (&Method::GET, ["api", "v1", "live"]) => {
+                Ok(json(StatusCode::OK, &self.live.doc(&live_query(query)?)))
+            }
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"routes": self.health.snapshot()}),
@@ -304,6 +306,32 @@ impl Admin {
             &serde_json::json!({"routes": page, "total": total, "offset": offset, "limit": limit}),
         ))
     }
+}
+
+/// The query of `GET /api/v1/live`: `route=NAME` (repeatable), `contains=TEXT`, `top=N`,
+/// `summary=true`.
+fn live_query(query: Option<&str>) -> Result<LiveQuery, ApiError> {
+    let mut q = LiveQuery::default();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "route" => q.routes.push(value.into_owned()),
+            "contains" => q.contains = Some(value.into_owned()),
+            "top" => {
+                q.top = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad_body(format!("top={value} is not a number of routes")))?,
+                )
+            }
+            "summary" => q.summary = value == "true" || value == "1",
+            other => {
+                return Err(bad_body(format!(
+                    "unknown parameter {other:?} (route, contains, top, summary)"
+                )));
+            }
+        }
+    }
+    Ok(q)
 }
 
 /// `GET /api/v1/cluster`: the instances sharing the store, each with what it serves; a store

@@ -189,7 +189,7 @@ async function allRoutes() {
 }
 
 async function liveSummary() {
-  try { return (await api("GET", "/api/v1/live")).doc; } catch (_) { return { routes: {}, times: [], window_s: 300 }; }
+  try { return (await api("GET", "/api/v1/live?summary=true")).doc; } catch (_) { return { routes: {}, times: [], window_s: 300 }; }
 }
 
 const routesState = { sort: "name", desc: false, filter: "", status: "" };
@@ -287,8 +287,9 @@ async function routesPage() {
 async function routePage(name) {
   const main = document.getElementById("main");
   const path = "/api/v1/routes/" + encodeURIComponent(name);
-  const [{ doc: view }, live, health] = await Promise.all([
-    api("GET", path), liveSummary(),
+  const livePath = "/api/v1/live?route=" + encodeURIComponent(name);
+  const [{ doc: view }, { doc: live }, health] = await Promise.all([
+    api("GET", path), api("GET", livePath),
     api("GET", "/api/v1/health").then((r) => r.doc.routes).catch(() => []),
   ]);
   const l = live.routes[name];
@@ -358,7 +359,7 @@ async function routePage(name) {
     }, data, box));
   };
   drawChart(live);
-  every(LIVE_REFRESH_MS, () => api("GET", "/api/v1/live").then((x) => drawChart(x.doc)).catch(() => {}));
+  every(LIVE_REFRESH_MS, () => api("GET", livePath).then((x) => drawChart(x.doc)).catch(() => {}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -751,16 +752,13 @@ async function livePage() {
   let liveWindow = 300;
   const draw = (doc) => {
     liveWindow = doc.window_s;
-    const needle = liveState.filter.toLowerCase();
     const names = Object.keys(doc.routes)
-      .filter((n) => !needle || n.toLowerCase().includes(needle))
-      .sort((a, b) => doc.routes[b].rps_1m - doc.routes[a].rps_1m)
-      .slice(0, COLORS.length);
+      .sort((a, b) => doc.routes[b].rps_1m - doc.routes[a].rps_1m || a.localeCompare(b));
     const xs = doc.times.map((t) => t / 1000);
     const rpsData = [xs, ...names.map((n) => doc.routes[n].rps)];
     const p99Data = [xs, ...names.map((n) => doc.routes[n].p99_ms)];
     note.textContent = `${doc.times.length} samples, one every ${doc.interval_ms / 1000} s, last ${doc.window_s / 60} min; ` +
-      `${Object.keys(doc.routes).length} routes with traffic, the ${names.length} busiest drawn.`;
+      `the ${names.length} busiest routes${liveState.filter ? ` whose name contains "${liveState.filter}"` : ""} drawn.`;
     replace(tbody, names.length ? names.map((n, i) => {
       const r = doc.routes[n];
       return h("tr", { dataset: { route: n } },
@@ -790,7 +788,10 @@ async function livePage() {
     charts.push(new uPlot(opts("Requests per second", "req/s"), rpsData, rpsBox));
     charts.push(new uPlot(opts("p99 latency (ms, to the response head)", "ms", true), p99Data, p99Box));
   };
-  const load = async () => draw((await api("GET", "/api/v1/live")).doc);
+  const load = async () => {
+    const contains = liveState.filter ? "&contains=" + encodeURIComponent(liveState.filter) : "";
+    draw((await api("GET", `/api/v1/live?top=${COLORS.length}${contains}`)).doc);
+  };
   replace(main, h("h1", {}, "Live"),
     h("div", { class: "toolbar" },
       h("input", { id: "live-filter", type: "search", placeholder: "Only routes whose name contains…", value: liveState.filter,
