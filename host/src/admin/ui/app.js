@@ -661,7 +661,11 @@ function explainPage() {
     const q = { method: form.querySelector("#x-method").value.trim().toUpperCase() || "GET", headers: {} };
     const url = form.querySelector("#x-url").value.trim() || "/";
     if (/^https?:\/\//i.test(url)) {
-      const u = new URL(url);
+      let u;
+      try { u = new URL(url); } catch (_) {
+        replace(result, h("p", { class: "field-error" }, `${url} is not a URL`));
+        return;
+      }
       q.path = u.pathname + u.search;
       q.host = u.host;
       q.scheme = u.protocol.replace(":", "");
