@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::metrics::{LATENCY_BUCKETS, Metrics, RouteTotals, latency_bound};
+use crate::metrics::{LATENCY_BUCKETS, Metrics, RouteTotals, bucket_bound};
 
 /// How often the counters are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
@@ -268,8 +268,8 @@ fn quantile_ms(buckets: impl Iterator<Item = u64> + Clone, q: f64) -> Option<f64
     let mut below = 0u64;
     for (i, count) in buckets.enumerate() {
         if count > 0 && (below + count) as f64 >= rank {
-            let upper = latency_bound(i);
-            let lower = if i == 0 { 0.0 } else { latency_bound(i - 1) };
+            let upper = bucket_bound(i);
+            let lower = if i == 0 { 0.0 } else { bucket_bound(i - 1) };
             if upper.is_infinite() {
                 return Some(lower * 1000.0);
             }
@@ -316,7 +316,7 @@ mod tests {
         // All in +Inf: the largest finite bound.
         let mut b = [0u64; LATENCY_BUCKETS];
         b[LATENCY_BUCKETS - 1] = 3;
-        let top = latency_bound(LATENCY_BUCKETS - 2) * 1000.0;
+        let top = bucket_bound(LATENCY_BUCKETS - 2) * 1000.0;
         assert_eq!(quantile_ms(b.iter().copied(), 0.99), Some(top));
     }
 

@@ -55,7 +55,8 @@ fn bucket_of(took: Duration) -> usize {
     ((u64::BITS - (ratio - 1).leading_zeros()) as usize).min(BUCKETS)
 }
 
-fn bucket_bound(i: usize) -> f64 {
+/// The upper bound of latency bucket `i` in seconds (+Inf for the last).
+pub fn bucket_bound(i: usize) -> f64 {
     if i >= BUCKETS {
         f64::INFINITY
     } else {
@@ -65,11 +66,6 @@ fn bucket_bound(i: usize) -> f64 {
 
 /// How many latency buckets a histogram has, +Inf included.
 pub const LATENCY_BUCKETS: usize = BUCKETS + 1;
-
-/// The upper bound of latency bucket `i` in seconds (+Inf for the last).
-pub fn latency_bound(i: usize) -> f64 {
-    bucket_bound(i)
-}
 
 /// One route's requests since its series began, by latency bucket (not cumulative).
 #[derive(Debug, Clone)]
