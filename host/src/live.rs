@@ -26,17 +26,36 @@ struct Sample {
     unix_ms: u64,
     /// Seconds since the sample before.
     secs: f64,
-    /// The routes that had traffic, with their requests by latency bucket.
+    /// The routes that had traffic, with their requests by latency bucket, sorted by name.
     routes: Vec<(Arc<str>, Deltas)>,
 }
 
+impl Sample {
+    fn get(&self, route: &str) -> Option<&Deltas> {
+        self.routes
+            .binary_search_by(|(name, _)| (**name).cmp(route))
+            .ok()
+            .map(|i| &self.routes[i].1)
+    }
+}
+
+/// The samples, and running aggregates over them kept as samples come and go, so answering
+/// costs in proportion to the routes asked for, not to routes times samples.
 #[derive(Default)]
 struct Ring {
     /// Each route's totals at the last sample.
     last: HashMap<Arc<str>, [u64; LATENCY_BUCKETS]>,
     last_at: Option<Instant>,
     samples: VecDeque<Sample>,
+    /// Each route with traffic in the window: in how many samples.
+    seen: HashMap<Arc<str>, usize>,
+    /// Each route's requests by latency bucket over the last minute's samples.
+    minute: HashMap<Arc<str>, [u64; LATENCY_BUCKETS]>,
 }
+
+/// How many samples the window and the summary hold.
+const WINDOW_SAMPLES: usize = (WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize;
+const SUMMARY_SAMPLES: usize = (SUMMARY_WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize;
 
 /// See the module docs.
 pub struct LiveView {
@@ -157,87 +176,127 @@ impl Ring {
             }
             next.insert(t.route, t.buckets);
         }
+        // The metrics list routes by name already; sorting again costs nothing then.
+        routes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.last = next;
         let Some(last_at) = self.last_at.replace(now) else {
             // The first sample only sets the baseline: what came before it is not a rate.
             return;
         };
         let secs = now.duration_since(last_at).as_secs_f64().max(1e-3);
+        for (name, deltas) in &routes {
+            *self.seen.entry(name.clone()).or_default() += 1;
+            let sum = self.minute.entry(name.clone()).or_default();
+            for (a, d) in sum.iter_mut().zip(deltas) {
+                *a += u64::from(*d);
+            }
+        }
         self.samples.push_back(Sample {
             unix_ms,
             secs,
             routes,
         });
-        let keep = (WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize;
-        while self.samples.len() > keep {
-            self.samples.pop_front();
+        // The sample that has just left the last minute.
+        if let Some(old) = self
+            .samples
+            .len()
+            .checked_sub(SUMMARY_SAMPLES + 1)
+            .and_then(|i| self.samples.get(i))
+        {
+            for (name, deltas) in &old.routes {
+                if let Some(sum) = self.minute.get_mut(name) {
+                    for (a, d) in sum.iter_mut().zip(deltas) {
+                        *a = a.saturating_sub(u64::from(*d));
+                    }
+                    if sum.iter().all(|n| *n == 0) {
+                        self.minute.remove(name);
+                    }
+                }
+            }
+        }
+        while self.samples.len() > WINDOW_SAMPLES {
+            let Some(old) = self.samples.pop_front() else {
+                break;
+            };
+            for (name, _) in &old.routes {
+                if let Some(count) = self.seen.get_mut(name) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.seen.remove(name);
+                    }
+                }
+            }
         }
     }
 
     fn doc(&self, query: &LiveQuery) -> LiveDoc {
         let n = self.samples.len();
-        let summary_from =
-            n.saturating_sub((SUMMARY_WINDOW.as_millis() / SAMPLE_INTERVAL.as_millis()) as usize);
-        let summary_secs: f64 = self.samples.iter().skip(summary_from).map(|s| s.secs).sum();
-        // Every route with traffic in the window, with its requests by latency bucket over
-        // the summary window; chosen before any series is built, so a narrow question about a
-        // large table stays cheap.
-        let mut summary: HashMap<&str, [u64; LATENCY_BUCKETS]> = HashMap::new();
-        for (i, sample) in self.samples.iter().enumerate() {
-            for (name, deltas) in &sample.routes {
-                let sum = summary.entry(name).or_insert([0; LATENCY_BUCKETS]);
-                if i >= summary_from {
-                    for (a, d) in sum.iter_mut().zip(deltas) {
-                        *a += u64::from(*d);
-                    }
-                }
-            }
-        }
-        let needle = query.contains.as_ref().map(|c| c.to_ascii_lowercase());
-        let rps_1m = |buckets: &[u64; LATENCY_BUCKETS]| {
-            buckets.iter().sum::<u64>() as f64 / summary_secs.max(1e-3)
-        };
-        let mut chosen: Vec<(&str, &[u64; LATENCY_BUCKETS])> = summary
+        let summary_secs: f64 = self
+            .samples
             .iter()
-            .filter(|(name, _)| query.routes.is_empty() || query.routes.iter().any(|r| r == *name))
-            .filter(|(name, _)| {
+            .skip(n.saturating_sub(SUMMARY_SAMPLES))
+            .map(|s| s.secs)
+            .sum();
+        const NONE: [u64; LATENCY_BUCKETS] = [0; LATENCY_BUCKETS];
+        let minute = |name: &str| self.minute.get(name).unwrap_or(&NONE);
+        let rps_1m = |name: &str| minute(name).iter().sum::<u64>() as f64 / summary_secs.max(1e-3);
+        let needle = query.contains.as_ref().map(|c| c.to_ascii_lowercase());
+        // The routes are chosen before any series is built, so a narrow question about a
+        // large table stays cheap.
+        let mut chosen: Vec<&str> = self
+            .seen
+            .keys()
+            .map(|name| &**name)
+            .filter(|name| query.routes.is_empty() || query.routes.iter().any(|r| r == name))
+            .filter(|name| {
                 needle
                     .as_ref()
                     .is_none_or(|c| name.to_ascii_lowercase().contains(c.as_str()))
             })
-            .map(|(name, buckets)| (*name, buckets))
             .collect();
         if let Some(top) = query.top {
-            chosen.sort_by(|a, b| rps_1m(b.1).total_cmp(&rps_1m(a.1)).then(a.0.cmp(b.0)));
-            chosen.truncate(top);
+            let mut ranked: Vec<(f64, &str)> =
+                chosen.iter().map(|name| (rps_1m(name), *name)).collect();
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+            chosen = ranked.into_iter().take(top).map(|(_, name)| name).collect();
         }
         let mut routes: BTreeMap<String, RouteSeries> = chosen
-            .into_iter()
-            .map(|(name, buckets)| {
+            .iter()
+            .map(|name| {
                 let series = RouteSeries {
-                    rps: if query.summary {
-                        Vec::new()
-                    } else {
-                        vec![0.0; n]
-                    },
-                    p99_ms: if query.summary {
-                        Vec::new()
-                    } else {
-                        vec![None; n]
-                    },
-                    rps_1m: rps_1m(buckets),
-                    p99_ms_1m: quantile_ms(buckets.iter().copied(), 0.99),
+                    rps: Vec::new(),
+                    p99_ms: Vec::new(),
+                    rps_1m: rps_1m(name),
+                    p99_ms_1m: quantile_ms(minute(name).iter().copied(), 0.99),
                 };
-                (name.to_owned(), series)
+                ((*name).to_owned(), series)
             })
             .collect();
         if !query.summary {
-            for (i, sample) in self.samples.iter().enumerate() {
-                for (name, deltas) in &sample.routes {
-                    if let Some(series) = routes.get_mut(&**name) {
-                        let count: u64 = deltas.iter().map(|d| u64::from(*d)).sum();
-                        series.rps[i] = count as f64 / sample.secs;
-                        series.p99_ms[i] = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
+            let point = |deltas: &Deltas, secs: f64| {
+                let count: u64 = deltas.iter().map(|d| u64::from(*d)).sum();
+                let p99 = quantile_ms(deltas.iter().map(|d| u64::from(*d)), 0.99);
+                (count as f64 / secs, p99)
+            };
+            for (name, series) in routes.iter_mut() {
+                series.rps = vec![0.0; n];
+                series.p99_ms = vec![None; n];
+                if chosen.len() <= 64 {
+                    // A few routes: look each up in each sample.
+                    for (i, sample) in self.samples.iter().enumerate() {
+                        if let Some(deltas) = sample.get(name) {
+                            (series.rps[i], series.p99_ms[i]) = point(deltas, sample.secs);
+                        }
+                    }
+                }
+            }
+            if chosen.len() > 64 {
+                // Many: walk each sample once instead.
+                for (i, sample) in self.samples.iter().enumerate() {
+                    for (name, deltas) in &sample.routes {
+                        if let Some(series) = routes.get_mut(&**name) {
+                            (series.rps[i], series.p99_ms[i]) = point(deltas, sample.secs);
+                        }
                     }
                 }
             }
@@ -382,6 +441,55 @@ mod tests {
         assert_eq!(doc.routes["a"].rps.len(), 150);
         // Points without traffic are zero, not missing, so every series lines up with `times`.
         assert_eq!(doc.times.first(), Some(&250));
+    }
+
+    #[test]
+    fn the_running_aggregates_match_the_samples_as_they_come_and_go() {
+        let mut ring = Ring::default();
+        let t0 = Instant::now();
+        let mut cumulative = [0u64; 3];
+        for i in 0..400u64 {
+            // Route r is busy in rounds where (i / 37 + r) is even: routes come and go.
+            let names = ["a", "b", "c"];
+            for (r, c) in cumulative.iter_mut().enumerate() {
+                if (i / 37 + r as u64) % 2 == 0 {
+                    *c += 1 + (i * 7 + r as u64) % 5;
+                }
+            }
+            let totals = names
+                .iter()
+                .zip(cumulative)
+                .map(|(n, c)| totals(n, &[(0, c)]))
+                .collect();
+            ring.record(
+                totals,
+                t0 + SAMPLE_INTERVAL * u32::try_from(i).unwrap_or(0),
+                i,
+            );
+            // Against a count made from the samples themselves.
+            for name in names {
+                let in_window = ring
+                    .samples
+                    .iter()
+                    .filter(|s| s.get(name).is_some())
+                    .count();
+                assert_eq!(
+                    ring.seen.get(name).copied().unwrap_or(0),
+                    in_window,
+                    "{i} {name}"
+                );
+                let minute: u64 = ring
+                    .samples
+                    .iter()
+                    .rev()
+                    .take(SUMMARY_SAMPLES)
+                    .filter_map(|s| s.get(name))
+                    .map(|d| d.iter().map(|x| u64::from(*x)).sum::<u64>())
+                    .sum();
+                let kept: u64 = ring.minute.get(name).map_or(0, |m| m.iter().sum());
+                assert_eq!(kept, minute, "{i} {name}");
+            }
+        }
     }
 
     #[test]
