@@ -452,7 +452,7 @@ mod tests {
             // Route r is busy in rounds where (i / 37 + r) is even: routes come and go.
             let names = ["a", "b", "c"];
             for (r, c) in cumulative.iter_mut().enumerate() {
-                if (i / 37 + r as u64) % 2 == 0 {
+                if (i / 37 + r as u64).is_multiple_of(2) {
                     *c += 1 + (i * 7 + r as u64) % 5;
                 }
             }

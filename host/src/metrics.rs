@@ -77,7 +77,7 @@ pub struct RouteTotals {
 }
 
 /// One route's request series, as one thread counted them (or merged for a scrape).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RouteSeries {
     by_class: [u64; 5],
     /// Per bucket, not cumulative; the last is +Inf.
@@ -142,10 +142,20 @@ impl RequestSeries {
 
     /// Every route's series, summed over the threads, by name.
     fn merged(&self) -> BTreeMap<Arc<str>, RouteSeries> {
+        let shards: Vec<Arc<Shard>> = lock(&self.shards).clone();
         let mut all: BTreeMap<Arc<str>, RouteSeries> = BTreeMap::new();
-        for shard in lock(&self.shards).iter() {
-            for (name, s) in lock(&shard.0).iter() {
-                all.entry(name.clone()).or_default().add(s);
+        let mut copy: Vec<(Arc<str>, RouteSeries)> = Vec::new();
+        for shard in shards {
+            // A worker counting a request takes this lock: hold it only for a flat copy, and
+            // sort the copy into the merge after letting go.
+            copy.extend(lock(&shard.0).iter().map(|(n, s)| (n.clone(), s.clone())));
+            for (name, s) in copy.drain(..) {
+                match all.get_mut(&name) {
+                    Some(sum) => sum.add(&s),
+                    None => {
+                        all.insert(name, s);
+                    }
+                }
             }
         }
         all
