@@ -495,6 +495,81 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     assert_eq!(after.status, 404);
     b.assert_clean("routes", &[]).await;
 
+    // A file that takes an API route's name: the table says which serves, and why the other
+    // does not.
+    let extra = json!({"name": "extra", "target_url": shop.url(),
+                       "matchers": [{"condition": "path_prefix", "pattern": "/extra"}]});
+    let made = rd
+        .admin_request(
+            "POST",
+            "/api/v1/routes",
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
+            extra.to_string(),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.describe());
+    let mut file = config(&hello, unused_port());
+    file["routes"]
+        .as_array_mut()
+        .expect("routes")
+        .push(json!({"name": "extra", "target_url": hello.url(),
+                     "matchers": [{"condition": "path_prefix", "pattern": "/extra"}]}));
+    rd.write_config(&file);
+    let row = b
+        .wait_text(
+            "tr[data-route=extra][data-source=api]",
+            "the API route excluded",
+            |t| t.contains("excluded"),
+        )
+        .await;
+    assert!(
+        row.contains("config file"),
+        "the reason names the file: {row}"
+    );
+    b.wait_text(
+        "tr[data-route=extra][data-source=file]",
+        "the file's route",
+        |t| t.contains("active"),
+    )
+    .await;
+    let figures = b
+        .wait_text(
+            "tr[data-route=extra][data-source=api] [data-col=backend]",
+            "no backend figures for a route that does not serve",
+            |_| true,
+        )
+        .await;
+    assert_eq!(figures, "–");
+    b.shot("routes-excluded").await;
+    b.assert_clean("routes", &[]).await;
+    // The file's route's page points at the excluded one, whose page can delete it.
+    b.click("tr[data-route=extra][data-source=file] a").await;
+    b.click("#route-twin a").await;
+    let reason = b
+        .wait_text("#main .reason", "the excluded route's page", |t| {
+            t.contains("config file")
+        })
+        .await;
+    assert!(reason.contains("serves"), "{reason}");
+    b.click("#delete-route").await;
+    b.click("#confirm-delete").await;
+    b.wait_gone(
+        "tr[data-route=extra][data-source=api]",
+        "the excluded route is deleted",
+    )
+    .await;
+    let left = rd.admin_get("/api/v1/routes/extra?source=api").await;
+    assert_eq!(left.status, 404, "{}", left.describe());
+    assert_eq!(
+        rd.admin_get("/api/v1/routes/extra").await.json()["source"],
+        "file",
+        "the file's route stays"
+    );
+    b.assert_clean("route", &[]).await;
+
     b.driver.clone().quit().await.expect("quit");
 }
 

@@ -409,11 +409,17 @@ impl RouteSet {
 
     /// One route.
     pub fn get(&self, name: &str) -> Result<RouteView, ApiError> {
+        self.get_from(name, None)
+    }
+
+    /// The route `name` from `source` (the file's and an excluded API route may share a
+    /// name); from either when `None`, the file's first.
+    pub fn get_from(&self, name: &str, source: Option<Source>) -> Result<RouteView, ApiError> {
         self.listing
             .load()
             .routes
             .iter()
-            .find(|r| r.rule.name == name)
+            .find(|r| r.rule.name == name && source.is_none_or(|s| r.source == s))
             .cloned()
             .ok_or_else(|| not_found(name))
     }

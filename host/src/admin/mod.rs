@@ -21,7 +21,7 @@ use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
-use crate::routeset::{ApiError, RouteSet};
+use crate::routeset::{ApiError, RouteSet, Source};
 use crate::routing::{BufferedBody, SharedHead};
 use crate::server::{Handler, Peer};
 
@@ -208,7 +208,17 @@ impl Admin {
                 Ok(json(StatusCode::OK, &summary))
             }
             (&Method::GET, ["api", "v1", "routes", name]) => {
-                Ok(json(StatusCode::OK, &self.routes.get(name)?))
+                let source = match query_param(query, "source").as_deref() {
+                    None => None,
+                    Some("api") => Some(Source::Api),
+                    Some("file") => Some(Source::File),
+                    Some(other) => {
+                        return Err(bad_body(format!(
+                            "source={other} is neither \"api\" nor \"file\""
+                        )));
+                    }
+                };
+                Ok(json(StatusCode::OK, &self.routes.get_from(name, source)?))
             }
             (&Method::PUT, ["api", "v1", "routes", name]) => {
                 let version = if_match(&parts.headers)?;
@@ -298,7 +308,11 @@ impl Admin {
         if !(1..=1000).contains(&limit) {
             return Err(bad_body(format!("limit={limit} is outside 1..=1000")));
         }
-        let all = self.routes.list();
+        let mut all = self.routes.list();
+        // `name=NAME`: the routes of one name (the file's, and an API route it excludes).
+        if let Some(name) = query_param(query, "name") {
+            all.retain(|r| r.rule.name == name);
+        }
         let total = all.len();
         let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
         Ok(json(

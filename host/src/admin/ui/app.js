@@ -36,7 +36,7 @@ function h(tag, attrs, ...children) {
 }
 
 function append(el, children) {
-  for (const c of children.flat(Infinity)) {
+  for (const c of [children].flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -86,12 +86,17 @@ let bannerSticky = false;
 
 /** Shows a message above the page; `sticky` keeps it over the next page change (a save that
  * then shows the saved route). */
+let bannerTimer = null;
+
 function banner(message, kind, sticky) {
   const el = document.getElementById("banner");
   el.className = kind || "";
   el.hidden = !message;
   el.textContent = message || "";
   bannerSticky = !!sticky;
+  clearTimeout(bannerTimer);
+  // Good news fades; errors stay until the next page.
+  if (message && kind === "info") bannerTimer = setTimeout(() => { el.hidden = true; }, 8000);
 }
 
 function fmtNum(v, digits) {
@@ -113,6 +118,11 @@ function fmtSince(unixSecs) {
 }
 
 function badge(text, kind) { return h("span", { class: "badge " + (kind || text) }, text); }
+
+/** A route's page; `source` picks one of two routes sharing a name (`name@api`). */
+function routeHref(name, source) {
+  return "#/routes/" + encodeURIComponent(name) + (source ? "@" + source : "");
+}
 
 function matcherText(m) {
   if (m.condition === "plugin") return `plugin ${m.plugin || "?"}(${(m.args || []).join(", ")})`;
@@ -239,8 +249,8 @@ async function routesPage() {
         return routesState.desc ? -c : c;
       });
     const drawn = shown.slice(0, MAX_ROWS);
-    replace(tbody, drawn.map((r) => h("tr", { dataset: { route: r.name } },
-      h("td", {}, h("a", { href: "#/routes/" + encodeURIComponent(r.name) }, r.name)),
+    replace(tbody, drawn.map((r) => h("tr", { dataset: { route: r.name, source: r.source } },
+      h("td", {}, h("a", { href: r.href }, r.name)),
       h("td", { class: "mono" }, matchersSummary(r)),
       h("td", { class: "mono" }, r.target_url || "–"),
       h("td", { class: "num" }, r.priority || 0),
@@ -259,7 +269,16 @@ async function routesPage() {
     const [list, live, health] = await Promise.all([allRoutes(), liveSummary(),
       api("GET", "/api/v1/health").then((x) => x.doc.routes).catch(() => [])]);
     const byRoute = new Map(health.map((x) => [x.route, x]));
-    routes = list.map((r) => Object.assign(r, { live: live.routes[r.name] || null, health: byRoute.get(r.name) || null }));
+    const counts = new Map();
+    for (const r of list) counts.set(r.name, (counts.get(r.name) || 0) + 1);
+    // Health and traffic are by name and belong to the route that serves it, never to an
+    // excluded route sharing the name.
+    const serving = (r) => r.status !== "excluded";
+    routes = list.map((r) => Object.assign(r, {
+      live: serving(r) ? live.routes[r.name] || null : null,
+      health: serving(r) ? byRoute.get(r.name) || null : null,
+      href: routeHref(r.name, counts.get(r.name) > 1 ? r.source : null),
+    }));
     draw();
   };
   const statusSelect = h("select", {
@@ -284,16 +303,22 @@ async function routesPage() {
   every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the routes: " + e.message)));
 }
 
-async function routePage(name) {
+async function routePage(arg) {
   const main = document.getElementById("main");
+  // Route names never hold "@": "name@api" is the API route of a name the file also has.
+  const [name, source] = arg.split("@");
   const path = "/api/v1/routes/" + encodeURIComponent(name);
   const livePath = "/api/v1/live?route=" + encodeURIComponent(name);
-  const [{ doc: view }, { doc: live }, health] = await Promise.all([
-    api("GET", path), api("GET", livePath),
+  const [{ doc: named }, { doc: live }, health] = await Promise.all([
+    api("GET", "/api/v1/routes?name=" + encodeURIComponent(name)), api("GET", livePath),
     api("GET", "/api/v1/health").then((r) => r.doc.routes).catch(() => []),
   ]);
-  const l = live.routes[name];
-  const hc = health.find((x) => x.route === name);
+  const view = named.routes.find((r) => !source || r.source === source);
+  if (!view) throw new Error(`no route named ${name}` + (source ? ` from the ${source}` : ""));
+  const shadowed = view.source === "file" && named.routes.some((r) => r.source === "api" && r.status === "excluded");
+  const serving = view.status !== "excluded";
+  const l = serving ? live.routes[name] : null;
+  const hc = serving ? health.find((x) => x.route === name) : null;
   const isApi = view.source === "api" && !view.system;
   const actions = h("div", { class: "toolbar", id: "route-actions" });
   if (isApi) {
@@ -332,6 +357,8 @@ async function routePage(name) {
   replace(main,
     h("h1", {}, h("a", { href: "#/routes" }, "Routes"), " / ", name, badge(view.status), badge(view.source)),
     view.reason ? h("p", { class: "reason" }, view.reason) : null,
+    shadowed ? h("p", { class: "muted", id: "route-twin" }, "An API route of this name is stored but excluded while the file has it: ",
+      h("a", { href: routeHref(name, "api") }, "see it")) : null,
     actions,
     h("div", { class: "card" }, h("dl", { class: "kv" },
       h("dt", {}, "Target"), h("dd", { class: "mono" }, view.target_url || "–"),
@@ -427,7 +454,8 @@ function renumber(list) {
 async function editorPage(name) {
   const main = document.getElementById("main");
   let view = null;
-  if (name) view = (await api("GET", "/api/v1/routes/" + encodeURIComponent(name))).doc;
+  // Only API routes are edited, and the file may have a route of the same name.
+  if (name) view = (await api("GET", "/api/v1/routes/" + encodeURIComponent(name) + "?source=api")).doc;
   const rule = view ? ruleOf(view) : { name: "", priority: 0, enabled: true, matchers: [{ condition: "path_prefix", pattern: "/" }] };
   const other = {};
   for (const [k, v] of Object.entries(rule)) if (!FORM_FIELDS.includes(k)) other[k] = v;
@@ -459,7 +487,7 @@ async function editorPage(name) {
     general,
     h("div", { class: "toolbar" },
       h("button", { type: "submit", id: "save-route" }, view ? "Save" : "Create route"),
-      h("a", { href: view ? "#/routes/" + encodeURIComponent(name) : "#/routes" }, "Cancel"),
+      h("a", { href: view ? routeHref(name, view.status === "excluded" ? "api" : null) : "#/routes" }, "Cancel"),
       view ? h("span", { class: "muted" }, `Editing version ${view.version}; saving checks nobody saved in between.`) : null));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -471,7 +499,7 @@ async function editorPage(name) {
         ? await api("PUT", "/api/v1/routes/" + encodeURIComponent(name), { body, headers: { "If-Match": `"${view.version}"` } })
         : await api("POST", "/api/v1/routes", { body });
       banner(`Route ${doc.name} saved (version ${doc.version}).`, "info", true);
-      location.hash = "#/routes/" + encodeURIComponent(doc.name);
+      location.hash = routeHref(doc.name, doc.status === "excluded" ? "api" : null);
     } catch (e) {
       if (e.status === 412) e.message = e.message.replace(/\.?$/, ".") + " Someone saved this route after you opened it: reload the page to see their change, then edit again.";
       showErrors(form, general, e);
