@@ -55,6 +55,9 @@ fn config(hello: &Backend, dead_port: u16) -> Value {
          "matchers": [{"condition": "path_prefix", "pattern": "/hello"}]},
         {"name": "gone", "target_url": format!("http://127.0.0.1:{dead_port}"),
          "matchers": [{"condition": "path_prefix", "pattern": "/gone"}]},
+        {"name": "tier", "target_url": hello.url(),
+         "matchers": [{"condition": "path_prefix", "pattern": "/tier"},
+                      {"condition": "plugin", "plugin": "header-eq", "args": ["x-tier", "gold"]}]},
     ]})
 }
 
@@ -66,6 +69,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     let token_file = dir.path().join("admin-token");
     std::fs::write(&token_file, TOKEN).expect("write token");
     let rd = Routerd::launch(&config(&hello, unused_port()))
+        .plugin("header-eq")
         .arg("--admin-token-file")
         .arg(&token_file)
         .arg("--health-interval-secs")
@@ -383,6 +387,36 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         rd.admin_get("/api/v1/plugins/uploaded-noop").await.status,
         404
     );
+    // A plugin a route uses: unloading asks again, naming the route, and only then goes.
+    let used = b
+        .wait_text("tr[data-plugin=header-eq]", "a plugin in use", |t| {
+            t.contains("tier")
+        })
+        .await;
+    assert!(used.contains("Rust"), "{used}");
+    b.click("tr[data-plugin=header-eq] [data-action=unload]")
+        .await;
+    b.click("tr[data-plugin=header-eq] [data-action=confirm-unload]")
+        .await;
+    let refused = b
+        .wait_text(
+            "tr[data-plugin=header-eq] .inline-confirm",
+            "the in-use refusal",
+            |t| t.contains("Unload anyway"),
+        )
+        .await;
+    assert!(refused.contains("tier"), "{refused}");
+    assert_eq!(
+        rd.admin_get("/api/v1/plugins/header-eq").await.status,
+        200,
+        "still loaded"
+    );
+    b.assert_clean(
+        "plugins",
+        &["/api/v1/plugins/header-eq - Failed to load resource: the server responded with a status of 409"],
+    )
+    .await;
+
     // And by dropping a file on the page (a drop event carrying the same bytes).
     let bytes = std::fs::read(&wasm).expect("read wasm");
     let numbers: Vec<u16> = bytes.iter().map(|b| u16::from(*b)).collect();
