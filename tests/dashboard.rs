@@ -495,6 +495,28 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     b.shot("health").await;
     b.assert_clean("health", &[]).await;
 
+    // Moving on before a page has loaded leaves nothing of it behind.
+    for page in ["live", "routes/shop", "plugins", "routes", "live", "health"] {
+        b.open(page).await;
+    }
+    b.wait_text("#health-body", "the last page opened", |t| {
+        t.contains("hello")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pages = b.driver.find_all(By::Css("#main > .page")).await;
+    assert_eq!(pages.map(|p| p.len()).unwrap_or(0), 1, "one page drawn");
+    assert_eq!(
+        b.driver
+            .find_all(By::Css(".chart canvas"))
+            .await
+            .map(|c| c.len())
+            .unwrap_or(0),
+        0,
+        "no chart of a page left behind"
+    );
+    b.assert_clean("health", &[]).await;
+
     // Cluster: this instance, with the table version it serves.
     b.open("cluster").await;
     let cluster = b

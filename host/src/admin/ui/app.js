@@ -147,15 +147,22 @@ function ruleOf(view) {
 // ---------------------------------------------------------------------------------------------
 
 let timers = [];
-let charts = [];
 
-function every(ms, fn) { timers.push(setInterval(fn, ms)); }
+// Each page draws into a root of its own, made when it is opened: a page still loading when
+// the user moves on writes into a detached root, and its timers stop themselves.
+let currentRoot = null;
+
+/** Runs `fn` every `ms` while the page of `root` is the one shown. */
+function every(root, ms, fn) {
+  if (!root.isConnected) return;
+  const id = setInterval(() => (root.isConnected ? fn() : clearInterval(id)), ms);
+  timers.push(id);
+}
 
 function leavePage() {
   for (const t of timers) clearInterval(t);
   timers = [];
-  for (const c of charts) c.destroy();
-  charts = [];
+  if (currentRoot) for (const c of currentRoot.charts) c.destroy();
 }
 
 const PAGES = {
@@ -176,11 +183,14 @@ function render() {
   for (const a of document.querySelectorAll("#nav a")) {
     a.classList.toggle("active", a.dataset.page === page || (page === "new" || page === "edit") && a.dataset.page === "routes");
   }
-  const main = document.getElementById("main");
+  const root = h("div", { class: "page", dataset: { page } }, h("p", { class: "muted" }, "Loading…"));
+  // The page's uPlot charts, destroyed when it is left.
+  root.charts = [];
+  replace(document.getElementById("main"), root);
+  currentRoot = root;
   const draw = PAGES[page] || routesPage;
-  main.dataset.page = page;
   Promise.resolve(draw(arg)).catch((e) => {
-    replace(main, h("h1", {}, "Cannot show this page"), h("p", { class: "field-error" }, e.message));
+    replace(root, h("h1", {}, "Cannot show this page"), h("p", { class: "field-error" }, e.message));
   });
 }
 
@@ -220,7 +230,7 @@ const ROUTE_COLUMNS = [
 ];
 
 async function routesPage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const tbody = h("tbody", { id: "routes-body" });
   const count = h("span", { class: "muted", id: "routes-count" });
   const head = h("tr", {}, ROUTE_COLUMNS.map((c) => h("th", {
@@ -300,11 +310,11 @@ async function routesPage() {
     h("table", { id: "routes-table" }, h("thead", {}, head), tbody),
     h("p", { class: "muted" }, "Req/s and p99 are over the last minute, from the live view."));
   await load();
-  every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the routes: " + e.message)));
+  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the routes: " + e.message)));
 }
 
 async function routePage(arg) {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   // Route names never hold "@": "name@api" is the API route of a name the file also has.
   const [name, source] = arg.split("@");
   const path = "/api/v1/routes/" + encodeURIComponent(name);
@@ -377,8 +387,8 @@ async function routePage(arg) {
     const r = doc.routes[name];
     const xs = doc.times.map((t) => t / 1000);
     const data = [xs, r ? r.rps : xs.map(() => 0), r ? r.p99_ms : xs.map(() => null)];
-    if (charts.length) { charts[0].setData(data); return; }
-    charts.push(new uPlot({
+    if (main.charts.length) { main.charts[0].setData(data); return; }
+    main.charts.push(new uPlot({
       width: Math.max(400, box.clientWidth - 32), height: 220,
       scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - doc.window_s, now]; } }, ms: {} },
       axes: [{}, { label: "req/s", size: 60 }, { scale: "ms", side: 1, label: "p99 ms", size: 60, grid: { show: false } }],
@@ -386,7 +396,7 @@ async function routePage(arg) {
     }, data, box));
   };
   drawChart(live);
-  every(LIVE_REFRESH_MS, () => api("GET", livePath).then((x) => drawChart(x.doc)).catch(() => {}));
+  every(main, LIVE_REFRESH_MS, () => api("GET", livePath).then((x) => drawChart(x.doc)).catch(() => {}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,7 +462,7 @@ function renumber(list) {
 }
 
 async function editorPage(name) {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   let view = null;
   // Only API routes are edited, and the file may have a route of the same name.
   if (name) view = (await api("GET", "/api/v1/routes/" + encodeURIComponent(name) + "?source=api")).doc;
@@ -584,7 +594,7 @@ function showErrors(form, general, e) {
 // ---------------------------------------------------------------------------------------------
 
 async function pluginsPage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const tbody = h("tbody", { id: "plugins-body" });
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/plugins");
@@ -628,7 +638,7 @@ async function pluginsPage() {
         h("th", { class: i >= 7 && i <= 11 ? "num" : "" }, t)))),
       tbody));
   await load();
-  every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the plugins: " + e.message)));
+  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the plugins: " + e.message)));
 }
 
 function pluginRow(p, reload) {
@@ -673,7 +683,7 @@ function pluginRow(p, reload) {
 // ---------------------------------------------------------------------------------------------
 
 function explainPage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const result = h("div", { id: "explain-result", class: "card" }, h("p", { class: "muted" }, "The decision shows here."));
   const form = h("form", { id: "explain-form", class: "card" },
     h("div", { class: "form-grid" },
@@ -752,7 +762,7 @@ async function explanationTree(q, doc) {
 // ---------------------------------------------------------------------------------------------
 
 async function healthPage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const tbody = h("tbody", { id: "health-body" });
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/health");
@@ -769,13 +779,13 @@ async function healthPage() {
     h("table", { id: "health-table" }, h("thead", {}, h("tr", {},
       h("th", {}, "Route"), h("th", {}, "Backend"), h("th", {}, "Status"), h("th", { class: "num" }, "Connect ms"), h("th", {}, "Since"))), tbody));
   await load();
-  every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh health: " + e.message)));
+  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh health: " + e.message)));
 }
 
 const liveState = { filter: "" };
 
 async function livePage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const rpsBox = h("div", { id: "chart-rps" });
   const p99Box = h("div", { id: "chart-p99" });
   const tbody = h("tbody", { id: "live-body" });
@@ -800,14 +810,14 @@ async function livePage() {
         h("td", { class: "num", dataset: { col: "p99-1m" } }, fmtNum(r.p99_ms_1m, 2)));
     }) : h("tr", {}, h("td", { colspan: 4, class: "muted" }, "No traffic in the last 5 minutes.")));
     const key = names.join("\n");
+    const charts = main.charts;
     if (key === shownRoutes && charts.length === 2) {
       charts[0].setData(rpsData);
       charts[1].setData(p99Data);
       return;
     }
     shownRoutes = key;
-    for (const c of charts) c.destroy();
-    charts = [];
+    for (const c of charts.splice(0)) c.destroy();
     const width = Math.max(400, rpsBox.clientWidth);
     // p99 has no value where a route had no traffic: points keep a lone sample visible.
     const opts = (title, unit, points) => ({
@@ -833,11 +843,11 @@ async function livePage() {
     h("table", { id: "live-table" }, h("thead", {}, h("tr", {},
       h("th", {}, "Route"), h("th", { class: "num" }, "Req/s now"), h("th", { class: "num" }, "Req/s 1 min"), h("th", { class: "num" }, "p99 ms 1 min"))), tbody));
   await load();
-  every(LIVE_REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the live view: " + e.message)));
+  every(main, LIVE_REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the live view: " + e.message)));
 }
 
 async function clusterPage() {
-  const main = document.getElementById("main");
+  const main = currentRoot;
   const body = h("div", {});
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/cluster");
@@ -859,7 +869,7 @@ async function clusterPage() {
   };
   replace(main, h("h1", {}, "Cluster"), body);
   await load();
-  every(REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the cluster: " + e.message)));
+  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the cluster: " + e.message)));
 }
 
 // ---------------------------------------------------------------------------------------------
