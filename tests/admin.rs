@@ -2438,3 +2438,37 @@ async fn uploads_race_safely_and_read_settings_like_the_watcher() {
     );
     assert_eq!(after["sha256"], sha);
 }
+
+/// A route listing carries an ETag: an unchanged table answers a repeated read with a bodiless
+/// 304, and any change, or another question, gets a fresh answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_listing_is_not_sent_again() {
+    let rd = Routerd::start(&config(vec![answer_route("file-one", "/one", "one")])).await;
+    let first = rd.admin_get(ROUTES).await;
+    assert_status(&first, 200, "list");
+    let etag = first.header("etag").expect("an ETag");
+    let again = rd
+        .admin_request("GET", ROUTES, &[("if-none-match", &etag)], "")
+        .await;
+    assert_eq!(again.status, 304, "{}", again.describe());
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag").as_deref(), Some(etag.as_str()));
+    // Another page of the same table is another answer.
+    let other = rd
+        .admin_request(
+            "GET",
+            &format!("{ROUTES}?limit=1"),
+            &[("if-none-match", &etag)],
+            "",
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.describe());
+    // A change makes the old tag stale.
+    create(&rd, &answer("api-two", "/two", "two")).await;
+    let changed = rd
+        .admin_request("GET", ROUTES, &[("if-none-match", &etag)], "")
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.describe());
+    assert_ne!(changed.header("etag"), Some(etag));
+    assert_eq!(changed.json()["total"], 2);
+}

@@ -407,6 +407,13 @@ impl RouteSet {
         self.listing.load().routes.clone()
     }
 
+    /// Runs `f` on the routes as listed and the table generation they belong to, both from one
+    /// published snapshot, without copying the listing.
+    pub fn with_listing<R>(&self, f: impl FnOnce(&[RouteView], u64) -> R) -> R {
+        let listing = self.listing.load();
+        f(&listing.routes, listing.table_version)
+    }
+
     /// One route.
     pub fn get(&self, name: &str) -> Result<RouteView, ApiError> {
         self.get_from(name, None)

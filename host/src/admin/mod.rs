@@ -21,7 +21,7 @@ use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
-use crate::routeset::{ApiError, RouteSet, Source};
+use crate::routeset::{ApiError, RouteSet, RouteView, Source};
 use crate::routing::{BufferedBody, SharedHead};
 use crate::server::{Handler, Peer};
 
@@ -194,7 +194,7 @@ impl Admin {
                 );
                 Ok(resp)
             }
-            (&Method::GET, ["api", "v1", "routes"]) => self.list_routes(query),
+            (&Method::GET, ["api", "v1", "routes"]) => self.list_routes(query, &parts.headers),
             (&Method::POST, ["api", "v1", "routes"]) => {
                 let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
                 let routes = self.routes.clone();
@@ -294,7 +294,7 @@ impl Admin {
         }
     }
 
-    fn list_routes(&self, query: Option<&str>) -> Reply {
+    fn list_routes(&self, query: Option<&str>, headers: &http::HeaderMap) -> Reply {
         let number = |key: &str, default: usize| -> Result<usize, ApiError> {
             match query_param(query, key) {
                 None => Ok(default),
@@ -308,18 +308,57 @@ impl Admin {
         if !(1..=1000).contains(&limit) {
             return Err(bad_body(format!("limit={limit} is outside 1..=1000")));
         }
-        let mut all = self.routes.list();
         // `name=NAME`: the routes of one name (the file's, and an API route it excludes).
-        if let Some(name) = query_param(query, "name") {
-            all.retain(|r| r.rule.name == name);
-        }
-        let total = all.len();
-        let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({"routes": page, "total": total, "offset": offset, "limit": limit}),
-        ))
+        let name = query_param(query, "name");
+        Ok(self.routes.with_listing(|all, version| {
+            // The listing changes only with the table, so its generation (in this process)
+            // and the question name the answer: a client polling an unchanged table gets 304.
+            let etag = listing_etag(version, query);
+            if let Some(etag) = &etag
+                && headers
+                    .get(header::IF_NONE_MATCH)
+                    .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+            {
+                let mut resp = Response::new(full(Bytes::new()));
+                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                resp.headers_mut().insert(header::ETAG, etag.clone());
+                return resp;
+            }
+            let matching: Vec<&RouteView> = all
+                .iter()
+                .filter(|r| name.as_ref().is_none_or(|n| r.rule.name == *n))
+                .collect();
+            let total = matching.len();
+            let page: Vec<&RouteView> = matching.into_iter().skip(offset).take(limit).collect();
+            let mut resp = json(
+                StatusCode::OK,
+                &serde_json::json!({"routes": page, "total": total, "offset": offset, "limit": limit}),
+            );
+            if let Some(etag) = etag {
+                resp.headers_mut().insert(header::ETAG, etag);
+            }
+            resp
+        }))
     }
+}
+
+/// The ETag of a route listing: this process (generations restart with it), the table
+/// generation, and the query.
+fn listing_etag(version: u64, query: Option<&str>) -> Option<HeaderValue> {
+    use std::hash::{Hash, Hasher};
+    static PROCESS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let process = *PROCESS.get_or_init(|| {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (started, std::process::id()).hash(&mut h);
+        h.finish()
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    query.unwrap_or("").hash(&mut h);
+    let tag = format!("\"{process:016x}-{version}-{:016x}\"", h.finish());
+    HeaderValue::from_str(&tag).ok()
 }
 
 /// The query of `GET /api/v1/live`: `route=NAME` (repeatable), `contains=TEXT`, `top=N`,

@@ -59,20 +59,30 @@ class ApiError extends Error {
   }
 }
 
+// Answers kept by ETag for `opts.revalidate` reads: an unchanged route listing comes back as
+// a bodiless 304.
+const kept = new Map();
+
 /** Calls the admin API; resolves to {doc, resp}, rejects with an ApiError. */
 async function api(method, path, opts = {}) {
   const headers = Object.assign({}, opts.headers || {});
   if (token()) headers.Authorization = "Bearer " + token();
+  const old = opts.revalidate ? kept.get(path) : null;
+  if (old) headers["If-None-Match"] = old.etag;
   let body = opts.body;
   if (body !== undefined && !(body instanceof Blob) && typeof body !== "string") {
     body = JSON.stringify(body);
     headers["Content-Type"] = "application/json";
   }
   const resp = await fetch(path, { method, headers, body, cache: "no-store" });
+  if (resp.status === 304 && old) return { doc: old.doc, resp };
   const text = await resp.text();
   let doc = null;
   if (text) {
     try { doc = JSON.parse(text); } catch (_) { doc = { message: text }; }
+  }
+  if (opts.revalidate && resp.ok && resp.headers.get("ETag")) {
+    kept.set(path, { etag: resp.headers.get("ETag"), doc });
   }
   if (!resp.ok) {
     const err = new ApiError(resp.status, doc, `${resp.status} ${resp.statusText}`);
@@ -201,7 +211,7 @@ function render() {
 async function allRoutes() {
   let routes = [];
   for (let offset = 0; ;) {
-    const { doc } = await api("GET", `/api/v1/routes?offset=${offset}&limit=1000`);
+    const { doc } = await api("GET", `/api/v1/routes?offset=${offset}&limit=1000`, { revalidate: true });
     routes = routes.concat(doc.routes);
     offset += doc.routes.length;
     if (!doc.routes.length || offset >= doc.total) return routes;
