@@ -793,6 +793,17 @@ async function healthPage() {
 }
 
 const liveState = { filter: "" };
+// Answers that no route gave are counted under these names.
+const PSEUDO_ROUTES = { none: "(no route)", default_url: "(default_url)" };
+
+function seriesLabel(name) { return PSEUDO_ROUTES[name] || name; }
+
+/** A square in a series' colour (set through the DOM: the page's policy allows no inline style). */
+function swatch(color) {
+  const el = h("span", { class: "swatch" }, "■");
+  el.style.color = color;
+  return el;
+}
 
 async function livePage() {
   const main = currentRoot;
@@ -814,7 +825,7 @@ async function livePage() {
     replace(tbody, names.length ? names.map((n, i) => {
       const r = doc.routes[n];
       return h("tr", { dataset: { route: n } },
-        h("td", {}, h("span", { class: "badge", title: COLORS[i] }, "■"), " ", h("a", { href: "#/routes/" + encodeURIComponent(n) }, n)),
+        h("td", {}, swatch(COLORS[i]), " ", PSEUDO_ROUTES[n] ? seriesLabel(n) : h("a", { href: "#/routes/" + encodeURIComponent(n) }, n)),
         h("td", { class: "num", dataset: { col: "rps-now" } }, fmtNum(r.rps[r.rps.length - 1], 1)),
         h("td", { class: "num", dataset: { col: "rps-1m" } }, fmtNum(r.rps_1m, 1)),
         h("td", { class: "num", dataset: { col: "p99-1m" } }, fmtNum(r.p99_ms_1m, 2)));
@@ -835,7 +846,7 @@ async function livePage() {
       // Always the whole window, ending now, so a quiet route shows as a short line at the end.
       scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - liveWindow, now]; } } },
       axes: [{}, { label: unit, size: 60 }],
-      series: [{}, ...names.map((n, i) => ({ label: n, stroke: COLORS[i], width: 2, points: points ? { show: true, size: 5 } : {} }))],
+      series: [{}, ...names.map((n, i) => ({ label: seriesLabel(n), stroke: COLORS[i], width: 2, points: points ? { show: true, size: 5 } : {} }))],
     });
     charts.push(new uPlot(opts("Requests per second", "req/s"), rpsData, rpsBox));
     charts.push(new uPlot(opts("p99 latency (ms, to the response head)", "ms", true), p99Data, p99Box));
