@@ -49,6 +49,17 @@ async fn legend_values(b: &Browser, box_css: &str) -> Vec<(String, String)> {
     out
 }
 
+/// A change made through the API, beside the browser (another editor, a script).
+async fn api_write(rd: &Routerd, method: &str, path: &str, doc: &Value) -> Resp {
+    let bearer = format!("Bearer {TOKEN}");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("content-type", "application/json"),
+    ];
+    rd.admin_request(method, path, &headers, doc.to_string())
+        .await
+}
+
 fn config(hello: &Backend, dead_port: u16) -> Value {
     json!({"routes": [
         {"name": "hello", "target_url": hello.url(), "priority": 10,
@@ -202,17 +213,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         .await;
     let mut changed = rd.admin_get("/api/v1/routes/shop").await.json();
     changed["priority"] = json!(30);
-    let elsewhere = rd
-        .admin_request(
-            "PUT",
-            "/api/v1/routes/shop",
-            &[
-                ("authorization", &format!("Bearer {TOKEN}")),
-                ("content-type", "application/json"),
-            ],
-            changed.to_string(),
-        )
-        .await;
+    let elsewhere = api_write(&rd, "PUT", "/api/v1/routes/shop", &changed).await;
     assert_eq!(elsewhere.status, 200, "{}", elsewhere.describe());
     b.type_into("#f-priority", "40").await;
     b.click("#save-route").await;
@@ -555,17 +556,7 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     // does not.
     let extra = json!({"name": "extra", "target_url": shop.url(),
                        "matchers": [{"condition": "path_prefix", "pattern": "/extra"}]});
-    let made = rd
-        .admin_request(
-            "POST",
-            "/api/v1/routes",
-            &[
-                ("authorization", &format!("Bearer {TOKEN}")),
-                ("content-type", "application/json"),
-            ],
-            extra.to_string(),
-        )
-        .await;
+    let made = api_write(&rd, "POST", "/api/v1/routes", &extra).await;
     assert_eq!(made.status, 201, "{}", made.describe());
     let mut file = config(&hello, unused_port());
     file["routes"]
