@@ -315,12 +315,9 @@ impl Admin {
             // and the question name the answer: a client polling an unchanged table gets 304.
             let etag = listing_etag(version, query);
             if let Some(etag) = &etag
-                && headers
-                    .get(header::IF_NONE_MATCH)
-                    .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+                && unchanged(headers, etag)
             {
-                let mut resp = Response::new(full(Bytes::new()));
-                *resp.status_mut() = StatusCode::NOT_MODIFIED;
+                let mut resp = empty(StatusCode::NOT_MODIFIED);
                 resp.headers_mut().insert(header::ETAG, etag.clone());
                 return resp;
             }
@@ -486,8 +483,7 @@ fn loopback_host(host: &str) -> bool {
 /// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.
 fn ui_file(rest: &str, headers: &http::HeaderMap) -> Reply {
     if rest.is_empty() {
-        let mut resp = Response::new(full(Bytes::new()));
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        let mut resp = empty(StatusCode::PERMANENT_REDIRECT);
         resp.headers_mut()
             .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
         return Ok(resp);
@@ -504,9 +500,21 @@ fn ui_file(rest: &str, headers: &http::HeaderMap) -> Reply {
 }
 
 fn no_content() -> Response<ResponseBody> {
+    empty(StatusCode::NO_CONTENT)
+}
+
+/// A response of `status` without a body.
+fn empty(status: StatusCode) -> Response<ResponseBody> {
     let mut resp = Response::new(full(Bytes::new()));
-    *resp.status_mut() = StatusCode::NO_CONTENT;
+    *resp.status_mut() = status;
     resp
+}
+
+/// Whether the client already holds the answer tagged `etag` (`If-None-Match`).
+fn unchanged(request: &http::HeaderMap, etag: &HeaderValue) -> bool {
+    request
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
 }
 
 /// A request to explain.

@@ -63,13 +63,8 @@ pub fn serve(rest: &str, request: &HeaderMap) -> Option<Response<ResponseBody>> 
     let path = if rest.is_empty() { "index.html" } else { rest };
     let asset = ASSETS.iter().find(|a| a.path == path)?;
     let etag = etag();
-    let fresh = request
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
-    let mut resp = if fresh {
-        let mut r = Response::new(full(Bytes::new()));
-        *r.status_mut() = StatusCode::NOT_MODIFIED;
-        r
+    let mut resp = if super::unchanged(request, etag) {
+        super::empty(StatusCode::NOT_MODIFIED)
     } else {
         let mut r = Response::new(full(Bytes::from_static(asset.body)));
         r.headers_mut().insert(
