@@ -45,8 +45,44 @@ fn etcd_bin() -> &'static str {
 }
 
 impl Etcd {
-    /// A cluster of `n` members, started and healthy.
+    /// A cluster of `n` members, started and healthy. A member that lost its port to another
+    /// process between the probe and etcd's bind makes the whole cluster start again on new
+    /// ports (peer ports are baked into every member's `--initial-cluster`).
     async fn cluster(n: usize) -> Vec<Etcd> {
+        for _ in 0..3 {
+            let mut members = Self::start_cluster(n);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut healthy = vec![false; n];
+            while healthy.contains(&false) {
+                if let Some(gone) = members.iter_mut().find_map(|m| m.exited().then_some(&*m)) {
+                    let log = gone.log();
+                    assert!(
+                        log.contains("address already in use"),
+                        "etcd {} exited; its log:\n{log}",
+                        gone.name
+                    );
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    let logs: Vec<String> = members.iter().map(|m| m.log()).collect();
+                    panic!(
+                        "etcd did not become healthy; its logs:\n{}",
+                        logs.join("\n")
+                    );
+                }
+                for (m, ok) in members.iter().zip(healthy.iter_mut()) {
+                    *ok = *ok || m.answers_healthy().await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !healthy.contains(&false) {
+                return members;
+            }
+        }
+        panic!("etcd lost its ports to other processes three times in a row");
+    }
+
+    fn start_cluster(n: usize) -> Vec<Etcd> {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (unused_port(), unused_port())).collect();
         let cluster = ports
             .iter()
@@ -68,9 +104,6 @@ impl Etcd {
             .collect();
         for m in &mut members {
             m.start();
-        }
-        for m in &members {
-            m.wait_healthy().await;
         }
         members
     }
@@ -110,21 +143,35 @@ impl Etcd {
         SocketAddr::from(([127, 0, 0, 1], self.client))
     }
 
+    /// Whether the member's process has exited.
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// Whether the member answers its health check now.
+    async fn answers_healthy(&self) -> bool {
+        request_to(self.addr(), "GET", "/health", &[], "")
+            .await
+            .is_ok_and(|r| r.text().contains("\"health\":\"true\""))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+
     async fn wait_healthy(&self) {
         let healthy = wait_until(
-            async || {
-                request_to(self.addr(), "GET", "/health", &[], "")
-                    .await
-                    .is_ok_and(|r| r.text().contains("\"health\":\"true\""))
-            },
+            async || self.answers_healthy().await,
             Duration::from_secs(30),
         )
         .await;
-        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
         assert!(
             healthy,
-            "etcd {} did not become healthy; its log:\n{log}",
-            self.name
+            "etcd {} did not become healthy; its log:\n{}",
+            self.name,
+            self.log()
         );
     }
 }

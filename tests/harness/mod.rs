@@ -358,10 +358,51 @@ async fn handle(
     Ok(builder.body(body).expect("backend response"))
 }
 
-/// A 127.0.0.1 port with nothing listening on it (bound, then released).
+/// A 127.0.0.1 port with nothing listening on it, for a process that must be told its port
+/// (etcd) or for an address that must stay dead.
+///
+/// It is taken below the kernel's ephemeral range: a port the kernel handed out for `:0` and
+/// got back is soon handed out again as the local end of some outgoing connection, and then
+/// the process meant to listen on it fails with "address already in use". Below the range
+/// only listeners compete, so the port is probed by binding, and no port is handed out twice
+/// in one test process.
 pub fn unused_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe port");
-    listener.local_addr().expect("probe port addr").port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let (low, _) = ephemeral_range();
+    // Ports from 10000 up to the range: clear of the well-known and registered services a
+    // test machine usually runs, and of the ephemeral ports.
+    let floor = 10_000u16.min(low.saturating_sub(1000));
+    let span = u64::from(low.saturating_sub(floor).max(1));
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    for i in 0..2000u64 {
+        let offset = seed.wrapping_add(i.wrapping_mul(7919)) % span;
+        let port = floor + u16::try_from(offset).unwrap_or(0);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port found between {floor} and {low}");
+}
+
+/// The kernel's ephemeral port range (Linux's default when it cannot be read).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 // ---------------------------------------------------------------------------------------------
