@@ -368,11 +368,10 @@ async fn handle(
 /// in one test process.
 pub fn unused_port() -> u16 {
     static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let (low, _) = ephemeral_range();
-    // Ports from 10000 up to the range: clear of the well-known and registered services a
-    // test machine usually runs, and of the ephemeral ports.
-    let floor = 10_000u16.min(low.saturating_sub(1000));
-    let span = u64::from(low.saturating_sub(floor).max(1));
+    let ephemeral = ephemeral_floor();
+    // From 10000 up: clear of the well-known ports and the services a machine usually runs.
+    let floor = 10_000u16.min(ephemeral.saturating_sub(1000));
+    let span = u64::from(ephemeral.saturating_sub(floor).max(1));
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let seed = {
         use std::hash::{BuildHasher, Hasher};
@@ -391,18 +390,15 @@ pub fn unused_port() -> u16 {
             return port;
         }
     }
-    panic!("no free port found between {floor} and {low}");
+    panic!("no free port found between {floor} and {ephemeral}");
 }
 
-/// The kernel's ephemeral port range (Linux's default when it cannot be read).
-fn ephemeral_range() -> (u16, u16) {
+/// The lowest port of the kernel's ephemeral range (Linux's default when it cannot be read).
+fn ephemeral_floor() -> u16 {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999))
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 // ---------------------------------------------------------------------------------------------
