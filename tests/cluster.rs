@@ -221,6 +221,30 @@ fn respond_route(name: &str, body: &str) -> Value {
     })
 }
 
+/// Makes `respond_route(name, body)` through `via` and waits until every one of `all` serves
+/// it; returns the answer to the creation.
+async fn made_everywhere<'a>(
+    via: &Routerd,
+    all: impl IntoIterator<Item = &'a Routerd>,
+    name: &str,
+    body: &str,
+) -> Resp {
+    let made = via
+        .admin_json("POST", ROUTES, Some(&respond_route(name, body)))
+        .await;
+    assert_eq!(
+        made.status,
+        201,
+        "{}\nlogs:\n{}",
+        made.text(),
+        via.logs().join("\n")
+    );
+    for rd in all {
+        served(rd, &format!("/{name}"), body).await;
+    }
+    made
+}
+
 /// Waits until `rd` answers `path` with `body`; returns how long it took.
 async fn served(rd: &Routerd, path: &str, body: &str) -> Duration {
     let start = Instant::now();
@@ -266,14 +290,8 @@ async fn a_route_made_on_one_instance_is_served_by_every_instance() {
     let rds = three(&store).await;
     let (a, b, c) = (&rds[0], &rds[1], &rds[2]);
 
-    let created = a
-        .admin_json("POST", ROUTES, Some(&respond_route("shared", "one")))
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text());
+    let created = made_everywhere(a, &rds, "shared", "one").await;
     let version = created.json()["version"].as_u64().unwrap();
-    for rd in &rds {
-        served(rd, "/shared", "one").await;
-    }
     // Every instance lists it with the same version (the etcd revision that wrote it).
     for rd in &rds {
         let got = rd.admin_get(&format!("{ROUTES}/shared")).await;
@@ -581,13 +599,7 @@ async fn etcd_going_away_keeps_every_instance_serving_and_changes_converge_on_it
     let a = instance(&store, "a", None).await;
     let b = instance(&store, "b", None).await;
     let c = instance(&store, "c", Some((c_data.path(), c_plugins.path()))).await;
-    let created = a
-        .admin_json("POST", ROUTES, Some(&respond_route("steady", "s")))
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    for rd in [&a, &b, &c] {
-        served(rd, "/steady", "s").await;
-    }
+    made_everywhere(&a, [&a, &b, &c], "steady", "s").await;
 
     etcd[0].kill();
     // Writes are refused with a clear error; nothing changes.
@@ -674,31 +686,13 @@ async fn a_three_member_etcd_cluster_losing_a_member_goes_unnoticed() {
     let mut etcd = Etcd::cluster(3).await;
     let store = store_url(&[&etcd[0], &etcd[1], &etcd[2]], "t-members");
     let rds = three(&store).await;
-    let created = rds[0]
-        .admin_json("POST", ROUTES, Some(&respond_route("before", "1")))
-        .await;
-    assert_eq!(created.status, 201, "{}", created.text());
-    for rd in &rds {
-        served(rd, "/before", "1").await;
-    }
+    made_everywhere(&rds[0], &rds, "before", "1").await;
 
     etcd[0].kill();
     // Every write through every instance still succeeds, and reaches the others.
     for (i, rd) in rds.iter().enumerate() {
         let name = format!("after{i}");
-        let made = rd
-            .admin_json("POST", ROUTES, Some(&respond_route(&name, &name)))
-            .await;
-        assert_eq!(
-            made.status,
-            201,
-            "{}\nlogs:\n{}",
-            made.text(),
-            rd.logs().join("\n")
-        );
-        for other in &rds {
-            served(other, &format!("/{name}"), &name).await;
-        }
+        made_everywhere(rd, &rds, &name, &name).await;
     }
     for rd in &rds {
         assert_eq!(rd.get("/before").await.text(), "1");
@@ -712,13 +706,7 @@ async fn the_dashboard_s_cluster_page_lists_every_instance() {
     let etcd = Etcd::cluster(1).await;
     let store = store_url(&[&etcd[0]], "t-dashboard");
     let rds = three(&store).await;
-    let made = rds[1]
-        .admin_json("POST", ROUTES, Some(&respond_route("everywhere", "hi")))
-        .await;
-    assert_eq!(made.status, 201, "{}", made.text());
-    for rd in &rds {
-        served(rd, "/everywhere", "hi").await;
-    }
+    made_everywhere(&rds[1], &rds, "everywhere", "hi").await;
     let b = browser::Browser::start(&rds[0].admin_url()).await;
     b.open("cluster").await;
     b.wait_text("#cluster-store", "the store", |t| t.contains("etcd"))

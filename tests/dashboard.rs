@@ -446,10 +446,8 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
     b.type_into("#x-url", "http://shop.example/shop/cart").await;
     b.type_into("#x-headers", "X-Tier: bronze").await;
     b.click("#explain-run").await;
-    let decision = b
-        .wait_text("#explain-decision", "decision", |t| t.contains("not_found"))
+    b.wait_text("#explain-decision", "decision", |t| t.contains("not_found"))
         .await;
-    assert!(decision.contains("not_found"), "{decision}");
     let cand = b
         .wait_text(
             "#explain-tree li[data-candidate=shop]",

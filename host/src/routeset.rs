@@ -414,14 +414,9 @@ impl RouteSet {
         f(&listing.routes, listing.table_version)
     }
 
-    /// One route.
-    pub fn get(&self, name: &str) -> Result<RouteView, ApiError> {
-        self.get_from(name, None)
-    }
-
     /// The route `name` from `source` (the file's and an excluded API route may share a
     /// name); from either when `None`, the file's first.
-    pub fn get_from(&self, name: &str, source: Option<Source>) -> Result<RouteView, ApiError> {
+    pub fn get(&self, name: &str, source: Option<Source>) -> Result<RouteView, ApiError> {
         self.listing
             .load()
             .routes
@@ -653,7 +648,7 @@ impl RouteSet {
         api.insert(name.clone(), StoredRoute { rule, version: 0 });
         self.commit(&mut state, api, vec![change], &[&name])?;
         drop(state);
-        self.get(&name)
+        self.get(&name, Some(Source::Api))
     }
 
     /// Replaces (and maybe renames) API route `name`.
@@ -693,7 +688,7 @@ impl RouteSet {
         api.insert(new_name.clone(), StoredRoute { rule, version: 0 });
         self.commit(&mut state, api, changes, &[&new_name])?;
         drop(state);
-        self.get(&new_name)
+        self.get(&new_name, Some(Source::Api))
     }
 
     /// Deletes API route `name`.

@@ -218,7 +218,7 @@ impl Admin {
                         )));
                     }
                 };
-                Ok(json(StatusCode::OK, &self.routes.get_from(name, source)?))
+                Ok(json(StatusCode::OK, &self.routes.get(name, source)?))
             }
             (&Method::PUT, ["api", "v1", "routes", name]) => {
                 let version = if_match(&parts.headers)?;

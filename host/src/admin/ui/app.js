@@ -93,11 +93,10 @@ async function api(method, path, opts = {}) {
 }
 
 let bannerSticky = false;
+let bannerTimer = null;
 
 /** Shows a message above the page; `sticky` keeps it over the next page change (a save that
  * then shows the saved route). */
-let bannerTimer = null;
-
 function banner(message, kind, sticky) {
   const el = document.getElementById("banner");
   el.className = kind || "";
@@ -127,12 +126,21 @@ function fmtSince(unixSecs) {
   return `${ago} ago`;
 }
 
+/** Asks `question` in `box` (beside the button that opened it), offering `button` or Cancel. */
+function confirmIn(box, question, button) {
+  replace(box, h("span", { class: "inline-confirm" }, question, " ", button,
+    h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren() }, "Cancel")));
+}
+
 function badge(text, kind) { return h("span", { class: "badge " + (kind || text) }, text); }
 
 /** A route's page; `source` picks one of two routes sharing a name (`name@api`). */
 function routeHref(name, source) {
   return "#/routes/" + encodeURIComponent(name) + (source ? "@" + source : "");
 }
+
+/** A link to the route that serves `name`. */
+function routeLink(name) { return h("a", { href: routeHref(name) }, name); }
 
 function matcherText(m) {
   if (m.condition === "plugin") return `plugin ${m.plugin || "?"}(${(m.args || []).join(", ")})`;
@@ -167,6 +175,13 @@ function every(root, ms, fn) {
   if (!root.isConnected) return;
   const id = setInterval(() => (root.isConnected ? fn() : clearInterval(id)), ms);
   timers.push(id);
+}
+
+/** Loads the page of `root` now, then again every `ms` while it is shown; a failed refresh
+ * says so in the banner and the page keeps what it last drew. */
+async function keepLoading(root, ms, what, load) {
+  await load();
+  every(root, ms, () => load().catch((e) => banner(`Cannot refresh ${what}: ${e.message}`)));
 }
 
 function leavePage() {
@@ -216,6 +231,11 @@ async function allRoutes() {
     offset += doc.routes.length;
     if (!doc.routes.length || offset >= doc.total) return routes;
   }
+}
+
+/** Each checked backend's health; none when the list cannot be read (a page shows "–"). */
+async function healthList() {
+  try { return (await api("GET", "/api/v1/health")).doc.routes; } catch (_) { return []; }
 }
 
 async function liveSummary() {
@@ -287,7 +307,7 @@ async function routesPage() {
   };
   const load = async () => {
     const [list, live, health] = await Promise.all([allRoutes(), liveSummary(),
-      api("GET", "/api/v1/health").then((x) => x.doc.routes).catch(() => [])]);
+      healthList()]);
     const byRoute = new Map(health.map((x) => [x.route, x]));
     const counts = new Map();
     for (const r of list) counts.set(r.name, (counts.get(r.name) || 0) + 1);
@@ -319,8 +339,7 @@ async function routesPage() {
       h("a", { href: "#/new" }, h("button", { type: "button", id: "new-route" }, "New route"))),
     h("table", { id: "routes-table" }, h("thead", {}, head), tbody),
     h("p", { class: "muted" }, "Req/s and p99 are over the last minute, from the live view."));
-  await load();
-  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the routes: " + e.message)));
+  await keepLoading(main, REFRESH_MS, "the routes", load);
 }
 
 async function routePage(arg) {
@@ -331,7 +350,7 @@ async function routePage(arg) {
   const livePath = "/api/v1/live?route=" + encodeURIComponent(name);
   const [{ doc: named }, { doc: live }, health] = await Promise.all([
     api("GET", "/api/v1/routes?name=" + encodeURIComponent(name)), api("GET", livePath),
-    api("GET", "/api/v1/health").then((r) => r.doc.routes).catch(() => []),
+    healthList(),
   ]);
   const view = named.routes.find((r) => !source || r.source === source);
   if (!view) throw new Error(`no route named ${name}` + (source ? ` from the ${source}` : ""));
@@ -359,10 +378,8 @@ async function routePage(arg) {
         location.hash = "#/routes";
       } catch (e) { banner("Not deleted: " + e.message); }
     };
-    const ask = () => replace(confirmBox, h("span", { class: "inline-confirm" },
-      `Delete route ${name}? This cannot be undone.`,
-      h("button", { type: "button", class: "danger", id: "confirm-delete", onclick: remove }, "Delete"),
-      h("button", { type: "button", class: "secondary", onclick: () => confirmBox.replaceChildren() }, "Cancel")));
+    const ask = () => confirmIn(confirmBox, `Delete route ${name}? This cannot be undone.`,
+      h("button", { type: "button", class: "danger", id: "confirm-delete", onclick: remove }, "Delete"));
     append(actions, [
       h("a", { href: "#/edit/" + encodeURIComponent(name) }, h("button", { type: "button", id: "edit-route" }, "Edit")),
       h("button", { type: "button", class: "secondary", id: "toggle-route", onclick: toggle }, view.enabled ? "Disable" : "Enable"),
@@ -647,8 +664,7 @@ async function pluginsPage() {
         "Deadline hits", "Memory-cap hits", "Refused results", "Breaker", ""].map((t, i) =>
         h("th", { class: i >= 7 && i <= 11 ? "num" : "" }, t)))),
       tbody));
-  await load();
-  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the plugins: " + e.message)));
+  await keepLoading(main, REFRESH_MS, "the plugins", load);
 }
 
 function pluginRow(p, reload) {
@@ -660,14 +676,13 @@ function pluginRow(p, reload) {
       await reload();
     } catch (e) {
       if (e.code === "plugin_in_use") {
-        replace(confirmBox, h("span", { class: "inline-confirm" }, e.message + " ",
-          h("button", { type: "button", class: "danger", onclick: () => unload(true) }, "Unload anyway")));
+        confirmIn(confirmBox, e.message,
+          h("button", { type: "button", class: "danger", onclick: () => unload(true) }, "Unload anyway"));
       } else banner("Not unloaded: " + e.message);
     }
   };
-  const ask = () => replace(confirmBox, h("span", { class: "inline-confirm" }, `Unload ${p.name}?`,
-    h("button", { type: "button", class: "danger", dataset: { action: "confirm-unload" }, onclick: () => unload(false) }, "Unload"),
-    h("button", { type: "button", class: "secondary", onclick: () => confirmBox.replaceChildren() }, "Cancel")));
+  const ask = () => confirmIn(confirmBox, `Unload ${p.name}?`,
+    h("button", { type: "button", class: "danger", dataset: { action: "confirm-unload" }, onclick: () => unload(false) }, "Unload"));
   const loadMs = p.compile_ms + p.instantiate_ms;
   return h("tr", { dataset: { plugin: p.name } },
     h("td", {}, h("b", {}, p.name)),
@@ -678,7 +693,7 @@ function pluginRow(p, reload) {
     h("td", {}, fmtBytes(p.size)),
     h("td", { title: `compile ${fmtNum(p.compile_ms, 1)} ms + instantiate ${fmtNum(p.instantiate_ms, 1)} ms` },
       fmtNum(loadMs, 1), p.compiled_from_cache ? h("div", { class: "muted" }, "from cache") : null),
-    h("td", {}, p.used_by.length ? p.used_by.map((r, i) => [i ? ", " : "", h("a", { href: "#/routes/" + encodeURIComponent(r) }, r)]) : h("span", { class: "muted" }, "none")),
+    h("td", {}, p.used_by.length ? p.used_by.map((r, i) => [i ? ", " : "", routeLink(r)]) : h("span", { class: "muted" }, "none")),
     h("td", { class: "num" }, fmtNum(p.calls, 0)),
     h("td", { class: "num" }, fmtNum(p.traps, 0)),
     h("td", { class: "num" }, fmtNum(p.deadline_hits, 0)),
@@ -741,7 +756,7 @@ function explainPage() {
 
 async function explanationTree(q, doc) {
   const decision = doc.decision === "route"
-    ? [badge("route", "matched"), " ", h("a", { href: "#/routes/" + encodeURIComponent(doc.route) }, doc.route)]
+    ? [badge("route", "matched"), " ", routeLink(doc.route)]
     : [badge(doc.decision, doc.decision === "not_found" ? "failed" : "disabled"), doc.detail ? " " + doc.detail : ""];
   // Each candidate's matchers, with how far evaluation got.
   const rules = await Promise.all(doc.candidates.map((c) =>
@@ -754,7 +769,7 @@ async function explanationTree(q, doc) {
         " ", h("code", {}, matcherText(m)));
     }) : [];
     return h("li", { dataset: { candidate: c.route, result: c.result } },
-      badge(c.result), " ", h("a", { href: "#/routes/" + encodeURIComponent(c.route) }, c.route),
+      badge(c.result), " ", routeLink(c.route),
       c.failed ? h("span", { class: "muted" }, " failed at " + c.failed) : null,
       matchers.length ? h("ul", {}, matchers) : null);
   };
@@ -777,7 +792,7 @@ async function healthPage() {
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/health");
     replace(tbody, doc.routes.length ? doc.routes.map((r) => h("tr", { dataset: { route: r.route } },
-      h("td", {}, h("a", { href: "#/routes/" + encodeURIComponent(r.route) }, r.route)),
+      h("td", {}, routeLink(r.route)),
       h("td", { class: "mono" }, r.target),
       h("td", {}, badge(r.status)),
       h("td", { class: "num" }, r.latency_ms === null ? "–" : fmtNum(r.latency_ms, 2)),
@@ -788,8 +803,7 @@ async function healthPage() {
     h("p", { class: "muted" }, "Each backend is probed with a TCP connect every health interval."),
     h("table", { id: "health-table" }, h("thead", {}, h("tr", {},
       h("th", {}, "Route"), h("th", {}, "Backend"), h("th", {}, "Status"), h("th", { class: "num" }, "Connect ms"), h("th", {}, "Since"))), tbody));
-  await load();
-  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh health: " + e.message)));
+  await keepLoading(main, REFRESH_MS, "health", load);
 }
 
 const liveState = { filter: "" };
@@ -825,7 +839,7 @@ async function livePage() {
     replace(tbody, names.length ? names.map((n, i) => {
       const r = doc.routes[n];
       return h("tr", { dataset: { route: n } },
-        h("td", {}, swatch(COLORS[i]), " ", PSEUDO_ROUTES[n] ? seriesLabel(n) : h("a", { href: "#/routes/" + encodeURIComponent(n) }, n)),
+        h("td", {}, swatch(COLORS[i]), " ", PSEUDO_ROUTES[n] ? seriesLabel(n) : routeLink(n)),
         h("td", { class: "num", dataset: { col: "rps-now" } }, fmtNum(r.rps[r.rps.length - 1], 1)),
         h("td", { class: "num", dataset: { col: "rps-1m" } }, fmtNum(r.rps_1m, 1)),
         h("td", { class: "num", dataset: { col: "p99-1m" } }, fmtNum(r.p99_ms_1m, 2)));
@@ -863,8 +877,7 @@ async function livePage() {
     h("div", { class: "charts" }, h("div", { class: "card chart" }, rpsBox), h("div", { class: "card chart" }, p99Box)),
     h("table", { id: "live-table" }, h("thead", {}, h("tr", {},
       h("th", {}, "Route"), h("th", { class: "num" }, "Req/s now"), h("th", { class: "num" }, "Req/s 1 min"), h("th", { class: "num" }, "p99 ms 1 min"))), tbody));
-  await load();
-  every(main, LIVE_REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the live view: " + e.message)));
+  await keepLoading(main, LIVE_REFRESH_MS, "the live view", load);
 }
 
 async function clusterPage() {
@@ -889,8 +902,7 @@ async function clusterPage() {
           h("td", {}, position(i) < newest ? badge("behind", "excluded") : badge("current", "active")))))));
   };
   replace(main, h("h1", {}, "Cluster"), body);
-  await load();
-  every(main, REFRESH_MS, () => load().catch((e) => banner("Cannot refresh the cluster: " + e.message)));
+  await keepLoading(main, REFRESH_MS, "the cluster", load);
 }
 
 // ---------------------------------------------------------------------------------------------
