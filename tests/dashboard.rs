@@ -599,6 +599,24 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         })
         .await;
     assert!(reason.contains("serves"), "{reason}");
+    // The API refuses to change it while the file has the name, so only Delete is offered.
+    b.wait_text("#route-file-owns", "why it cannot be edited", |t| {
+        t.contains("cannot be edited")
+    })
+    .await;
+    let offered = b
+        .driver
+        .find_all(By::Css("#edit-route, #toggle-route"))
+        .await
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    assert_eq!(
+        offered, 0,
+        "no Edit or Disable for a route the API will not change"
+    );
+    b.shot("route-excluded").await;
+    let refused = api_write(&rd, "PUT", "/api/v1/routes/extra", &extra).await;
+    assert_eq!(refused.status, 409, "{}", refused.describe());
     b.click("#delete-route").await;
     b.click("#confirm-delete").await;
     b.wait_gone(

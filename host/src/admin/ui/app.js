@@ -380,9 +380,15 @@ async function routePage(arg) {
     };
     const ask = () => confirmIn(confirmBox, `Delete route ${name}? This cannot be undone.`,
       h("button", { type: "button", class: "danger", id: "confirm-delete", onclick: remove }, "Delete"));
+    // While the file has this name the API refuses to change its API route (it may only be
+    // deleted), so only Delete is offered.
+    const fileHasName = named.routes.some((r) => r.source === "file");
     append(actions, [
-      h("a", { href: "#/edit/" + encodeURIComponent(name) }, h("button", { type: "button", id: "edit-route" }, "Edit")),
-      h("button", { type: "button", class: "secondary", id: "toggle-route", onclick: toggle }, view.enabled ? "Disable" : "Enable"),
+      fileHasName ? h("span", { class: "muted", id: "route-file-owns" },
+        "The config file defines this name, so this API route cannot be edited; delete it, or remove the file's route to serve it again.") : [
+        h("a", { href: "#/edit/" + encodeURIComponent(name) }, h("button", { type: "button", id: "edit-route" }, "Edit")),
+        h("button", { type: "button", class: "secondary", id: "toggle-route", onclick: toggle }, view.enabled ? "Disable" : "Enable"),
+      ],
       h("button", { type: "button", class: "danger", id: "delete-route", onclick: ask }, "Delete"),
       confirmBox,
     ]);
