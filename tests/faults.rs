@@ -145,6 +145,90 @@ async fn a_client_that_leaves_mid_upload_frees_its_connection() {
     );
 }
 
+/// A request body that turns malformed after routerd started forwarding it, or that the
+/// client abandons, is the client's fault: 400 (as nginx answers) for the malformed one, 499 in
+/// the access log for the one the client left, counted as client errors; never a 502 "the
+/// backend is unreachable", a 5xx in `/metrics` or a backend failure in the log, which would
+/// page someone for a healthy backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_broken_body_is_the_clients_fault_not_the_backends() {
+    let b = Backend::start("b").await;
+    let dir = TempDir::new("client-fault");
+    let log = dir.path().join("access.log");
+    let rd = Routerd::launch(&config(vec![
+        Route::proxy("upload", &b.url()).m(prefix("/upload")),
+    ]))
+    .arg("--access-log")
+    .arg("json")
+    .arg("--access-log-file")
+    .arg(&log)
+    .start()
+    .await;
+    // Malformed: a valid first chunk, forwarded; then a chunk size line that is not hex.
+    let mut s = TcpStream::connect(rd.proxy).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: t\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b"zz\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"the request body is malformed","route":"upload"}"#),
+        "{answer}"
+    );
+    // Abandoned: half of a declared length, then the client goes away.
+    let mut s = TcpStream::connect(rd.proxy).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\ncontent-length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 50_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    let mut docs: Vec<Value> = Vec::new();
+    let logged = wait_until(
+        async || {
+            docs = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            docs.len() >= 2
+        },
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(logged, "two access-log lines: {docs:?}");
+    let outcome = |d: &Value| (d["status"].clone(), d["error"].clone(), d["route"].clone());
+    assert_eq!(
+        outcome(&docs[0]),
+        (json!(400), json!("client_body_invalid"), json!("upload"))
+    );
+    assert_eq!(
+        outcome(&docs[1]),
+        (json!(499), json!("client_closed"), json!("upload"))
+    );
+    let metrics = rd.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains(r#"routerd_requests_total{route="upload",status="4xx"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"routerd_requests_total{route="upload",status="5xx"} 0"#),
+        "{metrics}"
+    );
+    let blamed: Vec<String> = rd
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("backend request failed"))
+        .collect();
+    assert!(blamed.is_empty(), "the backend is not blamed: {blamed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_the_write_and_loses_nothing() {
     let data = TempDir::new("full-disk");

@@ -1265,8 +1265,8 @@ async fn circuit_breaker_opens_after_consecutive_failures_and_probes_later() {
 /// deadline: together they need 120 ms, more than one deadline. A call takes the slot when it
 /// reaches its first epoch tick still running; the wait for it is bounded by `queue_ms`, and
 /// does not count against the deadline, so with a long enough queue every call runs and
-/// matches; with `queue_ms: 0` the calls that find the slot taken fail by the policy at once,
-/// counted as overloaded. A predicate that waits in WASI holds no thread and takes no slot.
+/// matches; with `queue_ms: 0` the calls that find the slot taken are refused at once, counted
+/// as overloaded and answered 503 by routerd itself (not by the plugin's failure policy). A predicate that waits in WASI holds no thread and takes no slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_queue_for_a_slot_for_queue_ms_not_for_the_deadline() {
     let cfg = contained_config("bad-loop", &["20"]);
@@ -1316,8 +1316,10 @@ async fn calls_queue_for_a_slot_for_queue_ms_not_for_the_deadline() {
             assert!((1..6).contains(&guarded), "queue_ms 0: {guarded} of 6 ran");
             assert_eq!(overloaded, (6 - guarded) as f64, "{metrics}");
             assert_eq!(deadlines, 0.0, "{metrics}");
+            // routerd could not run them: its own 503, never the policy's fall-through.
             let resp = answers.iter().find(|r| r.text() != "guarded");
-            assert_eq!(resp.map(|r| r.text()), Some("fallback".to_owned()));
+            assert_eq!(resp.map(|r| r.status), Some(503));
+            assert!(answers.iter().all(|r| r.text() != "fallback"));
         }
         assert!(rd.is_running());
     }

@@ -68,6 +68,10 @@ pub struct Record {
     pub upstream: Option<http::uri::Authority>,
     /// Time spent in plugin calls.
     pub plugin_time: Duration,
+    /// Why routerd or the client, not the route or its backend, decided the answer:
+    /// `overloaded` (no capacity to run a plugin call), `client_body_invalid` (a malformed
+    /// request body), `client_closed` (the client went away before the answer).
+    pub error: Option<&'static str>,
 }
 
 /// A finished record.
@@ -206,13 +210,14 @@ fn format_line(buf: &mut Vec<u8>, line: &Line, format: AccessLogFormat) {
                 "upstream": upstream,
                 "plugin_ms": round3(plugin_ms),
                 "complete": line.complete,
+                "error": r.error,
             });
             // Writing JSON into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *buf, &doc);
             buf.push(b'\n');
         }
         AccessLogFormat::Logfmt => {
-            let pairs: [(&str, String); 11] = [
+            let pairs: [(&str, String); 12] = [
                 ("time", time),
                 ("remote", r.remote.to_string()),
                 ("method", r.method.as_str().to_owned()),
@@ -224,6 +229,7 @@ fn format_line(buf: &mut Vec<u8>, line: &Line, format: AccessLogFormat) {
                 ("upstream", upstream.unwrap_or("").to_owned()),
                 ("plugin_ms", format!("{:.3}", plugin_ms)),
                 ("complete", line.complete.to_string()),
+                ("error", r.error.unwrap_or("").to_owned()),
             ];
             for (i, (key, value)) in pairs.iter().enumerate() {
                 if i > 0 {

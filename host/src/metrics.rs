@@ -19,6 +19,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
@@ -175,6 +176,13 @@ struct PluginLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverloadLabels {
+    route: String,
+    plugin: String,
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     plugin: String,
     phase: &'static str,
@@ -187,6 +195,7 @@ pub struct Metrics {
     table_version: Gauge<i64, AtomicI64>,
     access_log_dropped: Counter,
     upgrades: UpgradeStats,
+    overloaded: Family<OverloadLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -230,12 +239,19 @@ impl Metrics {
             "Upgraded connections closed after the idle timeout",
             upgrades.idle_closed.clone(),
         );
+        let overloaded = Family::<OverloadLabels, Counter>::default();
+        registry.register(
+            "routerd_overloaded_requests",
+            "Requests routerd answered 503 itself because it had no capacity to run a plugin call (no instance or concurrency slot within queue_ms)",
+            overloaded.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
             table_version,
             access_log_dropped,
             upgrades,
+            overloaded,
         })
     }
 
@@ -263,6 +279,17 @@ impl Metrics {
             s.buckets[bucket] += 1;
             s.sum_seconds += took.as_secs_f64();
         });
+    }
+
+    /// Counts a request answered 503 because `plugin`'s call in `phase` could not run.
+    pub fn overloaded(&self, route: &str, plugin: &str, phase: Phase) {
+        self.overloaded
+            .get_or_create(&OverloadLabels {
+                route: route.to_owned(),
+                plugin: plugin.to_owned(),
+                phase: phase.as_str(),
+            })
+            .inc();
     }
 
     /// Records a new table generation whose routes are `routes`: series of routes no longer

@@ -132,6 +132,8 @@ pub(crate) struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<PluginState>,
     pooling: bool,
+    /// Calls waiting for one of this engine's instance slots.
+    slots: Arc<SlotSignal>,
 }
 
 /// The shared engines, linkers and compile cache.
@@ -264,6 +266,61 @@ impl<T: Send> Evictable for IdlePool<T> {
     }
 }
 
+/// Tells calls waiting for an instance slot that one may be free: an instance was dropped
+/// (its slot went back to the pool) or became idle (so it can be evicted). Signals cost an
+/// atomic load while nobody waits, so the calls that return instances do not contend on a lock.
+#[derive(Default)]
+pub(crate) struct SlotSignal {
+    waiting: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl SlotSignal {
+    /// A slot may be free now.
+    pub(crate) fn freed(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Starts listening: every [`SlotSignal::freed`] after this returns wakes the listener.
+    pub(crate) fn listen(self: &Arc<Self>) -> SlotListener {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        SlotListener {
+            signal: self.clone(),
+        }
+    }
+}
+
+/// A call's registration as a waiter for a free slot.
+pub(crate) struct SlotListener {
+    signal: Arc<SlotSignal>,
+}
+
+impl SlotListener {
+    /// A future that completes at the next [`SlotSignal::freed`]. Enable it (`enable`) before
+    /// trying for a slot, so a slot freed between a failed try and the wait is not missed.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.signal.notify.notified()
+    }
+}
+
+impl Drop for SlotListener {
+    fn drop(&mut self) {
+        self.signal.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Held by every instance, after its store: dropped with the instance, once the store (and
+/// so the instance's slot) is gone, and says so to the calls waiting for a slot.
+pub(crate) struct SlotReturn(pub(crate) Arc<SlotSignal>);
+
+impl Drop for SlotReturn {
+    fn drop(&mut self) {
+        self.0.freed();
+    }
+}
+
 /// Milliseconds since the first call, on a monotonic clock.
 pub(crate) fn now_ms() -> u64 {
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -283,6 +340,36 @@ const PROVIDED_IMPORTS: &[&str] = &[
     "wasi:http/",
     "router:plugin/",
 ];
+
+/// The versions of the `router:plugin` contract routerd speaks. A 0.x version is compatible
+/// with the later patch releases of its minor version (the component model's semver rule), so
+/// each entry is a `major.minor` prefix.
+pub const CONTRACT_VERSIONS: &[&str] = &["0.2"];
+
+/// Refuses an import or export of a `router:plugin` interface of a version routerd does not
+/// speak, naming it: otherwise such a component fails later with a bare link error.
+fn check_contract(name: &str) -> Result<(), PluginError> {
+    let Some(rest) = name.strip_prefix("router:plugin/") else {
+        return Ok(());
+    };
+    let version = rest.split_once('@').map_or("", |(_, v)| v);
+    let spoken = CONTRACT_VERSIONS.iter().any(|v| {
+        version
+            .strip_prefix(v)
+            .is_some_and(|patch| patch.is_empty() || patch.starts_with('.'))
+    });
+    if spoken {
+        return Ok(());
+    }
+    Err(PluginError::Contract {
+        interface: name.to_owned(),
+        found: if version.is_empty() {
+            "an unversioned router:plugin".to_owned()
+        } else {
+            format!("router:plugin@{version}")
+        },
+    })
+}
 
 impl PluginEngine {
     /// Builds the engine. Falls back to on-demand allocation (logged) when the pool's virtual
@@ -516,9 +603,10 @@ impl PluginEngine {
     }
 
     /// Drops the least recently used idle instance of any plugin on the engine of `kind`;
-    /// false when none is idle.
+    /// false only when no plugin on it has an idle instance. A pool whose last idle instance
+    /// was taken by a call between the choice and the eviction is passed over for the next.
     pub(crate) fn evict_one(&self, kind: EngineKind) -> bool {
-        let victim = {
+        let mut candidates: Vec<(u64, Arc<dyn Evictable>)> = {
             let Ok(mut pools) = self.idle_pools.lock() else {
                 return false;
             };
@@ -531,10 +619,15 @@ impl PluginEngine {
                     let used = p.last_used()?;
                     Some((used, p))
                 })
-                .min_by_key(|(used, _)| *used)
-                .map(|(_, p)| p)
+                .collect()
         };
-        victim.is_some_and(|p| p.evict_oldest())
+        candidates.sort_unstable_by_key(|(used, _)| *used);
+        candidates.into_iter().any(|(_, p)| p.evict_oldest())
+    }
+
+    /// Where a call that found every instance slot of `kind` in use waits for one to free.
+    pub(crate) fn slots_of(&self, kind: EngineKind) -> &Arc<SlotSignal> {
+        &self.runtime(kind).slots
     }
 
     /// Checks, without compiling, that everything the component imports is something we
@@ -544,7 +637,8 @@ impl PluginEngine {
         // only the outermost component's imports are ours to provide.
         let mut depth = 0usize;
         for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-            let payload = payload.map_err(|e| PluginError::Invalid(e.message().to_owned()))?;
+            let payload =
+                payload.map_err(|e| PluginError::Invalid(super::joined_lines(e.message())))?;
             match payload {
                 wasmparser::Payload::Version { encoding, .. } => {
                     if depth == 0 && encoding == wasmparser::Encoding::Module {
@@ -557,14 +651,22 @@ impl PluginEngine {
                 wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
                 wasmparser::Payload::ComponentImportSection(imports) if depth == 1 => {
                     for import in imports {
-                        let import =
-                            import.map_err(|e| PluginError::Invalid(e.message().to_owned()))?;
+                        let import = import
+                            .map_err(|e| PluginError::Invalid(super::joined_lines(e.message())))?;
                         let name = import.name.name;
+                        check_contract(name)?;
                         if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
                             return Err(PluginError::Link(format!(
                                 "the component imports {name}, which routerd does not provide (plugins get WASI 0.2's cli, io, clocks, random, filesystem, sockets and http interfaces, without any files or network, and router:plugin)"
                             )));
                         }
+                    }
+                }
+                wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
+                    for export in exports {
+                        let export = export
+                            .map_err(|e| PluginError::Invalid(super::joined_lines(e.message())))?;
+                        check_contract(export.name.name)?;
                     }
                 }
                 _ => {}
@@ -619,6 +721,9 @@ impl PluginEngine {
     /// them.
     pub fn compile(&self, sha256: &str, bytes: &[u8]) -> Result<Compiled, PluginError> {
         let started = Instant::now();
+        // Before the cache too: an artifact cached by an earlier routerd may be of a component
+        // this one refuses (a contract version it no longer speaks).
+        Self::check_imports(bytes)?;
         for kind in [EngineKind::Standard, EngineKind::ComponentAsync] {
             if let Some(path) = self.cache_path(kind, sha256)
                 && path.exists()
@@ -638,7 +743,6 @@ impl PluginEngine {
                 }
             }
         }
-        Self::check_imports(bytes)?;
         let kind = EngineKind::for_component(bytes);
         let cached = self.cache_path(kind, sha256);
         if let (Some(compiler), Some(path)) = (self.compiler.get(), &cached) {
@@ -735,6 +839,7 @@ impl Runtime {
             engine,
             linker,
             pooling,
+            slots: Arc::default(),
         })
     }
 }
@@ -787,6 +892,70 @@ fn control_runtime() -> Result<tokio::runtime::Handle, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pool that says it has an idle instance, but whose last one a call takes before the
+    /// eviction reaches it (as when two calls pick the same least recently used victim).
+    struct TakenMeanwhile;
+
+    impl Evictable for TakenMeanwhile {
+        fn last_used(&self) -> Option<u64> {
+            Some(0)
+        }
+
+        fn evict_oldest(&self) -> bool {
+            false
+        }
+    }
+
+    /// The race the many-plugins spread hit 68 times in two rounds: the least recently used
+    /// pool lost its idle instance to another call between the choice and the eviction. The
+    /// eviction goes on to the next pool instead of reporting the pool full.
+    #[test]
+    fn eviction_passes_over_a_victim_emptied_meanwhile() {
+        let engine = PluginEngine::new(&PoolLimits::default(), None).expect("an engine");
+        let raced: Arc<dyn Evictable> = Arc::new(TakenMeanwhile);
+        let idle = Arc::new(IdlePool::<u8>::new());
+        if let Ok(mut v) = idle.instances.lock() {
+            v.push(7);
+        }
+        let other: Arc<dyn Evictable> = idle.clone();
+        engine.register_idle(EngineKind::Standard, Arc::downgrade(&raced));
+        engine.register_idle(EngineKind::Standard, Arc::downgrade(&other));
+        assert!(engine.evict_one(EngineKind::Standard));
+        assert!(idle.instances.lock().is_ok_and(|v| v.is_empty()));
+        assert!(
+            !engine.evict_one(EngineKind::Standard),
+            "nothing idle is left"
+        );
+    }
+
+    #[test]
+    fn contract_versions_other_than_the_spoken_ones_are_named() {
+        assert!(check_contract("wasi:cli/environment@0.2.0").is_ok());
+        assert!(check_contract("router:plugin/request@0.2.0").is_ok());
+        assert!(check_contract("router:plugin/request@0.2.7").is_ok());
+        for (name, found) in [
+            ("router:plugin/predicate@0.1.0", "router:plugin@0.1.0"),
+            ("router:plugin/request@0.20.0", "router:plugin@0.20.0"),
+            ("router:plugin/request@1.0.0", "router:plugin@1.0.0"),
+            ("router:plugin/request", "an unversioned router:plugin"),
+        ] {
+            let e = check_contract(name).expect_err(name).to_string();
+            assert!(e.contains(found), "{e}");
+            assert!(e.contains("routerd speaks router:plugin@0.2.x"), "{e}");
+        }
+    }
+
+    /// wasmparser pretty-prints the expected and found magic numbers over many lines; the
+    /// error a user sees (and the log line it goes into) is one line.
+    #[test]
+    fn an_invalid_file_is_reported_on_one_line() {
+        let e = PluginEngine::check_imports(b"definitely not a wasm file at all")
+            .expect_err("random bytes are refused")
+            .to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("magic"), "{e}");
+    }
 
     #[test]
     fn pagemap_scan_needs_linux_6_7() {

@@ -16,6 +16,7 @@ fn failed(f: CallFailure) -> CallFailed {
     CallFailed {
         kind: f.kind(),
         reason: f.to_string(),
+        overloaded: matches!(f, CallFailure::Overloaded(_)),
     }
 }
 

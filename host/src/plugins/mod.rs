@@ -45,6 +45,17 @@ pub enum PluginError {
     /// The component imports something we do not provide.
     #[error("cannot link the component (it imports something routerd does not provide): {0}")]
     Link(String),
+    /// The component was built for a version of the contract routerd does not speak.
+    #[error(
+        "the component was built for {found} ({interface}); routerd speaks router:plugin@{speaks} (rebuild it against routerd's wit/ or SDK)",
+        speaks = engine::CONTRACT_VERSIONS.iter().map(|v| format!("{v}.x")).collect::<Vec<_>>().join(", ")
+    )]
+    Contract {
+        /// The interface that names the version.
+        interface: String,
+        /// The version it was built for.
+        found: String,
+    },
     /// The component exports neither interface.
     #[error(
         "the component exports neither router:plugin/predicate nor router:plugin/filter (build it for the predicate-plugin, filter-plugin or plugin world)"

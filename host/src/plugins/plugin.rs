@@ -15,7 +15,9 @@ use wasmtime::component::{Component, InstancePre};
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
 
 use super::PluginError;
-use super::engine::{CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine, TickerUse};
+use super::engine::{
+    CompiledBy, EPOCH_TICK, EngineKind, IdlePool, PluginEngine, SlotReturn, TickerUse,
+};
 use super::gate::{Admission, Breaker, ConcurrencyCap, Phase, PluginStats, SlotWait};
 use super::settings::{FailurePolicy, InstanceMode, PluginSettings};
 use super::state::{
@@ -99,6 +101,8 @@ pub(crate) struct Warm {
     filter: Option<FilterGuest>,
     /// The store's [`SlotWait`], also held here for the timer that bounds each call.
     slot_wait: Arc<SlotWait>,
+    /// Last, so it is dropped after the store: tells waiting calls the slot is free.
+    _returned: SlotReturn,
 }
 
 /// A call into the guest.
@@ -120,6 +124,16 @@ enum Outcome {
 /// The time a load-time call (trial instantiation, `validate`) gets: they run once, not per
 /// request, and a busy machine or a big guest must not turn a slow start into a rejection.
 const LOAD_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// The time a call's new instance may take to start (the guest's start functions included).
+/// It is the instance's budget, not the call's: the deadline bounds the guest's own run, and
+/// a start slowed by the host (page faults, a busy worker) must not count against it. A plugin
+/// that loaded starts in well under a millisecond to a few; this only bounds one that hangs.
+const INSTANTIATE_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// Evictions one attempt to instantiate may make before it waits for a slot instead: each
+/// frees a slot, so more mean other calls keep taking the freed slots first.
+const MAX_EVICTIONS_PER_ATTEMPT: usize = 64;
 
 /// Most headers a filter may set or reply with in one call.
 pub const MAX_RESULT_HEADERS: usize = 256;
@@ -237,7 +251,7 @@ impl Plugin {
         };
         let started = Instant::now();
         let warm = engine
-            .block_on(plugin.instantiate(started + LOAD_ALLOWANCE))
+            .block_on(plugin.instantiate(LOAD_ALLOWANCE, LOAD_ALLOWANCE))
             .map_err(|f| PluginError::Instantiate(f.to_string()))?;
         plugin.instantiate_time = started.elapsed();
         plugin.put_back(warm);
@@ -269,10 +283,36 @@ impl Plugin {
         self.idle.instances.lock().map_or(0, |v| v.len())
     }
 
-    /// A new instance. When the shared pool is full, idle instances of any plugin are evicted,
-    /// least recently used first.
-    async fn instantiate(&self, deadline_at: Instant) -> Result<Warm, CallFailure> {
+    /// A new instance, its start bounded by `allowance`. When the shared pool is full, idle
+    /// instances of any plugin are evicted, least recently used first; only when every slot
+    /// is held by a running call does it wait, up to `queue`, for one of them to end: then the
+    /// call is overloaded, which is routerd's capacity, never the plugin's failure.
+    async fn instantiate(&self, allowance: Duration, queue: Duration) -> Result<Warm, CallFailure> {
+        if let Some(done) = self.try_instantiate(allowance).await {
+            return done;
+        }
+        let listener = self.engine.slots_of(self.engine_kind).listen();
+        let until = Instant::now() + queue;
         loop {
+            let mut freed = std::pin::pin!(listener.notified());
+            freed.as_mut().enable();
+            if let Some(done) = self.try_instantiate(allowance).await {
+                return done;
+            }
+            if tokio::time::timeout_at(until.into(), freed).await.is_err() {
+                return Err(CallFailure::Overloaded(format!(
+                    "every plugin instance slot stayed in use by running calls for queue_ms ({} ms); raise --plugin-instances",
+                    queue.as_millis()
+                )));
+            }
+        }
+    }
+
+    /// One attempt at a new instance; `None` when the pool is full and no plugin has an idle
+    /// instance left to evict.
+    async fn try_instantiate(&self, allowance: Duration) -> Option<Result<Warm, CallFailure>> {
+        for _ in 0..=MAX_EVICTIONS_PER_ATTEMPT {
+            let until = Instant::now() + allowance;
             let mut store = Store::new(
                 &self.engine.runtime(self.engine_kind).engine,
                 PluginState::new(self.name.clone(), self.memory_cap),
@@ -280,7 +320,7 @@ impl Plugin {
             store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
             {
                 let data = store.data_mut();
-                data.deadline_at = deadline_at;
+                data.deadline_at = until;
                 data.yield_from = Instant::now() + EPOCH_TICK;
                 data.cap = Some(self.cap.slots());
                 data.queue = self.queue;
@@ -289,52 +329,58 @@ impl Plugin {
             // Start functions run too: the deadline is armed before instantiating.
             store.set_epoch_deadline(1);
             let wait = store.data().slot_wait.clone();
-            let instance =
-                match within(deadline_at, &wait, self.pre.instantiate_async(&mut store)).await {
-                    None => return Err(CallFailure::Deadline),
-                    Some(Ok(i)) => i,
-                    Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
-                        drop(store);
-                        if self.engine.evict_one(self.engine_kind) {
-                            continue;
-                        }
-                        return Err(CallFailure::Overloaded(
-                            "the plugin instance pool is full (raise --plugin-instances)".into(),
-                        ));
+            let instance = match within(until, &wait, self.pre.instantiate_async(&mut store)).await
+            {
+                None => return Some(Err(CallFailure::Deadline)),
+                Some(Ok(i)) => i,
+                Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                    drop(store);
+                    if self.engine.evict_one(self.engine_kind) {
+                        continue;
                     }
-                    Some(Err(e)) => return Err(classify(&store, &e)),
-                };
-            let predicate = match &self.predicate_indices {
-                Some(ix) => Some(
-                    ix.load(&mut store, &instance)
-                        .map_err(|e| CallFailure::Trap(super::one_line(&e)))?,
-                ),
-                None => None,
+                    return None;
+                }
+                Some(Err(e)) => return Some(Err(classify(&store, &e))),
             };
-            let filter = match &self.filter_indices {
-                Some(ix) => Some(
-                    ix.load(&mut store, &instance)
-                        .map_err(|e| CallFailure::Trap(super::one_line(&e)))?,
-                ),
-                None => None,
-            };
-            return Ok(Warm {
-                store,
-                predicate,
-                filter,
-                slot_wait: wait,
-            });
+            return Some(self.ready(store, &instance, wait));
         }
+        None
     }
 
-    async fn take(&self, deadline_at: Instant) -> Result<Warm, CallFailure> {
+    /// A started instance with its exports looked up.
+    fn ready(
+        &self,
+        mut store: Store<PluginState>,
+        instance: &wasmtime::component::Instance,
+        slot_wait: Arc<SlotWait>,
+    ) -> Result<Warm, CallFailure> {
+        let trap = |e: wasmtime::Error| CallFailure::Trap(super::one_line(&e));
+        let predicate = match &self.predicate_indices {
+            Some(ix) => Some(ix.load(&mut store, instance).map_err(trap)?),
+            None => None,
+        };
+        let filter = match &self.filter_indices {
+            Some(ix) => Some(ix.load(&mut store, instance).map_err(trap)?),
+            None => None,
+        };
+        Ok(Warm {
+            store,
+            predicate,
+            filter,
+            slot_wait,
+            _returned: SlotReturn(self.engine.slots_of(self.engine_kind).clone()),
+        })
+    }
+
+    /// An instance for a call: an idle one, or a new one (waiting up to `queue` for a slot).
+    async fn take(&self, allowance: Duration, queue: Duration) -> Result<Warm, CallFailure> {
         self.idle.touch();
         if self.settings.mode == InstanceMode::Reuse
             && let Some(w) = self.idle.instances.lock().ok().and_then(|mut v| v.pop())
         {
             return Ok(w);
         }
-        self.instantiate(deadline_at).await
+        self.instantiate(allowance, queue).await
     }
 
     fn put_back(&self, mut warm: Warm) {
@@ -344,10 +390,18 @@ impl Plugin {
         let data = warm.store.data_mut();
         data.request = None;
         data.response = None;
-        if let Ok(mut idle) = self.idle.instances.lock()
-            && idle.len() < self.settings.max_idle
-        {
-            idle.push(warm);
+        let kept = match self.idle.instances.lock() {
+            Ok(mut idle) if idle.len() < self.settings.max_idle => {
+                idle.push(warm);
+                None
+            }
+            _ => Some(warm),
+        };
+        match kept {
+            // Dropped outside the lock; its slot's return is signalled as it goes.
+            Some(dropped) => drop(dropped),
+            // Idle now, so evictable by a call waiting for a slot.
+            None => self.engine.slots_of(self.engine_kind).freed(),
         }
     }
 
@@ -377,7 +431,14 @@ impl Plugin {
         } else {
             self.queue
         };
-        // The deadline is the guest's own time: a wait for a slot of the cap pushes it back.
+        // The deadline is the guest's own time: it starts once the call has an instance (a
+        // new one has its own budget), and a wait for a slot of the cap pushes it back.
+        let allowance = if load_time {
+            LOAD_ALLOWANCE
+        } else {
+            INSTANTIATE_ALLOWANCE
+        };
+        let taken = self.take(allowance, queue).await;
         let started = Instant::now();
         let deadline_at = started
             + if load_time {
@@ -385,7 +446,7 @@ impl Plugin {
             } else {
                 self.deadline
             };
-        let (result, response) = match self.take(deadline_at).await {
+        let (result, response) = match taken {
             Err(failure) => (Err(failure), response),
             Ok(mut warm) => {
                 {
@@ -404,6 +465,7 @@ impl Plugin {
                     predicate,
                     filter,
                     slot_wait,
+                    ..
                 } = &mut warm;
                 let outcome = within(
                     deadline_at,
@@ -740,6 +802,6 @@ fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> CallFailure {
         Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline,
         // The root cause is the trap itself ("wasm trap: ..."); the wasm backtrace stays out
         // of the one-line log.
-        _ => CallFailure::Trap(e.root_cause().to_string()),
+        _ => CallFailure::Trap(super::joined_lines(&e.root_cause().to_string())),
     }
 }

@@ -84,7 +84,9 @@ impl PluginRegistry {
         paths.sort();
         for path in paths {
             if let Err(e) = self.load_file(&path) {
-                tracing::warn!(path = %path.display(), "plugin not loaded: {e}");
+                let plugin = path.file_stem().map(|s| s.to_string_lossy());
+                let reason = super::joined_lines(&e.to_string());
+                tracing::warn!(plugin = plugin.as_deref().unwrap_or(""), path = %path.display(), "plugin not loaded: {reason}");
             }
         }
     }

@@ -73,7 +73,8 @@ fn apply(registry: &PluginRegistry, dir: &Path, stem: &str) {
             } else {
                 ""
             };
-            tracing::warn!(plugin = stem, "plugin not loaded: {e}{keeping}");
+            let reason = super::joined_lines(&e.to_string());
+            tracing::warn!(plugin = stem, "plugin not loaded: {reason}{keeping}");
         }
     } else {
         registry.unload(stem);

@@ -9,6 +9,57 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+/// The client's request body failed while routerd read or forwarded it: the client's fault,
+/// never the backend's. Its own type, so an exchange that failed because of it is told apart
+/// by finding it among the failure's causes, not guessed from a message.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// The body's framing is malformed (a bad chunk size line, ...).
+    #[error("the client's request body is malformed: {0}")]
+    Invalid(#[source] hyper::Error),
+    /// The client went away (or stopped sending) before its body ended.
+    #[error("the client's request body ended early: {0}")]
+    Closed(#[source] hyper::Error),
+}
+
+impl ClientBodyError {
+    /// Sorts a read error of the client's body: malformed framing is reported by hyper's
+    /// decoder as invalid input or data; anything else means the stream ended early.
+    fn from_read(e: hyper::Error) -> Self {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(c) = cause {
+            if let Some(io) = c.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                )
+            {
+                return ClientBodyError::Invalid(e);
+            }
+            cause = c.source();
+        }
+        if e.is_parse() {
+            ClientBodyError::Invalid(e)
+        } else {
+            ClientBodyError::Closed(e)
+        }
+    }
+
+    /// The client body error among `error`'s causes, if any.
+    pub fn among_causes<'a>(
+        error: &'a (dyn std::error::Error + 'static),
+    ) -> Option<&'a ClientBodyError> {
+        let mut cause = Some(error);
+        while let Some(c) = cause {
+            if let Some(found) = c.downcast_ref::<ClientBodyError>() {
+                return Some(found);
+            }
+            cause = c.source();
+        }
+        None
+    }
+}
+
 /// The body sent upstream.
 #[derive(Debug)]
 pub enum RequestBody {
@@ -25,14 +76,17 @@ pub enum RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let client = |frame: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>| {
+            frame.map(|f| f.map(|r| r.map_err(ClientBodyError::from_read)))
+        };
         match self.get_mut() {
-            RequestBody::Streaming(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Streaming(b) => client(Pin::new(b).poll_frame(cx)),
             RequestBody::Replay { prefix, rest } => {
                 if let Some(p) = prefix.take()
                     && !p.is_empty()
@@ -40,7 +94,7 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 match rest {
-                    Some(r) => Pin::new(r).poll_frame(cx),
+                    Some(r) => client(Pin::new(r).poll_frame(cx)),
                     None => Poll::Ready(None),
                 }
             }
@@ -84,7 +138,7 @@ impl Body for RequestBody {
 pub async fn read_prefix(
     body: RequestBody,
     limit: usize,
-) -> Result<(Bytes, bool, RequestBody), hyper::Error> {
+) -> Result<(Bytes, bool, RequestBody), ClientBodyError> {
     let mut body = body;
     let mut buf = BytesMut::new();
     loop {

@@ -20,6 +20,7 @@ use tracing::warn;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
+use crate::plugins::Phase;
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
     BufferedBody, Decision, ExternalRequest, FailurePolicy, HeaderOp, PredicateResults, Reply,
@@ -27,7 +28,7 @@ use crate::routing::{
     request_host,
 };
 use crate::server::Peer;
-use body::RequestBody;
+use body::{ClientBodyError, RequestBody};
 use clients::{UpstreamClients, UpstreamError};
 use upstream::{UpstreamOptions, UpstreamPath};
 
@@ -96,6 +97,9 @@ struct Trace {
     on: bool,
     upstream: Option<http::uri::Authority>,
     plugin_time: std::time::Duration,
+    /// What went wrong, when routerd or the client (not the route or backend) decided the
+    /// answer: `overloaded`, ...
+    error: Option<&'static str>,
 }
 
 impl Trace {
@@ -180,6 +184,7 @@ impl Proxy {
                     route,
                     upstream: trace.upstream,
                     plugin_time: trace.plugin_time,
+                    error: trace.error,
                 };
                 resp.map(|body| log.wrap(record, started, body))
             }
@@ -222,12 +227,7 @@ impl Proxy {
                             buffered = Some(BufferedBody::new(bytes, too_large));
                         }
                         Err(e) => {
-                            warn!(error = %e, "reading the request body failed");
-                            let resp = error(
-                                StatusCode::BAD_REQUEST,
-                                "could not read the request body",
-                                None,
-                            );
+                            let resp = client_body_failed(&e, None, trace);
                             return (resp, Arc::from("none"));
                         }
                     }
@@ -237,7 +237,9 @@ impl Proxy {
         };
         let parts = head.into_parts();
         let route: Arc<str> = match &decision {
-            Decision::Route(id) => table.route(*id).name.clone(),
+            Decision::Route(id) | Decision::Overloaded { route: id, .. } => {
+                table.route(*id).name.clone()
+            }
             Decision::DefaultUrl => Arc::from("default_url"),
             _ => Arc::from("none"),
         };
@@ -298,6 +300,9 @@ impl Proxy {
                 "available",
                 &types,
             ),
+            Decision::Overloaded { plugin, .. } => {
+                self.overloaded(&route, &plugin, Phase::Predicate, trace)
+            }
             Decision::NotFound | Decision::NeedBody | Decision::NeedPredicates { .. } => {
                 error(StatusCode::NOT_FOUND, "no route matches", None)
             }
@@ -405,6 +410,16 @@ impl Proxy {
                             answer = Some(reply_response(reply, call.name()));
                             break;
                         }
+                        Err(failure) if failure.overloaded => {
+                            warn!(plugin = call.name(), route = %route.name, reason = %failure, "plugin filter could not run: routerd is overloaded; answering 503");
+                            answer = Some(self.overloaded(
+                                &route.name,
+                                call.name(),
+                                Phase::Request,
+                                trace,
+                            ));
+                            break;
+                        }
                         Err(failure) => {
                             let policy = call.failure_policy();
                             warn!(plugin = call.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
@@ -484,6 +499,11 @@ impl Proxy {
                             }
                             apply_ops(resp.headers_mut(), edits.headers, call.name());
                         }
+                        Err(failure) if failure.overloaded => {
+                            warn!(plugin = call.name(), route = %route.name, reason = %failure, "plugin filter could not run: routerd is overloaded; answering 503");
+                            resp =
+                                self.overloaded(&route.name, call.name(), Phase::Response, trace);
+                        }
                         Err(failure) => {
                             let policy = call.failure_policy();
                             warn!(plugin = call.name(), route = %route.name, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
@@ -500,6 +520,31 @@ impl Proxy {
                 RouteFilter::Builtin(_) => {}
             }
         }
+        resp
+    }
+
+    /// routerd's own answer when it had no capacity to run `plugin`'s call for `route`: 503
+    /// with `Retry-After`, counted and logged as overloaded. Never the plugin's failure policy:
+    /// the plugin did nothing wrong, and a silent no-match would be a wrong routing answer.
+    fn overloaded(
+        &self,
+        route: &str,
+        plugin: &str,
+        phase: Phase,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        if let Some(m) = &self.metrics {
+            m.overloaded(route, plugin, phase);
+        }
+        trace.error = Some("overloaded");
+        let doc = serde_json::json!({
+            "error": "routerd is overloaded: no capacity to run a plugin call within its queue_ms",
+            "route": route,
+            "plugin": plugin,
+        });
+        let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &doc);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
     }
 
@@ -626,6 +671,9 @@ impl Proxy {
                 )
             }
             Err(e) => {
+                if let Some(client) = ClientBodyError::among_causes(&e) {
+                    return client_body_failed(client, Some(route), trace);
+                }
                 warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend request failed");
                 error(
                     StatusCode::BAD_GATEWAY,
@@ -633,6 +681,39 @@ impl Proxy {
                     Some(route),
                 )
             }
+        }
+    }
+}
+
+/// The answer when the client's own request body failed, read for a matcher or forwarded:
+/// 400 for a malformed body (nginx answers so too), 499 when the client went away (nginx's
+/// "client closed request", for the access log and metrics: nobody is left to read it). The
+/// client's fault, so it is logged as such and never as a backend failure.
+fn client_body_failed(
+    e: &ClientBodyError,
+    route: Option<&str>,
+    trace: &mut Trace,
+) -> Response<ResponseBody> {
+    let route_name = route.unwrap_or("none");
+    match e {
+        ClientBodyError::Invalid(_) => {
+            tracing::info!(route = route_name, error = %e, "client sent a malformed request body; answered 400");
+            trace.error = Some("client_body_invalid");
+            error(
+                StatusCode::BAD_REQUEST,
+                "the request body is malformed",
+                route,
+            )
+        }
+        ClientBodyError::Closed(_) => {
+            tracing::debug!(route = route_name, error = %e, "client went away before its request body ended");
+            trace.error = Some("client_closed");
+            let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            error(
+                status,
+                "the client closed the request before its body ended",
+                route,
+            )
         }
     }
 }

@@ -108,6 +108,10 @@ pub struct CallFailed {
     pub kind: &'static str,
     /// What happened.
     pub reason: String,
+    /// The host had no capacity to run the call (no instance or concurrency slot freed within
+    /// the plugin's `queue_ms`): routerd's own failure, not the plugin's, so the plugin's
+    /// failure policy does not decide the request; routerd answers 503 itself.
+    pub overloaded: bool,
 }
 
 impl std::fmt::Display for CallFailed {

@@ -73,6 +73,15 @@ pub enum Decision {
     NotAcceptable(String),
     /// Nothing matches.
     NotFound,
+    /// The decision reached a route whose plugin predicate routerd could not run for want of
+    /// capacity (the plugin's failure policy does not apply to the host's own shortage): the
+    /// request cannot be decided, and routerd answers 503 itself.
+    Overloaded {
+        /// The route.
+        route: u32,
+        /// The plugin whose call could not run.
+        plugin: String,
+    },
 }
 
 enum Find {
@@ -88,6 +97,9 @@ enum Find {
 #[derive(Debug, Default)]
 pub struct PredicateResults {
     done: smallvec::SmallVec<[(u32, bool, Option<usize>); 4]>,
+    /// A route whose predicate could not run for want of capacity, with the plugin's name:
+    /// it stops the decision ([`Decision::Overloaded`]).
+    overloaded: Option<(u32, String)>,
 }
 
 impl PredicateResults {
@@ -313,6 +325,12 @@ impl RouteTable {
     /// Routes with plugin predicates answer [`Decision::NeedPredicates`] until `done` has their
     /// result.
     pub fn decide(&self, req: &RequestView<'_>, done: &PredicateResults) -> Decision {
+        if let Some((route, plugin)) = &done.overloaded {
+            return Decision::Overloaded {
+                route: *route,
+                plugin: plugin.clone(),
+            };
+        }
         match self.find(req, req.path, false, done, &mut None) {
             Find::Found(id) => return Decision::Route(id),
             Find::NeedBody => return Decision::NeedBody,
@@ -555,10 +573,17 @@ impl RouteTable {
         } else {
             req.path.to_owned()
         };
-        let failed = self
+        let (failed, overloaded) = match self
             .first_failed_predicate(route, self.route(route), req, &path)
-            .await;
+            .await
+        {
+            Ok(failed) => (failed, None),
+            Err(PredicateOverloaded { index, plugin }) => (Some(index), Some((route, plugin))),
+        };
         done.done.push((route, toggled, failed));
+        if overloaded.is_some() {
+            done.overloaded = overloaded;
+        }
     }
 
     /// Decides, running plugin predicates as the decision reaches them (the body is not read:
@@ -576,17 +601,19 @@ impl RouteTable {
     }
 
     /// The rule index of the first plugin predicate that does not match (after each plugin's
-    /// failure policy), if any.
+    /// failure policy), if any; an error when one could not run for want of capacity.
     async fn first_failed_predicate(
         &self,
         id: u32,
         route: &Route,
         req: &RequestView<'_>,
         path: &str,
-    ) -> Option<usize> {
-        let (first, _) = route.predicates.first()?;
+    ) -> Result<Option<usize>, PredicateOverloaded> {
+        let Some((first, _)) = route.predicates.first() else {
+            return Ok(None);
+        };
         let Some(shared) = req.shared else {
-            return Some(*first);
+            return Ok(Some(*first));
         };
         let params: Vec<(String, String)> = self
             .params(id, path)
@@ -603,7 +630,19 @@ impl RouteTable {
             };
             match call.matches(request).await {
                 Ok(true) => {}
-                Ok(false) => return Some(*index),
+                Ok(false) => return Ok(Some(*index)),
+                Err(failure) if failure.overloaded => {
+                    tracing::warn!(
+                        plugin = call.name(),
+                        route = &*route.name,
+                        reason = %failure,
+                        "plugin predicate could not run: routerd is overloaded; answering 503"
+                    );
+                    return Err(PredicateOverloaded {
+                        index: *index,
+                        plugin: call.name().to_owned(),
+                    });
+                }
                 Err(failure) => {
                     let policy = call.failure_policy();
                     tracing::warn!(
@@ -615,13 +654,21 @@ impl RouteTable {
                         "plugin predicate failed"
                     );
                     if policy == FailurePolicy::FailClosed {
-                        return Some(*index);
+                        return Ok(Some(*index));
                     }
                 }
             }
         }
-        None
+        Ok(None)
     }
+}
+
+/// A plugin predicate that could not run for want of capacity.
+struct PredicateOverloaded {
+    /// Its rule index.
+    index: usize,
+    /// The plugin's name.
+    plugin: String,
 }
 
 fn toggle_trailing_slash(path: &str) -> Option<String> {
@@ -651,7 +698,8 @@ pub struct CandidateResult {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Explanation {
     /// `route`, `need_body`, `default_url`, `redirect`, `method_not_allowed`, `options`,
-    /// `unsupported_media_type`, `not_acceptable` or `not_found`.
+    /// `unsupported_media_type`, `not_acceptable`, `not_found` or `overloaded` (the detail
+    /// names the plugin routerd had no capacity to run).
     pub decision: &'static str,
     /// The chosen route, for `route`.
     pub route: Option<String>,
@@ -700,6 +748,11 @@ impl RouteTable {
             Decision::UnsupportedMediaType(types) => ("unsupported_media_type", None, Some(types)),
             Decision::NotAcceptable(types) => ("not_acceptable", None, Some(types)),
             Decision::NotFound => ("not_found", None, None),
+            Decision::Overloaded { route, plugin } => (
+                "overloaded",
+                Some(self.route(route).name.to_string()),
+                Some(plugin),
+            ),
         };
         Explanation {
             decision,
@@ -753,8 +806,12 @@ impl RouteTable {
         if !media::produces_ok(&route.produces, req.headers) {
             return Some("produces (the request's Accept)".into());
         }
-        self.first_failed_predicate(id, route, req, req.path)
-            .await
-            .map(describe)
+        match self.first_failed_predicate(id, route, req, req.path).await {
+            Ok(failed) => failed.map(describe),
+            Err(PredicateOverloaded { index, .. }) => Some(format!(
+                "{} (could not run: routerd is overloaded)",
+                describe(index)
+            )),
+        }
     }
 }
