@@ -147,7 +147,8 @@ build_go() {
     # The bindings (module wit_component, package main with the exports' glue), then our two
     # export packages beside them.
     (cd "$build" && wit-bindgen go "$wit" -w plugin >/dev/null 2>&1)
-    cp -r "$src/export_router_plugin_predicate" "$src/export_router_plugin_filter" "$build/"
+    # (and the collector package every export calls on its way out: see collector/collector.go).
+    cp -r "$src/export_router_plugin_predicate" "$src/export_router_plugin_filter" "$src/collector" "$build/"
     # The generated code imports go.bytecodealliance.org/pkg; its source ships inside the
     # wit-bindgen-go crate (there is no Go module proxy to fetch it from).
     local pkg

