@@ -139,6 +139,12 @@ impl Breaker {
         }
     }
 
+    /// Ends a probe that could not run (routerd had no capacity for it): it says nothing
+    /// about the plugin, so the breaker stays as it was and the next call probes instead.
+    pub(crate) fn abandon_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     /// Records a call's outcome; true when this opened the breaker.
     pub(crate) fn record(&self, ok: bool, probe: bool) -> bool {
         if self.threshold == 0 {
@@ -274,6 +280,17 @@ mod tests {
         b.record(true, true);
         assert!(!b.is_open());
         assert_eq!(b.admit(), Admission::Run);
+    }
+
+    #[test]
+    fn a_probe_that_could_not_run_leaves_the_breaker_as_it_was() {
+        let b = Breaker::new(1, 10);
+        assert!(b.record(false, false));
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        assert_eq!(b.admit(), Admission::Probe);
+        b.abandon_probe();
+        assert!(b.is_open(), "still open: the probe said nothing");
+        assert_eq!(b.admit(), Admission::Probe, "the next call probes at once");
     }
 
     #[test]

@@ -501,9 +501,12 @@ impl Plugin {
         if let Err(failure) = &result {
             self.count(failure);
         }
-        // An overloaded call says nothing about the plugin's health (except as the probe).
+        // An overloaded call says nothing about the plugin's health, not even as the probe.
         let overloaded = matches!(result, Err(CallFailure::Overloaded(_)));
-        if !load_time && (!overloaded || probe) && self.breaker.record(result.is_ok(), probe) {
+        if !load_time && overloaded && probe {
+            self.breaker.abandon_probe();
+        }
+        if !load_time && !overloaded && self.breaker.record(result.is_ok(), probe) {
             self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 plugin = &*self.name,
