@@ -1,0 +1,437 @@
+//! One call into a plugin: the breaker's admission, an instance, the guest run as a future
+//! under its deadline (the epoch check interrupts guest code and makes a long call yield; a
+//! timer ends a call that waits in WASI), its result checked against the caps, and the outcome
+//! counted. A call that fails for any reason throws its instance away.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, StoreContextMut, UpdateDeadline};
+
+use super::warm::{INSTANTIATE_ALLOWANCE, Warm};
+use super::{
+    LOAD_ALLOWANCE, MAX_REPLY_BODY_BYTES, MAX_RESULT_HEADER_BYTES, MAX_RESULT_HEADERS, Plugin,
+};
+use crate::plugins::engine::EPOCH_TICK;
+use crate::plugins::gate::{Admission, Phase, SlotWait};
+use crate::plugins::state::{
+    FilterGuest, HeaderOp, PluginState, PredicateGuest, RequestAction, RequestEdits, ResponseEdits,
+};
+use crate::routing::{ExternalRequest, ResponseHead};
+
+/// Why a call failed; the failure policy decides what it means for the request.
+#[derive(Debug)]
+pub enum CallFailure {
+    /// The deadline passed.
+    Deadline,
+    /// The instance hit its memory cap.
+    MemoryCap,
+    /// The guest trapped (or instantiation failed).
+    Trap(String),
+    /// The guest answered something we refuse (too large, invalid).
+    BadResult(String),
+    /// The plugin's concurrency cap (or the shared instance pool) stayed full until the
+    /// deadline.
+    Overloaded(String),
+    /// The circuit breaker is open: the plugin kept failing, so it is not called for now.
+    CircuitOpen,
+}
+
+impl CallFailure {
+    /// A short machine-readable name: `deadline`, `memory_cap`, `trap`, `bad_result`,
+    /// `overloaded` or `circuit_open`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallFailure::Deadline => "deadline",
+            CallFailure::MemoryCap => "memory_cap",
+            CallFailure::Trap(_) => "trap",
+            CallFailure::BadResult(_) => "bad_result",
+            CallFailure::Overloaded(_) => "overloaded",
+            CallFailure::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+impl std::fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallFailure::Deadline => f.write_str("deadline exceeded"),
+            CallFailure::MemoryCap => f.write_str("memory cap exceeded"),
+            CallFailure::Trap(t) => write!(f, "trap: {t}"),
+            CallFailure::BadResult(r) => write!(f, "rejected result: {r}"),
+            CallFailure::Overloaded(r) => write!(f, "overloaded: {r}"),
+            CallFailure::CircuitOpen => {
+                f.write_str("circuit breaker open (the plugin kept failing; not called for now)")
+            }
+        }
+    }
+}
+
+/// A call into the guest.
+pub(super) enum Call<'a> {
+    Validate { filter: bool, args: &'a [String] },
+    Matches(&'a [String]),
+    OnRequest(&'a [String]),
+    OnResponse(&'a [String]),
+}
+
+/// What a call answered.
+pub(super) enum Outcome {
+    Valid(Result<(), String>),
+    Matched(bool),
+    Action(RequestAction),
+    Edits(ResponseEdits),
+}
+
+/// What a call may spend: starting a new instance, waiting for a slot, running the guest.
+struct Budget {
+    instantiate: Duration,
+    queue: Duration,
+    deadline: Duration,
+}
+
+impl Budget {
+    /// Load-time calls (trial instantiation, `validate`) run once, not per request: a busy
+    /// machine or a big guest must not turn a slow start into a rejection.
+    const LOAD: Budget = Budget {
+        instantiate: LOAD_ALLOWANCE,
+        queue: LOAD_ALLOWANCE,
+        deadline: LOAD_ALLOWANCE,
+    };
+}
+
+impl Plugin {
+    /// Runs one call: breaker, an instance, the guest under the deadline, the result caps;
+    /// then the outcome is counted and the instance kept only on success.
+    pub(super) async fn call(
+        &self,
+        phase: Phase,
+        call: Call<'_>,
+        request: Option<ExternalRequest>,
+        response: Option<ResponseHead>,
+    ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
+        self.stats.calls[phase as usize].fetch_add(1, Ordering::Relaxed);
+        let load_time = phase == Phase::Validate;
+        let admission = if load_time {
+            Admission::Run
+        } else {
+            self.breaker.admit()
+        };
+        if admission == Admission::Refuse {
+            self.stats.short_circuited.fetch_add(1, Ordering::Relaxed);
+            return (Err(CallFailure::CircuitOpen), response);
+        }
+        let budget = if load_time {
+            Budget::LOAD
+        } else {
+            Budget {
+                instantiate: INSTANTIATE_ALLOWANCE,
+                queue: self.queue,
+                deadline: self.deadline,
+            }
+        };
+        let (result, response) = match self.take(budget.instantiate, budget.queue).await {
+            Err(failure) => (Err(failure), response),
+            Ok(warm) => self.run(warm, &call, &budget, request, response).await,
+        };
+        self.record(&result, load_time, admission == Admission::Probe);
+        (result, response)
+    }
+
+    /// Runs the guest in `warm` under the deadline, which starts now: it is the guest's own
+    /// time (a new instance had its own budget), and a wait for a slot of the cap pushes it
+    /// back. The instance goes back to the idle ones only when the call succeeded.
+    async fn run(
+        &self,
+        mut warm: Warm,
+        call: &Call<'_>,
+        budget: &Budget,
+        request: Option<ExternalRequest>,
+        response: Option<ResponseHead>,
+    ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
+        let started = Instant::now();
+        let deadline_at = started + budget.deadline;
+        {
+            let data = warm.store.data_mut();
+            data.request = request;
+            data.response = response;
+            data.log_lines.reset();
+            data.memory_cap_hit = false;
+            data.deadline_at = deadline_at;
+            data.yield_from = started + EPOCH_TICK;
+            data.queue = budget.queue;
+        }
+        warm.store.set_epoch_deadline(1);
+        let Warm {
+            store,
+            predicate,
+            filter,
+            slot_wait,
+            ..
+        } = &mut warm;
+        let outcome = within(
+            deadline_at,
+            slot_wait,
+            invoke(store, predicate, filter, call),
+        )
+        .await;
+        // The request goes back to its caller's only reference: the proxy then reuses the head
+        // it shared instead of copying it, and an idle instance holds no request alive.
+        let data = warm.store.data_mut();
+        data.request = None;
+        // The slot, if the call took one, is free again, and the timer's extension a wait for
+        // it set is over. (A call still waiting never gets here in an instance that is kept:
+        // it ended at its deadline or as overloaded.)
+        if data.slot.take().is_some() {
+            warm.slot_wait.extend_until(None);
+        }
+        let response = data.response.take();
+        match outcome {
+            Some(Ok(out)) => {
+                let checked = check_result(&out);
+                self.put_back(warm);
+                (checked.map(|()| out), response)
+            }
+            Some(Err(e)) => (Err(classify(&warm.store, &e)), response),
+            // The call was still waiting (in WASI) at the deadline; its instance is dropped
+            // mid-call and never reused.
+            None => (Err(CallFailure::Deadline), response),
+        }
+    }
+
+    /// Counts a call's failure and tells the breaker how the call went. An overloaded call
+    /// says nothing about the plugin's health, not even as the probe.
+    fn record(&self, result: &Result<Outcome, CallFailure>, load_time: bool, probe: bool) {
+        if let Err(failure) = result {
+            self.count(failure);
+        }
+        if load_time {
+            return;
+        }
+        if matches!(result, Err(CallFailure::Overloaded(_))) {
+            if probe {
+                self.breaker.abandon_probe();
+            }
+            return;
+        }
+        if self.breaker.record(result.is_ok(), probe) {
+            self.stats.breaker_opened.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = &*self.name,
+                backoff_ms = self.settings.breaker_backoff_ms,
+                "circuit breaker opened: {} calls in a row failed; calls fail by the plugin's policy until a probe call succeeds",
+                self.settings.breaker_failures
+            );
+        }
+    }
+
+    fn count(&self, failure: &CallFailure) {
+        let counter = match failure {
+            CallFailure::Deadline => &self.stats.deadline_hits,
+            CallFailure::MemoryCap => &self.stats.memory_cap_hits,
+            CallFailure::Trap(_) => &self.stats.traps,
+            CallFailure::BadResult(_) => &self.stats.bad_results,
+            CallFailure::Overloaded(_) => &self.stats.overloaded,
+            CallFailure::CircuitOpen => &self.stats.short_circuited,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs the guest function `call` names.
+async fn invoke(
+    store: &mut Store<PluginState>,
+    predicate: &Option<PredicateGuest>,
+    filter: &Option<FilterGuest>,
+    call: &Call<'_>,
+) -> wasmtime::Result<Outcome> {
+    Ok(match (call, predicate, filter) {
+        (
+            Call::Validate {
+                filter: false,
+                args,
+            },
+            Some(p),
+            _,
+        ) => Outcome::Valid(p.call_validate(&mut *store, args).await?),
+        (Call::Validate { filter: true, args }, _, Some(f)) => {
+            Outcome::Valid(f.call_validate(&mut *store, args).await?)
+        }
+        (Call::Validate { filter, .. }, _, _) => Outcome::Valid(Err(if *filter {
+            "this plugin is not a filter".into()
+        } else {
+            "this plugin is not a predicate".into()
+        })),
+        (Call::Matches(args), Some(p), _) => {
+            Outcome::Matched(p.call_matches(&mut *store, args).await?)
+        }
+        (Call::Matches(_), None, _) => Outcome::Matched(false),
+        (Call::OnRequest(args), _, Some(f)) => {
+            Outcome::Action(f.call_on_request(&mut *store, args).await?)
+        }
+        (Call::OnResponse(args), _, Some(f)) => {
+            Outcome::Edits(f.call_on_response(&mut *store, args).await?)
+        }
+        (Call::OnRequest(_), _, None) => Outcome::Action(RequestAction::Proceed(RequestEdits {
+            headers: Vec::new(),
+            path: None,
+            query: None,
+        })),
+        (Call::OnResponse(_), _, None) => Outcome::Edits(ResponseEdits {
+            status: None,
+            headers: Vec::new(),
+        }),
+    })
+}
+
+/// Runs `fut` until `deadline_at`; `None` when the deadline came first (the future is dropped).
+/// Most calls finish in their first poll, so only one that suspends (an epoch yield, a wait in
+/// WASI) pays for a timer.
+pub(super) async fn within<F: Future>(
+    deadline_at: Instant,
+    wait: &SlotWait,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    let mut until = deadline_at;
+    loop {
+        match tokio::time::timeout_at(until.into(), fut.as_mut()).await {
+            Ok(out) => return Some(out),
+            // The guest is waiting for a slot of the cap: that time is not its own.
+            Err(_) => match wait.extended_until() {
+                Some(later) if later > until => until = later,
+                _ => return None,
+            },
+        }
+    }
+}
+
+/// Called by wasmtime at every epoch tick while guest code runs: past the deadline the guest is
+/// interrupted; before it, the call yields to the executor, so a long call shares its thread.
+pub(super) fn epoch_check(
+    mut store: StoreContextMut<'_, PluginState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    let now = Instant::now();
+    let state = store.data_mut();
+    if let Some(since) = state.slot_wait_since.take() {
+        // Back from waiting for a slot: run on with it, the wait added to the deadline.
+        match state.slot_wait.take_granted() {
+            Some(permit) => {
+                state.slot = Some(permit);
+                state.deadline_at += now.saturating_duration_since(since);
+                // The timer bounding the call moves with the deadline.
+                state.slot_wait.extend_until(Some(state.deadline_at));
+            }
+            None => {
+                state.overloaded = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+        }
+    }
+    if now >= state.deadline_at {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    if now < state.yield_from {
+        return Ok(UpdateDeadline::Continue(1));
+    }
+    // Still running a tick in: from here on the call needs a slot of the cap, and it yields
+    // at every tick, so a long call shares its worker with the requests queued behind it.
+    if state.slot.is_none()
+        && let Some(cap) = &state.cap
+    {
+        match cap.clone().try_acquire_owned() {
+            Ok(permit) => state.slot = Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return Ok(UpdateDeadline::Interrupt),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if state.queue.is_zero() {
+                    state.overloaded = true;
+                    return Ok(UpdateDeadline::Interrupt);
+                }
+                let queue = state.queue;
+                let left = state.deadline_at.saturating_duration_since(now);
+                state.slot_wait_since = Some(now);
+                state.slot_wait.extend_until(Some(now + queue + left));
+                let wait = state.slot_wait.clone();
+                let cap = cap.clone();
+                return Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(async move {
+                        if let Ok(Ok(permit)) =
+                            tokio::time::timeout(queue, cap.acquire_owned()).await
+                        {
+                            wait.grant(permit);
+                        }
+                    }),
+                ));
+            }
+        }
+    }
+    // tokio's yield, not wasmtime's plain one: a task that wakes itself goes to the back of
+    // a worker's queue, but the worker polls its sockets only every few dozen tasks, so a
+    // spinning guest yielding every tick would leave other connections unread for tens of
+    // milliseconds; `yield_now` lets the worker poll its I/O first.
+    Ok(UpdateDeadline::YieldCustom(
+        1,
+        Box::pin(tokio::task::yield_now()),
+    ))
+}
+
+/// Refuses results over the caps.
+fn check_result(out: &Outcome) -> Result<(), CallFailure> {
+    let (count, bytes, body) = match out {
+        Outcome::Action(RequestAction::Proceed(e)) => (
+            e.headers.len(),
+            e.headers.iter().map(op_len).sum::<usize>(),
+            0,
+        ),
+        Outcome::Action(RequestAction::Respond(r)) => (
+            r.headers.len(),
+            r.headers.iter().map(|(k, v)| k.len() + v.len()).sum(),
+            r.body.len(),
+        ),
+        Outcome::Edits(e) => (e.headers.len(), e.headers.iter().map(op_len).sum(), 0),
+        Outcome::Valid(_) | Outcome::Matched(_) => return Ok(()),
+    };
+    if count > MAX_RESULT_HEADERS || bytes > MAX_RESULT_HEADER_BYTES {
+        return Err(CallFailure::BadResult(format!(
+            "{count} headers / {bytes} bytes exceed the limit of {MAX_RESULT_HEADERS} headers / {MAX_RESULT_HEADER_BYTES} bytes"
+        )));
+    }
+    if body > MAX_REPLY_BODY_BYTES {
+        return Err(CallFailure::BadResult(format!(
+            "a reply body of {body} bytes exceeds the limit of {MAX_REPLY_BODY_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn op_len(op: &HeaderOp) -> usize {
+    match op {
+        HeaderOp::Set((k, v)) | HeaderOp::Append((k, v)) => k.len() + v.len(),
+        HeaderOp::Remove(k) => k.len(),
+    }
+}
+
+pub(super) fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> CallFailure {
+    let state = store.data();
+    if state.memory_cap_hit {
+        return CallFailure::MemoryCap;
+    }
+    if state.overloaded {
+        return CallFailure::Overloaded(format!(
+            "the call ran past its first tick while max_concurrent calls already did, and none ended within queue_ms ({} ms)",
+            state.queue.as_millis()
+        ));
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline,
+        // The root cause is the trap itself ("wasm trap: ..."); the wasm backtrace stays out
+        // of the one-line log.
+        _ => CallFailure::Trap(crate::plugins::joined_lines(&e.root_cause().to_string())),
+    }
+}

@@ -1,0 +1,287 @@
+//! One loaded plugin: its compiled component linked once (`InstancePre`), its settings,
+//! counters, concurrency cap and circuit breaker, and the calls the router makes of it
+//! (`validate`, the predicate, a filter's phases). How a call runs is in `call`; the plugin's
+//! warm instances in `warm`.
+
+mod call;
+mod warm;
+
+pub use call::CallFailure;
+use call::{Call, Outcome};
+pub(crate) use warm::Warm;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use wasmtime::component::{Component, InstancePre};
+
+use super::PluginError;
+use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
+use super::gate::{Breaker, ConcurrencyCap, Phase, PluginStats};
+use super::settings::{FailurePolicy, PluginSettings};
+use super::state::{
+    FilterIndices, PluginState, PredicateIndices, RequestAction, RequestEdits, ResponseEdits,
+};
+use crate::routing::{ExternalRequest, ResponseHead};
+
+/// What the plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PluginKind {
+    /// It exports `predicate`.
+    pub predicate: bool,
+    /// It exports `filter`.
+    pub filter: bool,
+}
+
+impl PluginKind {
+    /// `predicate`, `filter` or `predicate+filter`.
+    pub fn as_str(&self) -> &'static str {
+        match (self.predicate, self.filter) {
+            (true, true) => "predicate+filter",
+            (true, false) => "predicate",
+            _ => "filter",
+        }
+    }
+}
+
+/// The time a load-time call (trial instantiation, `validate`) gets: they run once, not per
+/// request, and a busy machine or a big guest must not turn a slow start into a rejection.
+const LOAD_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// Most headers a filter may set or reply with in one call.
+pub const MAX_RESULT_HEADERS: usize = 256;
+/// Most bytes of header names and values a filter may produce in one call.
+pub const MAX_RESULT_HEADER_BYTES: usize = 256 << 10;
+/// The largest reply body a filter may answer with.
+pub const MAX_REPLY_BODY_BYTES: usize = 1 << 20;
+
+/// A loaded plugin.
+pub struct Plugin {
+    /// Its name (file stem or explicit).
+    pub name: Arc<str>,
+    /// sha256 of the `.wasm` bytes, hex.
+    pub sha256: String,
+    /// Size of the `.wasm` bytes.
+    pub size: usize,
+    /// What it exports.
+    pub kind: PluginKind,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// Whether the compilation came from the cache.
+    pub from_cache: bool,
+    /// The engine it runs on.
+    pub engine_kind: EngineKind,
+    /// How long compiling (or loading the cached compilation) took.
+    pub compile_time: Duration,
+    /// How long the trial instantiation at load took.
+    pub instantiate_time: Duration,
+    /// Its settings.
+    pub settings: PluginSettings,
+    /// The languages and tools it declares it was built with.
+    pub producers: super::producers::Producers,
+    /// Its counters, shared by every version loaded under its name (a replaced plugin's
+    /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
+    pub stats: Arc<PluginStats>,
+    engine: Arc<PluginEngine>,
+    pre: InstancePre<PluginState>,
+    predicate_indices: Option<PredicateIndices>,
+    filter_indices: Option<FilterIndices>,
+    idle: Arc<IdlePool<Warm>>,
+    deadline: Duration,
+    queue: Duration,
+    memory_cap: usize,
+    cap: ConcurrencyCap,
+    breaker: Breaker,
+    /// Its calls' deadlines need the epoch ticker.
+    _ticker: TickerUse,
+}
+
+/// Where a compiled component came from.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// The engine it was compiled for.
+    pub kind: EngineKind,
+    /// Where it came from.
+    pub by: CompiledBy,
+    /// How long compiling or loading it took.
+    pub took: Duration,
+}
+
+impl Plugin {
+    /// Links a compiled component, checks that it exports a predicate or a filter, and
+    /// instantiates it once (under the load-time allowance, not the call deadline) so a
+    /// component that cannot start is rejected here.
+    pub fn new(
+        engine: Arc<PluginEngine>,
+        name: &str,
+        sha256: String,
+        size: usize,
+        compiled: Compiled,
+        settings: PluginSettings,
+    ) -> Result<Plugin, PluginError> {
+        let pre = engine
+            .runtime(compiled.kind)
+            .linker
+            .instantiate_pre(&compiled.component)
+            .map_err(|e| PluginError::Link(crate::plugins::one_line(&e)))?;
+        let predicate_indices = PredicateIndices::new(&pre).ok();
+        let filter_indices = FilterIndices::new(&pre).ok();
+        if predicate_indices.is_none() && filter_indices.is_none() {
+            return Err(PluginError::NoExports);
+        }
+        let kind = PluginKind {
+            predicate: predicate_indices.is_some(),
+            filter: filter_indices.is_some(),
+        };
+        let idle = Arc::new(IdlePool::new());
+        let weak: std::sync::Weak<IdlePool<Warm>> = Arc::downgrade(&idle);
+        engine.register_idle(compiled.kind, weak);
+        let mut plugin = Plugin {
+            name: name.into(),
+            sha256,
+            size,
+            kind,
+            loaded_at: SystemTime::now(),
+            from_cache: compiled.by == CompiledBy::Cache,
+            engine_kind: compiled.kind,
+            compile_time: compiled.took,
+            instantiate_time: Duration::ZERO,
+            deadline: Duration::from_millis(settings.deadline_ms.max(1)),
+            queue: Duration::from_millis(settings.queue_ms),
+            memory_cap: settings.memory_mib.max(1) << 20,
+            cap: ConcurrencyCap::new(settings.concurrency()),
+            breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
+            settings,
+            producers: Default::default(),
+            stats: Arc::default(),
+            engine: engine.clone(),
+            pre,
+            predicate_indices,
+            filter_indices,
+            idle,
+            _ticker: engine.ticker_use(),
+        };
+        let started = Instant::now();
+        let warm = engine
+            .block_on(plugin.instantiate(LOAD_ALLOWANCE, LOAD_ALLOWANCE))
+            .map_err(|f| PluginError::Instantiate(f.to_string()))?;
+        plugin.instantiate_time = started.elapsed();
+        plugin.put_back(warm);
+        Ok(plugin)
+    }
+
+    /// Counts into `previous`'s counters from now on: the version this one replaces.
+    pub fn continue_counters(&mut self, previous: &Plugin) {
+        self.stats = previous.stats.clone();
+    }
+
+    /// The deadline per call.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// The concurrency cap in effect.
+    pub fn concurrency(&self) -> usize {
+        self.cap.limit()
+    }
+
+    /// Whether the circuit breaker is open now.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// Idle warm instances kept now.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.instances.lock().map_or(0, |v| v.len())
+    }
+
+    /// Asks the predicate to check a route's args (at load; blocks the calling thread).
+    pub fn validate_predicate(&self, args: &[String]) -> Result<(), String> {
+        self.validate(false, args)
+    }
+
+    /// Asks the filter to check a route's args (at load; blocks the calling thread).
+    pub fn validate_filter(&self, args: &[String]) -> Result<(), String> {
+        self.validate(true, args)
+    }
+
+    fn validate(&self, filter: bool, args: &[String]) -> Result<(), String> {
+        let call = Call::Validate { filter, args };
+        let (r, _) = self
+            .engine
+            .block_on(self.call(Phase::Validate, call, None, None));
+        match r {
+            Ok(Outcome::Valid(v)) => v,
+            Ok(_) => Err("validate answered something else".into()),
+            Err(f) => Err(format!("validate failed: {f}")),
+        }
+    }
+
+    /// Runs the predicate.
+    pub async fn run_predicate(
+        &self,
+        request: ExternalRequest,
+        args: &[String],
+    ) -> Result<bool, CallFailure> {
+        match self
+            .call(Phase::Predicate, Call::Matches(args), Some(request), None)
+            .await
+            .0?
+        {
+            Outcome::Matched(m) => Ok(m),
+            _ => Ok(false),
+        }
+    }
+
+    /// Runs the filter's request phase.
+    pub async fn run_request_phase(
+        &self,
+        request: ExternalRequest,
+        args: &[String],
+    ) -> Result<RequestAction, CallFailure> {
+        match self
+            .call(Phase::Request, Call::OnRequest(args), Some(request), None)
+            .await
+            .0?
+        {
+            Outcome::Action(a) => Ok(a),
+            _ => Ok(RequestAction::Proceed(RequestEdits {
+                headers: Vec::new(),
+                path: None,
+                query: None,
+            })),
+        }
+    }
+
+    /// Runs the filter's response phase on `response` (handed back with the result).
+    pub async fn run_response_phase(
+        &self,
+        request: ExternalRequest,
+        response: ResponseHead,
+        args: &[String],
+    ) -> (Result<ResponseEdits, CallFailure>, ResponseHead) {
+        let (r, back) = self
+            .call(
+                Phase::Response,
+                Call::OnResponse(args),
+                Some(request),
+                Some(response),
+            )
+            .await;
+        let r = r.map(|out| match out {
+            Outcome::Edits(e) => e,
+            _ => ResponseEdits {
+                status: None,
+                headers: Vec::new(),
+            },
+        });
+        (r, back.unwrap_or_default())
+    }
+
+    /// The failure policy.
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.settings.failure
+    }
+}
