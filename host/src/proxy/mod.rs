@@ -663,7 +663,7 @@ impl Proxy {
                 )
             }
             Err(e) if upstream::head_too_large(&e) => {
-                warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend response head over the limit (--max-response-headers)");
+                warn!(route, error = %error_chain(&e), "backend response head over the limit (--max-response-headers)");
                 error(
                     StatusCode::BAD_GATEWAY,
                     "backend response head too large",
@@ -674,7 +674,7 @@ impl Proxy {
                 if let Some(client) = ClientBodyError::among_causes(&e) {
                     return client_body_failed(client, Some(route), trace);
                 }
-                warn!(route, error = %e, source = ?std::error::Error::source(&e), "backend request failed");
+                warn!(route, error = %error_chain(&e), "backend request failed");
                 error(
                     StatusCode::BAD_GATEWAY,
                     "the backend is unreachable",
@@ -716,6 +716,22 @@ fn client_body_failed(
             )
         }
     }
+}
+
+/// An error and its causes on one line, joined by `: ` (a cause whose text its parent already
+/// shows is left out), for a log record that stays one line.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out.lines().map(str::trim).collect::<Vec<_>>().join(" ")
 }
 
 /// A JSON error with a list of media types under `key`.
@@ -838,6 +854,40 @@ mod tests {
             (text(), text()).prop_map(|(n, v)| HeaderOp::Append(n, v)),
             text().prop_map(HeaderOp::Remove),
         ]
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line_without_repeats() {
+        let refused =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused\nby peer");
+        assert_eq!(
+            error_chain(&Wrapped(refused(), false)),
+            "connecting: refused by peer"
+        );
+        assert_eq!(
+            error_chain(&Wrapped(refused(), true)),
+            "connecting: refused by peer",
+            "a cause the parent already shows is not repeated"
+        );
+    }
+
+    /// An error with a cause, whose own text shows the cause when `.1`.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error, bool);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.1 {
+                true => write!(f, "connecting: {}", self.0),
+                false => f.write_str("connecting"),
+            }
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
     }
 
     proptest! {
