@@ -109,7 +109,8 @@ async fn idle_instances_are_evicted_for_concurrent_calls_of_other_plugins() {
     assert!(idle <= POOL as u64, "idle {idle} within the pool of {POOL}");
 }
 
-/// When routerd truly cannot run a call (the plugin's one slot is busy and `queue_ms` is 0),
+/// When routerd truly cannot run a call (the plugin's one slot is busy with a 200 ms call, so
+/// six requests sent at once overlap even on a loaded machine, and `queue_ms` is 0),
 /// the request is answered by routerd itself: 503 with `Retry-After` and a reason that says
 /// so, counted as overloaded, never by the plugin's failure policy (which would silently fall
 /// through to the next route here).
@@ -118,7 +119,7 @@ async fn a_call_routerd_cannot_run_is_answered_503_not_by_the_failure_policy() {
     let cfg = config(vec![
         Route::respond("guarded")
             .m(path("/bad"))
-            .m(plugin_pred("bad-loop", &["20"])),
+            .m(plugin_pred("bad-loop", &["200"])),
         Route::respond("fallback").m(prefix("/")),
     ]);
     let dir = TempDir::new("pressure-log");
@@ -128,7 +129,7 @@ async fn a_call_routerd_cannot_run_is_answered_503_not_by_the_failure_policy() {
         .plugin("bad-loop")
         .plugin_settings(
             "bad-loop",
-            json!({"max_concurrent": 1, "deadline_ms": 50, "queue_ms": 0,
+            json!({"max_concurrent": 1, "deadline_ms": 1000, "queue_ms": 0,
                    "breaker_failures": 0}),
         )
         .arg("--access-log")

@@ -1,0 +1,832 @@
+//! Temporary directories, and `routerd` processes: launched with the standard flags, their logs
+//! read line by line, killed on drop.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------------------
+// Temporary directory
+// ---------------------------------------------------------------------------------------------
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Create a fresh, uniquely named directory.
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "routerd-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// routerd process
+// ---------------------------------------------------------------------------------------------
+
+/// Path of the routerd binary under test.
+pub fn routerd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_routerd")
+}
+
+/// The `routerctl` binary. It is its own crate, so cargo builds it beside this test binary
+/// (`target/<profile>/`) when the workspace's tests are built (`cargo test --workspace`).
+pub fn routerctl_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test executable: {e}"));
+    // target/<profile>/deps/<test> -> target/<profile>/routerctl
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("routerctl"))
+        .unwrap_or_else(|| panic!("cannot place {}", exe.display()));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p routerctl` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Remove ANSI escape sequences (in case the logger colours its output).
+pub fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Read lines from `pipe` into `sink` (prefixed with `tag`) on a background thread.
+pub(super) fn pump_lines(
+    pipe: impl Read + Send + 'static,
+    tag: &'static str,
+    sink: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let reader = BufReader::new(pipe);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = strip_ansi(String::from_utf8_lossy(&line).trim_end());
+            if let Ok(mut lines) = sink.lock() {
+                lines.push(format!("[{tag}] {line}"));
+            }
+        }
+    })
+}
+
+pub(super) fn lock_lines(lines: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    lines.lock().map(|l| l.clone()).unwrap_or_default()
+}
+
+/// Whether a tagged log line (`[err] ...`) starts a new event: routerd's log lines begin with an
+/// RFC 3339 timestamp (`2026-01-02T03:04:05...`).
+fn starts_record(line: &str) -> bool {
+    let text = line
+        .split_once("] ")
+        .map_or(line, |(_, rest)| rest)
+        .as_bytes();
+    text.len() > 11
+        && text[..4].iter().all(u8::is_ascii_digit)
+        && text[4] == b'-'
+        && text[7] == b'-'
+        && text[10] == b'T'
+}
+
+/// Groups tagged log lines into events: a line that does not start with a timestamp continues
+/// the previous event (joined with `\n`).
+pub fn log_records(lines: &[String]) -> Vec<String> {
+    let mut records: Vec<String> = Vec::new();
+    for line in lines {
+        match records.last_mut() {
+            Some(last) if !starts_record(line) => {
+                last.push('\n');
+                last.push_str(
+                    line.split_once("] ")
+                        .map_or(line.as_str(), |(_, rest)| rest),
+                );
+            }
+            _ => records.push(line.clone()),
+        }
+    }
+    records
+}
+
+/// Where routerd's config comes from.
+pub enum ConfigSource {
+    /// Written as JSON to `config.json` in the test's temp dir.
+    Json(Value),
+    /// An existing file, passed as is.
+    File(PathBuf),
+    /// No `--config` flag at all.
+    None,
+}
+
+/// Spawn routerd with the standard flags in `dir` (plugins and data in `dir/plugins` and
+/// `dir/data`), stdout and stderr piped.
+fn spawn_routerd(dir: &Path, config: Option<&Path>) -> Child {
+    spawn_routerd_with(dir, config, &dir.join("plugins"), &dir.join("data"))
+}
+
+/// Spawn routerd in `dir` with these plugins and data directories, stdout and stderr piped.
+pub(super) fn spawn_routerd_with(
+    dir: &Path,
+    config: Option<&Path>,
+    plugins: &Path,
+    data: &Path,
+) -> Child {
+    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[], None)
+}
+
+/// [`spawn_routerd_with`] with this `--admin` address and extra arguments after the standard
+/// ones.
+fn spawn_routerd_args(
+    dir: &Path,
+    config: Option<&Path>,
+    plugins: &Path,
+    data: &Path,
+    admin: &str,
+    extra: &[OsString],
+    file_size_limit: Option<u64>,
+) -> Child {
+    std::fs::create_dir_all(plugins).expect("create plugins dir");
+    std::fs::create_dir_all(data).expect("create data dir");
+    let mut cmd = match file_size_limit {
+        // util-linux's prlimit sets RLIMIT_FSIZE, then runs routerd.
+        Some(bytes) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--fsize={bytes}"))
+                .arg("--")
+                .arg(routerd_bin());
+            c
+        }
+        None => Command::new(routerd_bin()),
+    };
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["--listen", "127.0.0.1:0", "--admin", admin])
+        .args(extra)
+        .arg("--plugins")
+        .arg(plugins)
+        .arg("--data")
+        .arg(data)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("ROUTERD_CONFIG")
+        .env_remove("ROUTERD_LISTEN")
+        .env_remove("ROUTERD_ADMIN")
+        .env_remove("ROUTERD_PLUGINS")
+        .env_remove("ROUTERD_DATA")
+        .env_remove("ROUTERD_DRAIN_SECS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("spawn routerd")
+}
+
+/// A running routerd, killed on drop (its logs are printed when the test is panicking).
+pub struct Routerd {
+    child: Child,
+    /// Proxy listener address.
+    pub proxy: SocketAddr,
+    /// Admin listener address.
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    config_path: Option<PathBuf>,
+    exit: Option<ExitStatus>,
+    plugins_dir: PathBuf,
+    data_dir: PathBuf,
+    dir: TempDir,
+}
+
+impl Routerd {
+    /// Start with `config` written to a temp file.
+    pub async fn start(config: &Value) -> Routerd {
+        Routerd::start_from(ConfigSource::Json(config.clone())).await
+    }
+
+    /// Start with an existing config file.
+    pub async fn start_with_file(path: &Path) -> Routerd {
+        Routerd::start_from(ConfigSource::File(path.to_owned())).await
+    }
+
+    /// Start without `--config` (embedded default).
+    pub async fn start_without_config() -> Routerd {
+        Routerd::start_from(ConfigSource::None).await
+    }
+
+    /// Start and wait (bounded by [`STARTUP_TIMEOUT`]) until both listeners are logged.
+    pub async fn start_from(source: ConfigSource) -> Routerd {
+        Launch::new(source).start().await
+    }
+
+    /// A [`Launch`] with `config` written to a temp file (to add plugins, directories, ...).
+    pub fn launch(config: &Value) -> Launch {
+        Launch::new(ConfigSource::Json(config.clone()))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The temp dir routerd runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every log line so far (stdout and stderr, tagged).
+    pub fn logs(&self) -> Vec<String> {
+        lock_lines(&self.logs)
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        lock_lines(&self.stderr_lines)
+    }
+
+    /// The plugins directory it watches.
+    pub fn plugins_dir(&self) -> &Path {
+        &self.plugins_dir
+    }
+
+    /// Its data directory (the compile cache is in `plugin-cache/`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// How many log lines so far (a mark for [`Routerd::wait_for_log`]).
+    pub fn log_count(&self) -> usize {
+        self.logs.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// The log lines from index `from` on.
+    pub fn logs_since(&self, from: usize) -> Vec<String> {
+        self.logs
+            .lock()
+            .map(|l| l.iter().skip(from).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The log records from line index `from` on: each event with its continuation lines (a
+    /// message with newlines in it) joined by `\n`.
+    pub fn log_records_since(&self, from: usize) -> Vec<String> {
+        log_records(&self.logs_since(from))
+    }
+
+    /// Wait (bounded by `timeout`) for a log record (see [`Routerd::log_records_since`]) from
+    /// line index `from` on that satisfies `pred`; returns it, or `None` at the deadline.
+    pub async fn wait_for_log(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(record) = self.log_records_since(from).into_iter().find(|l| pred(l)) {
+                return Some(record);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit = Some(status);
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Replace the config file atomically (write a temp file, then rename over it).
+    pub fn write_config(&self, config: &Value) {
+        let path = self
+            .config_path
+            .as_ref()
+            .expect("routerd has a config file");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(config).expect("config json"),
+        )
+        .expect("write temp config");
+        std::fs::rename(&tmp, path).expect("rename config");
+    }
+
+    /// Overwrite the config file in place with raw text (truncate + write, like many editors).
+    pub fn write_config_in_place(&self, text: &str) {
+        let path = self
+            .config_path
+            .as_ref()
+            .expect("routerd has a config file");
+        std::fs::write(path, text).expect("write config in place");
+    }
+
+    /// One HTTP/1.1 exchange with the proxy listener; panics on transport errors.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        self.try_request(method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path} failed: {e}\nrouterd logs:\n{}",
+                    self.logs().join("\n")
+                )
+            })
+    }
+
+    /// One HTTP/1.1 exchange with the proxy listener.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Resp, String> {
+        request_to(self.proxy, method, path, headers, body).await
+    }
+
+    /// `GET path` on the proxy listener.
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request("GET", path, &[], Bytes::new()).await
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> Resp {
+        request_to(self.admin, "GET", path, &[], Bytes::new())
+            .await
+            .unwrap_or_else(|e| panic!("admin GET {path} failed: {e}"))
+    }
+
+    /// `http://ADMIN_ADDR` (for `routerctl --admin`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// One HTTP/1.1 exchange with the admin listener; panics on transport errors.
+    pub async fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        request_to(self.admin, method, path, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("admin {method} {path} failed: {e}"))
+    }
+
+    /// An admin request with a JSON body (`Content-Type: application/json`), or none.
+    pub async fn admin_json(&self, method: &str, path: &str, body: Option<&Value>) -> Resp {
+        match body {
+            Some(doc) => {
+                self.admin_request(
+                    method,
+                    path,
+                    &[("content-type", "application/json")],
+                    doc.to_string(),
+                )
+                .await
+            }
+            None => self.admin_request(method, path, &[], Bytes::new()).await,
+        }
+    }
+
+    /// Kill the process with SIGKILL (no chance to flush or clean up) and reap it.
+    pub fn kill9(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit {
+            return status;
+        }
+        self.child.kill().expect("SIGKILL routerd");
+        let status = self.child.wait().expect("reap routerd");
+        self.exit = Some(status);
+        status
+    }
+
+    /// Send SIGTERM (via `kill -TERM`).
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Wait (bounded) for the process to exit; `None` if it is still running at the deadline.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exit {
+                return Some(status);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Routerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- routerd logs (pid {}) ----", self.child.id());
+            for line in self.logs() {
+                eprintln!("{line}");
+            }
+            eprintln!("---- end of routerd logs ----");
+        }
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How to start routerd: the config, the plugins and data directories, and plugins (with their
+/// settings) to put in the plugins directory first. Start with [`Routerd::launch`].
+pub struct Launch {
+    source: ConfigSource,
+    plugins_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    warm_cache: bool,
+    plugins: Vec<(String, PathBuf)>,
+    settings: Vec<(String, Value)>,
+    admin_addr: Option<String>,
+    extra_args: Vec<OsString>,
+    startup_timeout: Duration,
+    file_size_limit: Option<u64>,
+}
+
+impl Launch {
+    /// Defaults: `plugins/` and `data/` in the process's own temp dir, no plugins.
+    pub fn new(source: ConfigSource) -> Launch {
+        Launch {
+            source,
+            plugins_dir: None,
+            data_dir: None,
+            warm_cache: false,
+            plugins: Vec::new(),
+            settings: Vec::new(),
+            admin_addr: None,
+            extra_args: Vec::new(),
+            startup_timeout: STARTUP_TIMEOUT,
+            file_size_limit: None,
+        }
+    }
+
+    /// Wait this long for the listeners instead of [`STARTUP_TIMEOUT`] (big plugins compiled
+    /// cold at start, in a debug build, take a while).
+    pub fn startup_timeout(mut self, timeout: Duration) -> Launch {
+        self.startup_timeout = timeout;
+        self
+    }
+
+    /// Pass `--admin addr` instead of `127.0.0.1:0` (only [`Launch::run_to_exit`] may use a
+    /// non-loopback address: tests never send traffic anywhere but 127.0.0.1).
+    pub fn admin_addr(mut self, addr: &str) -> Launch {
+        self.admin_addr = Some(addr.to_owned());
+        self
+    }
+
+    /// Add a command-line argument after the standard ones (e.g. `--admin-token-file`).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    fn spawn(&self, dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
+        let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
+        spawn_routerd_args(
+            dir,
+            config,
+            plugins,
+            data,
+            admin,
+            &self.extra_args,
+            self.file_size_limit,
+        )
+    }
+
+    /// Run routerd with this file size limit (`RLIMIT_FSIZE`): a write past it fails the way a
+    /// full disk fails it.
+    pub fn file_size_limit(mut self, bytes: u64) -> Launch {
+        self.file_size_limit = Some(bytes);
+        self
+    }
+
+    /// Use this (existing or new) plugins directory.
+    pub fn plugins_dir(mut self, dir: &Path) -> Launch {
+        self.plugins_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Use this data directory (e.g. [`shared_plugin_data`], or a fresh one for cache tests).
+    pub fn data_dir(mut self, dir: &Path) -> Launch {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
+    /// Start with a private data directory holding a copy of the shared warm compile cache
+    /// ([`shared_plugin_data`]): no cold plugin compiles, and no data shared with another
+    /// routerd (the route database takes an exclusive lock).
+    pub fn warm_cache(mut self) -> Launch {
+        self.warm_cache = true;
+        self
+    }
+
+    /// Install the built plugin `name` (see [`dist_plugin`]) under its own name.
+    pub fn plugin(self, name: &str) -> Launch {
+        self.plugin_as(name, name)
+    }
+
+    /// Install the built plugin `built` as `name.wasm`.
+    pub fn plugin_as(mut self, name: &str, built: &str) -> Launch {
+        self.plugins.push((name.to_owned(), dist_plugin(built)));
+        self
+    }
+
+    /// Install the component at `path` as `name.wasm`.
+    pub fn plugin_path(mut self, name: &str, path: &Path) -> Launch {
+        self.plugins.push((name.to_owned(), path.to_owned()));
+        self
+    }
+
+    /// Write `settings` to `name.json` in the plugins directory.
+    pub fn plugin_settings(mut self, name: &str, settings: Value) -> Launch {
+        self.settings.push((name.to_owned(), settings));
+        self
+    }
+
+    /// Create the directories, install the plugins and settings; returns (plugins, data).
+    fn prepare(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        let plugins = self
+            .plugins_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("plugins"));
+        let data = self.data_dir.clone().unwrap_or_else(|| dir.join("data"));
+        std::fs::create_dir_all(&plugins).expect("create plugins dir");
+        std::fs::create_dir_all(&data).expect("create data dir");
+        if self.warm_cache {
+            let cache = data.join("plugin-cache");
+            std::fs::create_dir_all(&cache).expect("create plugin-cache");
+            let shared = shared_plugin_data().join("plugin-cache");
+            for entry in std::fs::read_dir(&shared)
+                .expect("read the shared cache")
+                .flatten()
+            {
+                let _ = std::fs::copy(entry.path(), cache.join(entry.file_name()));
+            }
+        }
+        for (name, source) in &self.plugins {
+            let bytes = std::fs::read(source)
+                .unwrap_or_else(|e| panic!("read plugin {}: {e}", source.display()));
+            install_file(&plugins.join(format!("{name}.wasm")), &bytes);
+        }
+        for (name, settings) in &self.settings {
+            let text = serde_json::to_vec_pretty(settings).expect("settings json");
+            install_file(&plugins.join(format!("{name}.json")), &text);
+        }
+        (plugins, data)
+    }
+
+    /// Start and wait (bounded by [`STARTUP_TIMEOUT`], or [`Launch::startup_timeout`]) until
+    /// both listeners are logged.
+    pub async fn start(self) -> Routerd {
+        let dir = TempDir::new("rd");
+        let (plugins_dir, data_dir) = self.prepare(dir.path());
+        let config_path = match &self.source {
+            ConfigSource::Json(json) => {
+                let path = dir.path().join("config.json");
+                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
+                    .expect("write config");
+                Some(path)
+            }
+            ConfigSource::File(path) => Some(path.clone()),
+            ConfigSource::None => None,
+        };
+        let mut child = self.spawn(dir.path(), config_path.as_deref(), &plugins_dir, &data_dir);
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("child stdout");
+        let stderr = child.stderr.take().expect("child stderr");
+        pump_lines(stdout, "out", logs.clone());
+        {
+            // stderr goes to both the combined log and a stderr-only copy.
+            let (logs, stderr_lines) = (logs.clone(), stderr_lines.clone());
+            std::thread::spawn(move || {
+                let reader = BufReader::new(stderr);
+                for line in reader.split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let line = strip_ansi(String::from_utf8_lossy(&line).trim_end());
+                    if let Ok(mut l) = stderr_lines.lock() {
+                        l.push(line.clone());
+                    }
+                    if let Ok(mut l) = logs.lock() {
+                        l.push(format!("[err] {line}"));
+                    }
+                }
+            });
+        }
+
+        let proxy_re =
+            regex::Regex::new(r"proxy listening on http://([0-9.]+:[0-9]+)").expect("regex");
+        let admin_re =
+            regex::Regex::new(r"admin listening on http://([0-9.]+:[0-9]+)").expect("regex");
+        let startup_timeout = self.startup_timeout;
+        let deadline = Instant::now() + startup_timeout;
+        let (proxy, admin) = loop {
+            let lines = lock_lines(&logs);
+            let find = |re: &regex::Regex| {
+                lines.iter().find_map(|l| {
+                    re.captures(l)
+                        .and_then(|c| c.get(1))
+                        .and_then(|m| m.as_str().parse::<SocketAddr>().ok())
+                })
+            };
+            if let (Some(p), Some(a)) = (find(&proxy_re), find(&admin_re)) {
+                break (p, a);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "routerd exited during startup with {status}; logs:\n{}",
+                    lock_lines(&logs).join("\n")
+                );
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "routerd did not log both listeners within {startup_timeout:?}; logs:\n{}",
+                    lock_lines(&logs).join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Routerd {
+            child,
+            proxy,
+            admin,
+            logs,
+            stderr_lines,
+            config_path,
+            exit: None,
+            plugins_dir,
+            data_dir,
+            dir,
+        }
+    }
+
+    /// Run to completion instead (for configs routerd must refuse): wait (bounded by
+    /// `timeout`) for it to exit; if it starts serving instead it is killed at once.
+    pub async fn run_to_exit(self, timeout: Duration) -> RunOutcome {
+        let dir = TempDir::new("run");
+        let (plugins_dir, data_dir) = self.prepare(dir.path());
+        let config = match &self.source {
+            ConfigSource::Json(json) => {
+                let path = dir.path().join("config.json");
+                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
+                    .expect("write config");
+                Some(path)
+            }
+            ConfigSource::File(path) => Some(path.clone()),
+            ConfigSource::None => None,
+        };
+        let child = self.spawn(dir.path(), config.as_deref(), &plugins_dir, &data_dir);
+        wait_for_exit_or_start(child, timeout).await
+    }
+}
+
+/// What happened when routerd was run to completion (see [`run_routerd_to_exit`]).
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Exit status, or `None` if it was still running at the deadline (then it was killed).
+    pub status: Option<ExitStatus>,
+    /// True if it logged `proxy listening` (it started instead of refusing the config).
+    pub started: bool,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+/// Run routerd with `config_text` as its config file and wait (bounded by `timeout`) for it to
+/// exit. If it starts serving instead (logs `proxy listening`), it is killed at once.
+pub async fn run_routerd_to_exit(config_text: Option<&str>, timeout: Duration) -> RunOutcome {
+    let dir = TempDir::new("run");
+    let config_path = dir.path().join("config.json");
+    let config = match config_text {
+        Some(text) => {
+            std::fs::write(&config_path, text).expect("write config");
+            config_path
+        }
+        None => dir.path().join("does-not-exist.json"),
+    };
+    let child = spawn_routerd(dir.path(), Some(&config));
+    wait_for_exit_or_start(child, timeout).await
+}
+
+/// Wait (bounded by `timeout`) for `child` to exit; kill it as soon as it logs
+/// `proxy listening`.
+async fn wait_for_exit_or_start(mut child: Child, timeout: Duration) -> RunOutcome {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let out_thread = pump_lines(child.stdout.take().expect("stdout"), "out", out.clone());
+    let err_thread = pump_lines(child.stderr.take().expect("stderr"), "err", err.clone());
+    let deadline = Instant::now() + timeout;
+    let mut started = false;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        let all: Vec<String> = lock_lines(&out)
+            .into_iter()
+            .chain(lock_lines(&err))
+            .collect();
+        if all.iter().any(|l| l.contains("proxy listening")) {
+            started = true;
+        }
+        if started || Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = out_thread.join();
+    let _ = err_thread.join();
+    let strip = |lines: Vec<String>| {
+        lines
+            .into_iter()
+            .map(|l| {
+                l.split_once("] ")
+                    .map(|x| x.1)
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    RunOutcome {
+        status,
+        started,
+        stdout: strip(lock_lines(&out)),
+        stderr: strip(lock_lines(&err)),
+    }
+}
