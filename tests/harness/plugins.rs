@@ -180,3 +180,36 @@ pub fn shared_plugin_data() -> PathBuf {
     })
     .clone()
 }
+
+/// How fast a request must be answered when a plugin misbehaves (the precise figure is for
+/// benchmarks; this only proves the request is not stuck behind the plugin).
+pub const CONTAINED_WITHIN: Duration = Duration::from_secs(2);
+
+/// A launch on the shared warm compile cache, with these built plugins installed.
+pub fn launch(cfg: &Value, plugins: &[&str]) -> Launch {
+    plugins
+        .iter()
+        .fold(Routerd::launch(cfg).warm_cache(), |l, p| l.plugin(p))
+}
+
+/// The value of `key` in a log line's `key="value"` or `key=value` field.
+pub fn log_field(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.find('"').map(|end| quoted[..end].to_owned()),
+        None => Some(rest.split_whitespace().next().unwrap_or("").to_owned()),
+    }
+}
+
+/// Whether `line` is a `plugin {kind} failed` line for this plugin and route.
+pub fn is_failure_line(line: &str, kind: &str, plugin: &str, route: &str) -> bool {
+    line.contains(&format!("plugin {kind} failed"))
+        && log_field(line, "plugin").as_deref() == Some(plugin)
+        && log_field(line, "route").as_deref() == Some(route)
+}
+
+/// Whether `line` is a `plugin loaded` line for `plugin`.
+pub fn is_loaded_line(line: &str, plugin: &str) -> bool {
+    line.contains("plugin loaded") && log_field(line, "plugin").as_deref() == Some(plugin)
+}
