@@ -4,7 +4,7 @@
 //!   bodies take arbitrary input (random bytes, and random JSON built from the fields they
 //!   know) without panicking, and every refusal names a field and a reason.
 //! - Random route tables and requests go through the compiled table and through a naive
-//!   reference of the precedence rule in the README ("Which route wins"); the two never differ.
+//!   reference of the precedence rule in docs/routes.md ("Which route wins"); the two never differ.
 //!
 //! Each target first runs every file in `tests/corpus/<target>/` (inputs worth keeping: edge
 //! cases and past failures), then a bounded number of random cases. proptest keeps the seeds of
@@ -420,7 +420,7 @@ fn matcher_count(r: &RefRoute) -> usize {
         + usize::from(r.method.is_some())
 }
 
-/// The README's rule, applied by brute force.
+/// The rule in docs/routes.md, applied by brute force.
 fn reference_winner<'a>(routes: &'a [RefRoute], req: &RefRequest) -> Option<&'a str> {
     routes
         .iter()
