@@ -99,7 +99,7 @@ async fn follow(store: Arc<EtcdStore>, routes: Arc<RouteSet>, mut plugins: Plugi
             Err(_) => return,
         };
         if let Err(e) = plugins.sync_all().await {
-            store.unreachable(&e);
+            store.unreachable(&e.to_string());
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -233,15 +233,15 @@ impl PluginFollower {
     }
 
     /// Makes the loaded plugins match every manifest in the store.
-    async fn sync_all(&mut self) -> Result<(), String> {
+    async fn sync_all(&mut self) -> Result<(), ManifestsError> {
         let mut kv = self.store.kv();
         let manifests = tokio::time::timeout(
             crate::store::etcd::REQUEST_TIMEOUT,
             EtcdStore::manifests(&mut kv, self.store.prefix()),
         )
         .await
-        .map_err(|_| "no answer listing the plugins".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ManifestsError::NoAnswer)?
+        .map_err(ManifestsError::Store)?;
         for (name, manifest) in &manifests {
             self.apply(name, Some(manifest)).await;
         }
@@ -405,4 +405,15 @@ async fn register(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Why the plugin manifests could not be listed from the store.
+#[derive(Debug, thiserror::Error)]
+enum ManifestsError {
+    /// The store did not answer within its request timeout.
+    #[error("no answer listing the plugins")]
+    NoAnswer,
+    /// The store answered with an error.
+    #[error("listing the plugins: {0}")]
+    Store(#[source] etcd_client::Error),
 }

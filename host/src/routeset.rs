@@ -91,6 +91,17 @@ impl ApiError {
     }
 }
 
+/// Why the route set could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The API routes could not be loaded from the store.
+    #[error("cannot load the API routes from the store: {0}")]
+    Store(#[source] StoreError),
+    /// The config file's routes are invalid.
+    #[error(transparent)]
+    Invalid(#[from] RouteSetError),
+}
+
 /// The result of `apply`.
 #[derive(Debug, Default, Serialize)]
 pub struct ApplySummary {
@@ -180,16 +191,9 @@ impl RouteSet {
         store: Option<Arc<dyn RouteStore>>,
         proxy: Arc<Proxy>,
         metrics: Option<Arc<Metrics>>,
-    ) -> Result<Self, RouteSetError> {
+    ) -> Result<Self, StartError> {
         let snapshot = match &store {
-            Some(s) => s.load().map_err(|e| {
-                RouteSetError(vec![RouteError::new(
-                    "",
-                    "data",
-                    ErrorCode::InvalidMatcher,
-                    e.to_string(),
-                )])
-            })?,
+            Some(s) => s.load().map_err(StartError::Store)?,
             None => Default::default(),
         };
         if let Some(why) = &snapshot.stale {

@@ -20,7 +20,7 @@ use routerd::metrics::Metrics;
 use routerd::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd::proxy::Proxy;
 use routerd::proxy::upstream::{DEFAULT_MAX_HEADERS, UpstreamOptions};
-use routerd::routeset::RouteSet;
+use routerd::routeset::{RouteSet, StartError};
 use routerd::routing::RouteTable;
 use routerd::server::tls::{CertSource, TlsTerminator};
 use routerd::server::workers::{self, Workers};
@@ -375,9 +375,12 @@ async fn run(args: Args, control: tokio::runtime::Handle) -> anyhow::Result<()> 
             proxy.clone(),
             Some(metrics.clone()),
         )
-        .map_err(|source| config::ConfigError::Invalid {
-            path: origin,
-            errors: source,
+        .map_err(|e| match e {
+            StartError::Invalid(errors) => anyhow::Error::from(config::ConfigError::Invalid {
+                path: origin,
+                errors,
+            }),
+            store => anyhow::Error::from(store),
         })?,
     );
     // Health checks and the plugin watcher spawn their tasks on the control runtime.

@@ -100,6 +100,41 @@ impl RouteError {
     }
 }
 
+/// One thing wrong with one field, found by a part of the route's compilation that does not
+/// know the route or where in it the part sits (a filter's arguments, a matcher, the backend
+/// settings): the caller places it ([`FieldError::in_route`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field {field}: {reason}")]
+pub struct FieldError {
+    /// The field, relative to the part that was checked: `args[1]`, `.pattern`, `tls_ca_file`.
+    pub field: String,
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What is wrong, for a person.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// Builds an error for `field`.
+    pub fn new(field: impl Into<String>, code: ErrorCode, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// The error as `route`'s, its field placed after `prefix` (`filters[0].`, `matchers[2]`).
+    pub fn in_route(self, route: &str, prefix: &str) -> RouteError {
+        RouteError::new(
+            route,
+            format!("{prefix}{}", self.field),
+            self.code,
+            self.reason,
+        )
+    }
+}
+
 /// Everything wrong with a route set, in route order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct RouteSetError(pub Vec<RouteError>);

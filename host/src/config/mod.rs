@@ -8,7 +8,7 @@ pub mod watch;
 
 use std::path::Path;
 
-pub use error::{ConfigError, ErrorCode, RouteError, RouteSetError};
+pub use error::{ConfigError, ErrorCode, FieldError, RouteError, RouteSetError};
 pub use model::{ConfigFile, FilterSpec, MatcherSpec, RouteRule};
 
 /// The route set served when no `--config` is given: a landing page and a templated greeting.

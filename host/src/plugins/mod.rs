@@ -67,8 +67,10 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    pub(crate) fn engine(e: impl std::fmt::Display) -> Self {
-        PluginError::Engine(e.to_string())
+    /// The engine error with every cause, on one line (wasmtime's own `to_string` shows only
+    /// the outermost).
+    pub(crate) fn engine(e: impl Into<wasmtime::Error>) -> Self {
+        PluginError::Engine(one_line(&e.into()))
     }
 
     pub(crate) fn invalid(e: wasmtime::Error) -> Self {

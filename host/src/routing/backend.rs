@@ -8,7 +8,7 @@ use http::uri::Scheme;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
-use crate::config::RouteRule;
+use crate::config::{ErrorCode, FieldError, RouteRule};
 
 /// The connection settings of one target; equal settings share a client (and its pool).
 #[derive(Debug, PartialEq, Eq)]
@@ -32,18 +32,23 @@ pub struct BackendTls {
     pub insecure_skip_verify: bool,
 }
 
+/// A backend setting is wrong.
+fn invalid(field: &str, reason: impl Into<String>) -> FieldError {
+    FieldError::new(field, ErrorCode::InvalidBackendTls, reason)
+}
+
 impl BackendConnection {
     /// The settings `rule` asks for toward a target of `scheme`: `None` for plain HTTP/1.1,
     /// else the settings, or the field at fault and why.
     pub fn from_rule(
         rule: &RouteRule,
         scheme: &Scheme,
-    ) -> Result<Option<Arc<BackendConnection>>, (&'static str, String)> {
+    ) -> Result<Option<Arc<BackendConnection>>, FieldError> {
         let h2 = match rule.upstream_protocol.as_deref() {
             None | Some("http1") => false,
             Some("h2") => true,
             Some(other) => {
-                return Err((
+                return Err(invalid(
                     "upstream_protocol",
                     format!("{other:?} is neither \"http1\" nor \"h2\""),
                 ));
@@ -57,7 +62,7 @@ impl BackendConnection {
                 ("tls_insecure_skip_verify", rule.tls_insecure_skip_verify),
             ] {
                 if set {
-                    return Err((field, "only an https:// target_url uses it".into()));
+                    return Err(invalid(field, "only an https:// target_url uses it"));
                 }
             }
             return Ok(h2.then(|| {
@@ -69,15 +74,15 @@ impl BackendConnection {
             }));
         }
         if rule.tls_insecure_skip_verify && rule.tls_ca_file.is_some() {
-            return Err((
+            return Err(invalid(
                 "tls_insecure_skip_verify",
-                "it skips the check tls_ca_file is for: give one or the other".into(),
+                "it skips the check tls_ca_file is for: give one or the other",
             ));
         }
         let mut key = format!("tls;h2={h2};insecure={}", rule.tls_insecure_skip_verify);
         let ca = match &rule.tls_ca_file {
             Some(path) => {
-                let certs = read_ca(path).map_err(|reason| ("tls_ca_file", reason))?;
+                let certs = read_ca(path).map_err(|reason| invalid("tls_ca_file", reason))?;
                 let mut digest = Sha256::new();
                 for c in &certs {
                     digest.update(c.as_ref());
@@ -91,7 +96,7 @@ impl BackendConnection {
         let server_name = match &rule.tls_server_name {
             Some(name) => {
                 let parsed = ServerName::try_from(name.clone()).map_err(|e| {
-                    (
+                    invalid(
                         "tls_server_name",
                         format!("{name:?} is not a DNS name or IP address: {e}"),
                     )
@@ -155,7 +160,7 @@ mod tests {
 
     fn key(extra: serde_json::Value, scheme: &Scheme) -> Option<String> {
         BackendConnection::from_rule(&rule(extra), scheme)
-            .unwrap_or_else(|(f, r)| panic!("{f}: {r}"))
+            .unwrap_or_else(|e| panic!("{e}"))
             .map(|c| c.key.to_string())
     }
 
@@ -189,31 +194,32 @@ mod tests {
 
     #[test]
     fn contradictions_name_their_field() {
+        // The field an error names ("" when there is none).
         let field = |extra: serde_json::Value, scheme: &Scheme| {
             BackendConnection::from_rule(&rule(extra), scheme)
                 .err()
-                .map(|(f, _)| f)
+                .map_or(String::new(), |e| e.field)
         };
         assert_eq!(
             field(
                 serde_json::json!({"tls_insecure_skip_verify": true, "tls_ca_file": "/x"}),
                 &Scheme::HTTPS
             ),
-            Some("tls_insecure_skip_verify")
+            "tls_insecure_skip_verify"
         );
         assert_eq!(
             field(
                 serde_json::json!({"tls_server_name": "not a name!"}),
                 &Scheme::HTTPS
             ),
-            Some("tls_server_name")
+            "tls_server_name"
         );
         assert_eq!(
             field(
                 serde_json::json!({"tls_insecure_skip_verify": true}),
                 &Scheme::HTTP
             ),
-            Some("tls_insecure_skip_verify")
+            "tls_insecure_skip_verify"
         );
     }
 }

@@ -4,6 +4,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::table::Params;
+use crate::config::{ErrorCode, FieldError};
 
 /// A string with `{param}` holes filled from the route's path parameters.
 #[derive(Debug, Clone)]
@@ -104,12 +105,17 @@ pub enum BuiltinFilter {
     Respond(StatusCode, Template, HeaderValue),
 }
 
+/// A filter's field is wrong.
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
+    FieldError::new(field, ErrorCode::InvalidFilter, reason)
+}
+
 impl BuiltinFilter {
     /// Compiles `name(args)`; `params` are the route's path parameter names.
-    pub fn compile(name: &str, args: &[String], params: &[&str]) -> Result<Self, (String, String)> {
-        let arg = |i: usize| -> Result<&str, (String, String)> {
+    pub fn compile(name: &str, args: &[String], params: &[&str]) -> Result<Self, FieldError> {
+        let arg = |i: usize| -> Result<&str, FieldError> {
             args.get(i).map(String::as_str).ok_or_else(|| {
-                (
+                invalid(
                     format!("args[{i}]"),
                     format!("{name} needs argument {}", i + 1),
                 )
@@ -119,8 +125,8 @@ impl BuiltinFilter {
             if n.contains(&args.len()) {
                 Ok(())
             } else {
-                Err((
-                    "args".to_owned(),
+                Err(invalid(
+                    "args",
                     format!(
                         "{name} takes {} to {} arguments, got {}",
                         n.start(),
@@ -130,23 +136,23 @@ impl BuiltinFilter {
                 ))
             }
         };
-        let header = |i: usize| -> Result<HeaderName, (String, String)> {
+        let header = |i: usize| -> Result<HeaderName, FieldError> {
             let a = arg(i)?;
             HeaderName::from_bytes(a.as_bytes()).map_err(|_| {
-                (
+                invalid(
                     format!("args[{i}]"),
                     format!("{a:?} is not a valid header name"),
                 )
             })
         };
-        let template = |i: usize| -> Result<Template, (String, String)> {
-            Template::parse(arg(i)?, params).map_err(|e| (format!("args[{i}]"), e))
+        let template = |i: usize| -> Result<Template, FieldError> {
+            Template::parse(arg(i)?, params).map_err(|e| invalid(format!("args[{i}]"), e))
         };
-        let header_value = |i: usize| -> Result<Template, (String, String)> {
+        let header_value = |i: usize| -> Result<Template, FieldError> {
             let t = template(i)?;
             if let Some(l) = t.literal() {
                 HeaderValue::from_str(l).map_err(|_| {
-                    (
+                    invalid(
                         format!("args[{i}]"),
                         format!("{l:?} is not a valid header value"),
                     )
@@ -154,20 +160,19 @@ impl BuiltinFilter {
             }
             Ok(t)
         };
-        let status =
-            |i: usize, allowed: &dyn Fn(u16) -> bool| -> Result<StatusCode, (String, String)> {
-                let a = arg(i)?;
-                a.parse::<u16>()
-                    .ok()
-                    .filter(|s| allowed(*s))
-                    .and_then(|s| StatusCode::from_u16(s).ok())
-                    .ok_or_else(|| {
-                        (
-                            format!("args[{i}]"),
-                            format!("{a:?} is not an allowed status code here"),
-                        )
-                    })
-            };
+        let status = |i: usize, allowed: &dyn Fn(u16) -> bool| -> Result<StatusCode, FieldError> {
+            let a = arg(i)?;
+            a.parse::<u16>()
+                .ok()
+                .filter(|s| allowed(*s))
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        format!("args[{i}]"),
+                        format!("{a:?} is not an allowed status code here"),
+                    )
+                })
+        };
         Ok(match name {
             "set_request_header" => {
                 expect(2..=2)?;
@@ -189,9 +194,9 @@ impl BuiltinFilter {
                 expect(1..=1)?;
                 let t = template(0)?;
                 if !arg(0)?.starts_with('/') {
-                    return Err((
-                        "args[0]".into(),
-                        "set_path needs a path starting with '/'".into(),
+                    return Err(invalid(
+                        "args[0]",
+                        "set_path needs a path starting with '/'",
                     ));
                 }
                 BuiltinFilter::SetPath(t)
@@ -204,18 +209,15 @@ impl BuiltinFilter {
                 expect(2..=3)?;
                 let ct = match args.get(2) {
                     Some(ct) => HeaderValue::from_str(ct).map_err(|_| {
-                        (
-                            "args[2]".to_owned(),
-                            format!("{ct:?} is not a valid content type"),
-                        )
+                        invalid("args[2]", format!("{ct:?} is not a valid content type"))
                     })?,
                     None => HeaderValue::from_static("text/plain; charset=utf-8"),
                 };
                 BuiltinFilter::Respond(status(0, &|s| (200..600).contains(&s))?, template(1)?, ct)
             }
             other => {
-                return Err((
-                    "name".to_owned(),
+                return Err(invalid(
+                    "name",
                     format!(
                         "unknown filter {other:?} (built-ins: set_request_header, remove_request_header, \
                          set_response_header, remove_response_header, set_path, redirect, respond)"

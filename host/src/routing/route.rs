@@ -17,7 +17,7 @@ use super::external::{
 use super::filters::BuiltinFilter;
 use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
 use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
-use crate::config::{ErrorCode, MatcherSpec, RouteError, RouteRule};
+use crate::config::{ErrorCode, FieldError, MatcherSpec, RouteError, RouteRule};
 /// Where a route's path matcher sends it in the index.
 #[derive(Debug)]
 pub enum PathMatch {
@@ -228,7 +228,7 @@ impl Route {
                         ),
                     },
                 },
-                Err((sub, code, reason)) => err(&format!("{field}{sub}"), code, reason),
+                Err(e) => err(&format!("{field}{}", e.field), e.code, e.reason),
             }
         }
         // Cheap matchers first; body matchers last so the body is read only when all else holds.
@@ -270,9 +270,7 @@ impl Route {
             match (&f.name, &f.plugin) {
                 (Some(fname), None) => match BuiltinFilter::compile(fname, &f.args, &param_names) {
                     Ok(bf) => filters.push(RouteFilter::Builtin(bf)),
-                    Err((sub, reason)) => {
-                        err(&format!("{field}.{sub}"), ErrorCode::InvalidFilter, reason)
-                    }
+                    Err(e) => err(&format!("{field}.{}", e.field), e.code, e.reason),
                 },
                 (None, Some(name)) => match plugins.filter(name) {
                     Lookup::Missing => err(
@@ -317,7 +315,7 @@ impl Route {
                                 t.connection = c;
                             }
                         }
-                        Err((field, reason)) => err(field, ErrorCode::InvalidBackendTls, reason),
+                        Err(e) => err(&e.field, e.code, e.reason),
                     }
                     if rule.tls_insecure_skip_verify {
                         tracing::warn!(
@@ -410,11 +408,10 @@ enum Compiled {
     Plugin(String),
 }
 
-type MatcherError = (String, ErrorCode, String);
-
-fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
-    let invalid = |sub: &str, reason: String| (sub.to_owned(), ErrorCode::InvalidMatcher, reason);
-    let pattern = || -> Result<&str, MatcherError> {
+fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, FieldError> {
+    let invalid =
+        |sub: &str, reason: String| FieldError::new(sub, ErrorCode::InvalidMatcher, reason);
+    let pattern = || -> Result<&str, FieldError> {
         spec.pattern.as_deref().ok_or_else(|| {
             invalid(
                 ".pattern",
@@ -422,7 +419,7 @@ fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
             )
         })
     };
-    let field = || -> Result<&str, MatcherError> {
+    let field = || -> Result<&str, FieldError> {
         spec.field
             .as_deref()
             .filter(|f| !f.is_empty())
@@ -433,16 +430,11 @@ fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
                 )
             })
     };
-    let regex = |p: &str| -> Result<Regex, MatcherError> {
-        Regex::new(p).map_err(|e| {
-            (
-                ".pattern".to_owned(),
-                ErrorCode::InvalidRegex,
-                e.to_string(),
-            )
-        })
+    let regex = |p: &str| -> Result<Regex, FieldError> {
+        Regex::new(p)
+            .map_err(|e| FieldError::new(".pattern", ErrorCode::InvalidRegex, e.to_string()))
     };
-    let value = |p: &str| -> Result<ValueMatch, MatcherError> {
+    let value = |p: &str| -> Result<ValueMatch, FieldError> {
         Ok(if spec.is_regex {
             ValueMatch::Regex(regex(p)?)
         } else {
@@ -505,13 +497,8 @@ fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, MatcherError> {
             value(pattern()?)?,
         )),
         "body_regex" => Compiled::Other(Matcher::BodyRegex(
-            regex::bytes::Regex::new(pattern()?).map_err(|e| {
-                (
-                    ".pattern".to_owned(),
-                    ErrorCode::InvalidRegex,
-                    e.to_string(),
-                )
-            })?,
+            regex::bytes::Regex::new(pattern()?)
+                .map_err(|e| FieldError::new(".pattern", ErrorCode::InvalidRegex, e.to_string()))?,
         )),
         "remote_addr" => {
             let nets = pattern()?
