@@ -1,0 +1,209 @@
+//! The answers routerd gives itself rather than a backend: its small JSON errors, the answers
+//! to decisions that name no route (redirect, 405, OPTIONS, 415, 406, 404), a plugin's reply,
+//! routerd's own 503 when it had no capacity to run a plugin call, and the answers to a client
+//! whose request body broke.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::body::ClientBodyError;
+use super::route::apply_ops;
+use super::{Proxy, ResponseBody, Trace};
+use crate::plugins::Phase;
+use crate::routing::{Decision, HeaderOp, Reply};
+use tracing::warn;
+
+/// The answer to a decision that names no route to run (`Route`, `DefaultUrl` and
+/// `Overloaded` are the proxy's to handle).
+pub(super) fn for_decision(decision: Decision) -> Response<ResponseBody> {
+    match decision {
+        Decision::Redirect(status, location) => {
+            let mut resp = error(status, "redirecting to the canonical path", None);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        Decision::MethodNotAllowed(allow) => {
+            let mut resp = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed", None);
+            set_allow(&mut resp, &allow);
+            resp
+        }
+        Decision::Options(allow) => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            set_allow(&mut resp, &allow);
+            resp
+        }
+        Decision::UnsupportedMediaType(types) => {
+            let mut resp = error_with(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported media type",
+                "consumes",
+                &types,
+            );
+            if let Ok(v) = HeaderValue::from_str(&types) {
+                resp.headers_mut().insert(header::ACCEPT, v);
+            }
+            resp
+        }
+        Decision::NotAcceptable(types) => error_with(
+            StatusCode::NOT_ACCEPTABLE,
+            "none of the acceptable media types is available",
+            "available",
+            &types,
+        ),
+        Decision::Route(_)
+        | Decision::DefaultUrl
+        | Decision::Overloaded { .. }
+        | Decision::NotFound
+        | Decision::NeedBody
+        | Decision::NeedPredicates { .. } => error(StatusCode::NOT_FOUND, "no route matches", None),
+    }
+}
+
+impl Proxy {
+    /// routerd's own answer when it had no capacity to run `plugin`'s call for `route`: 503
+    /// with `Retry-After`, counted and logged as overloaded. Never the plugin's failure policy:
+    /// the plugin did nothing wrong, and a silent no-match would be a wrong routing answer.
+    pub(super) fn overloaded(
+        &self,
+        route: &str,
+        plugin: &str,
+        phase: Phase,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        if let Some(m) = &self.metrics {
+            m.overloaded(route, plugin, phase);
+        }
+        trace.error = Some("overloaded");
+        let doc = serde_json::json!({
+            "error": "routerd is overloaded: no capacity to run a plugin call within its queue_ms",
+            "route": route,
+            "plugin": plugin,
+        });
+        let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &doc);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
+}
+
+/// The answer when the client's own request body failed, read for a matcher or forwarded:
+/// 400 for a malformed body (nginx answers so too), 499 when the client went away (nginx's
+/// "client closed request", for the access log and metrics: nobody is left to read it). The
+/// client's fault, so it is logged as such and never as a backend failure.
+pub(super) fn client_body_failed(
+    e: &ClientBodyError,
+    route: Option<&str>,
+    trace: &mut Trace,
+) -> Response<ResponseBody> {
+    let route_name = route.unwrap_or("none");
+    match e {
+        ClientBodyError::Invalid(_) => {
+            tracing::info!(route = route_name, error = %e, "client sent a malformed request body; answered 400");
+            trace.error = Some("client_body_invalid");
+            error(
+                StatusCode::BAD_REQUEST,
+                "the request body is malformed",
+                route,
+            )
+        }
+        ClientBodyError::Closed(_) => {
+            tracing::debug!(route = route_name, error = %e, "client went away before its request body ended");
+            trace.error = Some("client_closed");
+            let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            error(
+                status,
+                "the client closed the request before its body ended",
+                route,
+            )
+        }
+    }
+}
+
+/// An error and its causes on one line, joined by `: ` (a cause whose text its parent already
+/// shows is left out), for a log record that stays one line.
+pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// A JSON error with a list of media types under `key`.
+fn error_with(status: StatusCode, message: &str, key: &str, types: &str) -> Response<ResponseBody> {
+    let list: Vec<&str> = types.split(", ").collect();
+    json_response(status, &serde_json::json!({ "error": message, key: list }))
+}
+
+/// A plugin's reply as a response.
+pub(super) fn reply_response(reply: Reply, plugin: &str) -> Response<ResponseBody> {
+    let Ok(status) = StatusCode::from_u16(reply.status) else {
+        warn!(
+            plugin,
+            status = reply.status,
+            "plugin replied with an invalid status"
+        );
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a plugin filter failed",
+            None,
+        );
+    };
+    let mut resp = Response::new(full(reply.body));
+    *resp.status_mut() = status;
+    let ops = reply
+        .headers
+        .into_iter()
+        .map(|(n, v)| HeaderOp::Append(n, v))
+        .collect();
+    apply_ops(resp.headers_mut(), ops, plugin);
+    resp
+}
+
+fn set_allow(resp: &mut Response<ResponseBody>, allow: &str) {
+    if let Ok(v) = HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+}
+
+/// An empty body.
+pub fn empty() -> ResponseBody {
+    full(Bytes::new())
+}
+
+/// A complete body.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A small JSON error response: `{"error": message, "route": name}`.
+pub fn error(status: StatusCode, message: &str, route: Option<&str>) -> Response<ResponseBody> {
+    let mut doc = serde_json::json!({ "error": message });
+    if let Some(r) = route {
+        doc["route"] = r.into();
+    }
+    json_response(status, &doc)
+}
+
+fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(doc.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,199 @@
+//! The upstream phase: the backend request's head built from the client's, sent through the
+//! route's client under the response timeout, and the backend's answer (or routerd's error
+//! for what failed: the backend, TLS, a head over the limit, or the client's own body).
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use tracing::warn;
+
+use super::answer::{client_body_failed, error, error_chain};
+use super::body::{ClientBodyError, RequestBody};
+use super::clients::UpstreamError;
+use super::upstream::{self, UpstreamPath};
+use super::{Proxy, ResponseBody, Trace, upgrade};
+use crate::routing::Target;
+use crate::server::Peer;
+
+/// Where a request goes: the target, the path and query as the filters left them, the
+/// route's response timeout and its name (for errors and logs).
+pub(super) struct Upstream<'a> {
+    pub(super) target: &'a Target,
+    pub(super) path: &'a UpstreamPath<'a>,
+    pub(super) query: Option<&'a str>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) route: &'a str,
+}
+
+impl Proxy {
+    /// The upstream phase: sends the request to `upstream` and answers with the backend's
+    /// response, or with routerd's error for what went wrong on the way.
+    pub(super) async fn forward(
+        &self,
+        upstream: Upstream<'_>,
+        parts: http::request::Parts,
+        body: RequestBody,
+        peer: Peer,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        let (parts, client_upgrade) = match Self::upstream_head(&upstream, parts, &peer, trace) {
+            Ok(head) => head,
+            Err(e) => {
+                warn!(route = upstream.route, error = %e, "cannot build the backend URI");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot build the backend request",
+                    Some(upstream.route),
+                );
+            }
+        };
+        let Upstream {
+            target,
+            timeout,
+            route,
+            ..
+        } = upstream;
+        let limit = timeout.unwrap_or(self.response_timeout);
+        let request = self.clients.send(
+            target,
+            Request::from_parts(parts, body),
+            client_upgrade.is_some(),
+        );
+        let result = match tokio::time::timeout(limit, request).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(
+                    route,
+                    timeout_ms = limit.as_millis() as u64,
+                    "backend timed out"
+                );
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the backend did not answer in time",
+                    Some(route),
+                );
+            }
+        };
+        self.backend_answer(result, client_upgrade, route, trace)
+    }
+
+    /// The client's answer from the backend's: its response (an upgrade spliced through), or
+    /// routerd's error naming what failed, with a client's own fault told apart.
+    fn backend_answer(
+        &self,
+        result: Result<Response<ResponseBody>, UpstreamError>,
+        client_upgrade: Option<OnUpgrade>,
+        route: &str,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        match result {
+            Ok(mut resp) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let Some(client_upgrade) = client_upgrade else {
+                        warn!(route, "the backend switched protocols without being asked");
+                        return error(
+                            StatusCode::BAD_GATEWAY,
+                            "the backend switched protocols without being asked",
+                            Some(route),
+                        );
+                    };
+                    let backend_upgrade = hyper::upgrade::on(&mut resp);
+                    upgrade::splice(
+                        client_upgrade,
+                        backend_upgrade,
+                        self.upgrade_idle,
+                        self.upgrades.clone(),
+                    );
+                    let protocol = resp.headers().get(header::UPGRADE).cloned();
+                    upstream::remove_hop_by_hop(resp.headers_mut());
+                    if let Some(protocol) = protocol {
+                        upgrade::restore_headers(resp.headers_mut(), protocol);
+                    }
+                    return resp;
+                }
+                upstream::remove_hop_by_hop(resp.headers_mut());
+                resp
+            }
+            Err(UpstreamError::Tls(e)) => {
+                warn!(route, error = %e, "cannot set up TLS to the backend");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot set up TLS to the backend",
+                    Some(route),
+                )
+            }
+            Err(e) if upstream::head_too_large(&e) => {
+                warn!(route, error = %error_chain(&e), "backend response head over the limit (--max-response-headers)");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "backend response head too large",
+                    Some(route),
+                )
+            }
+            Err(e) => {
+                if let Some(client) = ClientBodyError::among_causes(&e) {
+                    return client_body_failed(client, Some(route), trace);
+                }
+                warn!(route, error = %error_chain(&e), "backend request failed");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "the backend is unreachable",
+                    Some(route),
+                )
+            }
+        }
+    }
+
+    /// The backend request's head: the URI for the target, hop-by-hop headers dropped (an
+    /// upgrade's kept), forwarded headers added; with the client's side of an upgrade.
+    fn upstream_head(
+        upstream: &Upstream<'_>,
+        mut parts: http::request::Parts,
+        peer: &Peer,
+        trace: &mut Trace,
+    ) -> Result<(http::request::Parts, Option<OnUpgrade>), http::Error> {
+        let Upstream {
+            target,
+            path,
+            query,
+            ..
+        } = *upstream;
+        // An upgrade (WebSocket, ...) keeps its two hop-by-hop headers, on HTTP/1.1 only.
+        let upgrade = (parts.version == http::Version::HTTP_11)
+            .then(|| upgrade::requested(&parts.headers))
+            .flatten();
+        // The plain HTTP/1.1 pool writes the path and query only; the other clients take an
+        // absolute URI.
+        let origin_form = target.connection.is_none() && upgrade.is_none();
+        let uri = upstream::upstream_uri(target, path, query, &parts.uri, origin_form)?;
+        // The Host as the client sent it (HTTP/2: the authority), port included.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let client_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+        upstream::remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            upgrade::restore_headers(&mut parts.headers, protocol);
+        }
+        upstream::add_forwarded(&mut parts.headers, peer.addr.ip(), peer.scheme(), host);
+        // The client sets Host from the URI: the backend sees its own authority.
+        parts.headers.remove(header::HOST);
+        if trace.on {
+            trace.upstream = Some(target.authority.clone());
+        }
+        parts.uri = uri;
+        parts.version = if target.connection.as_ref().is_some_and(|c| c.h2) {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        Ok((parts, client_upgrade))
+    }
+}

@@ -1,0 +1,330 @@
+//! The route phases around one context: the request filters (built-in and plugin) in order,
+//! the upstream request (or a filter's own answer), then the response filters.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use tracing::warn;
+
+use super::answer::{empty, error, full, reply_response};
+use super::body::RequestBody;
+use super::forward::Upstream;
+use super::upstream::{self, UpstreamPath};
+use super::{Proxy, ResponseBody, Trace};
+use crate::plugins::Phase;
+use crate::routing::filters::BuiltinFilter;
+use crate::routing::{
+    ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
+    Route, RouteFilter, RouteTable,
+};
+use crate::server::Peer;
+
+/// One request on its route: what the filters have decided so far about the upstream request.
+struct RouteCtx<'a> {
+    proxy: &'a Proxy,
+    route: &'a Route,
+    params: Params<'a>,
+    peer: Peer,
+    upstream_path: UpstreamPath<'a>,
+    upstream_query: Option<Cow<'a, str>>,
+    /// The path parameters as plugins take them (empty when the route has no plugin filter).
+    owned_params: Vec<(String, String)>,
+}
+
+impl Proxy {
+    /// Runs route `id` for a request: request filters, the upstream request unless a filter
+    /// answered, response filters.
+    pub(super) async fn run_route(
+        &self,
+        table: &RouteTable,
+        id: u32,
+        parts: http::request::Parts,
+        body: RequestBody,
+        peer: Peer,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        let route = table.route(id);
+        // A clone of the URI shares its bytes: the path and query are borrowed, not copied.
+        let uri = parts.uri.clone();
+        let path = uri.path();
+        let params = table.params(id, path);
+        let has_plugin_filters = route
+            .filters
+            .iter()
+            .any(|f| matches!(f, RouteFilter::Plugin(_)));
+        let mut ctx = RouteCtx {
+            proxy: self,
+            route,
+            params,
+            peer,
+            upstream_path: UpstreamPath::Joined(upstream::strip_prefix(
+                path,
+                route.strip_prefix.as_deref(),
+            )),
+            upstream_query: uri.query().map(Cow::Borrowed),
+            owned_params: if has_plugin_filters {
+                params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let (parts, answer) = ctx.request_filters(parts, trace).await;
+        let response_head = has_plugin_filters.then(|| Arc::new(parts.clone()));
+        let resp = match (answer, &route.target) {
+            (Some(resp), _) => resp,
+            (None, Some(target)) => {
+                let upstream = Upstream {
+                    target,
+                    path: &ctx.upstream_path,
+                    query: ctx.upstream_query.as_deref(),
+                    timeout: route.timeout,
+                    route: &route.name,
+                };
+                self.forward(upstream, parts, body, peer, trace).await
+            }
+            (None, None) => error(
+                StatusCode::NOT_FOUND,
+                "the route has no target",
+                Some(&route.name),
+            ),
+        };
+        ctx.response_filters(resp, response_head, trace).await
+    }
+}
+
+impl RouteCtx<'_> {
+    /// The request filters in order; the head they leave, and the answer of the filter that
+    /// answered (a redirect, `respond`, a plugin's reply or failure), if one did.
+    async fn request_filters(
+        &mut self,
+        mut parts: http::request::Parts,
+        trace: &mut Trace,
+    ) -> (http::request::Parts, Option<Response<ResponseBody>>) {
+        for f in &self.route.filters {
+            let answer = match f {
+                RouteFilter::Builtin(b) => self.request_builtin(b, &mut parts),
+                RouteFilter::Plugin(call) => self.request_plugin(call, &mut parts, trace).await,
+            };
+            if answer.is_some() {
+                return (parts, answer);
+            }
+        }
+        (parts, None)
+    }
+
+    /// A built-in filter's request part; `Some` when it answers the request itself.
+    fn request_builtin(
+        &mut self,
+        filter: &BuiltinFilter,
+        parts: &mut http::request::Parts,
+    ) -> Option<Response<ResponseBody>> {
+        match filter {
+            BuiltinFilter::SetRequestHeader(name, value) => {
+                match HeaderValue::from_str(&value.render(&self.params)) {
+                    Ok(v) => {
+                        parts.headers.insert(name.clone(), v);
+                    }
+                    Err(_) => {
+                        warn!(route = %self.route.name, header = %name, "filter produced an invalid header value; skipped")
+                    }
+                }
+            }
+            BuiltinFilter::RemoveRequestHeader(name) => {
+                parts.headers.remove(name);
+            }
+            BuiltinFilter::SetPath(t) => {
+                self.upstream_path = UpstreamPath::Replaced(t.render(&self.params));
+            }
+            BuiltinFilter::Redirect(status, location) => {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = *status;
+                if let Ok(v) = HeaderValue::from_str(&location.render(&self.params)) {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                return Some(resp);
+            }
+            BuiltinFilter::Respond(status, text, content_type) => {
+                let mut resp = Response::new(full(text.render(&self.params)));
+                *resp.status_mut() = *status;
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type.clone());
+                return Some(resp);
+            }
+            BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
+        }
+        None
+    }
+
+    /// The request the plugin calls see: the head shared, the path as the filters left it.
+    fn external(&self, head: Arc<http::request::Parts>) -> ExternalRequest {
+        ExternalRequest {
+            parts: head,
+            remote: self.peer.addr,
+            scheme: self.peer.scheme(),
+            path: Some(self.upstream_path.as_str().to_owned()),
+            params: self.owned_params.clone(),
+        }
+    }
+
+    /// A plugin filter's request phase; `Some` when it answers (a reply, or its failure).
+    async fn request_plugin(
+        &mut self,
+        call: &FilterCall,
+        parts: &mut http::request::Parts,
+        trace: &mut Trace,
+    ) -> Option<Response<ResponseBody>> {
+        let head = Arc::new(std::mem::replace(parts, Request::new(()).into_parts().0));
+        let request = self.external(head.clone());
+        let result = trace.plugin(Box::pin(call.on_request(request))).await;
+        *parts = Arc::try_unwrap(head).unwrap_or_else(|head| (*head).clone());
+        let route = &self.route.name;
+        match result {
+            Ok(RequestAction::Proceed(edits)) => {
+                apply_ops(&mut parts.headers, edits.headers, call.name());
+                if let Some(p) = edits.path {
+                    if p.starts_with('/') {
+                        self.upstream_path = UpstreamPath::Replaced(p);
+                    } else {
+                        warn!(plugin = call.name(), route = %route, path = %p, "plugin set a path without a leading '/'; ignored");
+                    }
+                }
+                if let Some(q) = edits.query {
+                    self.upstream_query = (!q.is_empty()).then_some(Cow::Owned(q));
+                }
+                None
+            }
+            Ok(RequestAction::Respond(reply)) => Some(reply_response(reply, call.name())),
+            Err(failure) if failure.overloaded => {
+                warn!(plugin = call.name(), route = %route, reason = %failure, "plugin filter could not run: routerd is overloaded; answering 503");
+                Some(
+                    self.proxy
+                        .overloaded(route, call.name(), Phase::Request, trace),
+                )
+            }
+            Err(failure) => {
+                let policy = call.failure_policy();
+                warn!(plugin = call.name(), route = %route, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
+                (policy == FailurePolicy::FailClosed).then(|| filter_failed(route))
+            }
+        }
+    }
+
+    /// The response filters in order, on `resp`; `head` is the request as plugin filters see
+    /// it (present when the route has any).
+    async fn response_filters(
+        &self,
+        mut resp: Response<ResponseBody>,
+        head: Option<Arc<http::request::Parts>>,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        for f in &self.route.filters {
+            match f {
+                RouteFilter::Builtin(BuiltinFilter::SetResponseHeader(name, value)) => {
+                    if let Ok(v) = HeaderValue::from_str(&value.render(&self.params)) {
+                        resp.headers_mut().insert(name.clone(), v);
+                    }
+                }
+                RouteFilter::Builtin(BuiltinFilter::RemoveResponseHeader(name)) => {
+                    resp.headers_mut().remove(name);
+                }
+                RouteFilter::Plugin(call) => {
+                    let Some(head) = &head else { continue };
+                    resp = self.response_plugin(call, resp, head.clone(), trace).await;
+                }
+                RouteFilter::Builtin(_) => {}
+            }
+        }
+        resp
+    }
+
+    /// A plugin filter's response phase on `resp`.
+    async fn response_plugin(
+        &self,
+        call: &FilterCall,
+        mut resp: Response<ResponseBody>,
+        head: Arc<http::request::Parts>,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        let view = ResponseHead {
+            status: resp.status().as_u16(),
+            headers: std::mem::take(resp.headers_mut()),
+        };
+        let request = self.external(head);
+        let (result, view) = trace
+            .plugin(Box::pin(call.on_response(request, view)))
+            .await;
+        *resp.headers_mut() = view.headers;
+        let route = &self.route.name;
+        match result {
+            Ok(edits) => {
+                if let Some(status) = edits.status {
+                    match StatusCode::from_u16(status) {
+                        Ok(s) => *resp.status_mut() = s,
+                        Err(_) => warn!(
+                            plugin = call.name(),
+                            status, "plugin set an invalid status; ignored"
+                        ),
+                    }
+                }
+                apply_ops(resp.headers_mut(), edits.headers, call.name());
+                resp
+            }
+            Err(failure) if failure.overloaded => {
+                warn!(plugin = call.name(), route = %route, reason = %failure, "plugin filter could not run: routerd is overloaded; answering 503");
+                self.proxy
+                    .overloaded(route, call.name(), Phase::Response, trace)
+            }
+            Err(failure) => {
+                let policy = call.failure_policy();
+                warn!(plugin = call.name(), route = %route, failure = failure.kind, reason = %failure, ?policy, "plugin filter failed");
+                match policy {
+                    FailurePolicy::FailClosed => filter_failed(route),
+                    FailurePolicy::FailOpen => resp,
+                }
+            }
+        }
+    }
+}
+
+/// A fail_closed plugin filter's failure: 500 naming the route.
+fn filter_failed(route: &str) -> Response<ResponseBody> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "a plugin filter failed",
+        Some(route),
+    )
+}
+
+/// Applies a plugin's header changes; invalid names or values are logged and skipped.
+pub(super) fn apply_ops(headers: &mut http::HeaderMap, ops: Vec<HeaderOp>, plugin: &str) {
+    use http::header::HeaderName;
+    for op in ops {
+        let (name, value, append) = match op {
+            HeaderOp::Remove(name) => {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    headers.remove(n);
+                }
+                continue;
+            }
+            HeaderOp::Set(n, v) => (n, v, false),
+            HeaderOp::Append(n, v) => (n, v, true),
+        };
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(n), Ok(v)) if append => {
+                headers.append(n, v);
+            }
+            (Ok(n), Ok(v)) => {
+                headers.insert(n, v);
+            }
+            _ => warn!(plugin, header = %name, "plugin produced an invalid header; skipped"),
+        }
+    }
+}
