@@ -2,10 +2,12 @@
 //!
 //! Data flows one way: a config document ([`config`]) is validated and compiled into an
 //! immutable [`routing::RouteTable`], which the [`proxy`] swaps in atomically and consults for
-//! every request; [`server`] runs the listeners and [`admin`] the management API.
+//! every request; [`server`] runs the listeners, [`admin`] the management API, and [`app`]
+//! assembles them into the daemon.
 
 pub mod access_log;
 pub mod admin;
+pub mod app;
 pub mod check;
 #[cfg(feature = "etcd")]
 pub mod cluster;

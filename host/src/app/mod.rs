@@ -1,0 +1,173 @@
+//! The daemon, assembled: from [`Settings`] to a serving routerd. The runtime layout (a
+//! control runtime beside the proxy's workers), the store and following it, the plugin
+//! registry, the route set, the listeners, the reload loops (config file, CA files, TLS
+//! certificates, plugins) and the shutdown; also `routerd check` and the compiling child. The
+//! `routerd` binary parses the flags and calls [`run`].
+
+mod listeners;
+mod reload;
+mod serve;
+mod settings;
+mod store;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub use settings::{Command, CompilerPlace, Settings, duration};
+
+use crate::access_log::AccessLogError;
+use crate::config::{ConfigError, RouteSetError};
+use crate::plugins::{EngineKind, PluginEngine, PluginError};
+use crate::routeset::StartError;
+use crate::server::tls::TlsError;
+use crate::server::workers::Workers;
+use crate::store::StoreError;
+
+/// Why routerd could not start (or stopped serving).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The flags contradict each other or name something unusable.
+    #[error("{0}")]
+    Settings(String),
+    /// A file, directory, socket or thread could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file or directory could not be watched.
+    #[error("{what}: {source}")]
+    Watch {
+        /// What was to be watched.
+        what: &'static str,
+        /// The watcher's error.
+        source: notify::Error,
+    },
+    /// The plugin engine could not start.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The config file could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A route set is invalid.
+    #[error(transparent)]
+    Routes(#[from] RouteSetError),
+    /// The route store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The route set could not start from the store.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The access log could not start.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// The TLS certificates could not be loaded.
+    #[error("cannot load the TLS certificates: {0}")]
+    Tls(#[source] TlsError),
+}
+
+impl AppError {
+    /// An I/O error while setting up `what`.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AppError {
+        let what = what.into();
+        move |source| AppError::Io { what, source }
+    }
+}
+
+/// Does what `settings` ask: compile a plugin (the compiling child), check a route document,
+/// or serve until SIGTERM; the process's exit code.
+pub fn run(settings: Settings) -> ExitCode {
+    if let Some(child) = &settings.compile_plugin {
+        return compile_plugin(child);
+    }
+    if let Some(Command::Check { config, plugins }) = &settings.command {
+        return check(config, plugins);
+    }
+    // The control plane (admin API, config and plugin watchers, table rebuilds) runs on its own
+    // thread, so its work never queues behind, or in front of, proxied requests. With workers,
+    // the main thread only starts and stops things; the workers build their own runtimes.
+    let main_runtime = match settings.workers {
+        Workers::Shared => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtimes = main_runtime.and_then(|proxy| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("routerd-control")
+            .enable_all()
+            .build()
+            .map(|control| (proxy, control))
+    });
+    let (runtime, control) = match runtimes {
+        Ok(rts) => rts,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve::serve(settings, control.handle().clone()));
+    control.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("routerd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `routerd check`: the report on stdout; 0 when the document is valid, 1 when it is not, 2
+/// when it could not be checked at all.
+fn check(config: &std::path::Path, plugins: &std::path::Path) -> ExitCode {
+    match crate::check::check(config, plugins) {
+        Ok(report) => {
+            println!("{report}");
+            if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The compiling child: `[KIND, ARTIFACT]`, the component on stdin.
+fn compile_plugin(child: &[String]) -> ExitCode {
+    let [kind, out] = child else {
+        eprintln!("--compile-plugin takes KIND and ARTIFACT");
+        return ExitCode::FAILURE;
+    };
+    let Some(kind) = EngineKind::parse(kind) else {
+        eprintln!("unknown engine kind {kind:?}");
+        return ExitCode::FAILURE;
+    };
+    let out = std::path::Path::new(out);
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes) {
+        eprintln!("cannot read the component from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    match PluginEngine::compile_to_file(&bytes, kind, out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (PluginError::Invalid(_) | PluginError::Link(_) | PluginError::Contract { .. }),
+        ) => {
+            eprintln!("{e}");
+            ExitCode::from(crate::plugins::engine::CHILD_EXIT_INVALID as u8)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
