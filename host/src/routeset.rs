@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
-use http::StatusCode;
 use serde::Serialize;
 
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
@@ -52,14 +51,14 @@ pub struct RouteView {
     pub reason: Option<String>,
 }
 
-/// An API error: an HTTP status, a stable code and a message.
+/// Why a change to the route set (or a read of it) was refused: what kind of refusal, for
+/// callers to answer in their own terms (the admin API picks its HTTP status and error code),
+/// and a message for a person.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The stable code.
-    pub code: &'static str,
+#[error("{message}")]
+pub struct ChangeError {
+    /// What kind of refusal.
+    pub refusal: Refusal,
     /// For a person.
     pub message: String,
     /// For a validation error, each thing wrong with the route, naming its field, so an
@@ -67,12 +66,33 @@ pub struct ApiError {
     pub errors: Vec<RouteError>,
 }
 
-impl ApiError {
-    /// Builds an error.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
+/// The kinds of refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// No route of that name.
+    NotFound,
+    /// A route of that name exists already.
+    Conflict,
+    /// The route comes from the config file.
+    ReadOnly,
+    /// The route is a system route.
+    SystemRoute,
+    /// The route is not at the version the change was made against.
+    VersionMismatch,
+    /// The route set the change would make is invalid; the code of its first error.
+    Invalid(ErrorCode),
+    /// The store did not answer.
+    StoreUnavailable,
+    /// The store failed.
+    StoreFailed,
+}
+
+impl ChangeError {
+    /// A refusal of `refusal`'s kind.
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        ChangeError {
+            refusal,
             message: message.into(),
             errors: Vec::new(),
         }
@@ -80,13 +100,9 @@ impl ApiError {
 
     fn from_validation(e: &RouteSetError) -> Self {
         let code = e.0.first().map_or(ErrorCode::InvalidMatcher, |e| e.code);
-        let status = match code {
-            ErrorCode::RouteConflict | ErrorCode::MultipleDefaultRoutes => StatusCode::CONFLICT,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiError {
+        ChangeError {
             errors: e.0.clone(),
-            ..ApiError::new(status, code.as_str(), e.to_string())
+            ..ChangeError::new(Refusal::Invalid(code), e.to_string())
         }
     }
 }
@@ -420,7 +436,7 @@ impl RouteSet {
 
     /// The route `name` from `source` (the file's and an excluded API route may share a
     /// name); from either when `None`, the file's first.
-    pub fn get(&self, name: &str, source: Option<Source>) -> Result<RouteView, ApiError> {
+    pub fn get(&self, name: &str, source: Option<Source>) -> Result<RouteView, ChangeError> {
         self.listing
             .load()
             .routes
@@ -430,20 +446,18 @@ impl RouteSet {
             .ok_or_else(|| not_found(name))
     }
 
-    fn check_writable(state: &State, name: &str) -> Result<(), ApiError> {
+    fn check_writable(state: &State, name: &str) -> Result<(), ChangeError> {
         if let Some(r) = state.file.routes.iter().find(|r| r.name == name) {
             return Err(if r.system {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "system_route_protected",
+                ChangeError::new(
+                    Refusal::SystemRoute,
                     format!(
                         "route {name:?} is a system route and cannot be changed through the API"
                     ),
                 )
             } else {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    "read_only_route",
+                ChangeError::new(
+                    Refusal::ReadOnly,
                     format!("route {name:?} comes from the config file; change it there"),
                 )
             });
@@ -452,17 +466,20 @@ impl RouteSet {
     }
 
     /// API route `name` exists, may be changed, and is at version `if_match` (when given).
-    fn check_changeable(state: &State, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+    fn check_changeable(
+        state: &State,
+        name: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ChangeError> {
         Self::check_writable(state, name)?;
         let current = state.api.get(name).ok_or_else(|| not_found(name))?;
         Self::check_version(current, if_match)
     }
 
-    fn check_version(current: &StoredRoute, if_match: Option<u64>) -> Result<(), ApiError> {
+    fn check_version(current: &StoredRoute, if_match: Option<u64>) -> Result<(), ChangeError> {
         match if_match {
-            Some(v) if v != current.version => Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
+            Some(v) if v != current.version => Err(ChangeError::new(
+                Refusal::VersionMismatch,
                 format!(
                     "route {:?} is at version {}, not {v}",
                     current.rule.name, current.version
@@ -480,11 +497,11 @@ impl RouteSet {
         mut api: BTreeMap<String, StoredRoute>,
         changes: Vec<Change>,
         changed: &[&str],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ChangeError> {
         let table = Self::compile(&self.plugins, &document(&state.file, &api), |name| {
             changed.contains(&name)
         })
-        .map_err(|e| ApiError::from_validation(&e))?;
+        .map_err(|e| ChangeError::from_validation(&e))?;
         let revision = match &self.store {
             Some(store) => store
                 .commit(&changes, state.last_version + 1)
@@ -634,13 +651,12 @@ impl RouteSet {
     }
 
     /// Creates an API route.
-    pub fn create(&self, rule: RouteRule) -> Result<RouteView, ApiError> {
+    pub fn create(&self, rule: RouteRule) -> Result<RouteView, ChangeError> {
         let mut state = self.lock();
         let name = rule.name.clone();
         if state.file.routes.iter().any(|r| r.name == name) || state.api.contains_key(&name) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "route_conflict",
+            return Err(ChangeError::new(
+                Refusal::Conflict,
                 format!("a route named {name:?} already exists"),
             ));
         }
@@ -661,7 +677,7 @@ impl RouteSet {
         name: &str,
         rule: RouteRule,
         if_match: Option<u64>,
-    ) -> Result<RouteView, ApiError> {
+    ) -> Result<RouteView, ChangeError> {
         let mut state = self.lock();
         Self::check_changeable(&state, name, if_match)?;
         let new_name = rule.name.clone();
@@ -696,7 +712,7 @@ impl RouteSet {
     }
 
     /// Deletes API route `name`.
-    pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ApiError> {
+    pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ChangeError> {
         let mut state = self.lock();
         // An API route the file shadows can still be deleted (it serves nothing meanwhile).
         match state.api.get(name) {
@@ -713,14 +729,13 @@ impl RouteSet {
     }
 
     /// Makes the API routes equal to `doc`'s routes, in one transaction.
-    pub fn apply(&self, doc: ConfigFile) -> Result<ApplySummary, ApiError> {
+    pub fn apply(&self, doc: ConfigFile) -> Result<ApplySummary, ChangeError> {
         let mut state = self.lock();
         let mut seen = std::collections::BTreeSet::new();
         for r in &doc.routes {
             if !seen.insert(r.name.as_str()) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "route_conflict",
+                return Err(ChangeError::new(
+                    Refusal::Conflict,
                     format!(
                         "route {:?} appears more than once in the document; nothing was applied",
                         r.name
@@ -775,19 +790,13 @@ impl RouteSet {
     }
 }
 
-/// The API's answer to a failed store operation.
-pub fn store_error(e: StoreError) -> ApiError {
+/// A failed store operation as a refusal of the change.
+pub fn store_error(e: StoreError) -> ChangeError {
     match &e {
-        StoreError::Unavailable { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
-        StoreError::Failed { .. } => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_failed",
-            e.to_string(),
-        ),
+        StoreError::Unavailable { .. } => {
+            ChangeError::new(Refusal::StoreUnavailable, e.to_string())
+        }
+        StoreError::Failed { .. } => ChangeError::new(Refusal::StoreFailed, e.to_string()),
         StoreError::Conflict {
             name,
             expected,
@@ -797,17 +806,15 @@ pub fn store_error(e: StoreError) -> ApiError {
                 format!("it is at version {v}")
             });
             match expected {
-                Expect::Version(v) => ApiError::new(
-                    StatusCode::PRECONDITION_FAILED,
-                    "version_mismatch",
+                Expect::Version(v) => ChangeError::new(
+                    Refusal::VersionMismatch,
                     format!(
                         "route {name:?} is not at version {v}: {now} (changed through another instance)"
                     ),
                 ),
                 Expect::Present => not_found(name),
-                Expect::Absent | Expect::Any => ApiError::new(
-                    StatusCode::CONFLICT,
-                    "route_conflict",
+                Expect::Absent | Expect::Any => ChangeError::new(
+                    Refusal::Conflict,
                     format!(
                         "a route named {name:?} already exists (made through another instance)"
                     ),
@@ -817,18 +824,13 @@ pub fn store_error(e: StoreError) -> ApiError {
     }
 }
 
-fn not_found(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
-        format!("no route named {name:?}"),
-    )
+fn not_found(name: &str) -> ChangeError {
+    ChangeError::new(Refusal::NotFound, format!("no route named {name:?}"))
 }
 
-fn conflict(name: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "route_conflict",
+fn conflict(name: &str) -> ChangeError {
+    ChangeError::new(
+        Refusal::Conflict,
         format!("a route named {name:?} already exists"),
     )
 }

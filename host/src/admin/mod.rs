@@ -4,6 +4,7 @@
 //! Changes need the bearer token when one is configured; so does every read from a client off
 //! loopback (but `/healthz` and the dashboard's files, which hold no data).
 
+mod error;
 mod plugins;
 mod ui;
 
@@ -21,9 +22,10 @@ use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ResponseBody, full};
-use crate::routeset::{ApiError, RouteSet, RouteView, Source};
+use crate::routeset::{RouteSet, RouteView, Source};
 use crate::routing::{BufferedBody, SharedHead};
 use crate::server::{Handler, Peer};
+pub use error::ApiError;
 
 /// The largest route document accepted.
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -121,12 +123,13 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<std::borrow::Cow
 }
 
 /// Runs a blocking admin operation (database commits, plugin compilation) off the workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(Into::into)
 }
 
 impl Admin {

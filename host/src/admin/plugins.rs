@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use http::StatusCode;
 
+use super::ApiError;
 use crate::plugins::registry::{InstallError, valid_name};
 use crate::plugins::{Phase, Plugin, PluginError};
-use crate::routeset::{ApiError, RouteSet, RouteView, store_error};
+use crate::routeset::{RouteSet, RouteView, store_error};
 use crate::store::PluginManifest;
 
 /// The routes (from one listing) that use plugin `name`.
