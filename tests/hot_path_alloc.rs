@@ -266,7 +266,7 @@ fn the_request_path_allocates_little_beyond_hyper() {
     )
     .expect("valid config");
     let proxy = Arc::new(routerd::proxy::Proxy::new(
-        RouteTable::build(&config).expect("valid routes"),
+        routerd::routing::PublishedTable::new(RouteTable::build(&config).expect("valid routes")),
         routerd::proxy::upstream::UpstreamOptions::default(),
         None,
     ));

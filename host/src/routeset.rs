@@ -20,8 +20,7 @@ use serde::Serialize;
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use crate::metrics::Metrics;
 use crate::plugins::PluginRegistry;
-use crate::proxy::Proxy;
-use crate::routing::{BuildMode, RouteTable};
+use crate::routing::{BuildMode, PublishedTable, RouteTable};
 use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
 
 /// Where a route comes from.
@@ -168,7 +167,8 @@ pub struct RouteSet {
     revision: std::sync::atomic::AtomicU64,
     store: Option<Arc<dyn RouteStore>>,
     plugins: Arc<PluginRegistry>,
-    proxy: Arc<Proxy>,
+    /// Where each new table goes to be served.
+    published: Arc<PublishedTable>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -205,7 +205,7 @@ impl RouteSet {
         file: ConfigFile,
         plugins: Arc<PluginRegistry>,
         store: Option<Arc<dyn RouteStore>>,
-        proxy: Arc<Proxy>,
+        published: Arc<PublishedTable>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, StartError> {
         let snapshot = match &store {
@@ -238,7 +238,7 @@ impl RouteSet {
                 table_version: 0,
             }),
             revision: std::sync::atomic::AtomicU64::new(last_version),
-            proxy,
+            published,
             store,
             plugins,
             metrics,
@@ -294,7 +294,7 @@ impl RouteSet {
         if let Some(m) = &self.metrics {
             m.table_swapped(state.table_version, table.routes().map(|r| &*r.name));
         }
-        self.proxy.swap_table(table);
+        self.published.publish(table);
         self.revision
             .store(state.last_version, std::sync::atomic::Ordering::Relaxed);
         self.listing.store(Arc::new(Listing {
@@ -352,9 +352,9 @@ impl RouteSet {
         out
     }
 
-    /// The proxy serving this route set.
-    pub fn proxy(&self) -> &Arc<Proxy> {
-        &self.proxy
+    /// The table being served now.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.published.current()
     }
 
     /// The plugin registry.

@@ -259,7 +259,7 @@ impl Admin {
             }
             (&Method::POST, ["api", "v1", "match"]) => {
                 let (head, body) = parse_match(&read_body(body, MAX_JSON_BODY).await?)?;
-                let table = self.routes.proxy().table();
+                let table = self.routes.table();
                 let explanation = table.explain(&head.view(body.as_ref())).await;
                 Ok(json(StatusCode::OK, &explanation))
             }

@@ -23,7 +23,7 @@ use crate::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, wa
 use crate::proxy::Proxy;
 use crate::proxy::upstream::UpstreamOptions;
 use crate::routeset::{RouteSet, StartError};
-use crate::routing::RouteTable;
+use crate::routing::{PublishedTable, RouteTable};
 use crate::server::{self, conn::ConnTimeouts, workers};
 
 /// Serves until SIGTERM (or Ctrl-C), then drains; `control` runs the control plane.
@@ -56,8 +56,10 @@ pub(super) async fn serve(
     let token = admin_token(&settings)?;
     let store = open_store(&settings)?;
     let metrics = Metrics::new(registry.clone());
-    let proxy = start_proxy(&settings, &metrics)?;
-    let routes = start_routes(&settings, config, &registry, &store, &proxy, &metrics)?;
+    // The proxy serves an empty table until the route set publishes the first one.
+    let published = PublishedTable::new(RouteTable::build(&ConfigFile::default())?);
+    let proxy = start_proxy(&settings, &published, &metrics)?;
+    let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;
     // Health checks and the plugin watcher spawn their tasks on the control runtime.
     let entered = control.enter();
     let health = HealthChecks::start(
@@ -141,8 +143,12 @@ fn admin_token(settings: &Settings) -> Result<Option<String>, AppError> {
     }
 }
 
-/// The proxy, serving an empty table until the route set publishes the first one.
-fn start_proxy(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Proxy>, AppError> {
+/// The proxy, serving what is published.
+fn start_proxy(
+    settings: &Settings,
+    published: &Arc<PublishedTable>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Proxy>, AppError> {
     let access_log = AccessLog::start(
         settings.access_log,
         settings.access_log_file.as_deref(),
@@ -150,7 +156,7 @@ fn start_proxy(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Proxy>
     )?;
     Ok(Arc::new(
         Proxy::new(
-            RouteTable::build(&ConfigFile::default())?,
+            published.clone(),
             UpstreamOptions {
                 connect: settings.backend_connect_timeout,
                 response: settings.backend_response_timeout,
@@ -164,13 +170,13 @@ fn start_proxy(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Arc<Proxy>
     ))
 }
 
-/// The route set: the config file's routes and the store's, published to the proxy.
+/// The route set: the config file's routes and the store's, each table published.
 fn start_routes(
     settings: &Settings,
     config: ConfigFile,
     registry: &Arc<PluginRegistry>,
     store: &Store,
-    proxy: &Arc<Proxy>,
+    published: &Arc<PublishedTable>,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<RouteSet>, AppError> {
     let origin = settings
@@ -181,7 +187,7 @@ fn start_routes(
         config,
         registry.clone(),
         Some(store.route_store()),
-        proxy.clone(),
+        published.clone(),
         Some(metrics.clone()),
     )
     .map(Arc::new)

@@ -16,7 +16,6 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -25,7 +24,7 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
 use crate::plugins::Phase;
-use crate::routing::{Decision, RouteTable};
+use crate::routing::{Decision, PublishedTable, RouteTable};
 use crate::server::Peer;
 pub use answer::{empty, error, full};
 use clients::UpstreamClients;
@@ -38,7 +37,7 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
 /// The proxy: the current table and the upstream client.
 pub struct Proxy {
-    table: ArcSwap<RouteTable>,
+    table: Arc<PublishedTable>,
     clients: UpstreamClients,
     response_timeout: std::time::Duration,
     upgrade_idle: std::time::Duration,
@@ -75,12 +74,12 @@ impl Trace {
 impl Proxy {
     /// A proxy serving `table`.
     pub fn new(
-        table: RouteTable,
+        table: Arc<PublishedTable>,
         upstream: UpstreamOptions,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
         Proxy {
-            table: ArcSwap::from_pointee(table),
+            table,
             clients: UpstreamClients::new(&upstream, 1),
             response_timeout: upstream.response,
             upgrade_idle: upstream.upgrade_idle,
@@ -102,14 +101,9 @@ impl Proxy {
         self
     }
 
-    /// Replaces the table; requests in flight finish on the old one.
-    pub fn swap_table(&self, table: RouteTable) {
-        self.table.store(Arc::new(table));
-    }
-
     /// The current table.
     pub fn table(&self) -> Arc<RouteTable> {
-        self.table.load_full()
+        self.table.current()
     }
 
     /// Handles one request. Never fails: every error becomes a response.
@@ -156,7 +150,7 @@ impl Proxy {
         peer: Peer,
         trace: &mut Trace,
     ) -> (Response<ResponseBody>, Arc<str>) {
-        let table = self.table.load_full();
+        let table = self.table.current();
         let (parts, body) = req.into_parts();
         let Decided {
             decision,

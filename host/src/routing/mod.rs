@@ -3,7 +3,7 @@
 //! `route` compiles and validates one rule, `pattern` parses path patterns and orders them,
 //! `tree` indexes them, `matchers` and `filters` are the built-in ones, `external` the traits
 //! external (plugin) predicates and filters implement, and `table` puts it all together into the
-//! immutable [`RouteTable`] that the proxy swaps atomically.
+//! immutable [`RouteTable`], which `published` hands from the control plane to the proxy.
 
 pub mod backend;
 pub mod external;
@@ -11,6 +11,7 @@ pub mod filters;
 pub mod matchers;
 pub mod media;
 pub mod pattern;
+pub mod published;
 pub mod request;
 pub mod route;
 pub mod table;
@@ -21,6 +22,7 @@ pub use external::{
     FilterCall, HeaderOp, Lookup, PluginSource, PredicateCall, Reply, RequestAction, RequestEdits,
     ResponseEdits, ResponseHead,
 };
+pub use published::PublishedTable;
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};
 pub use route::{Route, RouteFilter, Target};
 pub use table::{

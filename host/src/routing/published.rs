@@ -1,0 +1,35 @@
+//! The table being served, shared by the control plane, which publishes each new one, and the
+//! request path, which reads it: an atomic swap (arc-swap), so a request keeps the table it
+//! started with and a change never waits for requests in flight.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::table::RouteTable;
+
+/// The published route table.
+pub struct PublishedTable(ArcSwap<RouteTable>);
+
+impl PublishedTable {
+    /// Starts publishing `table`.
+    pub fn new(table: RouteTable) -> Arc<PublishedTable> {
+        Arc::new(PublishedTable(ArcSwap::from_pointee(table)))
+    }
+
+    /// Replaces the table; requests in flight finish on the old one.
+    pub fn publish(&self, table: RouteTable) {
+        self.0.store(Arc::new(table));
+    }
+
+    /// The table being served now.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.0.load_full()
+    }
+}
+
+impl std::fmt::Debug for PublishedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublishedTable")
+    }
+}
