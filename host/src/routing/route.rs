@@ -132,252 +132,32 @@ pub struct Route {
 impl Route {
     /// Validates and compiles `rule`. All problems are reported, not only the first.
     pub fn compile(rule: &RouteRule, plugins: &dyn PluginSource) -> Result<Route, Vec<RouteError>> {
-        let name = rule.name.as_str();
-        let mut errors = Vec::new();
-        let mut err = |field: &str, code: ErrorCode, reason: String| {
-            errors.push(RouteError::new(name, field, code, reason));
+        let mut check = RuleCheck {
+            rule,
+            errors: Vec::new(),
         };
-
-        if name.is_empty() || name.len() > 255 {
-            err(
-                "name",
-                ErrorCode::InvalidRouteName,
-                "a route name must be 1 to 255 characters".into(),
-            );
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            err(
-                "name",
-                ErrorCode::InvalidRouteName,
-                format!("{name:?} may only contain ASCII letters, digits, '-' and '_'"),
-            );
-        }
-        if !(0..=1000).contains(&rule.priority) {
-            err(
-                "priority",
-                ErrorCode::InvalidPriority,
-                format!("{} is outside 0..=1000", rule.priority),
-            );
-        }
-        let strip_prefix = match &rule.strip_prefix {
-            Some(p) if !p.starts_with('/') => {
-                err(
-                    "strip_prefix",
-                    ErrorCode::InvalidStripPrefix,
-                    format!("{p:?} must start with '/'"),
-                );
-                None
-            }
-            Some(p) => Some(p.as_str().into()),
-            None => None,
-        };
-
-        let mut path = PathMatch::Any;
-        let mut methods = None;
-        let mut matchers = Vec::new();
-        let mut predicates = Vec::new();
-        for (i, spec) in rule.matchers.iter().enumerate() {
-            let field = format!("matchers[{i}]");
-            match compile_matcher(spec) {
-                Ok(Compiled::Path(p)) => {
-                    if !matches!(path, PathMatch::Any) {
-                        err(
-                            &format!("{field}.condition"),
-                            ErrorCode::InvalidMatcher,
-                            "a route may have at most one path or path_prefix matcher".into(),
-                        );
-                    }
-                    path = p;
-                }
-                Ok(Compiled::Methods(m)) => {
-                    if methods.is_some() {
-                        err(
-                            &format!("{field}.condition"),
-                            ErrorCode::InvalidMatcher,
-                            "a route may have at most one method matcher".into(),
-                        );
-                    }
-                    methods = Some(m);
-                }
-                Ok(Compiled::Other(m)) => matchers.push((i, m)),
-                Ok(Compiled::Plugin(name)) => match plugins.predicate(&name) {
-                    Lookup::Missing => err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::UnknownPlugin,
-                        format!("plugin {name:?} is not loaded"),
-                    ),
-                    Lookup::WrongKind => err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::InvalidMatcher,
-                        format!("plugin {name:?} is a filter, not a predicate"),
-                    ),
-                    Lookup::Found(p) => match ExternalPredicate::validate(&*p, &spec.args) {
-                        Ok(()) => predicates.push((
-                            i,
-                            PredicateCall {
-                                predicate: p,
-                                args: spec.args.clone(),
-                            },
-                        )),
-                        Err(reason) => err(
-                            &format!("{field}.args"),
-                            ErrorCode::InvalidPluginArgs,
-                            reason,
-                        ),
-                    },
-                },
-                Err(e) => err(&format!("{field}{}", e.field), e.code, e.reason),
-            }
-        }
-        // Cheap matchers first; body matchers last so the body is read only when all else holds.
-        matchers.sort_by_key(|(_, m)| match m {
-            Matcher::Host(_) | Matcher::RemoteAddr(_) => 0,
-            Matcher::Header(..) | Matcher::Cookie(..) | Matcher::QueryParam(..) => 1,
-            Matcher::BodyField(..) | Matcher::BodyRegex(_) => 2,
-        });
-        if !rule.default_rule && rule.matchers.is_empty() {
-            err(
-                "matchers",
-                ErrorCode::NoMatchers,
-                "a route that is not the default rule needs at least one matcher".into(),
-            );
-        }
-
-        let (params, specificity) = match &path {
-            PathMatch::Pattern(p) => (
-                p.segments
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, s)| match s {
-                        Segment::Param(n) => Some((n.clone(), i, false)),
-                        Segment::CatchAll(n) => Some((n.clone(), i, true)),
-                        Segment::Literal(_) => None,
-                    })
-                    .collect(),
-                Specificity::of_pattern(p),
-            ),
-            PathMatch::Prefix(segs) => (Vec::new(), Specificity::of_prefix(segs.len())),
-            PathMatch::Regex(_) => (Vec::new(), Specificity::regex()),
-            PathMatch::Any => (Vec::new(), Specificity::none()),
-        };
+        let strip_prefix = check.identity();
+        let Matchers {
+            path,
+            methods,
+            matchers,
+            predicates,
+        } = check.matchers(plugins);
+        let (params, specificity) = params_of(&path);
         let param_names: Vec<&str> = params.iter().map(|(n, _, _)| &**n).collect();
-
-        let mut filters = Vec::new();
-        for (i, f) in rule.filters.iter().enumerate() {
-            let field = format!("filters[{i}]");
-            match (&f.name, &f.plugin) {
-                (Some(fname), None) => match BuiltinFilter::compile(fname, &f.args, &param_names) {
-                    Ok(bf) => filters.push(RouteFilter::Builtin(bf)),
-                    Err(e) => err(&format!("{field}.{}", e.field), e.code, e.reason),
-                },
-                (None, Some(name)) => match plugins.filter(name) {
-                    Lookup::Missing => err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::UnknownPlugin,
-                        format!("plugin {name:?} is not loaded"),
-                    ),
-                    Lookup::WrongKind => err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::InvalidFilter,
-                        format!("plugin {name:?} is a predicate, not a filter"),
-                    ),
-                    Lookup::Found(p) => match ExternalFilter::validate(&*p, &f.args) {
-                        Ok(()) => filters.push(RouteFilter::Plugin(FilterCall {
-                            filter: p,
-                            args: f.args.clone(),
-                        })),
-                        Err(reason) => err(
-                            &format!("{field}.args"),
-                            ErrorCode::InvalidPluginArgs,
-                            reason,
-                        ),
-                    },
-                },
-                _ => err(
-                    &field,
-                    ErrorCode::InvalidFilter,
-                    "a filter has either \"name\" (built-in) or \"plugin\", not both".into(),
-                ),
-            }
-        }
+        let filters = check.filters(plugins, &param_names);
         let answers = filters
             .iter()
             .any(|f| matches!(f, RouteFilter::Builtin(b) if b.answers()));
-
-        let target = match &rule.target_url {
-            Some(url) => match Target::parse(url) {
-                Ok(mut t) => {
-                    match BackendConnection::from_rule(rule, &t.scheme) {
-                        Ok(c) => {
-                            if c.is_some() {
-                                t.connection = c;
-                            }
-                        }
-                        Err(e) => err(&e.field, e.code, e.reason),
-                    }
-                    if rule.tls_insecure_skip_verify {
-                        tracing::warn!(
-                            route = %rule.name,
-                            "tls_insecure_skip_verify: the backend's certificate is not checked"
-                        );
-                    }
-                    Some(t)
-                }
-                Err(reason) => {
-                    err("target_url", ErrorCode::InvalidUrl, reason);
-                    None
-                }
-            },
-            None if !answers => {
-                err(
-                    "target_url",
-                    ErrorCode::InvalidUrl,
-                    "missing: every route needs a target_url unless a respond or redirect filter answers"
-                        .into(),
-                );
-                None
-            }
-            None => {
-                let tls_fields = rule.tls_ca_file.is_some()
-                    || rule.tls_server_name.is_some()
-                    || rule.tls_insecure_skip_verify
-                    || rule.upstream_protocol.is_some();
-                if tls_fields {
-                    err(
-                        "target_url",
-                        ErrorCode::InvalidBackendTls,
-                        "missing: the backend TLS and protocol fields need a target_url".into(),
-                    );
-                }
-                None
-            }
-        };
-
-        let mut media = |field: &str, list: &[String]| -> Box<[MediaType]> {
-            let mut parsed = Vec::with_capacity(list.len());
-            for (i, text) in list.iter().enumerate() {
-                match MediaType::parse(text) {
-                    Some(m) => parsed.push(m),
-                    None => err(
-                        &format!("{field}[{i}]"),
-                        ErrorCode::InvalidMediaType,
-                        format!("{text:?} is not a media type such as application/json or text/*"),
-                    ),
-                }
-            }
-            parsed.into()
-        };
-        let consumes = media("consumes", &rule.consumes);
-        let produces = media("produces", &rule.produces);
-
-        if !errors.is_empty() {
-            return Err(errors);
+        let target = check.target(answers);
+        let consumes = check.media("consumes", &rule.consumes);
+        let produces = check.media("produces", &rule.produces);
+        if !check.errors.is_empty() {
+            return Err(check.errors);
         }
         let needs_body = matchers.iter().any(|(_, m)| m.needs_body());
         Ok(Route {
-            name: name.into(),
+            name: rule.name.as_str().into(),
             rule: rule.clone(),
             path,
             params,
@@ -398,6 +178,284 @@ impl Route {
     /// The number of matchers, for ordering.
     pub fn matcher_count(&self) -> usize {
         self.rule.matchers.len()
+    }
+}
+
+/// A route's checks, part by part, gathering every error (each naming the route and field).
+struct RuleCheck<'a> {
+    rule: &'a RouteRule,
+    errors: Vec<RouteError>,
+}
+
+/// A route's compiled matchers, by kind.
+struct Matchers {
+    path: PathMatch,
+    methods: Option<MethodSet>,
+    matchers: Vec<(usize, Matcher)>,
+    predicates: Vec<(usize, PredicateCall)>,
+}
+
+impl RuleCheck<'_> {
+    fn err(&mut self, field: &str, code: ErrorCode, reason: String) {
+        self.errors
+            .push(RouteError::new(&self.rule.name, field, code, reason));
+    }
+
+    /// The name, priority and `strip_prefix`; the prefix when it is valid.
+    fn identity(&mut self) -> Option<Box<str>> {
+        let rule = self.rule;
+        let name = rule.name.as_str();
+        if name.is_empty() || name.len() > 255 {
+            self.err(
+                "name",
+                ErrorCode::InvalidRouteName,
+                "a route name must be 1 to 255 characters".into(),
+            );
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.err(
+                "name",
+                ErrorCode::InvalidRouteName,
+                format!("{name:?} may only contain ASCII letters, digits, '-' and '_'"),
+            );
+        }
+        if !(0..=1000).contains(&rule.priority) {
+            self.err(
+                "priority",
+                ErrorCode::InvalidPriority,
+                format!("{} is outside 0..=1000", rule.priority),
+            );
+        }
+        match &rule.strip_prefix {
+            Some(p) if !p.starts_with('/') => {
+                self.err(
+                    "strip_prefix",
+                    ErrorCode::InvalidStripPrefix,
+                    format!("{p:?} must start with '/'"),
+                );
+                None
+            }
+            Some(p) => Some(p.as_str().into()),
+            None => None,
+        }
+    }
+
+    /// The matchers: at most one path and one method matcher, the other built-in ones
+    /// cheapest first, and the plugin predicates (looked up and asked to validate their args).
+    fn matchers(&mut self, plugins: &dyn PluginSource) -> Matchers {
+        let rule = self.rule;
+        let mut path = PathMatch::Any;
+        let mut methods = None;
+        let mut matchers = Vec::new();
+        let mut predicates = Vec::new();
+        for (i, spec) in rule.matchers.iter().enumerate() {
+            let field = format!("matchers[{i}]");
+            match compile_matcher(spec) {
+                Ok(Compiled::Path(p)) => {
+                    if !matches!(path, PathMatch::Any) {
+                        self.err(
+                            &format!("{field}.condition"),
+                            ErrorCode::InvalidMatcher,
+                            "a route may have at most one path or path_prefix matcher".into(),
+                        );
+                    }
+                    path = p;
+                }
+                Ok(Compiled::Methods(m)) => {
+                    if methods.is_some() {
+                        self.err(
+                            &format!("{field}.condition"),
+                            ErrorCode::InvalidMatcher,
+                            "a route may have at most one method matcher".into(),
+                        );
+                    }
+                    methods = Some(m);
+                }
+                Ok(Compiled::Other(m)) => matchers.push((i, m)),
+                Ok(Compiled::Plugin(name)) => match plugins.predicate(&name) {
+                    Lookup::Missing => self.err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::UnknownPlugin,
+                        format!("plugin {name:?} is not loaded"),
+                    ),
+                    Lookup::WrongKind => self.err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::InvalidMatcher,
+                        format!("plugin {name:?} is a filter, not a predicate"),
+                    ),
+                    Lookup::Found(p) => match ExternalPredicate::validate(&*p, &spec.args) {
+                        Ok(()) => predicates.push((
+                            i,
+                            PredicateCall {
+                                predicate: p,
+                                args: spec.args.clone(),
+                            },
+                        )),
+                        Err(reason) => self.err(
+                            &format!("{field}.args"),
+                            ErrorCode::InvalidPluginArgs,
+                            reason,
+                        ),
+                    },
+                },
+                Err(e) => self.err(&format!("{field}{}", e.field), e.code, e.reason),
+            }
+        }
+        // Cheap matchers first; body matchers last so the body is read only when all else holds.
+        matchers.sort_by_key(|(_, m)| match m {
+            Matcher::Host(_) | Matcher::RemoteAddr(_) => 0,
+            Matcher::Header(..) | Matcher::Cookie(..) | Matcher::QueryParam(..) => 1,
+            Matcher::BodyField(..) | Matcher::BodyRegex(_) => 2,
+        });
+        if !rule.default_rule && rule.matchers.is_empty() {
+            self.err(
+                "matchers",
+                ErrorCode::NoMatchers,
+                "a route that is not the default rule needs at least one matcher".into(),
+            );
+        }
+        Matchers {
+            path,
+            methods,
+            matchers,
+            predicates,
+        }
+    }
+
+    /// The filters, built-in (their args checked against the path's parameters) and plugin.
+    fn filters(&mut self, plugins: &dyn PluginSource, param_names: &[&str]) -> Vec<RouteFilter> {
+        let rule = self.rule;
+        let mut filters = Vec::new();
+        for (i, f) in rule.filters.iter().enumerate() {
+            let field = format!("filters[{i}]");
+            match (&f.name, &f.plugin) {
+                (Some(fname), None) => match BuiltinFilter::compile(fname, &f.args, param_names) {
+                    Ok(bf) => filters.push(RouteFilter::Builtin(bf)),
+                    Err(e) => self.err(&format!("{field}.{}", e.field), e.code, e.reason),
+                },
+                (None, Some(name)) => match plugins.filter(name) {
+                    Lookup::Missing => self.err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::UnknownPlugin,
+                        format!("plugin {name:?} is not loaded"),
+                    ),
+                    Lookup::WrongKind => self.err(
+                        &format!("{field}.plugin"),
+                        ErrorCode::InvalidFilter,
+                        format!("plugin {name:?} is a predicate, not a filter"),
+                    ),
+                    Lookup::Found(p) => match ExternalFilter::validate(&*p, &f.args) {
+                        Ok(()) => filters.push(RouteFilter::Plugin(FilterCall {
+                            filter: p,
+                            args: f.args.clone(),
+                        })),
+                        Err(reason) => self.err(
+                            &format!("{field}.args"),
+                            ErrorCode::InvalidPluginArgs,
+                            reason,
+                        ),
+                    },
+                },
+                _ => self.err(
+                    &field,
+                    ErrorCode::InvalidFilter,
+                    "a filter has either \"name\" (built-in) or \"plugin\", not both".into(),
+                ),
+            }
+        }
+        filters
+    }
+
+    /// The backend, with its connection settings; none is needed when a filter answers.
+    fn target(&mut self, answers: bool) -> Option<Target> {
+        let rule = self.rule;
+        match &rule.target_url {
+            Some(url) => match Target::parse(url) {
+                Ok(mut t) => {
+                    match BackendConnection::from_rule(rule, &t.scheme) {
+                        Ok(c) => {
+                            if c.is_some() {
+                                t.connection = c;
+                            }
+                        }
+                        Err(e) => self.err(&e.field, e.code, e.reason),
+                    }
+                    if rule.tls_insecure_skip_verify {
+                        tracing::warn!(
+                            route = %rule.name,
+                            "tls_insecure_skip_verify: the backend's certificate is not checked"
+                        );
+                    }
+                    Some(t)
+                }
+                Err(reason) => {
+                    self.err("target_url", ErrorCode::InvalidUrl, reason);
+                    None
+                }
+            },
+            None if !answers => {
+                self.err(
+                    "target_url",
+                    ErrorCode::InvalidUrl,
+                    "missing: every route needs a target_url unless a respond or redirect filter answers"
+                        .into(),
+                );
+                None
+            }
+            None => {
+                let tls_fields = rule.tls_ca_file.is_some()
+                    || rule.tls_server_name.is_some()
+                    || rule.tls_insecure_skip_verify
+                    || rule.upstream_protocol.is_some();
+                if tls_fields {
+                    self.err(
+                        "target_url",
+                        ErrorCode::InvalidBackendTls,
+                        "missing: the backend TLS and protocol fields need a target_url".into(),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// A list of media types (`consumes`, `produces`).
+    fn media(&mut self, field: &str, list: &[String]) -> Box<[MediaType]> {
+        let mut parsed = Vec::with_capacity(list.len());
+        for (i, text) in list.iter().enumerate() {
+            match MediaType::parse(text) {
+                Some(m) => parsed.push(m),
+                None => self.err(
+                    &format!("{field}[{i}]"),
+                    ErrorCode::InvalidMediaType,
+                    format!("{text:?} is not a media type such as application/json or text/*"),
+                ),
+            }
+        }
+        parsed.into()
+    }
+}
+
+/// A path matcher's parameters (name, segment, catch-all) and its specificity, for ordering.
+fn params_of(path: &PathMatch) -> (Vec<(Box<str>, usize, bool)>, Specificity) {
+    match path {
+        PathMatch::Pattern(p) => (
+            p.segments
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| match s {
+                    Segment::Param(n) => Some((n.clone(), i, false)),
+                    Segment::CatchAll(n) => Some((n.clone(), i, true)),
+                    Segment::Literal(_) => None,
+                })
+                .collect(),
+            Specificity::of_pattern(p),
+        ),
+        PathMatch::Prefix(segs) => (Vec::new(), Specificity::of_prefix(segs.len())),
+        PathMatch::Regex(_) => (Vec::new(), Specificity::regex()),
+        PathMatch::Any => (Vec::new(), Specificity::none()),
     }
 }
 
