@@ -12,7 +12,7 @@ use super::{EngineKind, PluginEngine};
 /// One plugin's idle warm instances, oldest first.
 pub(crate) struct IdlePool<T> {
     pub(crate) instances: Mutex<Vec<T>>,
-    /// When an instance was last taken or returned, in ms since [`clock_base`].
+    /// When an instance was last taken, in [`now_ms`].
     pub(crate) last_used: AtomicU64,
 }
 
