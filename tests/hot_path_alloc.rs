@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
 use routerd::config::parse;
-use routerd::routing::{Decision, RequestView, RouteTable};
+use routerd::routing::{Decision, NoExternal, RequestView, RouteTable};
 
 struct Counting;
 
@@ -98,7 +98,7 @@ fn route_decision_allocates_nothing() {
         "test",
     )
     .expect("valid config");
-    let table = RouteTable::build(&config).expect("valid routes");
+    let table = RouteTable::<NoExternal>::build(&config).expect("valid routes");
     let mut headers = HeaderMap::new();
     headers.insert("cookie", HeaderValue::from_static("s=abc; t=1"));
     let cases = [

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::test_runner::Config;
 use routerd::config::{self, ConfigFile, RouteSetError};
 use routerd::routing::pattern::{parse_pattern, parse_prefix};
-use routerd::routing::{Decision, PredicateResults, RouteTable, SharedHead};
+use routerd::routing::{Decision, NoExternal, PredicateResults, RouteTable, SharedHead};
 use serde_json::{Value, json};
 
 /// Random cases per target: seconds in a debug build, not minutes.
@@ -59,7 +59,7 @@ fn config_target(bytes: &[u8]) {
     };
     match config::parse(text, "fuzz") {
         Ok(doc) => {
-            if let Err(e) = RouteTable::build(&doc) {
+            if let Err(e) = RouteTable::<NoExternal>::build(&doc) {
                 check_errors(&e, text);
             }
         }
@@ -84,7 +84,7 @@ fn admin_route_target(bytes: &[u8]) {
                 routes: vec![rule],
                 ..ConfigFile::default()
             };
-            if let Err(e) = RouteTable::build(&doc) {
+            if let Err(e) = RouteTable::<NoExternal>::build(&doc) {
                 check_errors(&e, &String::from_utf8_lossy(bytes));
             }
         }
@@ -95,7 +95,7 @@ fn admin_route_target(bytes: &[u8]) {
 fn admin_apply_target(bytes: &[u8]) {
     match routerd::admin::parse_apply(bytes) {
         Ok(doc) => {
-            if let Err(e) = RouteTable::build(&doc) {
+            if let Err(e) = RouteTable::<NoExternal>::build(&doc) {
                 check_errors(&e, &String::from_utf8_lossy(bytes));
             }
         }
@@ -107,9 +107,10 @@ fn admin_match_target(bytes: &[u8]) {
     match routerd::admin::parse_match(bytes) {
         Ok((head, body)) => {
             // The decoded probe goes through a real table.
-            let table =
-                RouteTable::build(&config::parse(config::EMBEDDED_DEFAULT, "embedded").unwrap())
-                    .unwrap();
+            let table = RouteTable::<NoExternal>::build(
+                &config::parse(config::EMBEDDED_DEFAULT, "embedded").unwrap(),
+            )
+            .unwrap();
             let _ = table.decide(&head.view(body.as_ref()), &PredicateResults::default());
         }
         Err(e) => assert!(e.status.is_client_error() && !e.message.is_empty(), "{e}"),
@@ -554,7 +555,7 @@ fn request() -> impl Strategy<Value = RefRequest> {
         })
 }
 
-fn decide(table: &RouteTable, req: &RefRequest) -> Option<String> {
+fn decide(table: &RouteTable<NoExternal>, req: &RefRequest) -> Option<String> {
     let mut b = http::Request::builder()
         .method(req.method)
         .uri(req.path())
@@ -595,7 +596,7 @@ proptest! {
             json!({"routes": routes.iter().map(to_rule).collect::<Vec<_>>()}),
         )
         .unwrap();
-        let table = RouteTable::build(&doc).unwrap_or_else(|e| panic!("{e}"));
+        let table = RouteTable::<NoExternal>::build(&doc).unwrap_or_else(|e| panic!("{e}"));
         for req in &requests {
             let want = reference_winner(&routes, req).map(str::to_owned);
             let got = decide(&table, req);

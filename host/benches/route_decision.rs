@@ -15,7 +15,7 @@ use http::{HeaderMap, Method};
 use routerd::config::{ConfigFile, MatcherSpec, RouteRule};
 use routerd::routing::pattern::parse_pattern;
 use routerd::routing::tree::{Candidates, PathIndexBuilder};
-use routerd::routing::{Decision, RequestView, RouteTable};
+use routerd::routing::{Decision, NoExternal, RequestView, RouteTable};
 
 /// `n` routes shaped like a REST API: static, one-param, two-param and catch-all patterns, and a
 /// method matcher on some; with one request path per route.
@@ -83,7 +83,7 @@ fn generate(n: usize) -> (Vec<(String, String)>, ConfigFile) {
 
 fn bench(c: &mut Criterion) {
     let (patterns, config) = generate(10_000);
-    let table = RouteTable::build(&config).unwrap_or_else(|e| panic!("{e}"));
+    let table = RouteTable::<NoExternal>::build(&config).unwrap_or_else(|e| panic!("{e}"));
     let mut raw = matchit::Router::new();
     for (i, (p, _)) in patterns.iter().enumerate() {
         raw.insert(p.as_str(), i).unwrap_or_else(|e| panic!("{e}"));
@@ -146,12 +146,14 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
     g.bench_function("routerd_table_10k", |b| {
-        b.iter(|| RouteTable::build(black_box(&config)))
+        b.iter(|| RouteTable::<NoExternal>::build(black_box(&config)))
     });
     // The same shape at a tenth and at ten times the size.
     for (name, n) in [("routerd_table_1k", 1_000), ("routerd_table_100k", 100_000)] {
         let (_, config) = generate(n);
-        g.bench_function(name, |b| b.iter(|| RouteTable::build(black_box(&config))));
+        g.bench_function(name, |b| {
+            b.iter(|| RouteTable::<NoExternal>::build(black_box(&config)))
+        });
     }
     g.bench_function("matchit_insert_10k", |b| {
         b.iter(|| {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{self, ConfigError, RouteError};
-use crate::plugins::{PluginEngine, PluginRegistry, PoolLimits};
+use crate::plugins::{Plugin, PluginEngine, PluginRegistry, PoolLimits};
 use crate::routing::table::BuildMode;
-use crate::routing::{External, Lookup, PluginSource, RouteTable};
+use crate::routing::{Lookup, PluginSource, RouteTable};
 
 /// What a check found.
 #[derive(Debug, Default)]
@@ -144,13 +144,13 @@ impl OnDemand {
     }
 }
 
-impl PluginSource for OnDemand {
-    fn predicate(&self, name: &str) -> Lookup<Arc<External>> {
+impl PluginSource<Plugin> for OnDemand {
+    fn predicate(&self, name: &str) -> Lookup<Arc<Plugin>> {
         self.ensure(name);
         self.registry.predicate(name)
     }
 
-    fn filter(&self, name: &str) -> Lookup<Arc<External>> {
+    fn filter(&self, name: &str) -> Lookup<Arc<Plugin>> {
         self.ensure(name);
         self.registry.filter(name)
     }

@@ -22,8 +22,3 @@ pub mod routeset;
 pub mod routing;
 pub mod server;
 pub mod store;
-
-/// What routing calls for external predicates and filters ([`routing::ExternalPredicate`],
-/// [`routing::ExternalFilter`]): a loaded WebAssembly plugin. Named here, where the crate is put
-/// together, so routing depends on its own traits only and calls stay statically dispatched.
-pub type External = plugins::Plugin;

@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use crate::metrics::Metrics;
+use crate::plugins::Plugin;
 use crate::plugins::PluginRegistry;
 use crate::routing::{BuildMode, PublishedTable, RouteTable};
 use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
@@ -168,7 +169,7 @@ pub struct RouteSet {
     store: Option<Arc<dyn RouteStore>>,
     plugins: Arc<PluginRegistry>,
     /// Where each new table goes to be served.
-    published: Arc<PublishedTable>,
+    published: Arc<PublishedTable<Plugin>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -205,7 +206,7 @@ impl RouteSet {
         file: ConfigFile,
         plugins: Arc<PluginRegistry>,
         store: Option<Arc<dyn RouteStore>>,
-        published: Arc<PublishedTable>,
+        published: Arc<PublishedTable<Plugin>>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Self, StartError> {
         let snapshot = match &store {
@@ -259,7 +260,7 @@ impl RouteSet {
         plugins: &PluginRegistry,
         doc: &ConfigFile,
         strict: impl Fn(&str) -> bool,
-    ) -> Result<RouteTable, RouteSetError> {
+    ) -> Result<RouteTable<Plugin>, RouteSetError> {
         let table = RouteTable::build_with(doc, plugins, BuildMode::ExcludeMissingPlugins)?;
         let errors: Vec<RouteError> = table
             .excluded()
@@ -281,7 +282,7 @@ impl RouteSet {
         }
     }
 
-    fn swap(&self, state: &mut State, table: RouteTable) {
+    fn swap(&self, state: &mut State, table: RouteTable<Plugin>) {
         for (rule, reason) in table.excluded() {
             tracing::warn!(route = %rule.name, "route excluded: {reason}");
         }
@@ -308,7 +309,7 @@ impl RouteSet {
     fn views(
         state: &State,
         taken: &std::collections::HashSet<&str>,
-        table: &RouteTable,
+        table: &RouteTable<Plugin>,
     ) -> Vec<RouteView> {
         let excluded: BTreeMap<&str, &str> = table
             .excluded()
@@ -353,7 +354,7 @@ impl RouteSet {
     }
 
     /// The table being served now.
-    pub fn table(&self) -> Arc<RouteTable> {
+    pub fn table(&self) -> Arc<RouteTable<Plugin>> {
         self.published.current()
     }
 

@@ -19,6 +19,7 @@ use crate::config::{self, ConfigFile, watch::FileWatch};
 use crate::health::HealthChecks;
 use crate::live::LiveView;
 use crate::metrics::Metrics;
+use crate::plugins::Plugin;
 use crate::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::UpstreamOptions;
@@ -146,7 +147,7 @@ fn admin_token(settings: &Settings) -> Result<Option<String>, AppError> {
 /// The proxy, serving what is published.
 fn start_proxy(
     settings: &Settings,
-    published: &Arc<PublishedTable>,
+    published: &Arc<PublishedTable<Plugin>>,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<Proxy>, AppError> {
     let access_log = AccessLog::start(
@@ -176,7 +177,7 @@ fn start_routes(
     config: ConfigFile,
     registry: &Arc<PluginRegistry>,
     store: &Store,
-    published: &Arc<PublishedTable>,
+    published: &Arc<PublishedTable<Plugin>>,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<RouteSet>, AppError> {
     let origin = settings

@@ -51,12 +51,12 @@ pub fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::RouteTable;
+    use crate::routing::{NoExternal, RouteTable};
 
     #[test]
     fn embedded_default_is_valid() {
         let cfg = parse(EMBEDDED_DEFAULT, "embedded").unwrap_or_else(|e| panic!("{e}"));
-        RouteTable::build(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        RouteTable::<NoExternal>::build(&cfg).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]
@@ -67,7 +67,7 @@ mod tests {
             "t",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let err = RouteTable::build(&cfg)
+        let err = RouteTable::<NoExternal>::build(&cfg)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

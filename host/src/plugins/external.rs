@@ -105,7 +105,7 @@ impl ExternalFilter for Plugin {
     }
 }
 
-impl PluginSource for PluginRegistry {
+impl PluginSource<Plugin> for PluginRegistry {
     fn predicate(&self, name: &str) -> Lookup<Arc<Plugin>> {
         match self.get(name) {
             None => Lookup::Missing,

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use super::answer::client_body_failed;
 use super::body::{self, RequestBody};
 use super::{Proxy, ResponseBody, Trace};
+use crate::plugins::Plugin;
 use crate::routing::{
     BufferedBody, Decision, PredicateResults, RequestView, RouteTable, SharedHead, request_host,
 };
@@ -71,7 +72,7 @@ impl Proxy {
     /// error answer when the client's body could not be read.
     pub(super) async fn decide(
         &self,
-        table: &RouteTable,
+        table: &RouteTable<Plugin>,
         parts: http::request::Parts,
         body: Incoming,
         peer: &Peer,

@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
 use crate::plugins::Phase;
+use crate::plugins::Plugin;
 use crate::routing::{Decision, PublishedTable, RouteTable};
 use crate::server::Peer;
 pub use answer::{empty, error, full};
@@ -37,7 +38,7 @@ pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
 /// The proxy: the current table and the upstream client.
 pub struct Proxy {
-    table: Arc<PublishedTable>,
+    table: Arc<PublishedTable<Plugin>>,
     clients: UpstreamClients,
     response_timeout: std::time::Duration,
     upgrade_idle: std::time::Duration,
@@ -74,7 +75,7 @@ impl Trace {
 impl Proxy {
     /// A proxy serving `table`.
     pub fn new(
-        table: Arc<PublishedTable>,
+        table: Arc<PublishedTable<Plugin>>,
         upstream: UpstreamOptions,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {
@@ -102,7 +103,7 @@ impl Proxy {
     }
 
     /// The current table.
-    pub fn table(&self) -> Arc<RouteTable> {
+    pub fn table(&self) -> Arc<RouteTable<Plugin>> {
         self.table.current()
     }
 

@@ -14,6 +14,7 @@ use super::forward::Upstream;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, ResponseBody, Trace};
 use crate::plugins::Phase;
+use crate::plugins::Plugin;
 use crate::routing::filters::BuiltinFilter;
 use crate::routing::{
     ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
@@ -24,7 +25,7 @@ use crate::server::Peer;
 /// One request on its route: what the filters have decided so far about the upstream request.
 struct RouteCtx<'a> {
     proxy: &'a Proxy,
-    route: &'a Route,
+    route: &'a Route<Plugin>,
     params: Params<'a>,
     peer: Peer,
     upstream_path: UpstreamPath<'a>,
@@ -38,7 +39,7 @@ impl Proxy {
     /// answered, response filters.
     pub(super) async fn run_route(
         &self,
-        table: &RouteTable,
+        table: &RouteTable<Plugin>,
         id: u32,
         parts: http::request::Parts,
         body: RequestBody,
@@ -174,7 +175,7 @@ impl RouteCtx<'_> {
     /// A plugin filter's request phase; `Some` when it answers (a reply, or its failure).
     async fn request_plugin(
         &mut self,
-        call: &FilterCall,
+        call: &FilterCall<Plugin>,
         parts: &mut http::request::Parts,
         trace: &mut Trace,
     ) -> Option<Response<ResponseBody>> {
@@ -245,7 +246,7 @@ impl RouteCtx<'_> {
     /// A plugin filter's response phase on `resp`.
     async fn response_plugin(
         &self,
-        call: &FilterCall,
+        call: &FilterCall<Plugin>,
         mut resp: Response<ResponseBody>,
         head: Arc<http::request::Parts>,
         trace: &mut Trace,

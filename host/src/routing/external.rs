@@ -4,9 +4,9 @@
 //! that cross that line: the request a call sees, a filter's edits and replies, the failure
 //! policy and what a failed call reports.
 //!
-//! Calls are statically dispatched: the one implementation is named where the crate is put
-//! together ([`crate::External`]), because a boxed future per call (the price of `dyn`) costs
-//! more than a third of a warm plugin call.
+//! Routing is generic over the one type that implements both ([`External`]), named by whoever
+//! builds a table (routerd: its WebAssembly plugin), so calls stay statically dispatched: a boxed
+//! future per call (the price of `dyn`) costs more than a third of a warm plugin call.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -120,8 +120,65 @@ impl std::fmt::Display for CallFailed {
     }
 }
 
-/// The implementation routing calls for external predicates and filters.
-pub type External = crate::External;
+/// The type routing calls for its external predicates and filters: one type for both, as one
+/// plugin may be either.
+pub trait External: ExternalPredicate + ExternalFilter + 'static {}
+
+impl<T: ExternalPredicate + ExternalFilter + 'static> External for T {}
+
+/// No external predicates or filters: the type of a table built without any (a route naming a
+/// plugin is refused as naming one that is not loaded).
+#[derive(Debug)]
+pub enum NoExternal {}
+
+impl ExternalPredicate for NoExternal {
+    fn name(&self) -> &str {
+        match *self {}
+    }
+
+    fn failure_policy(&self) -> FailurePolicy {
+        match *self {}
+    }
+
+    fn validate(&self, _: &[String]) -> Result<(), String> {
+        match *self {}
+    }
+
+    async fn matches(&self, _: ExternalRequest, _: &[String]) -> Result<bool, CallFailed> {
+        match *self {}
+    }
+}
+
+impl ExternalFilter for NoExternal {
+    fn name(&self) -> &str {
+        match *self {}
+    }
+
+    fn failure_policy(&self) -> FailurePolicy {
+        match *self {}
+    }
+
+    fn validate(&self, _: &[String]) -> Result<(), String> {
+        match *self {}
+    }
+
+    async fn on_request(
+        &self,
+        _: ExternalRequest,
+        _: &[String],
+    ) -> Result<RequestAction, CallFailed> {
+        match *self {}
+    }
+
+    async fn on_response(
+        &self,
+        _: ExternalRequest,
+        _: ResponseHead,
+        _: &[String],
+    ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
+        match *self {}
+    }
+}
 
 /// A route predicate implemented outside routing.
 pub trait ExternalPredicate: Send + Sync {
@@ -173,34 +230,42 @@ pub enum Lookup<T> {
 }
 
 /// Where routes find their external predicates and filters.
-pub trait PluginSource {
+pub trait PluginSource<X> {
     /// The predicate called `name`.
-    fn predicate(&self, name: &str) -> Lookup<Arc<External>>;
+    fn predicate(&self, name: &str) -> Lookup<Arc<X>>;
     /// The filter called `name`.
-    fn filter(&self, name: &str) -> Lookup<Arc<External>>;
+    fn filter(&self, name: &str) -> Lookup<Arc<X>>;
 }
 
 /// No external predicates or filters at all.
-impl PluginSource for () {
-    fn predicate(&self, _: &str) -> Lookup<Arc<External>> {
+impl<X> PluginSource<X> for () {
+    fn predicate(&self, _: &str) -> Lookup<Arc<X>> {
         Lookup::Missing
     }
 
-    fn filter(&self, _: &str) -> Lookup<Arc<External>> {
+    fn filter(&self, _: &str) -> Lookup<Arc<X>> {
         Lookup::Missing
     }
 }
 
 /// A predicate with a route's arguments (validated at compile time).
-#[derive(Clone)]
-pub struct PredicateCall {
+pub struct PredicateCall<X> {
     /// The predicate.
-    pub predicate: Arc<External>,
+    pub predicate: Arc<X>,
     /// The route's arguments.
     pub args: Vec<String>,
 }
 
-impl PredicateCall {
+impl<X> Clone for PredicateCall<X> {
+    fn clone(&self) -> Self {
+        PredicateCall {
+            predicate: Arc::clone(&self.predicate),
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl<X: ExternalPredicate> PredicateCall<X> {
     /// The predicate's name.
     pub fn name(&self) -> &str {
         ExternalPredicate::name(&*self.predicate)
@@ -217,7 +282,7 @@ impl PredicateCall {
     }
 }
 
-impl std::fmt::Debug for PredicateCall {
+impl<X: ExternalPredicate> std::fmt::Debug for PredicateCall<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -229,15 +294,23 @@ impl std::fmt::Debug for PredicateCall {
 }
 
 /// A filter with a route's arguments (validated at compile time).
-#[derive(Clone)]
-pub struct FilterCall {
+pub struct FilterCall<X> {
     /// The filter.
-    pub filter: Arc<External>,
+    pub filter: Arc<X>,
     /// The route's arguments.
     pub args: Vec<String>,
 }
 
-impl FilterCall {
+impl<X> Clone for FilterCall<X> {
+    fn clone(&self) -> Self {
+        FilterCall {
+            filter: Arc::clone(&self.filter),
+            args: self.args.clone(),
+        }
+    }
+}
+
+impl<X: ExternalFilter> FilterCall<X> {
     /// The filter's name.
     pub fn name(&self) -> &str {
         ExternalFilter::name(&*self.filter)
@@ -263,7 +336,7 @@ impl FilterCall {
     }
 }
 
-impl std::fmt::Debug for FilterCall {
+impl<X: ExternalFilter> std::fmt::Debug for FilterCall<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,

@@ -19,8 +19,8 @@ pub mod tree;
 
 pub use external::{
     CallFailed, External, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy,
-    FilterCall, HeaderOp, Lookup, PluginSource, PredicateCall, Reply, RequestAction, RequestEdits,
-    ResponseEdits, ResponseHead,
+    FilterCall, HeaderOp, Lookup, NoExternal, PluginSource, PredicateCall, Reply, RequestAction,
+    RequestEdits, ResponseEdits, ResponseHead,
 };
 pub use published::PublishedTable;
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};

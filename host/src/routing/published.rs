@@ -6,29 +6,30 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::external::External;
 use super::table::RouteTable;
 
 /// The published route table.
-pub struct PublishedTable(ArcSwap<RouteTable>);
+pub struct PublishedTable<X: External>(ArcSwap<RouteTable<X>>);
 
-impl PublishedTable {
+impl<X: External> PublishedTable<X> {
     /// Starts publishing `table`.
-    pub fn new(table: RouteTable) -> Arc<PublishedTable> {
+    pub fn new(table: RouteTable<X>) -> Arc<PublishedTable<X>> {
         Arc::new(PublishedTable(ArcSwap::from_pointee(table)))
     }
 
     /// Replaces the table; requests in flight finish on the old one.
-    pub fn publish(&self, table: RouteTable) {
+    pub fn publish(&self, table: RouteTable<X>) {
         self.0.store(Arc::new(table));
     }
 
     /// The table being served now.
-    pub fn current(&self) -> Arc<RouteTable> {
+    pub fn current(&self) -> Arc<RouteTable<X>> {
         self.0.load_full()
     }
 }
 
-impl std::fmt::Debug for PublishedTable {
+impl<X: External> std::fmt::Debug for PublishedTable<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PublishedTable")
     }

@@ -12,7 +12,7 @@ use regex::Regex;
 
 use super::backend::BackendConnection;
 use super::external::{
-    ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
+    External, ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
 };
 use super::filters::BuiltinFilter;
 use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
@@ -84,17 +84,34 @@ impl Target {
 }
 
 /// An item of a route's filter chain.
-#[derive(Debug, Clone)]
-pub enum RouteFilter {
+pub enum RouteFilter<X> {
     /// A built-in filter.
     Builtin(BuiltinFilter),
     /// An external (plugin) filter.
-    Plugin(FilterCall),
+    Plugin(FilterCall<X>),
 }
 
-/// A compiled, validated route.
+impl<X> Clone for RouteFilter<X> {
+    fn clone(&self) -> Self {
+        match self {
+            RouteFilter::Builtin(b) => RouteFilter::Builtin(b.clone()),
+            RouteFilter::Plugin(call) => RouteFilter::Plugin(call.clone()),
+        }
+    }
+}
+
+impl<X: ExternalFilter> std::fmt::Debug for RouteFilter<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteFilter::Builtin(b) => f.debug_tuple("Builtin").field(b).finish(),
+            RouteFilter::Plugin(call) => f.debug_tuple("Plugin").field(call).finish(),
+        }
+    }
+}
+
+/// A compiled, validated route; `X` is the type of its external predicates and filters.
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<X: External> {
     /// The route's name.
     pub name: std::sync::Arc<str>,
     /// The rule it was compiled from (what the API shows).
@@ -110,7 +127,7 @@ pub struct Route {
     pub matchers: Vec<(usize, Matcher)>,
     /// Plugin predicates (with their index in the rule), run after every built-in matcher has
     /// matched.
-    pub predicates: Vec<(usize, PredicateCall)>,
+    pub predicates: Vec<(usize, PredicateCall<X>)>,
     /// Whether any matcher reads the body.
     pub needs_body: bool,
     /// The backend (absent when a filter answers).
@@ -118,7 +135,7 @@ pub struct Route {
     /// Removed from the path before joining to the target.
     pub strip_prefix: Option<Box<str>>,
     /// The filter chain.
-    pub filters: Vec<RouteFilter>,
+    pub filters: Vec<RouteFilter<X>>,
     /// Deadline for the backend's response head.
     pub timeout: Option<Duration>,
     /// Media types of request bodies it takes (empty: any).
@@ -129,9 +146,12 @@ pub struct Route {
     pub specificity: Specificity,
 }
 
-impl Route {
+impl<X: External> Route<X> {
     /// Validates and compiles `rule`. All problems are reported, not only the first.
-    pub fn compile(rule: &RouteRule, plugins: &dyn PluginSource) -> Result<Route, Vec<RouteError>> {
+    pub fn compile(
+        rule: &RouteRule,
+        plugins: &dyn PluginSource<X>,
+    ) -> Result<Route<X>, Vec<RouteError>> {
         let mut check = RuleCheck {
             rule,
             errors: Vec::new(),
@@ -188,11 +208,11 @@ struct RuleCheck<'a> {
 }
 
 /// A route's compiled matchers, by kind.
-struct Matchers {
+struct Matchers<X> {
     path: PathMatch,
     methods: Option<MethodSet>,
     matchers: Vec<(usize, Matcher)>,
-    predicates: Vec<(usize, PredicateCall)>,
+    predicates: Vec<(usize, PredicateCall<X>)>,
 }
 
 impl RuleCheck<'_> {
@@ -244,7 +264,7 @@ impl RuleCheck<'_> {
 
     /// The matchers: at most one path and one method matcher, the other built-in ones
     /// cheapest first, and the plugin predicates (looked up and asked to validate their args).
-    fn matchers(&mut self, plugins: &dyn PluginSource) -> Matchers {
+    fn matchers<X: External>(&mut self, plugins: &dyn PluginSource<X>) -> Matchers<X> {
         let rule = self.rule;
         let mut path = PathMatch::Any;
         let mut methods = None;
@@ -325,7 +345,11 @@ impl RuleCheck<'_> {
     }
 
     /// The filters, built-in (their args checked against the path's parameters) and plugin.
-    fn filters(&mut self, plugins: &dyn PluginSource, param_names: &[&str]) -> Vec<RouteFilter> {
+    fn filters<X: External>(
+        &mut self,
+        plugins: &dyn PluginSource<X>,
+        param_names: &[&str],
+    ) -> Vec<RouteFilter<X>> {
         let rule = self.rule;
         let mut filters = Vec::new();
         for (i, f) in rule.filters.iter().enumerate() {

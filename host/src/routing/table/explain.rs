@@ -3,6 +3,7 @@
 
 use super::predicates::PredicateOverloaded;
 use super::{Decision, RouteTable};
+use crate::routing::external::External;
 use crate::routing::media;
 use crate::routing::request::RequestView;
 use crate::routing::route::{PathMatch, Route};
@@ -37,7 +38,7 @@ pub struct Explanation {
     pub candidates: Vec<CandidateResult>,
 }
 
-impl RouteTable {
+impl<X: External> RouteTable<X> {
     /// Explains the decision for `req` (the admin API's `match`). Plugin predicates run.
     pub async fn explain(&self, req: &RequestView<'_>) -> Explanation {
         let mut cands = Candidates::new();
@@ -89,7 +90,12 @@ impl RouteTable {
         }
     }
 
-    async fn first_failure(&self, id: u32, route: &Route, req: &RequestView<'_>) -> Option<String> {
+    async fn first_failure(
+        &self,
+        id: u32,
+        route: &Route<X>,
+        req: &RequestView<'_>,
+    ) -> Option<String> {
         let describe = |i: usize| {
             let spec = &route.rule.matchers[i];
             let what = match (&spec.field, &spec.plugin) {

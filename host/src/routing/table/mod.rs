@@ -11,7 +11,7 @@ pub use explain::{CandidateResult, Explanation};
 
 use http::{Method, StatusCode};
 
-use super::external::PluginSource;
+use super::external::{External, PluginSource};
 use super::media;
 use super::request::RequestView;
 use super::route::{PathMatch, Route, Target};
@@ -26,15 +26,15 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 
 /// An immutable compiled route set.
 #[derive(Debug)]
-pub struct RouteTable {
-    routes: Vec<Route>,
+pub struct RouteTable<X: External> {
+    routes: Vec<Route<X>>,
     index: PathIndex,
     /// Routes with a regex path or no path matcher, in rank order.
     unindexed: Vec<u32>,
     default_route: Option<u32>,
     default_url: Option<Target>,
     max_body_bytes: usize,
-    disabled: Vec<Route>,
+    disabled: Vec<Route<X>>,
     excluded: Vec<(RouteRule, String)>,
 }
 
@@ -146,18 +146,18 @@ impl<'a> Params<'a> {
     }
 }
 
-impl RouteTable {
+impl<X: External> RouteTable<X> {
     /// Validates and compiles a config document. Nothing is built unless every route is valid.
-    pub fn build(config: &ConfigFile) -> Result<RouteTable, RouteSetError> {
+    pub fn build(config: &ConfigFile) -> Result<RouteTable<X>, RouteSetError> {
         Self::build_with(config, &(), BuildMode::Strict)
     }
 
     /// Like [`RouteTable::build`], with plugins.
     pub fn build_with(
         config: &ConfigFile,
-        plugins: &dyn PluginSource,
+        plugins: &dyn PluginSource<X>,
         mode: BuildMode,
-    ) -> Result<RouteTable, RouteSetError> {
+    ) -> Result<RouteTable<X>, RouteSetError> {
         let mut errors = Vec::new();
         let mut excluded = Vec::new();
         let mut compiled = Vec::with_capacity(config.routes.len());
@@ -240,10 +240,10 @@ impl RouteTable {
     }
 
     fn assemble(
-        routes: Vec<Route>,
+        routes: Vec<Route<X>>,
         default_url: Option<Target>,
         max_body_bytes: usize,
-    ) -> RouteTable {
+    ) -> RouteTable<X> {
         // Routes are large: sort the enabled ones' positions, then move each route once into a
         // vector of the right size (partitioning first moved every route twice more).
         let mut order: Vec<usize> = (0..routes.len())
@@ -260,7 +260,7 @@ impl RouteTable {
                 .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
         });
         let disabled_count = routes.len() - order.len();
-        let mut slots: Vec<Option<Route>> = routes.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Route<X>>> = routes.into_iter().map(Some).collect();
         let mut routes = Vec::with_capacity(order.len());
         routes.extend(order.into_iter().filter_map(|i| slots[i].take()));
         let mut disabled = Vec::with_capacity(disabled_count);
@@ -298,12 +298,12 @@ impl RouteTable {
     }
 
     /// The route with id `id` (from a [`Decision::Route`]).
-    pub fn route(&self, id: u32) -> &Route {
+    pub fn route(&self, id: u32) -> &Route<X> {
         &self.routes[id as usize]
     }
 
     /// The enabled routes in decision order, then the disabled ones.
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+    pub fn routes(&self) -> impl Iterator<Item = &Route<X>> {
         self.routes.iter().chain(&self.disabled)
     }
 
@@ -473,7 +473,7 @@ impl RouteTable {
         }
     }
 
-    fn others_match(&self, route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool {
+    fn others_match(&self, route: &Route<X>, req: &RequestView<'_>, skip_body: bool) -> bool {
         matchers_match(route, req, skip_body)
             && media::consumes_ok(&route.consumes, req.headers)
             && media::produces_ok(&route.produces, req.headers)
@@ -542,7 +542,7 @@ impl RouteTable {
 }
 
 /// Whether `route`'s built-in matchers (not path, method or media types) all match.
-fn matchers_match(route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool {
+fn matchers_match<X: External>(route: &Route<X>, req: &RequestView<'_>, skip_body: bool) -> bool {
     route
         .matchers
         .iter()
@@ -550,8 +550,8 @@ fn matchers_match(route: &Route, req: &RequestView<'_>, skip_body: bool) -> bool
 }
 
 /// Whether route `id`'s plugin predicates passed: `None` while they have not run.
-fn predicates_passed(
-    route: &Route,
+fn predicates_passed<X: External>(
+    route: &Route<X>,
     id: u32,
     toggled: bool,
     done: &PredicateResults,

@@ -3,11 +3,12 @@
 //! such, so it stops the decision ([`Decision::Overloaded`]) instead of passing for a no-match.
 
 use super::{Decision, PredicateResults, RouteTable, toggle_trailing_slash};
+use crate::routing::external::External;
 use crate::routing::external::{ExternalRequest, FailurePolicy};
 use crate::routing::request::RequestView;
 use crate::routing::route::Route;
 
-impl RouteTable {
+impl<X: External> RouteTable<X> {
     /// Runs route `route`'s plugin predicates for `req` (against the toggled path when
     /// `toggled`), applying each plugin's failure policy, and records the outcome in `done` for
     /// the next [`RouteTable::decide`].
@@ -55,7 +56,7 @@ impl RouteTable {
     pub(super) async fn first_failed_predicate(
         &self,
         id: u32,
-        route: &Route,
+        route: &Route<X>,
         req: &RequestView<'_>,
         path: &str,
     ) -> Result<Option<usize>, PredicateOverloaded> {
