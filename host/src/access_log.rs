@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::proxy::ResponseBody;
+use routerd_base::ResponseBody;
 
 /// Records waiting for the writer at most.
 const CHANNEL_CAPACITY: usize = 8192;

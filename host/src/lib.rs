@@ -15,7 +15,6 @@ pub mod config;
 pub mod health;
 pub mod live;
 pub mod metrics;
-pub mod pem;
 pub mod plugins;
 pub mod proxy;
 pub mod routeset;

@@ -25,7 +25,6 @@ use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 
 use crate::plugins::{Phase, PluginRegistry};
-use crate::proxy::upgrade::UpgradeStats;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -39,6 +38,17 @@ struct RouteLabels {
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Counters of upgraded connections, shown in `/metrics` (clones share the values).
+#[derive(Debug, Default, Clone)]
+pub struct UpgradeStats {
+    /// Tunnels opened.
+    pub opened: Counter,
+    /// Tunnels open now.
+    pub active: Gauge,
+    /// Tunnels closed because they were idle too long.
+    pub idle_closed: Counter,
+}
 
 /// Upper bounds of the latency buckets: 100 µs doubling up to ~13 s, then +Inf.
 const BUCKETS: usize = 18;

@@ -21,11 +21,13 @@ use crate::config::{ConfigFile, RouteRule};
 use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ResponseBody, full};
+use crate::proxy::Proxy;
 use crate::routeset::{RouteSet, RouteView, Source};
 use crate::routing::{BufferedBody, SharedHead};
-use crate::server::{Handler, Peer};
+use crate::server::Handler;
 pub use error::ApiError;
+use routerd_base::Peer;
+use routerd_base::{ResponseBody, full};
 
 /// The largest route document accepted.
 const MAX_JSON_BODY: usize = 4 << 20;

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
-use crate::proxy::{ResponseBody, full};
+use routerd_base::{ResponseBody, full};
 
 struct Asset {
     path: &'static str,

@@ -3,16 +3,15 @@
 //! routerd's own 503 when it had no capacity to run a plugin call, and the answers to a client
 //! whose request body broke.
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 use super::body::ClientBodyError;
 use super::route::apply_ops;
-use super::{Proxy, ResponseBody, Trace};
+use super::{Proxy, Trace};
 use crate::plugins::Phase;
 use crate::routing::{Decision, HeaderOp, Reply};
+use routerd_base::{ResponseBody, empty, error, full, json_response};
 use tracing::warn;
 
 /// The answer to a decision that names no route to run (`Route`, `DefaultUrl` and
@@ -124,22 +123,6 @@ pub(super) fn client_body_failed(
     }
 }
 
-/// An error and its causes on one line, joined by `: ` (a cause whose text its parent already
-/// shows is left out), for a log record that stays one line.
-pub(super) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out.lines().map(str::trim).collect::<Vec<_>>().join(" ")
-}
-
 /// A JSON error with a list of media types under `key`.
 fn error_with(status: StatusCode, message: &str, key: &str, types: &str) -> Response<ResponseBody> {
     let list: Vec<&str> = types.split(", ").collect();
@@ -175,35 +158,4 @@ fn set_allow(resp: &mut Response<ResponseBody>, allow: &str) {
     if let Ok(v) = HeaderValue::from_str(allow) {
         resp.headers_mut().insert(header::ALLOW, v);
     }
-}
-
-/// An empty body.
-pub fn empty() -> ResponseBody {
-    full(Bytes::new())
-}
-
-/// A complete body.
-pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// A small JSON error response: `{"error": message, "route": name}`.
-pub fn error(status: StatusCode, message: &str, route: Option<&str>) -> Response<ResponseBody> {
-    let mut doc = serde_json::json!({ "error": message });
-    if let Some(r) = route {
-        doc["route"] = r.into();
-    }
-    json_response(status, &doc)
-}
-
-fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<ResponseBody> {
-    let mut resp = Response::new(full(doc.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }

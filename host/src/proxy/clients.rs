@@ -21,12 +21,12 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::ResponseBody;
 use super::body::RequestBody;
 use super::pool::{self, ConnectOptions, PoolError};
 use super::upstream::{UpstreamClient, UpstreamOptions, client};
 use crate::routing::Target;
 use crate::routing::backend::{BackendConnection, BackendTls};
+use routerd_base::ResponseBody;
 
 /// A client for backends reached with TLS or HTTP/2.
 type TlsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;

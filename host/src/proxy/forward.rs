@@ -9,13 +9,15 @@ use http::{Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use tracing::warn;
 
-use super::answer::{client_body_failed, error, error_chain};
+use super::answer::client_body_failed;
 use super::body::{ClientBodyError, RequestBody};
 use super::clients::UpstreamError;
 use super::upstream::{self, UpstreamPath};
-use super::{Proxy, ResponseBody, Trace, upgrade};
+use super::{Proxy, Trace, upgrade};
 use crate::routing::Target;
-use crate::server::Peer;
+use routerd_base::Peer;
+use routerd_base::ResponseBody;
+use routerd_base::{error, error_chain};
 
 /// Where a request goes: the target, the path and query as the filters left them, the
 /// route's response timeout and its name (for errors and logs).

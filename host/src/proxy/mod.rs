@@ -16,9 +16,7 @@ pub mod upstream;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, Record};
@@ -26,15 +24,11 @@ use crate::metrics::Metrics;
 use crate::plugins::Phase;
 use crate::plugins::Plugin;
 use crate::routing::{Decision, PublishedTable, RouteTable};
-use crate::server::Peer;
-pub use answer::{empty, error, full};
 use clients::UpstreamClients;
 use decide::Decided;
 use forward::Upstream;
+use routerd_base::{Peer, ResponseBody, error};
 use upstream::{UpstreamOptions, UpstreamPath};
-
-/// The body of every response routerd sends.
-pub type ResponseBody = BoxBody<Bytes, hyper::Error>;
 
 /// The proxy: the current table and the upstream client.
 pub struct Proxy {
@@ -42,7 +36,7 @@ pub struct Proxy {
     clients: UpstreamClients,
     response_timeout: std::time::Duration,
     upgrade_idle: std::time::Duration,
-    upgrades: upgrade::UpgradeStats,
+    upgrades: crate::metrics::UpgradeStats,
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
 }
@@ -198,7 +192,7 @@ impl Proxy {
 mod tests {
     //! Plugin results come from untrusted guests: any header names, values and status codes
     //! must decode without a panic, keep what is valid and drop what is not.
-    use super::answer::{error_chain, reply_response};
+    use super::answer::reply_response;
     use super::route::apply_ops;
     use crate::routing::{HeaderOp, Reply};
     use http::StatusCode;
@@ -221,40 +215,6 @@ mod tests {
             (text(), text()).prop_map(|(n, v)| HeaderOp::Append(n, v)),
             text().prop_map(HeaderOp::Remove),
         ]
-    }
-
-    #[test]
-    fn an_error_chain_is_one_line_without_repeats() {
-        let refused =
-            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused\nby peer");
-        assert_eq!(
-            error_chain(&Wrapped(refused(), false)),
-            "connecting: refused by peer"
-        );
-        assert_eq!(
-            error_chain(&Wrapped(refused(), true)),
-            "connecting: refused by peer",
-            "a cause the parent already shows is not repeated"
-        );
-    }
-
-    /// An error with a cause, whose own text shows the cause when `.1`.
-    #[derive(Debug)]
-    struct Wrapped(std::io::Error, bool);
-
-    impl std::fmt::Display for Wrapped {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            match self.1 {
-                true => write!(f, "connecting: {}", self.0),
-                false => f.write_str("connecting"),
-            }
-        }
-    }
-
-    impl std::error::Error for Wrapped {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
     }
 
     proptest! {

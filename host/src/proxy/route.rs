@@ -8,11 +8,11 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tracing::warn;
 
-use super::answer::{empty, error, full, reply_response};
+use super::answer::reply_response;
 use super::body::RequestBody;
 use super::forward::Upstream;
 use super::upstream::{self, UpstreamPath};
-use super::{Proxy, ResponseBody, Trace};
+use super::{Proxy, Trace};
 use crate::plugins::Phase;
 use crate::plugins::Plugin;
 use crate::routing::filters::BuiltinFilter;
@@ -20,7 +20,9 @@ use crate::routing::{
     ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
     Route, RouteFilter, RouteTable,
 };
-use crate::server::Peer;
+use routerd_base::Peer;
+use routerd_base::ResponseBody;
+use routerd_base::{empty, error, full};
 
 /// One request on its route: what the filters have decided so far about the upstream request.
 struct RouteCtx<'a> {

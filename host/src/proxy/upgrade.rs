@@ -9,20 +9,9 @@ use http::HeaderMap;
 use http::header::{self, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Counters of upgraded connections, shown in `/metrics` (clones share the values).
-#[derive(Debug, Default, Clone)]
-pub struct UpgradeStats {
-    /// Tunnels opened.
-    pub opened: Counter,
-    /// Tunnels open now.
-    pub active: Gauge,
-    /// Tunnels closed because they were idle too long.
-    pub idle_closed: Counter,
-}
+use crate::metrics::UpgradeStats;
 
 /// The protocol a request asks to upgrade to (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 pub fn requested(headers: &HeaderMap) -> Option<HeaderValue> {

@@ -133,7 +133,7 @@ impl BackendConnection {
 }
 
 fn read_ca(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = crate::pem::read_certificates(std::path::Path::new(path))
+    let certs = routerd_base::pem::read_certificates(std::path::Path::new(path))
         .map_err(|reason| format!("{path:?}: {reason}"))?;
     // A certificate the verifier could not use would only fail later, on a request.
     let mut roots = rustls::RootCertStore::empty();

@@ -10,7 +10,6 @@ pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use crate::proxy::ResponseBody;
 use conn::{ConnClock, ConnTimeouts, TimedIo, TrackedBody};
+use routerd_base::{Peer, ResponseBody};
 
 /// hyper's HTTP/1.1 read buffer, the largest request head it takes.
 const H1_HEAD_BUFFER_BYTES: u32 = 8192 + 4096 * 100;
@@ -43,22 +42,6 @@ pub struct ServeOptions {
     /// Header fields in a request head; a request with more is answered 431 (JSON) on
     /// HTTP/1.1 and h2 alike.
     pub max_request_headers: usize,
-}
-
-/// Who sent a request, and over what.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    /// The client's address.
-    pub addr: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-}
-
-impl Peer {
-    /// The request's scheme: `https` on a TLS listener.
-    pub fn scheme(&self) -> &'static str {
-        if self.tls { "https" } else { "http" }
-    }
 }
 
 /// Something that answers requests.
@@ -135,7 +118,7 @@ pub async fn serve<H: Handler>(
             async move {
                 let resp = if req.headers().len() > max_headers {
                     debug!(%remote, fields = req.headers().len(), "request head over --max-request-headers");
-                    crate::proxy::error(
+                    routerd_base::error(
                         http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                         "request header fields too large",
                         None,

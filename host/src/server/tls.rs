@@ -153,7 +153,8 @@ fn load_pair(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = crate::pem::read_certificates(cert).map_err(|reason| file_error(cert, reason))?;
+    let chain =
+        routerd_base::pem::read_certificates(cert).map_err(|reason| file_error(cert, reason))?;
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, e))?;
     let signing = provider
         .key_provider
