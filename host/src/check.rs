@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::config::{self, ConfigError, RouteError};
 use crate::plugins::{Plugin, PluginEngine, PluginRegistry, PoolLimits};
-use crate::routing::table::BuildMode;
-use crate::routing::{Lookup, PluginSource, RouteTable};
+use routerd_routing::config::{self, ConfigError, RouteError};
+use routerd_routing::table::BuildMode;
+use routerd_routing::{Lookup, PluginSource, RouteTable};
 
 /// What a check found.
 #[derive(Debug, Default)]

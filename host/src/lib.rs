@@ -11,13 +11,14 @@ pub mod app;
 pub mod check;
 #[cfg(feature = "etcd")]
 pub mod cluster;
-pub mod config;
 pub mod health;
 pub mod live;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod routeset;
-pub mod routing;
 pub mod server;
 pub mod store;
+
+pub use routerd_routing as routing;
+pub use routerd_routing::config;

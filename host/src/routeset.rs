@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use crate::metrics::Metrics;
 use crate::plugins::Plugin;
 use crate::plugins::PluginRegistry;
-use crate::routing::{BuildMode, PublishedTable, RouteTable};
 use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
+use routerd_routing::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
+use routerd_routing::{BuildMode, PublishedTable, RouteTable};
 
 /// Where a route comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

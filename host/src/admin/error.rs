@@ -3,8 +3,8 @@
 
 use http::StatusCode;
 
-use crate::config::{ErrorCode, RouteError};
 use crate::routeset::{ChangeError, Refusal};
+use routerd_routing::config::{ErrorCode, RouteError};
 
 /// An API error: an HTTP status, a stable code and a message.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -17,17 +17,17 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::config::{ConfigFile, RouteRule};
 use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::routeset::{RouteSet, RouteView, Source};
-use crate::routing::{BufferedBody, SharedHead};
 use crate::server::Handler;
 pub use error::ApiError;
 use routerd_base::Peer;
 use routerd_base::{ResponseBody, full};
+use routerd_routing::config::{ConfigFile, RouteRule};
+use routerd_routing::{BufferedBody, SharedHead};
 
 /// The largest route document accepted.
 const MAX_JSON_BODY: usize = 4 << 20;

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::{AppError, Settings};
-use crate::config::watch::FileWatch;
+use crate::app::watch::FileWatch;
 use crate::proxy::Proxy;
 use crate::server;
 use crate::server::tls::{CertSource, TlsTerminator};

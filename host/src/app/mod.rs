@@ -9,6 +9,7 @@ mod reload;
 mod serve;
 mod settings;
 mod store;
+pub mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -16,12 +17,12 @@ use std::time::Duration;
 pub use settings::{Command, CompilerPlace, Settings, duration};
 
 use crate::access_log::AccessLogError;
-use crate::config::{ConfigError, RouteSetError};
 use crate::plugins::{EngineKind, PluginEngine, PluginError};
 use crate::routeset::StartError;
 use crate::server::tls::TlsError;
 use crate::server::workers::Workers;
 use crate::store::StoreError;
+use routerd_routing::config::{ConfigError, RouteSetError};
 
 /// Why routerd could not start (or stopped serving).
 #[derive(Debug, thiserror::Error)]

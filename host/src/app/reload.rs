@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::{self, watch::FileWatch};
+use super::watch::FileWatch;
 use crate::plugins::PluginRegistry;
 use crate::routeset::RouteSet;
+use routerd_routing::config;
 
 /// Rebuilds the routes whenever the loaded plugins change.
 pub(super) fn follow_plugins(

@@ -12,10 +12,10 @@ use tracing::{error, info, warn};
 
 use super::listeners::{ProxyServing, shutdown_signal, start_tls};
 use super::store::{Store, open_store};
+use super::watch::FileWatch;
 use super::{AppError, CompilerPlace, Settings, reload};
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{self, ConfigFile, watch::FileWatch};
 use crate::health::HealthChecks;
 use crate::live::LiveView;
 use crate::metrics::Metrics;
@@ -24,8 +24,9 @@ use crate::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, wa
 use crate::proxy::Proxy;
 use crate::proxy::upstream::UpstreamOptions;
 use crate::routeset::{RouteSet, StartError};
-use crate::routing::{PublishedTable, RouteTable};
 use crate::server::{self, conn::ConnTimeouts, workers};
+use routerd_routing::config::{self, ConfigFile};
+use routerd_routing::{PublishedTable, RouteTable};
 
 /// Serves until SIGTERM (or Ctrl-C), then drains; `control` runs the control plane.
 pub(super) async fn serve(

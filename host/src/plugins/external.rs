@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::plugin::{CallFailure, Plugin};
 use super::registry::PluginRegistry;
 use super::state;
-use crate::routing::{
+use routerd_routing::{
     CallFailed, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy, HeaderOp,
     Lookup, PluginSource, Reply, RequestAction, RequestEdits, ResponseEdits, ResponseHead,
 };

@@ -14,7 +14,7 @@ pub enum InstanceMode {
     Fresh,
 }
 
-pub use crate::routing::FailurePolicy;
+pub use routerd_routing::FailurePolicy;
 
 /// Per-plugin settings, from `NAME.json` beside `NAME.wasm` (every field optional).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::routing::{ExternalRequest, ResponseHead};
+use routerd_routing::{ExternalRequest, ResponseHead};
 
 /// Host bindings generated from `wit/router-plugin.wit` (documented there).
 #[allow(missing_docs)]
@@ -230,7 +230,7 @@ impl router::plugin::request::Host for PluginState {
 
     fn host(&mut self) -> String {
         self.req()
-            .and_then(|r| crate::routing::request_host(&r.parts.uri, &r.parts.headers))
+            .and_then(|r| routerd_routing::request_host(&r.parts.uri, &r.parts.headers))
             .unwrap_or_default()
             .to_owned()
     }

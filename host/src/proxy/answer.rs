@@ -10,8 +10,8 @@ use super::body::ClientBodyError;
 use super::route::apply_ops;
 use super::{Proxy, Trace};
 use crate::plugins::Phase;
-use crate::routing::{Decision, HeaderOp, Reply};
 use routerd_base::{ResponseBody, empty, error, full, json_response};
+use routerd_routing::{Decision, HeaderOp, Reply};
 use tracing::warn;
 
 /// The answer to a decision that names no route to run (`Route`, `DefaultUrl` and

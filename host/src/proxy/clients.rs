@@ -24,9 +24,9 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use super::body::RequestBody;
 use super::pool::{self, ConnectOptions, PoolError};
 use super::upstream::{UpstreamClient, UpstreamOptions, client};
-use crate::routing::Target;
-use crate::routing::backend::{BackendConnection, BackendTls};
 use routerd_base::ResponseBody;
+use routerd_routing::Target;
+use routerd_routing::backend::{BackendConnection, BackendTls};
 
 /// A client for backends reached with TLS or HTTP/2.
 type TlsClient = Client<HttpsConnector<HttpConnector>, RequestBody>;

@@ -10,11 +10,11 @@ use super::answer::client_body_failed;
 use super::body::{self, RequestBody};
 use super::{Proxy, Trace};
 use crate::plugins::Plugin;
-use crate::routing::{
-    BufferedBody, Decision, PredicateResults, RequestView, RouteTable, SharedHead, request_host,
-};
 use routerd_base::Peer;
 use routerd_base::ResponseBody;
+use routerd_routing::{
+    BufferedBody, Decision, PredicateResults, RequestView, RouteTable, SharedHead, request_host,
+};
 
 /// The request head while the route is chosen: owned, until a plugin predicate needs it shared
 /// (then it moves into an `Arc` once, and back out after the decision unless a plugin kept it).

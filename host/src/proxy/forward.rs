@@ -14,10 +14,10 @@ use super::body::{ClientBodyError, RequestBody};
 use super::clients::UpstreamError;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace, upgrade};
-use crate::routing::Target;
 use routerd_base::Peer;
 use routerd_base::ResponseBody;
 use routerd_base::{error, error_chain};
+use routerd_routing::Target;
 
 /// Where a request goes: the target, the path and query as the filters left them, the
 /// route's response timeout and its name (for errors and logs).

@@ -23,11 +23,11 @@ use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
 use crate::plugins::Phase;
 use crate::plugins::Plugin;
-use crate::routing::{Decision, PublishedTable, RouteTable};
 use clients::UpstreamClients;
 use decide::Decided;
 use forward::Upstream;
 use routerd_base::{Peer, ResponseBody, error};
+use routerd_routing::{Decision, PublishedTable, RouteTable};
 use upstream::{UpstreamOptions, UpstreamPath};
 
 /// The proxy: the current table and the upstream client.
@@ -194,10 +194,10 @@ mod tests {
     //! must decode without a panic, keep what is valid and drop what is not.
     use super::answer::reply_response;
     use super::route::apply_ops;
-    use crate::routing::{HeaderOp, Reply};
     use http::StatusCode;
     use http::header::HeaderValue;
     use proptest::prelude::*;
+    use routerd_routing::{HeaderOp, Reply};
 
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![

@@ -15,14 +15,14 @@ use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace};
 use crate::plugins::Phase;
 use crate::plugins::Plugin;
-use crate::routing::filters::BuiltinFilter;
-use crate::routing::{
-    ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
-    Route, RouteFilter, RouteTable,
-};
 use routerd_base::Peer;
 use routerd_base::ResponseBody;
 use routerd_base::{empty, error, full};
+use routerd_routing::filters::BuiltinFilter;
+use routerd_routing::{
+    ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
+    Route, RouteFilter, RouteTable,
+};
 
 /// One request on its route: what the filters have decided so far about the upstream request.
 struct RouteCtx<'a> {

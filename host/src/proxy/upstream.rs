@@ -11,7 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::body::RequestBody;
-use crate::routing::Target;
+use routerd_routing::Target;
 
 /// The pooled HTTP/1.1 client used for every backend.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::redb::satisfied;
 use super::{Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute};
-use crate::config::RouteRule;
+use routerd_routing::config::RouteRule;
 
 /// How long one request to etcd may take before the store counts as unreachable.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);

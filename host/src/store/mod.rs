@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::RouteRule;
+use routerd_routing::config::RouteRule;
 
 #[cfg(feature = "etcd")]
 pub mod etcd;

@@ -184,7 +184,7 @@ impl RouteStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RouteRule;
+    use routerd_routing::config::RouteRule;
 
     fn rule(name: &str) -> RouteRule {
         serde_json::from_value(

@@ -19,7 +19,7 @@ use crate::plugins::gate::{Admission, Phase, SlotWait};
 use crate::plugins::state::{
     FilterGuest, HeaderOp, PluginState, PredicateGuest, RequestAction, RequestEdits, ResponseEdits,
 };
-use crate::routing::{ExternalRequest, ResponseHead};
+use routerd_routing::{ExternalRequest, ResponseHead};
 
 /// Why a call failed; the failure policy decides what it means for the request.
 #[derive(Debug)]

@@ -23,7 +23,7 @@ use super::settings::{FailurePolicy, PluginSettings};
 use super::state::{
     FilterIndices, PluginState, PredicateIndices, RequestAction, RequestEdits, ResponseEdits,
 };
-use crate::routing::{ExternalRequest, ResponseHead};
+use routerd_routing::{ExternalRequest, ResponseHead};
 
 /// What the plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

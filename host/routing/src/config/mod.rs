@@ -1,10 +1,9 @@
-//! Configuration: the route document format (the Cube router's, plus our extensions), loading it
-//! from a file, and watching that file so that valid changes replace the table and invalid ones
-//! are reported while the last good table keeps serving.
+//! Configuration: the route document format (the Cube router's, plus our extensions) and loading
+//! it from a file. Watching the file, so valid changes replace the table and invalid ones are
+//! reported while the last good table keeps serving, is the daemon's (`routerd::app`).
 
 mod error;
 mod model;
-pub mod watch;
 
 use std::path::Path;
 
@@ -51,7 +50,7 @@ pub fn load_file(path: &Path) -> Result<ConfigFile, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::{NoExternal, RouteTable};
+    use crate::{NoExternal, RouteTable};
 
     #[test]
     fn embedded_default_is_valid() {

@@ -36,7 +36,7 @@ pub enum ErrorCode {
     /// `tls_ca_file`, `tls_server_name`, `tls_insecure_skip_verify` or `upstream_protocol` is
     /// malformed, unreadable, or does not fit the target.
     InvalidBackendTls,
-    /// `max_body_bytes` is 0 or above [`crate::routing::table::MAX_BODY_BYTES_LIMIT`].
+    /// `max_body_bytes` is 0 or above [`crate::table::MAX_BODY_BYTES_LIMIT`].
     InvalidMaxBodyBytes,
 }
 

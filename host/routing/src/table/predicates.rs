@@ -3,10 +3,10 @@
 //! such, so it stops the decision ([`Decision::Overloaded`]) instead of passing for a no-match.
 
 use super::{Decision, PredicateResults, RouteTable, toggle_trailing_slash};
-use crate::routing::external::External;
-use crate::routing::external::{ExternalRequest, FailurePolicy};
-use crate::routing::request::RequestView;
-use crate::routing::route::Route;
+use crate::external::External;
+use crate::external::{ExternalRequest, FailurePolicy};
+use crate::request::RequestView;
+use crate::route::Route;
 
 impl<X: External> RouteTable<X> {
     /// Runs route `route`'s plugin predicates for `req` (against the toggled path when

@@ -188,7 +188,7 @@ impl PathIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::pattern::{parse_pattern, parse_prefix};
+    use crate::pattern::{parse_pattern, parse_prefix};
 
     fn index(patterns: &[&str]) -> PathIndex {
         let mut b = PathIndexBuilder::new();

@@ -3,11 +3,11 @@
 
 use super::predicates::PredicateOverloaded;
 use super::{Decision, RouteTable};
-use crate::routing::external::External;
-use crate::routing::media;
-use crate::routing::request::RequestView;
-use crate::routing::route::{PathMatch, Route};
-use crate::routing::tree::Candidates;
+use crate::external::External;
+use crate::media;
+use crate::request::RequestView;
+use crate::route::{PathMatch, Route};
+use crate::tree::Candidates;
 
 /// One candidate route in an [`Explanation`].
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1,4 +1,6 @@
-//! Routing: from a validated route set to the decision for one request.
+//! Routing: from a route document (`config`: its model, parsing and errors) to the decision for
+//! one request. It knows nothing of how external predicates and filters run: it is generic over
+//! their type ([`External`]), so neither wasmtime nor an HTTP server is in its build.
 //!
 //! `route` compiles and validates one rule, `pattern` parses path patterns and orders them,
 //! `tree` indexes them, `matchers` and `filters` are the built-in ones, `external` the traits
@@ -6,6 +8,7 @@
 //! immutable [`RouteTable`], which `published` hands from the control plane to the proxy.
 
 pub mod backend;
+pub mod config;
 pub mod external;
 pub mod filters;
 pub mod matchers;
