@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::plugins::{Plugin, PluginEngine, PluginRegistry, PoolLimits};
+use routerd_plugins::{Plugin, PluginEngine, PluginRegistry, PoolLimits};
 use routerd_routing::config::{self, ConfigError, RouteError};
 use routerd_routing::table::BuildMode;
 use routerd_routing::{Lookup, PluginSource, RouteTable};
@@ -128,7 +128,7 @@ impl OnDemand {
         let Ok(mut failed) = self.failed.lock() else {
             return;
         };
-        if failed.contains_key(name) || !crate::plugins::registry::valid_name(name) {
+        if failed.contains_key(name) || !routerd_plugins::registry::valid_name(name) {
             return;
         }
         let path = self.dir.join(format!("{name}.wasm"));

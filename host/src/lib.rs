@@ -14,11 +14,11 @@ pub mod cluster;
 pub mod health;
 pub mod live;
 pub mod metrics;
-pub mod plugins;
 pub mod proxy;
 pub mod routeset;
 pub mod server;
 pub mod store;
 
+pub use routerd_plugins as plugins;
 pub use routerd_routing as routing;
 pub use routerd_routing::config;

@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
 
-use crate::plugins::{Phase, PluginRegistry};
+use routerd_plugins::{Phase, PluginRegistry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -418,7 +418,7 @@ impl Collector for PluginCounters {
                     .encode(family.encode_family(&labels)?)?;
             }
         }
-        type Read = fn(&crate::plugins::PluginStats) -> u64;
+        type Read = fn(&routerd_plugins::PluginStats) -> u64;
         let series: [(&str, &str, Read); 7] = [
             ("routerd_plugin_traps", "Plugin calls that trapped", |s| {
                 s.traps.load(Ordering::Relaxed)
@@ -468,7 +468,7 @@ impl Collector for PluginCounters {
                 ConstCounter::new(read(&p.stats)).encode(family.encode_family(&labels)?)?;
             }
         }
-        type Gauge = fn(&crate::plugins::Plugin) -> i64;
+        type Gauge = fn(&routerd_plugins::Plugin) -> i64;
         let gauges: [(&str, &str, Gauge); 2] = [
             (
                 "routerd_plugin_breaker_open",
@@ -503,7 +503,7 @@ impl Collector for PluginCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::{PluginEngine, PoolLimits};
+    use routerd_plugins::{PluginEngine, PoolLimits};
 
     fn metrics() -> Arc<Metrics> {
         let engine = PluginEngine::new(&PoolLimits::default(), None).expect("an engine");

@@ -18,9 +18,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
-use crate::plugins::Plugin;
-use crate::plugins::PluginRegistry;
 use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
+use routerd_plugins::Plugin;
+use routerd_plugins::PluginRegistry;
 use routerd_routing::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use routerd_routing::{BuildMode, PublishedTable, RouteTable};
 

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use super::ApiError;
-use crate::plugins::registry::{InstallError, valid_name};
-use crate::plugins::{Phase, Plugin, PluginError};
 use crate::routeset::{RouteSet, RouteView, store_error};
 use crate::store::PluginManifest;
+use routerd_plugins::registry::{InstallError, valid_name};
+use routerd_plugins::{Phase, Plugin, PluginError};
 
 /// The routes (from one listing) that use plugin `name`.
 fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {

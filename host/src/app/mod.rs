@@ -17,11 +17,11 @@ use std::time::Duration;
 pub use settings::{Command, CompilerPlace, Settings, duration};
 
 use crate::access_log::AccessLogError;
-use crate::plugins::{EngineKind, PluginEngine, PluginError};
 use crate::routeset::StartError;
 use crate::server::tls::TlsError;
 use crate::server::workers::Workers;
 use crate::store::StoreError;
+use routerd_plugins::{EngineKind, PluginEngine, PluginError};
 use routerd_routing::config::{ConfigError, RouteSetError};
 
 /// Why routerd could not start (or stopped serving).
@@ -164,7 +164,7 @@ fn compile_plugin(child: &[String]) -> ExitCode {
             e @ (PluginError::Invalid(_) | PluginError::Link(_) | PluginError::Contract { .. }),
         ) => {
             eprintln!("{e}");
-            ExitCode::from(crate::plugins::engine::CHILD_EXIT_INVALID as u8)
+            ExitCode::from(routerd_plugins::engine::CHILD_EXIT_INVALID as u8)
         }
         Err(e) => {
             eprintln!("{e}");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::watch::FileWatch;
-use crate::plugins::PluginRegistry;
 use crate::routeset::RouteSet;
+use routerd_plugins::PluginRegistry;
 use routerd_routing::config;
 
 /// Rebuilds the routes whenever the loaded plugins change.

@@ -19,12 +19,12 @@ use crate::admin::Admin;
 use crate::health::HealthChecks;
 use crate::live::LiveView;
 use crate::metrics::Metrics;
-use crate::plugins::Plugin;
-use crate::plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use crate::proxy::Proxy;
 use crate::proxy::upstream::UpstreamOptions;
 use crate::routeset::{RouteSet, StartError};
 use crate::server::{self, conn::ConnTimeouts, workers};
+use routerd_plugins::Plugin;
+use routerd_plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
 use routerd_routing::config::{self, ConfigFile};
 use routerd_routing::{PublishedTable, RouteTable};
 

@@ -9,8 +9,8 @@ use http::{Response, StatusCode};
 use super::body::ClientBodyError;
 use super::route::apply_ops;
 use super::{Proxy, Trace};
-use crate::plugins::Phase;
 use routerd_base::{ResponseBody, empty, error, full, json_response};
+use routerd_plugins::Phase;
 use routerd_routing::{Decision, HeaderOp, Reply};
 use tracing::warn;
 

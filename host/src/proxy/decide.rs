@@ -9,9 +9,9 @@ use hyper::body::Incoming;
 use super::answer::client_body_failed;
 use super::body::{self, RequestBody};
 use super::{Proxy, Trace};
-use crate::plugins::Plugin;
 use routerd_base::Peer;
 use routerd_base::ResponseBody;
+use routerd_plugins::Plugin;
 use routerd_routing::{
     BufferedBody, Decision, PredicateResults, RequestView, RouteTable, SharedHead, request_host,
 };

@@ -21,12 +21,12 @@ use hyper::body::Incoming;
 
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
-use crate::plugins::Phase;
-use crate::plugins::Plugin;
 use clients::UpstreamClients;
 use decide::Decided;
 use forward::Upstream;
 use routerd_base::{Peer, ResponseBody, error};
+use routerd_plugins::Phase;
+use routerd_plugins::Plugin;
 use routerd_routing::{Decision, PublishedTable, RouteTable};
 use upstream::{UpstreamOptions, UpstreamPath};
 

@@ -13,11 +13,11 @@ use super::body::RequestBody;
 use super::forward::Upstream;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace};
-use crate::plugins::Phase;
-use crate::plugins::Plugin;
 use routerd_base::Peer;
 use routerd_base::ResponseBody;
 use routerd_base::{empty, error, full};
+use routerd_plugins::Phase;
+use routerd_plugins::Plugin;
 use routerd_routing::filters::BuiltinFilter;
 use routerd_routing::{
     ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,

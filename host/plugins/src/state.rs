@@ -18,7 +18,7 @@ use routerd_routing::{ExternalRequest, ResponseHead};
 #[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../../wit",
         world: "plugin",
         // Calls run as futures: a deadline can end one that waits in WASI.
         exports: { default: async },

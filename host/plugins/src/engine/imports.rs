@@ -3,7 +3,7 @@
 //! the contract version, instead of after a multi-second compile with a bare link error.
 
 use super::PluginEngine;
-use crate::plugins::PluginError;
+use crate::PluginError;
 
 /// Interfaces a plugin may import: WASI 0.2's CLI-world interfaces (wired to nothing but clocks,
 /// random and our log), `wasi:http` (every outgoing request refused) and the router contract. Checked before compiling, so a component that
@@ -57,8 +57,8 @@ impl PluginEngine {
         // only the outermost component's imports are ours to provide.
         let mut depth = 0usize;
         for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-            let payload = payload
-                .map_err(|e| PluginError::Invalid(crate::plugins::joined_lines(e.message())))?;
+            let payload =
+                payload.map_err(|e| PluginError::Invalid(crate::joined_lines(e.message())))?;
             match payload {
                 wasmparser::Payload::Version { encoding, .. } => {
                     if depth == 0 && encoding == wasmparser::Encoding::Module {
@@ -71,9 +71,8 @@ impl PluginEngine {
                 wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
                 wasmparser::Payload::ComponentImportSection(imports) if depth == 1 => {
                     for import in imports {
-                        let import = import.map_err(|e| {
-                            PluginError::Invalid(crate::plugins::joined_lines(e.message()))
-                        })?;
+                        let import = import
+                            .map_err(|e| PluginError::Invalid(crate::joined_lines(e.message())))?;
                         let name = import.name.name;
                         check_contract(name)?;
                         if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
@@ -85,9 +84,8 @@ impl PluginEngine {
                 }
                 wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
                     for export in exports {
-                        let export = export.map_err(|e| {
-                            PluginError::Invalid(crate::plugins::joined_lines(e.message()))
-                        })?;
+                        let export = export
+                            .map_err(|e| PluginError::Invalid(crate::joined_lines(e.message())))?;
                         check_contract(export.name.name)?;
                     }
                 }

@@ -125,7 +125,7 @@ impl Plugin {
             .runtime(compiled.kind)
             .linker
             .instantiate_pre(&compiled.component)
-            .map_err(|e| PluginError::Link(crate::plugins::one_line(&e)))?;
+            .map_err(|e| PluginError::Link(crate::one_line(&e)))?;
         let predicate_indices = PredicateIndices::new(&pre).ok();
         let filter_indices = FilterIndices::new(&pre).ok();
         if predicate_indices.is_none() && filter_indices.is_none() {

@@ -9,10 +9,10 @@ use wasmtime::Store;
 
 use super::Plugin;
 use super::call::{CallFailure, classify, epoch_check, within};
-use crate::plugins::engine::{EPOCH_TICK, SlotReturn};
-use crate::plugins::gate::SlotWait;
-use crate::plugins::settings::InstanceMode;
-use crate::plugins::state::{FilterGuest, PluginState, PredicateGuest};
+use crate::engine::{EPOCH_TICK, SlotReturn};
+use crate::gate::SlotWait;
+use crate::settings::InstanceMode;
+use crate::state::{FilterGuest, PluginState, PredicateGuest};
 
 /// One instance with its store.
 pub(crate) struct Warm {
@@ -111,7 +111,7 @@ impl Plugin {
         instance: &wasmtime::component::Instance,
         slot_wait: Arc<SlotWait>,
     ) -> Result<Warm, CallFailure> {
-        let trap = |e: wasmtime::Error| CallFailure::Trap(crate::plugins::one_line(&e));
+        let trap = |e: wasmtime::Error| CallFailure::Trap(crate::one_line(&e));
         let predicate = match &self.predicate_indices {
             Some(ix) => Some(ix.load(&mut store, instance).map_err(trap)?),
             None => None,

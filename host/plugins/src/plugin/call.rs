@@ -14,9 +14,9 @@ use super::warm::{INSTANTIATE_ALLOWANCE, Warm};
 use super::{
     LOAD_ALLOWANCE, MAX_REPLY_BODY_BYTES, MAX_RESULT_HEADER_BYTES, MAX_RESULT_HEADERS, Plugin,
 };
-use crate::plugins::engine::EPOCH_TICK;
-use crate::plugins::gate::{Admission, Phase, SlotWait};
-use crate::plugins::state::{
+use crate::engine::EPOCH_TICK;
+use crate::gate::{Admission, Phase, SlotWait};
+use crate::state::{
     FilterGuest, HeaderOp, PluginState, PredicateGuest, RequestAction, RequestEdits, ResponseEdits,
 };
 use routerd_routing::{ExternalRequest, ResponseHead};
@@ -432,6 +432,6 @@ pub(super) fn classify(store: &Store<PluginState>, e: &wasmtime::Error) -> CallF
         Some(wasmtime::Trap::Interrupt) => CallFailure::Deadline,
         // The root cause is the trap itself ("wasm trap: ..."); the wasm backtrace stays out
         // of the one-line log.
-        _ => CallFailure::Trap(crate::plugins::joined_lines(&e.root_cause().to_string())),
+        _ => CallFailure::Trap(crate::joined_lines(&e.root_cause().to_string())),
     }
 }

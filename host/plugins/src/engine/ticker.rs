@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::{Engine, EngineWeak};
 
 use super::PluginEngine;
-use crate::plugins::PluginError;
+use crate::PluginError;
 
 /// How often the epoch advances: the resolution of every call deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);

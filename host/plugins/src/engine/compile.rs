@@ -10,8 +10,8 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::{EngineKind, PluginEngine};
-use crate::plugins::PluginError;
-use crate::plugins::plugin::Compiled;
+use crate::PluginError;
+use crate::plugin::Compiled;
 
 /// How to run a compiling child: this program with these arguments, then the engine kind and
 /// the artifact's path; the component on its stdin.
@@ -141,7 +141,7 @@ impl PluginEngine {
         {
             return Err(ChildFailure::Run(format!("cannot send the component: {e}")));
         }
-        let message = crate::plugins::joined_lines(&stderr);
+        let message = crate::joined_lines(&stderr);
         match status.code() {
             Some(0) => Ok(()),
             Some(CHILD_EXIT_INVALID) => Err(ChildFailure::Invalid(message)),
@@ -269,7 +269,7 @@ enum ChildFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::PoolLimits;
+    use crate::PoolLimits;
 
     /// A child compiles with an on-demand engine what the parent's pooled engine loads: both
     /// must agree on everything an artifact depends on.

@@ -155,7 +155,7 @@ impl PluginEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::PoolLimits;
+    use crate::PoolLimits;
 
     /// A pool that says it has an idle instance, but whose last one a call takes before the
     /// eviction reaches it (as when two calls pick the same least recently used victim).
