@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::proxy::Proxy;
+use routerd_proxy::Proxy;
 
 /// One route's backend health.
 #[derive(Debug, Clone, Serialize)]

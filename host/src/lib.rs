@@ -5,7 +5,6 @@
 //! every request; [`server`] runs the listeners, [`admin`] the management API, and [`app`]
 //! assembles them into the daemon.
 
-pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod check;
@@ -13,12 +12,11 @@ pub mod check;
 pub mod cluster;
 pub mod health;
 pub mod live;
-pub mod metrics;
-pub mod proxy;
 pub mod routeset;
-pub mod server;
 pub mod store;
 
 pub use routerd_plugins as plugins;
+pub use routerd_proxy as proxy;
+pub use routerd_proxy::{access_log, metrics, server};
 pub use routerd_routing as routing;
 pub use routerd_routing::config;

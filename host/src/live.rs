@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use crate::metrics::{LATENCY_BUCKETS, Metrics, RouteTotals, bucket_bound};
+use routerd_proxy::metrics::{LATENCY_BUCKETS, Metrics, RouteTotals, bucket_bound};
 
 /// How often the counters are sampled.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
 use crate::store::{Change, Expect, RouteStore, StoreError, StoredRoute};
 use routerd_plugins::Plugin;
 use routerd_plugins::PluginRegistry;
+use routerd_proxy::metrics::Metrics;
 use routerd_routing::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 use routerd_routing::{BuildMode, PublishedTable, RouteTable};
 

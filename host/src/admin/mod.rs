@@ -19,13 +19,12 @@ use serde::Deserialize;
 
 use crate::health::HealthChecks;
 use crate::live::{LiveQuery, LiveView};
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
 use crate::routeset::{RouteSet, RouteView, Source};
-use crate::server::Handler;
 pub use error::ApiError;
 use routerd_base::Peer;
 use routerd_base::{ResponseBody, full};
+use routerd_proxy::metrics::Metrics;
+use routerd_proxy::server::Handler;
 use routerd_routing::config::{ConfigFile, RouteRule};
 use routerd_routing::{BufferedBody, SharedHead};
 
@@ -615,12 +614,6 @@ impl Handler for Admin {
             resp.headers_mut().insert("routerd-stale", value);
         }
         resp
-    }
-}
-
-impl Handler for Proxy {
-    async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
-        self.handle(req, peer).await
     }
 }
 

@@ -10,10 +10,10 @@ use tracing::{error, info, warn};
 
 use super::{AppError, Settings};
 use crate::app::watch::FileWatch;
-use crate::proxy::Proxy;
 use crate::server;
-use crate::server::tls::{CertSource, TlsTerminator};
-use crate::server::workers::{self, Workers};
+use routerd_proxy::Proxy;
+use routerd_proxy::server::tls::{CertSource, TlsTerminator};
+use routerd_proxy::server::workers::{self, Workers};
 
 /// The proxy listeners' accept loops: tasks on the shared runtime, or a thread per worker.
 pub(super) enum ProxyServing {

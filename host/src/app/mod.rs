@@ -16,12 +16,12 @@ use std::time::Duration;
 
 pub use settings::{Command, CompilerPlace, Settings, duration};
 
-use crate::access_log::AccessLogError;
 use crate::routeset::StartError;
-use crate::server::tls::TlsError;
-use crate::server::workers::Workers;
 use crate::store::StoreError;
 use routerd_plugins::{EngineKind, PluginEngine, PluginError};
+use routerd_proxy::access_log::AccessLogError;
+use routerd_proxy::server::tls::TlsError;
+use routerd_proxy::server::workers::Workers;
 use routerd_routing::config::{ConfigError, RouteSetError};
 
 /// Why routerd could not start (or stopped serving).

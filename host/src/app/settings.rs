@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::access_log::AccessLogFormat;
-use crate::proxy::upstream::DEFAULT_MAX_HEADERS;
-use crate::server::workers::Workers;
+use routerd_proxy::access_log::AccessLogFormat;
+use routerd_proxy::server::workers::Workers;
+use routerd_proxy::upstream::DEFAULT_MAX_HEADERS;
 
 /// A programmable HTTP router: the `routerd` command's flags.
 #[derive(Parser, Debug)]

@@ -3,14 +3,22 @@
 //! filters, the upstream request (`forward`) and the response filters (`route`), then the log
 //! (`Proxy::handle`). routerd's own answers (errors, redirects, 405/406/415, its 503 under
 //! plugin pressure, a broken client body) are in `answer`.
+//!
+//! Around the request path, the rest of the data plane: `server` (listeners, connection caps,
+//! client timeouts, TLS, graceful shutdown; it knows only its `Handler` trait, which the proxy
+//! implements), `clients` and `pool` (backend connections), `metrics` and `access_log` (what the
+//! request path records; neither reads the proxy back).
 
+pub mod access_log;
 mod answer;
 pub mod body;
 pub mod clients;
 mod decide;
 mod forward;
+pub mod metrics;
 pub mod pool;
 mod route;
+pub mod server;
 pub mod upgrade;
 pub mod upstream;
 
@@ -185,6 +193,13 @@ impl Proxy {
             other => answer::for_decision(other),
         };
         (resp, route)
+    }
+}
+
+/// The proxy is what its listeners serve.
+impl server::Handler for Proxy {
+    async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
+        self.handle(req, peer).await
     }
 }
 
