@@ -519,8 +519,10 @@ async fn a_plugin_uploaded_on_one_instance_is_loaded_by_every_instance() {
 /// The keys under `prefix`, read from etcd directly.
 async fn stored_keys(member: &Etcd, prefix: &str) -> Vec<String> {
     let url = format!("http://127.0.0.1:{}", member.client);
-    let mut client = etcd_client::Client::connect([url], None).await.unwrap();
-    let options = etcd_client::GetOptions::new()
+    let mut client = routerd::store::etcd::client::Client::connect([url], None)
+        .await
+        .unwrap();
+    let options = routerd::store::etcd::client::GetOptions::new()
         .with_prefix()
         .with_keys_only();
     let resp = client.get(prefix, Some(options)).await.unwrap();

@@ -8,13 +8,10 @@
 pub mod admin;
 pub mod app;
 pub mod check;
-#[cfg(feature = "etcd")]
-pub mod cluster;
-pub mod health;
-pub mod live;
-pub mod routeset;
-pub mod store;
 
+#[cfg(feature = "etcd")]
+pub use routerd_control::cluster;
+pub use routerd_control::{health, live, routeset, store};
 pub use routerd_plugins as plugins;
 pub use routerd_proxy as proxy;
 pub use routerd_proxy::{access_log, metrics, server};

@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::routeset::{ChangeError, Refusal};
+use routerd_control::routeset::{ChangeError, Refusal};
 use routerd_routing::config::{ErrorCode, RouteError};
 
 /// An API error: an HTTP status, a stable code and a message.

@@ -17,12 +17,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use crate::health::HealthChecks;
-use crate::live::{LiveQuery, LiveView};
-use crate::routeset::{RouteSet, RouteView, Source};
 pub use error::ApiError;
 use routerd_base::Peer;
 use routerd_base::{ResponseBody, full};
+use routerd_control::health::HealthChecks;
+use routerd_control::live::{LiveQuery, LiveView};
+use routerd_control::routeset::{RouteSet, RouteView, Source};
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::server::Handler;
 use routerd_routing::config::{ConfigFile, RouteRule};
@@ -402,7 +402,7 @@ fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
         return Ok(serde_json::json!({"store": "none", "instances": [this()]}));
     };
     let instances = match store.instances() {
-        Some(found) => found.map_err(crate::routeset::store_error)?,
+        Some(found) => found.map_err(routerd_control::routeset::store_error)?,
         None => vec![this()],
     };
     Ok(serde_json::json!({"store": store.describe(), "instances": instances}))

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use http::StatusCode;
 
 use super::ApiError;
-use crate::routeset::{RouteSet, RouteView, store_error};
-use crate::store::PluginManifest;
+use routerd_control::routeset::{RouteSet, RouteView, store_error};
+use routerd_control::store::PluginManifest;
 use routerd_plugins::registry::{InstallError, valid_name};
 use routerd_plugins::{Phase, Plugin, PluginError};
 

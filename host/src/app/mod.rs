@@ -16,8 +16,8 @@ use std::time::Duration;
 
 pub use settings::{Command, CompilerPlace, Settings, duration};
 
-use crate::routeset::StartError;
-use crate::store::StoreError;
+use routerd_control::routeset::StartError;
+use routerd_control::store::StoreError;
 use routerd_plugins::{EngineKind, PluginEngine, PluginError};
 use routerd_proxy::access_log::AccessLogError;
 use routerd_proxy::server::tls::TlsError;

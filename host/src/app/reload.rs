@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::watch::FileWatch;
-use crate::routeset::RouteSet;
+use routerd_control::routeset::RouteSet;
 use routerd_plugins::PluginRegistry;
 use routerd_routing::config;
 

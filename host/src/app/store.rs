@@ -8,14 +8,14 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::{AppError, Settings};
-use crate::routeset::RouteSet;
-use crate::store::redb::RedbStore;
+use routerd_control::routeset::RouteSet;
+use routerd_control::store::redb::RedbStore;
 
 /// The store `--store` names.
 pub(super) enum Store {
     Local(Arc<RedbStore>),
     #[cfg(feature = "etcd")]
-    Etcd(Arc<crate::store::etcd::EtcdStore>),
+    Etcd(Arc<routerd_control::store::etcd::EtcdStore>),
 }
 
 pub(super) fn open_store(args: &Settings) -> Result<Store, AppError> {
@@ -32,11 +32,12 @@ pub(super) fn open_store(args: &Settings) -> Result<Store, AppError> {
     }
     #[cfg(feature = "etcd")]
     {
-        let address: crate::store::etcd::EtcdAddress = args
+        let address: routerd_control::store::etcd::EtcdAddress = args
             .store
             .parse()
             .map_err(|e| AppError::Settings(format!("--store: {e}")))?;
-        let store = crate::store::etcd::EtcdStore::new(&address, &args.store, &args.data)?;
+        let store =
+            routerd_control::store::etcd::EtcdStore::new(&address, &args.store, &args.data)?;
         info!(store = %args.store, "API routes and uploaded plugins are shared through etcd");
         Ok(Store::Etcd(Arc::new(store)))
     }
@@ -48,7 +49,7 @@ pub(super) fn open_store(args: &Settings) -> Result<Store, AppError> {
 }
 
 /// Leaves the cluster listing when dropped (at shutdown).
-pub(super) struct Following(#[cfg(feature = "etcd")] Option<crate::cluster::Cluster>);
+pub(super) struct Following(#[cfg(feature = "etcd")] Option<routerd_control::cluster::Cluster>);
 
 impl Drop for Following {
     fn drop(&mut self) {
@@ -60,7 +61,7 @@ impl Drop for Following {
 }
 
 impl Store {
-    pub(super) fn route_store(&self) -> Arc<dyn crate::store::RouteStore> {
+    pub(super) fn route_store(&self) -> Arc<dyn routerd_control::store::RouteStore> {
         match self {
             Store::Local(s) => s.clone(),
             #[cfg(feature = "etcd")]
@@ -87,7 +88,7 @@ impl Store {
                 let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .map(|h| h.trim().to_owned())
                     .unwrap_or_else(|_| "routerd".to_owned());
-                let member = crate::cluster::Member {
+                let member = routerd_control::cluster::Member {
                     id: args
                         .instance_id
                         .clone()
@@ -99,7 +100,7 @@ impl Store {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()),
                 };
-                Following(Some(crate::cluster::start(
+                Following(Some(routerd_control::cluster::start(
                     store.clone(),
                     routes.clone(),
                     member,

@@ -66,9 +66,8 @@ pub struct ChangeError {
     pub errors: Vec<RouteError>,
 }
 
-/// The kinds of refusal.
+/// The kinds of refusal. Exhaustive on purpose: the admin API must say each one in its terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Refusal {
     /// No route of that name.
     NotFound,

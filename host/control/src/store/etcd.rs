@@ -12,6 +12,10 @@
 //! etcd is unreachable serves it, marked stale. Following changes (the watch) is
 //! [`crate::cluster`]'s job.
 
+/// The etcd client this store speaks through, for tools (and tests) that read the store's keys
+/// directly with the same version.
+pub use etcd_client as client;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
