@@ -5,10 +5,10 @@
 //! every request; [`server`] runs the listeners, [`admin`] the management API, and [`app`]
 //! assembles them into the daemon.
 
-pub mod admin;
 pub mod app;
 pub mod check;
 
+pub use routerd_admin as admin;
 #[cfg(feature = "etcd")]
 pub use routerd_control::cluster;
 pub use routerd_control::{health, live, routeset, store};

@@ -14,7 +14,7 @@ use super::listeners::{ProxyServing, shutdown_signal, start_tls};
 use super::store::{Store, open_store};
 use super::watch::FileWatch;
 use super::{AppError, CompilerPlace, Settings, reload};
-use crate::admin::Admin;
+use routerd_admin::Admin;
 use routerd_control::health::HealthChecks;
 use routerd_control::live::LiveView;
 use routerd_control::routeset::{RouteSet, StartError};
