@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::engine::now_ms;
+use super::clock::now_ms;
 
 /// The longest the breaker stays open between probes.
 const MAX_BACKOFF_MS: u64 = 30_000;

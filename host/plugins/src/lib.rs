@@ -7,6 +7,7 @@
 //! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
 //! plugins directory.
 
+mod clock;
 pub mod engine;
 pub mod external;
 pub mod gate;

@@ -7,7 +7,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ClientBodyError;
-use super::route::apply_ops;
+use super::edits::apply_ops;
 use super::{Proxy, Trace};
 use routerd_base::{ResponseBody, empty, error, full, json_response};
 use routerd_plugins::Phase;

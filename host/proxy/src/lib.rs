@@ -14,6 +14,7 @@ mod answer;
 pub mod body;
 pub mod clients;
 mod decide;
+mod edits;
 mod forward;
 pub mod metrics;
 pub mod pool;
@@ -208,7 +209,7 @@ mod tests {
     //! Plugin results come from untrusted guests: any header names, values and status codes
     //! must decode without a panic, keep what is valid and drop what is not.
     use super::answer::reply_response;
-    use super::route::apply_ops;
+    use super::edits::apply_ops;
     use http::StatusCode;
     use http::header::HeaderValue;
     use proptest::prelude::*;

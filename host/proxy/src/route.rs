@@ -10,6 +10,7 @@ use tracing::warn;
 
 use super::answer::reply_response;
 use super::body::RequestBody;
+use super::edits::apply_ops;
 use super::forward::Upstream;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace};
@@ -20,8 +21,8 @@ use routerd_plugins::Phase;
 use routerd_plugins::Plugin;
 use routerd_routing::filters::BuiltinFilter;
 use routerd_routing::{
-    ExternalRequest, FailurePolicy, FilterCall, HeaderOp, Params, RequestAction, ResponseHead,
-    Route, RouteFilter, RouteTable,
+    ExternalRequest, FailurePolicy, FilterCall, Params, RequestAction, ResponseHead, Route,
+    RouteFilter, RouteTable,
 };
 
 /// One request on its route: what the filters have decided so far about the upstream request.
@@ -301,33 +302,4 @@ fn filter_failed(route: &str) -> Response<ResponseBody> {
         "a plugin filter failed",
         Some(route),
     )
-}
-
-/// Applies a plugin's header changes; invalid names or values are logged and skipped.
-pub(super) fn apply_ops(headers: &mut http::HeaderMap, ops: Vec<HeaderOp>, plugin: &str) {
-    use http::header::HeaderName;
-    for op in ops {
-        let (name, value, append) = match op {
-            HeaderOp::Remove(name) => {
-                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    headers.remove(n);
-                }
-                continue;
-            }
-            HeaderOp::Set(n, v) => (n, v, false),
-            HeaderOp::Append(n, v) => (n, v, true),
-        };
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            (Ok(n), Ok(v)) if append => {
-                headers.append(n, v);
-            }
-            (Ok(n), Ok(v)) => {
-                headers.insert(n, v);
-            }
-            _ => warn!(plugin, header = %name, "plugin produced an invalid header; skipped"),
-        }
-    }
 }

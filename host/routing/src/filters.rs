@@ -3,7 +3,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::table::Params;
+use super::params::Params;
 use crate::config::{ErrorCode, FieldError};
 
 /// A string with `{param}` holes filled from the route's path parameters.

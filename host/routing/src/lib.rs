@@ -13,6 +13,7 @@ pub mod external;
 pub mod filters;
 pub mod matchers;
 pub mod media;
+pub mod params;
 pub mod pattern;
 pub mod published;
 pub mod request;
@@ -25,9 +26,8 @@ pub use external::{
     FilterCall, HeaderOp, Lookup, NoExternal, PluginSource, PredicateCall, Reply, RequestAction,
     RequestEdits, ResponseEdits, ResponseHead,
 };
+pub use params::Params;
 pub use published::PublishedTable;
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};
 pub use route::{Route, RouteFilter, Target};
-pub use table::{
-    BuildMode, CandidateResult, Decision, Explanation, Params, PredicateResults, RouteTable,
-};
+pub use table::{BuildMode, CandidateResult, Decision, Explanation, PredicateResults, RouteTable};

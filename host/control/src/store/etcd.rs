@@ -28,7 +28,6 @@ use etcd_client::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::redb::satisfied;
 use super::{Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute};
 use routerd_routing::config::RouteRule;
 
@@ -593,7 +592,7 @@ impl RouteStore for EtcdStore {
         }
         let found = found.into_iter().map(|f| f.map(|(version, _)| version));
         for (change, found) in changes.iter().zip(found) {
-            if !satisfied(change.expect(), found) {
+            if !change.expect().satisfied_by(found) {
                 return Err(StoreError::Conflict {
                     name: change.name().to_owned(),
                     expected: change.expect(),

@@ -38,6 +38,18 @@ pub enum Expect {
     Version(u64),
 }
 
+impl Expect {
+    /// Whether a stored route at `found` (absent: `None`) is what this requires.
+    pub fn satisfied_by(self, found: Option<u64>) -> bool {
+        match self {
+            Expect::Any => true,
+            Expect::Absent => found.is_none(),
+            Expect::Present => found.is_some(),
+            Expect::Version(v) => found == Some(v),
+        }
+    }
+}
+
 /// One write.
 #[derive(Debug, Clone)]
 pub enum Change {

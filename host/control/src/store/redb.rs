@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Change, Expect, RouteStore, Snapshot, StoreError, StoredRoute};
+use super::{Change, RouteStore, Snapshot, StoreError, StoredRoute};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const ROUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("routes");
@@ -115,7 +115,7 @@ impl RedbStore {
                     ),
                     None => None,
                 };
-                if !satisfied(change.expect(), found) {
+                if !change.expect().satisfied_by(found) {
                     return Err(StoreError::Conflict {
                         name: change.name().to_owned(),
                         expected: change.expect(),
@@ -143,16 +143,6 @@ impl RedbStore {
         }
         write.commit().map_err(|e| self.fail(e))?;
         Ok(revision)
-    }
-}
-
-/// Whether a stored route at `found` (absent: `None`) is what `expect` requires.
-pub(crate) fn satisfied(expect: Expect, found: Option<u64>) -> bool {
-    match expect {
-        Expect::Any => true,
-        Expect::Absent => found.is_none(),
-        Expect::Present => found.is_some(),
-        Expect::Version(v) => found == Some(v),
     }
 }
 
@@ -184,6 +174,7 @@ impl RouteStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Expect;
     use routerd_routing::config::RouteRule;
 
     fn rule(name: &str) -> RouteRule {

@@ -11,7 +11,18 @@ use wasmtime::component::Component;
 
 use super::{EngineKind, PluginEngine};
 use crate::PluginError;
-use crate::plugin::Compiled;
+
+/// Where a compiled component came from.
+pub struct Compiled {
+    /// The component.
+    pub component: Component,
+    /// The engine it was compiled for.
+    pub kind: EngineKind,
+    /// Where it came from.
+    pub by: CompiledBy,
+    /// How long compiling or loading it took.
+    pub took: Duration,
+}
 
 /// How to run a compiling child: this program with these arguments, then the engine kind and
 /// the artifact's path; the component on its stdin.

@@ -3,9 +3,9 @@
 //! recently used idle instance of any plugin, and only when every slot is held by a running
 //! call does it wait for one (signalled as instances are dropped or go idle).
 
+use crate::clock::now_ms;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
 use super::{EngineKind, PluginEngine};
 
@@ -106,12 +106,6 @@ impl Drop for SlotReturn {
     fn drop(&mut self) {
         self.0.freed();
     }
-}
-
-/// Milliseconds since the first call, on a monotonic clock.
-pub(crate) fn now_ms() -> u64 {
-    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl PluginEngine {

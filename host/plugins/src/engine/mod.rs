@@ -13,9 +13,9 @@ mod instances;
 mod pooling;
 mod ticker;
 
-pub use compile::{CHILD_EXIT_INVALID, ChildCompiler, CompiledBy};
+pub use compile::{CHILD_EXIT_INVALID, ChildCompiler, Compiled, CompiledBy};
 pub use imports::CONTRACT_VERSIONS;
-pub(crate) use instances::{Evictable, IdlePool, SlotReturn, SlotSignal, now_ms};
+pub(crate) use instances::{Evictable, IdlePool, SlotReturn, SlotSignal};
 pub use pooling::PoolLimits;
 pub use ticker::EPOCH_TICK;
 use ticker::Ticker;

@@ -3,10 +3,11 @@
 //! (`validate`, the predicate, a filter's phases). How a call runs is in `call`; the plugin's
 //! warm instances in `warm`.
 
+mod bounds;
 mod call;
 mod warm;
 
-pub use call::CallFailure;
+pub use bounds::CallFailure;
 use call::{Call, Outcome};
 pub(crate) use warm::Warm;
 
@@ -14,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use wasmtime::component::{Component, InstancePre};
+use wasmtime::component::InstancePre;
 
 use super::PluginError;
-use super::engine::{CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
+use super::engine::{Compiled, CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
 use super::gate::{Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, PluginSettings};
 use super::state::{
@@ -95,18 +96,6 @@ pub struct Plugin {
     breaker: Breaker,
     /// Its calls' deadlines need the epoch ticker.
     _ticker: TickerUse,
-}
-
-/// Where a compiled component came from.
-pub struct Compiled {
-    /// The component.
-    pub component: Component,
-    /// The engine it was compiled for.
-    pub kind: EngineKind,
-    /// Where it came from.
-    pub by: CompiledBy,
-    /// How long compiling or loading it took.
-    pub took: Duration,
 }
 
 impl Plugin {

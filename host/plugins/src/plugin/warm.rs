@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use super::Plugin;
-use super::call::{CallFailure, classify, epoch_check, within};
+use super::bounds::{CallFailure, classify, epoch_check, within};
 use crate::engine::{EPOCH_TICK, SlotReturn};
 use crate::gate::SlotWait;
 use crate::settings::InstanceMode;

@@ -13,6 +13,7 @@ use http::{Method, StatusCode};
 
 use super::external::{External, PluginSource};
 use super::media;
+use super::params::Params;
 use super::request::RequestView;
 use super::route::{PathMatch, Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
@@ -113,36 +114,6 @@ impl PredicateResults {
             .iter()
             .find(|(r, t, _)| *r == route && *t == toggled)
             .map(|(_, _, failed)| *failed)
-    }
-}
-
-/// A route's path parameters for one request, read from the path on demand.
-#[derive(Debug, Clone, Copy)]
-pub struct Params<'a> {
-    layout: &'a [(Box<str>, usize, bool)],
-    path: &'a str,
-}
-
-impl<'a> Params<'a> {
-    /// The value of parameter `name`.
-    pub fn get(&self, name: &str) -> Option<&'a str> {
-        let (_, pos, catch_all) = self.layout.iter().find(|(n, _, _)| &**n == name)?;
-        let mut rest = self.path.strip_prefix('/')?;
-        for _ in 0..*pos {
-            rest = rest.split_once('/')?.1;
-        }
-        Some(if *catch_all {
-            rest
-        } else {
-            rest.split('/').next().unwrap_or(rest)
-        })
-    }
-
-    /// All (name, value) pairs.
-    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
-        self.layout
-            .iter()
-            .filter_map(|(n, _, _)| self.get(n).map(|v| (&**n, v)))
     }
 }
 
@@ -319,10 +290,7 @@ impl<X: External> RouteTable<X> {
 
     /// The path parameters of route `id` for `path`.
     pub fn params<'a>(&'a self, id: u32, path: &'a str) -> Params<'a> {
-        Params {
-            layout: &self.route(id).params,
-            path,
-        }
+        Params::new(&self.route(id).params, path)
     }
 
     /// Decides what to do with a request. Allocates nothing on the way to a route for paths with
