@@ -113,87 +113,28 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
 impl BuiltinFilter {
     /// Compiles `name(args)`; `params` are the route's path parameter names.
     pub fn compile(name: &str, args: &[String], params: &[&str]) -> Result<Self, FieldError> {
-        let arg = |i: usize| -> Result<&str, FieldError> {
-            args.get(i).map(String::as_str).ok_or_else(|| {
-                invalid(
-                    format!("args[{i}]"),
-                    format!("{name} needs argument {}", i + 1),
-                )
-            })
-        };
-        let expect = |n: std::ops::RangeInclusive<usize>| {
-            if n.contains(&args.len()) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    "args",
-                    format!(
-                        "{name} takes {} to {} arguments, got {}",
-                        n.start(),
-                        n.end(),
-                        args.len()
-                    ),
-                ))
-            }
-        };
-        let header = |i: usize| -> Result<HeaderName, FieldError> {
-            let a = arg(i)?;
-            HeaderName::from_bytes(a.as_bytes()).map_err(|_| {
-                invalid(
-                    format!("args[{i}]"),
-                    format!("{a:?} is not a valid header name"),
-                )
-            })
-        };
-        let template = |i: usize| -> Result<Template, FieldError> {
-            Template::parse(arg(i)?, params).map_err(|e| invalid(format!("args[{i}]"), e))
-        };
-        let header_value = |i: usize| -> Result<Template, FieldError> {
-            let t = template(i)?;
-            if let Some(l) = t.literal() {
-                HeaderValue::from_str(l).map_err(|_| {
-                    invalid(
-                        format!("args[{i}]"),
-                        format!("{l:?} is not a valid header value"),
-                    )
-                })?;
-            }
-            Ok(t)
-        };
-        let status = |i: usize, allowed: &dyn Fn(u16) -> bool| -> Result<StatusCode, FieldError> {
-            let a = arg(i)?;
-            a.parse::<u16>()
-                .ok()
-                .filter(|s| allowed(*s))
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .ok_or_else(|| {
-                    invalid(
-                        format!("args[{i}]"),
-                        format!("{a:?} is not an allowed status code here"),
-                    )
-                })
-        };
+        let a = FilterArgs { name, args, params };
         Ok(match name {
             "set_request_header" => {
-                expect(2..=2)?;
-                BuiltinFilter::SetRequestHeader(header(0)?, header_value(1)?)
+                a.expect(2..=2)?;
+                BuiltinFilter::SetRequestHeader(a.header(0)?, a.header_value(1)?)
             }
             "remove_request_header" => {
-                expect(1..=1)?;
-                BuiltinFilter::RemoveRequestHeader(header(0)?)
+                a.expect(1..=1)?;
+                BuiltinFilter::RemoveRequestHeader(a.header(0)?)
             }
             "set_response_header" => {
-                expect(2..=2)?;
-                BuiltinFilter::SetResponseHeader(header(0)?, header_value(1)?)
+                a.expect(2..=2)?;
+                BuiltinFilter::SetResponseHeader(a.header(0)?, a.header_value(1)?)
             }
             "remove_response_header" => {
-                expect(1..=1)?;
-                BuiltinFilter::RemoveResponseHeader(header(0)?)
+                a.expect(1..=1)?;
+                BuiltinFilter::RemoveResponseHeader(a.header(0)?)
             }
             "set_path" => {
-                expect(1..=1)?;
-                let t = template(0)?;
-                if !arg(0)?.starts_with('/') {
+                a.expect(1..=1)?;
+                let t = a.template(0)?;
+                if !a.arg(0)?.starts_with('/') {
                     return Err(invalid(
                         "args[0]",
                         "set_path needs a path starting with '/'",
@@ -202,18 +143,25 @@ impl BuiltinFilter {
                 BuiltinFilter::SetPath(t)
             }
             "redirect" => {
-                expect(2..=2)?;
-                BuiltinFilter::Redirect(status(0, &|s| (300..400).contains(&s))?, header_value(1)?)
+                a.expect(2..=2)?;
+                BuiltinFilter::Redirect(
+                    a.status(0, |s| (300..400).contains(&s))?,
+                    a.header_value(1)?,
+                )
             }
             "respond" => {
-                expect(2..=3)?;
+                a.expect(2..=3)?;
                 let ct = match args.get(2) {
                     Some(ct) => HeaderValue::from_str(ct).map_err(|_| {
                         invalid("args[2]", format!("{ct:?} is not a valid content type"))
                     })?,
                     None => HeaderValue::from_static("text/plain; charset=utf-8"),
                 };
-                BuiltinFilter::Respond(status(0, &|s| (200..600).contains(&s))?, template(1)?, ct)
+                BuiltinFilter::Respond(
+                    a.status(0, |s| (200..600).contains(&s))?,
+                    a.template(1)?,
+                    ct,
+                )
             }
             other => {
                 return Err(invalid(
@@ -233,6 +181,82 @@ impl BuiltinFilter {
             self,
             BuiltinFilter::Redirect(..) | BuiltinFilter::Respond(..)
         )
+    }
+}
+
+/// A built-in filter's arguments, each read with the error its absence or form deserves.
+struct FilterArgs<'a> {
+    name: &'a str,
+    args: &'a [String],
+    params: &'a [&'a str],
+}
+
+impl FilterArgs<'_> {
+    fn arg(&self, i: usize) -> Result<&str, FieldError> {
+        self.args.get(i).map(String::as_str).ok_or_else(|| {
+            invalid(
+                format!("args[{i}]"),
+                format!("{} needs argument {}", self.name, i + 1),
+            )
+        })
+    }
+
+    fn expect(&self, n: std::ops::RangeInclusive<usize>) -> Result<(), FieldError> {
+        if n.contains(&self.args.len()) {
+            return Ok(());
+        }
+        Err(invalid(
+            "args",
+            format!(
+                "{} takes {} to {} arguments, got {}",
+                self.name,
+                n.start(),
+                n.end(),
+                self.args.len()
+            ),
+        ))
+    }
+
+    fn header(&self, i: usize) -> Result<HeaderName, FieldError> {
+        let a = self.arg(i)?;
+        HeaderName::from_bytes(a.as_bytes()).map_err(|_| {
+            invalid(
+                format!("args[{i}]"),
+                format!("{a:?} is not a valid header name"),
+            )
+        })
+    }
+
+    fn template(&self, i: usize) -> Result<Template, FieldError> {
+        Template::parse(self.arg(i)?, self.params).map_err(|e| invalid(format!("args[{i}]"), e))
+    }
+
+    /// A template that, when it has no placeholders, is a valid header value already.
+    fn header_value(&self, i: usize) -> Result<Template, FieldError> {
+        let t = self.template(i)?;
+        if let Some(l) = t.literal() {
+            HeaderValue::from_str(l).map_err(|_| {
+                invalid(
+                    format!("args[{i}]"),
+                    format!("{l:?} is not a valid header value"),
+                )
+            })?;
+        }
+        Ok(t)
+    }
+
+    fn status(&self, i: usize, allowed: impl Fn(u16) -> bool) -> Result<StatusCode, FieldError> {
+        let a = self.arg(i)?;
+        a.parse::<u16>()
+            .ok()
+            .filter(|s| allowed(*s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| {
+                invalid(
+                    format!("args[{i}]"),
+                    format!("{a:?} is not an allowed status code here"),
+                )
+            })
     }
 }
 

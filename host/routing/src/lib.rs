@@ -18,6 +18,7 @@ pub mod pattern;
 pub mod published;
 pub mod request;
 pub mod route;
+mod spec;
 pub mod table;
 pub mod tree;
 

@@ -9,7 +9,21 @@ use http::header::{COOKIE, HeaderName};
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::pattern::PathPattern;
 use super::request::RequestView;
+
+/// Where a route's path matcher sends it in the index.
+#[derive(Debug)]
+pub enum PathMatch {
+    /// A radix pattern.
+    Pattern(PathPattern),
+    /// A whole-segment prefix (literal segments).
+    Prefix(Vec<Box<str>>),
+    /// A regex on the path; not indexed.
+    Regex(Regex),
+    /// No path matcher; not indexed.
+    Any,
+}
 
 /// An exact value or an unanchored regex.
 #[derive(Debug)]

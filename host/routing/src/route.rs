@@ -5,32 +5,18 @@ use super::media::MediaType;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Method};
-use ipnet::IpNet;
-use regex::Regex;
 
 use super::backend::BackendConnection;
 use super::external::{
     External, ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
 };
 use super::filters::BuiltinFilter;
-use super::matchers::{HostMatch, Matcher, MethodSet, ValueMatch};
-use super::pattern::{PathPattern, Segment, Specificity, parse_pattern, parse_prefix};
-use crate::config::{ErrorCode, FieldError, MatcherSpec, RouteError, RouteRule};
-/// Where a route's path matcher sends it in the index.
-#[derive(Debug)]
-pub enum PathMatch {
-    /// A radix pattern.
-    Pattern(PathPattern),
-    /// A whole-segment prefix (literal segments).
-    Prefix(Vec<Box<str>>),
-    /// A regex on the path; not indexed.
-    Regex(Regex),
-    /// No path matcher; not indexed.
-    Any,
-}
-
+use super::matchers::{Matcher, MethodSet, PathMatch};
+use super::pattern::{Segment, Specificity};
+use super::spec::{Compiled, compile_matcher};
+use crate::config::{ErrorCode, RouteError, RouteRule};
 /// A backend base URL.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -481,144 +467,4 @@ fn params_of(path: &PathMatch) -> (Vec<(Box<str>, usize, bool)>, Specificity) {
         PathMatch::Regex(_) => (Vec::new(), Specificity::regex()),
         PathMatch::Any => (Vec::new(), Specificity::none()),
     }
-}
-
-enum Compiled {
-    Path(PathMatch),
-    Methods(MethodSet),
-    Other(Matcher),
-    Plugin(String),
-}
-
-fn compile_matcher(spec: &MatcherSpec) -> Result<Compiled, FieldError> {
-    let invalid =
-        |sub: &str, reason: String| FieldError::new(sub, ErrorCode::InvalidMatcher, reason);
-    let pattern = || -> Result<&str, FieldError> {
-        spec.pattern.as_deref().ok_or_else(|| {
-            invalid(
-                ".pattern",
-                format!("condition {:?} needs a pattern", spec.condition),
-            )
-        })
-    };
-    let field = || -> Result<&str, FieldError> {
-        spec.field
-            .as_deref()
-            .filter(|f| !f.is_empty())
-            .ok_or_else(|| {
-                invalid(
-                    ".field",
-                    format!("condition {:?} needs a field", spec.condition),
-                )
-            })
-    };
-    let regex = |p: &str| -> Result<Regex, FieldError> {
-        Regex::new(p)
-            .map_err(|e| FieldError::new(".pattern", ErrorCode::InvalidRegex, e.to_string()))
-    };
-    let value = |p: &str| -> Result<ValueMatch, FieldError> {
-        Ok(if spec.is_regex {
-            ValueMatch::Regex(regex(p)?)
-        } else {
-            ValueMatch::Exact(p.into())
-        })
-    };
-    if spec.condition != "plugin" && (spec.plugin.is_some() || !spec.args.is_empty()) {
-        return Err(invalid(
-            ".plugin",
-            "\"plugin\" and \"args\" belong to condition \"plugin\"".into(),
-        ));
-    }
-    Ok(match spec.condition.as_str() {
-        "path" if spec.is_regex => Compiled::Path(PathMatch::Regex(regex(pattern()?)?)),
-        "path" => Compiled::Path(PathMatch::Pattern(
-            parse_pattern(pattern()?).map_err(|e| invalid(".pattern", e))?,
-        )),
-        "path_prefix" => Compiled::Path(PathMatch::Prefix(
-            parse_prefix(pattern()?).map_err(|e| invalid(".pattern", e))?,
-        )),
-        "method" => {
-            let p = pattern()?;
-            let methods = p
-                .split('|')
-                .map(|m| {
-                    let m = m.trim();
-                    Method::from_bytes(m.as_bytes())
-                        .ok()
-                        .filter(|_| !m.is_empty())
-                        .ok_or_else(|| invalid(".pattern", format!("{m:?} is not an HTTP method")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Compiled::Methods(MethodSet(methods))
-        }
-        "host" => {
-            let p = pattern()?;
-            Compiled::Other(Matcher::Host(if spec.is_regex {
-                HostMatch::Regex(regex(p)?)
-            } else if let Some(suffix) = p.strip_prefix("*.") {
-                HostMatch::Wildcard(format!(".{suffix}").into())
-            } else if p.contains('*') {
-                return Err(invalid(
-                    ".pattern",
-                    format!("{p:?}: a wildcard host is written *.example.com"),
-                ));
-            } else {
-                HostMatch::Exact(p.split(':').next().unwrap_or(p).into())
-            }))
-        }
-        "header" => {
-            let f = field()?;
-            let name = http::HeaderName::from_bytes(f.as_bytes())
-                .map_err(|_| invalid(".field", format!("{f:?} is not a valid header name")))?;
-            Compiled::Other(Matcher::Header(name, value(pattern()?)?))
-        }
-        "query_param" => Compiled::Other(Matcher::QueryParam(field()?.into(), value(pattern()?)?)),
-        "cookie" => Compiled::Other(Matcher::Cookie(field()?.into(), value(pattern()?)?)),
-        "body_field" => Compiled::Other(Matcher::BodyField(
-            field()?.split('.').map(Into::into).collect(),
-            value(pattern()?)?,
-        )),
-        "body_regex" => Compiled::Other(Matcher::BodyRegex(
-            regex::bytes::Regex::new(pattern()?)
-                .map_err(|e| FieldError::new(".pattern", ErrorCode::InvalidRegex, e.to_string()))?,
-        )),
-        "remote_addr" => {
-            let nets = pattern()?
-                .split([',', ' ', '|'])
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse::<IpNet>()
-                        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                        .map_err(|_| {
-                            invalid(".pattern", format!("{s:?} is not a CIDR or IP address"))
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if nets.is_empty() {
-                return Err(invalid(
-                    ".pattern",
-                    "remote_addr needs at least one CIDR".into(),
-                ));
-            }
-            Compiled::Other(Matcher::RemoteAddr(nets))
-        }
-        "plugin" => match spec.plugin.as_deref() {
-            Some(name) if !name.is_empty() => Compiled::Plugin(name.to_owned()),
-            _ => {
-                return Err(invalid(
-                    ".plugin",
-                    "condition \"plugin\" needs \"plugin\": NAME".into(),
-                ));
-            }
-        },
-        other => {
-            return Err(invalid(
-                ".condition",
-                format!(
-                    "unknown condition {other:?} (expected path, path_prefix, host, method, header, \
-                     query_param, cookie, body_field, body_regex, remote_addr or plugin)"
-                ),
-            ));
-        }
-    })
 }

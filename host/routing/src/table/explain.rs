@@ -4,9 +4,10 @@
 use super::predicates::PredicateOverloaded;
 use super::{Decision, RouteTable};
 use crate::external::External;
+use crate::matchers::PathMatch;
 use crate::media;
 use crate::request::RequestView;
-use crate::route::{PathMatch, Route};
+use crate::route::Route;
 use crate::tree::Candidates;
 
 /// One candidate route in an [`Explanation`].

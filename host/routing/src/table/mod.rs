@@ -12,10 +12,11 @@ pub use explain::{CandidateResult, Explanation};
 use http::{Method, StatusCode};
 
 use super::external::{External, PluginSource};
+use super::matchers::PathMatch;
 use super::media;
 use super::params::Params;
 use super::request::RequestView;
-use super::route::{PathMatch, Route, Target};
+use super::route::{Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
 use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
 
@@ -171,33 +172,7 @@ impl<X: External> RouteTable<X> {
                 Err(e) => errors.extend(e),
             }
         }
-        let default_url = match &config.default_url {
-            Some(url) => match Target::parse(url) {
-                Ok(t) => Some(t),
-                Err(reason) => {
-                    errors.push(RouteError::new(
-                        "",
-                        "default_url",
-                        ErrorCode::InvalidUrl,
-                        reason,
-                    ));
-                    None
-                }
-            },
-            None => None,
-        };
-        if let Some(n) = config.max_body_bytes
-            && !(1..=MAX_BODY_BYTES_LIMIT).contains(&n)
-        {
-            errors.push(RouteError::new(
-                "",
-                "max_body_bytes",
-                ErrorCode::InvalidMaxBodyBytes,
-                format!(
-                    "{n} is outside 1..={MAX_BODY_BYTES_LIMIT} (64 MiB): bodies a matcher reads are buffered in memory"
-                ),
-            ));
-        }
+        let default_url = document_settings(config, &mut errors);
         if !errors.is_empty() {
             return Err(RouteSetError(errors));
         }
@@ -515,6 +490,39 @@ fn matchers_match<X: External>(route: &Route<X>, req: &RequestView<'_>, skip_bod
         .matchers
         .iter()
         .all(|(_, m)| (skip_body && m.needs_body()) || m.matches(req))
+}
+
+/// The document's own settings beside its routes: the fallback backend, and a body limit within
+/// bounds (errors go to `errors`).
+fn document_settings(config: &ConfigFile, errors: &mut Vec<RouteError>) -> Option<Target> {
+    let default_url = match &config.default_url {
+        Some(url) => match Target::parse(url) {
+            Ok(t) => Some(t),
+            Err(reason) => {
+                errors.push(RouteError::new(
+                    "",
+                    "default_url",
+                    ErrorCode::InvalidUrl,
+                    reason,
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(n) = config.max_body_bytes
+        && !(1..=MAX_BODY_BYTES_LIMIT).contains(&n)
+    {
+        errors.push(RouteError::new(
+            "",
+            "max_body_bytes",
+            ErrorCode::InvalidMaxBodyBytes,
+            format!(
+                "{n} is outside 1..={MAX_BODY_BYTES_LIMIT} (64 MiB): bodies a matcher reads are buffered in memory"
+            ),
+        ));
+    }
+    default_url
 }
 
 /// Whether route `id`'s plugin predicates passed: `None` while they have not run.
