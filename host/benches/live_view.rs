@@ -15,15 +15,11 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use routerd::live::{LiveQuery, LiveView};
 use routerd::metrics::Metrics;
-use routerd::plugins::{PluginEngine, PluginRegistry, PoolLimits};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("live_view");
     for routes in [100usize, 1_000, 10_000] {
-        let engine =
-            PluginEngine::new(&PoolLimits::default(), None).unwrap_or_else(|e| panic!("{e}"));
-        let registry = Arc::new(PluginRegistry::new(engine, &std::env::temp_dir()));
-        let metrics = Metrics::new(registry);
+        let metrics = Metrics::new(Vec::new());
         let names: Vec<Arc<str>> = (0..routes)
             .map(|i| Arc::from(format!("route-{i}")))
             .collect();

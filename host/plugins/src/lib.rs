@@ -8,6 +8,7 @@
 //! plugins directory.
 
 mod clock;
+pub mod counters;
 pub mod engine;
 pub mod external;
 pub mod gate;
@@ -18,6 +19,7 @@ pub mod settings;
 pub mod state;
 pub mod watcher;
 
+pub use counters::PluginCounters;
 pub use engine::{ChildCompiler, EngineKind, PluginEngine, PoolLimits};
 pub use gate::{Phase, PluginStats};
 pub use plugin::{CallFailure, Plugin};

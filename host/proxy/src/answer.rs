@@ -75,7 +75,7 @@ impl Proxy {
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
         if let Some(m) = &self.metrics {
-            m.overloaded(route, plugin, phase);
+            m.overloaded(route, plugin, phase.as_str());
         }
         trace.error = Some("overloaded");
         let doc = serde_json::json!({

@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests by route and status class, latency histograms by route, the
-//! table version, and the plugins' counters (calls by phase, traps, deadline and memory-cap
-//! hits, refused results, overload and circuit-breaker refusals; read from the plugins at
-//! scrape time).
+//! table version, upgraded connections, and the requests routerd answered 503 itself. Other
+//! parts register their own collectors (the plugin runtime's counters are read from the
+//! plugins at scrape time), so the request path's metrics know nothing of them.
 //!
 //! Requests are counted per thread (each worker writes only its own shard, so counting
 //! costs no cross-core traffic) and summed when `/metrics` is read.
@@ -23,8 +23,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use rustc_hash::FxHashMap;
-
-use routerd_plugins::{Phase, PluginRegistry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -181,19 +179,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 const PSEUDO_ROUTES: [&str; 2] = ["default_url", "none"];
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PluginLabels {
-    plugin: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OverloadLabels {
     route: String,
-    plugin: String,
-    phase: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
     plugin: String,
     phase: &'static str,
 }
@@ -215,8 +202,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Metrics that also report `plugins`' counters.
-    pub fn new(plugins: Arc<PluginRegistry>) -> Arc<Self> {
+    /// The request path's metrics, and `collectors` (other parts' series, read at scrape time).
+    pub fn new(collectors: Vec<Box<dyn Collector>>) -> Arc<Self> {
         let mut registry = Registry::default();
         let requests = Arc::new(RequestSeries::new());
         let table_version = Gauge::<i64, AtomicI64>::default();
@@ -226,7 +213,9 @@ impl Metrics {
             "Generation of the route table being served",
             table_version.clone(),
         );
-        registry.register_collector(Box::new(PluginCounters(plugins)));
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
         let access_log_dropped = Counter::default();
         registry.register(
             "routerd_access_log_dropped",
@@ -291,13 +280,14 @@ impl Metrics {
         });
     }
 
-    /// Counts a request answered 503 because `plugin`'s call in `phase` could not run.
-    pub fn overloaded(&self, route: &str, plugin: &str, phase: Phase) {
+    /// Counts a request answered 503 because `plugin`'s call in `phase` (`predicate`,
+    /// `request`, `response`) could not run.
+    pub fn overloaded(&self, route: &str, plugin: &str, phase: &'static str) {
         self.overloaded
             .get_or_create(&OverloadLabels {
                 route: route.to_owned(),
                 plugin: plugin.to_owned(),
-                phase: phase.as_str(),
+                phase,
             })
             .inc();
     }
@@ -391,124 +381,12 @@ impl Collector for RequestCounters {
     }
 }
 
-struct PluginCounters(Arc<PluginRegistry>);
-
-impl std::fmt::Debug for PluginCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PluginCounters")
-    }
-}
-
-impl Collector for PluginCounters {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let plugins = self.0.list();
-        let mut family = encoder.encode_descriptor(
-            "routerd_plugin_calls",
-            "Plugin calls (run or refused), by phase: validate, predicate, request, response",
-            None,
-            ConstCounter::new(0u64).metric_type(),
-        )?;
-        for p in &plugins {
-            for phase in Phase::ALL {
-                let labels = PhaseLabels {
-                    plugin: p.name.to_string(),
-                    phase: phase.as_str(),
-                };
-                ConstCounter::new(p.stats.calls_in(phase))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        type Read = fn(&routerd_plugins::PluginStats) -> u64;
-        let series: [(&str, &str, Read); 7] = [
-            ("routerd_plugin_traps", "Plugin calls that trapped", |s| {
-                s.traps.load(Ordering::Relaxed)
-            }),
-            (
-                "routerd_plugin_deadline_hits",
-                "Plugin calls stopped at the deadline",
-                |s| s.deadline_hits.load(Ordering::Relaxed),
-            ),
-            (
-                "routerd_plugin_memory_cap_hits",
-                "Plugin calls that hit the memory cap",
-                |s| s.memory_cap_hits.load(Ordering::Relaxed),
-            ),
-            (
-                "routerd_plugin_rejected_results",
-                "Plugin results refused (too many or too large headers, too large a body)",
-                |s| s.bad_results.load(Ordering::Relaxed),
-            ),
-            (
-                "routerd_plugin_overloaded",
-                "Plugin calls refused because the plugin's concurrency cap stayed full",
-                |s| s.overloaded.load(Ordering::Relaxed),
-            ),
-            (
-                "routerd_plugin_short_circuited",
-                "Plugin calls refused at once because its circuit breaker was open",
-                |s| s.short_circuited.load(Ordering::Relaxed),
-            ),
-            (
-                "routerd_plugin_breaker_opened",
-                "Times a plugin's circuit breaker opened",
-                |s| s.breaker_opened.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, help, read) in series {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                ConstCounter::new(0u64).metric_type(),
-            )?;
-            for p in &plugins {
-                let labels = PluginLabels {
-                    plugin: p.name.to_string(),
-                };
-                ConstCounter::new(read(&p.stats)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        type Gauge = fn(&routerd_plugins::Plugin) -> i64;
-        let gauges: [(&str, &str, Gauge); 2] = [
-            (
-                "routerd_plugin_breaker_open",
-                "1 while a plugin's circuit breaker is open",
-                |p| i64::from(p.breaker_open()),
-            ),
-            (
-                "routerd_plugin_idle_instances",
-                "Warm instances a plugin keeps idle",
-                |p| p.idle_instances() as i64,
-            ),
-        ];
-        for (name, help, read) in gauges {
-            let mut family = encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::gauge::ConstGauge::new(0i64).metric_type(),
-            )?;
-            for p in &plugins {
-                let labels = PluginLabels {
-                    plugin: p.name.to_string(),
-                };
-                prometheus_client::metrics::gauge::ConstGauge::new(read(p))
-                    .encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use routerd_plugins::{PluginEngine, PoolLimits};
 
     fn metrics() -> Arc<Metrics> {
-        let engine = PluginEngine::new(&PoolLimits::default(), None).expect("an engine");
-        let dir = std::env::temp_dir().join("routerd-metrics-test-no-plugins");
-        Metrics::new(Arc::new(PluginRegistry::new(engine, &dir)))
+        Metrics::new(Vec::new())
     }
 
     #[test]

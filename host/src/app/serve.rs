@@ -19,7 +19,9 @@ use routerd_control::health::HealthChecks;
 use routerd_control::live::LiveView;
 use routerd_control::routeset::{RouteSet, StartError};
 use routerd_plugins::Plugin;
-use routerd_plugins::{ChildCompiler, PluginEngine, PluginRegistry, PoolLimits, watcher};
+use routerd_plugins::{
+    ChildCompiler, PluginCounters, PluginEngine, PluginRegistry, PoolLimits, watcher,
+};
 use routerd_proxy::Proxy;
 use routerd_proxy::access_log::AccessLog;
 use routerd_proxy::metrics::Metrics;
@@ -57,7 +59,7 @@ pub(super) async fn serve(
     let config = load_config(&settings)?;
     let token = admin_token(&settings)?;
     let store = open_store(&settings)?;
-    let metrics = Metrics::new(registry.clone());
+    let metrics = Metrics::new(vec![Box::new(PluginCounters::new(registry.clone()))]);
     // The proxy serves an empty table until the route set publishes the first one.
     let published = PublishedTable::new(RouteTable::build(&ConfigFile::default())?);
     let proxy = start_proxy(&settings, &published, &metrics)?;

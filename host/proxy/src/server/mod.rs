@@ -10,6 +10,7 @@ pub mod workers;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
@@ -69,9 +70,30 @@ pub async fn serve<H: Handler>(
     options: ServeOptions,
     slots: Arc<Semaphore>,
 ) {
+    let connections = Connections {
+        builder: connection_builder(&options),
+        graceful: GracefulShutdown::new(),
+        tls,
+        handler,
+        options,
+    };
+    while let Some((stream, remote, slot)) = next_connection(&listener, &slots, &mut stop).await {
+        connections.spawn(stream, remote, slot);
+    }
+    drop(listener);
+    if tokio::time::timeout(options.drain, connections.graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("drain timed out; closing remaining connections");
+    }
+}
+
+/// hyper's connection settings for HTTP/1.1 and h2 alike.
+fn connection_builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The parser's own cap is a backstop (it answers an empty 431 and can't be told apart
-    // from other parse errors); up to twice the limit, the check below answers in JSON.
+    // from other parse errors); up to twice the limit, the check in the service answers in JSON.
     let max_headers = options.max_request_headers.max(1);
     builder
         .http1()
@@ -79,7 +101,15 @@ pub async fn serve<H: Handler>(
     // h2 bounds a head by its bytes; give it the same bound as HTTP/1.1's read buffer
     // (hyper's default, about 408 KiB), so a head that fits one protocol fits the other.
     builder.http2().max_header_list_size(H1_HEAD_BUFFER_BYTES);
-    let graceful = GracefulShutdown::new();
+    builder
+}
+
+/// The next connection with its slot; `None` once `stop` turns true.
+async fn next_connection(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -91,27 +121,41 @@ pub async fn serve<H: Handler>(
                     continue;
                 }
             },
-            () = stopped(&mut stop) => break,
+            () = stopped(stop) => return None,
         };
         // Then a slot: at the cap, the accepted connection waits unserved (one per accept
         // loop; the rest wait in the kernel's backlog). Accepting first matters when several
         // loops share the cap: a loop holding a slot must not wait on an empty queue while
         // a connection waits in another loop's.
         let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(s) => s,
-                Err(_) => break,
-            },
-            () = stopped(&mut stop) => break,
+            slot = slots.clone().acquire_owned() => slot.ok()?,
+            () = stopped(stop) => return None,
         };
+        return Some((stream, remote, slot));
+    }
+}
+
+/// What every connection of one listener is served with.
+struct Connections<H> {
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+    tls: Option<TlsAcceptor>,
+    handler: Arc<H>,
+    options: ServeOptions,
+}
+
+impl<H: Handler> Connections<H> {
+    /// Serves one connection in a task of its own, holding `slot` until it closes.
+    fn spawn(&self, stream: TcpStream, remote: SocketAddr, slot: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let clock = ConnClock::new(options.timeouts);
+        let handler = self.handler.clone();
+        let clock = ConnClock::new(self.options.timeouts);
         let io = TimedIo::new(stream, clock.clone());
         let peer = Peer {
             addr: remote,
-            tls: tls.is_some(),
+            tls: self.tls.is_some(),
         };
+        let max_headers = self.options.max_request_headers.max(1);
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let in_flight = clock.request_started();
@@ -132,22 +176,24 @@ pub async fn serve<H: Handler>(
                 Ok::<_, Infallible>(resp.map(|body| TrackedBody::new(body, in_flight)))
             }
         });
-        let Some(acceptor) = &tls else {
-            let conn = builder
+        let Some(acceptor) = &self.tls else {
+            let conn = self
+                .builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
-            let conn = graceful.watch(conn);
+            let conn = self.graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     debug!(error = %e, %remote, "connection ended with an error");
                 }
                 drop(slot);
             });
-            continue;
+            return;
         };
         // The handshake runs in the connection's task, bounded like a request head.
-        let (acceptor, builder, watcher) = (acceptor.clone(), builder.clone(), graceful.watcher());
-        let handshake_timeout = options.timeouts.header_read;
+        let (acceptor, builder) = (acceptor.clone(), self.builder.clone());
+        let watcher = self.graceful.watcher();
+        let handshake_timeout = self.options.timeouts.header_read;
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(s)) => s,
@@ -166,13 +212,6 @@ pub async fn serve<H: Handler>(
             }
             drop(slot);
         });
-    }
-    drop(listener);
-    if tokio::time::timeout(options.drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!("drain timed out; closing remaining connections");
     }
 }
 
