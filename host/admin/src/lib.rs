@@ -4,29 +4,29 @@
 //! Changes need the bearer token when one is configured; so does every read from a client off
 //! loopback (but `/healthz` and the dashboard's files, which hold no data).
 
+mod access;
 mod error;
 mod plugins;
+mod requests;
 mod ui;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
+use access::{browser_guard, token_needed};
 pub use error::ApiError;
+use requests::{bad_body, if_match, live_query, query_param, read_body};
+pub use requests::{parse_apply, parse_match, parse_rule};
 use routerd_base::Peer;
 use routerd_base::{ResponseBody, full};
 use routerd_control::health::HealthChecks;
-use routerd_control::live::{LiveQuery, LiveView};
+use routerd_control::live::LiveView;
 use routerd_control::routeset::{RouteSet, RouteView, Source};
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::server::Handler;
-use routerd_routing::config::{ConfigFile, RouteRule};
-use routerd_routing::{BufferedBody, SharedHead};
 
 /// The largest route document accepted.
 const MAX_JSON_BODY: usize = 4 << 20;
@@ -69,58 +69,6 @@ fn error_response(e: &ApiError) -> Response<ResponseBody> {
             .collect();
     }
     json(e.status, &doc)
-}
-
-fn bad_body(message: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message.to_string())
-}
-
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body is larger than {limit} bytes"),
-        )),
-        Err(e) => Err(bad_body(format!("cannot read the body: {e}"))),
-    }
-}
-
-/// A route from a request body; the fields the API adds (`version`, `source`, `status`,
-/// `reason`) are ignored.
-pub fn parse_rule(bytes: &[u8]) -> Result<RouteRule, ApiError> {
-    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad_body)?;
-    if let Some(obj) = value.as_object_mut() {
-        for key in ["version", "source", "status", "reason"] {
-            obj.remove(key);
-        }
-    }
-    serde_json::from_value(value).map_err(bad_body)
-}
-
-fn if_match(req_headers: &http::HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = req_headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = v
-        .to_str()
-        .unwrap_or("")
-        .trim()
-        .trim_start_matches("W/")
-        .trim_matches('"');
-    if text == "*" {
-        return Ok(None);
-    }
-    text.parse()
-        .map(Some)
-        .map_err(|_| bad_body(format!("If-Match {text:?} is not a route version")))
-}
-
-fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<std::borrow::Cow<'a, str>> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v)
 }
 
 /// Runs a blocking admin operation (database commits, plugin compilation) off the workers.
@@ -362,32 +310,6 @@ fn listing_etag(version: u64, query: Option<&str>) -> Option<HeaderValue> {
     HeaderValue::from_str(&tag).ok()
 }
 
-/// The query of `GET /api/v1/live`: `route=NAME` (repeatable), `contains=TEXT`, `top=N`,
-/// `summary=true`.
-fn live_query(query: Option<&str>) -> Result<LiveQuery, ApiError> {
-    let mut q = LiveQuery::default();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*key {
-            "route" => q.routes.push(value.into_owned()),
-            "contains" => q.contains = Some(value.into_owned()),
-            "top" => {
-                q.top = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad_body(format!("top={value} is not a number of routes")))?,
-                )
-            }
-            "summary" => q.summary = value == "true" || value == "1",
-            other => {
-                return Err(bad_body(format!(
-                    "unknown parameter {other:?} (route, contains, top, summary)"
-                )));
-            }
-        }
-    }
-    Ok(q)
-}
-
 /// `GET /api/v1/cluster`: the instances sharing the store, each with what it serves; a store
 /// of this instance's own lists only this instance.
 fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
@@ -406,82 +328,6 @@ fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
         None => vec![this()],
     };
     Ok(serde_json::json!({"store": store.describe(), "instances": instances}))
-}
-
-/// Why a request needs the token, when it does: every change (but `match`, which only
-/// reads), and every read from a client off loopback but `/healthz`, which load balancers
-/// probe.
-fn token_needed(method: &Method, path: &str, peer: std::net::IpAddr) -> Option<&'static str> {
-    let change =
-        matches!(*method, Method::POST | Method::PUT | Method::DELETE) && path != "/api/v1/match";
-    if change {
-        Some("this change needs Authorization: Bearer <admin token>")
-    } else if !peer.is_loopback() && path != "/healthz" {
-        Some("reading from off loopback needs Authorization: Bearer <admin token>")
-    } else {
-        None
-    }
-}
-
-/// Refuses what only another web site, acting through a browser, would send: a change from a
-/// page of another origin (browsers send `Origin` with every cross-origin `POST`, `PUT` and
-/// `DELETE`; API clients such as routerctl and curl send none), and, from loopback, a `Host`
-/// that is a name other than `localhost` (DNS rebinding: a site whose name now resolves to
-/// 127.0.0.1 must not read or change routerd from the user's own browser).
-fn browser_guard(parts: &http::request::Parts, peer: std::net::IpAddr) -> Result<(), ApiError> {
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    if peer.is_loopback()
-        && let Some(host) = host
-        && !loopback_host(host)
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "host_not_allowed",
-            format!(
-                "Host {host:?} is a name other than localhost; on loopback the admin listener answers only http://127.0.0.1:PORT, http://[::1]:PORT or http://localhost:PORT"
-            ),
-        ));
-    }
-    let change = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if change && let Some(origin) = parts.headers.get(header::ORIGIN) {
-        let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, rest)| rest);
-        let same = matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h));
-        if !same {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
-                format!(
-                    "a page of another origin ({}) cannot change routerd",
-                    origin.to_str().unwrap_or("?")
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// An IP literal or `localhost` (with or without a port).
-fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => {
-            return v6
-                .split(']')
-                .next()
-                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.parse::<std::net::Ipv4Addr>().is_ok()
-        || name.eq_ignore_ascii_case("localhost")
-        || name.to_ascii_lowercase().ends_with(".localhost")
 }
 
 /// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.
@@ -521,85 +367,6 @@ fn unchanged(request: &http::HeaderMap, etag: &HeaderValue) -> bool {
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
 }
 
-/// A request to explain.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MatchRequest {
-    #[serde(default = "get")]
-    method: String,
-    path: String,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    remote_addr: Option<String>,
-    /// `http` (the default) or `https`: which listener the request came in on.
-    #[serde(default)]
-    scheme: Option<String>,
-}
-
-fn get() -> String {
-    "GET".to_owned()
-}
-
-/// The body of `POST /api/v1/routes/apply`: a route document without the file-only fields.
-pub fn parse_apply(bytes: &[u8]) -> Result<ConfigFile, ApiError> {
-    let doc: ConfigFile = serde_json::from_slice(bytes).map_err(bad_body)?;
-    if doc.default_url.is_some() || doc.max_body_bytes.is_some() {
-        return Err(bad_body(
-            "default_url and max_body_bytes belong to the config file",
-        ));
-    }
-    Ok(doc)
-}
-
-/// The body of `POST /api/v1/match`: the request to explain, as a head and maybe a body.
-pub fn parse_match(bytes: &[u8]) -> Result<(SharedHead, Option<BufferedBody>), ApiError> {
-    let probe: MatchRequest = serde_json::from_slice(bytes).map_err(bad_body)?;
-    let mut builder = Request::builder()
-        .method(probe.method.as_str())
-        .uri(probe.path.as_str());
-    if let Some(host) = &probe.host {
-        builder = builder.header(header::HOST, host.as_str());
-    }
-    for (k, v) in &probe.headers {
-        builder = builder.header(k.as_str(), v.as_str());
-    }
-    let (parts, ()) = builder.body(()).map_err(bad_body)?.into_parts();
-    if !parts.uri.path().starts_with('/') {
-        return Err(bad_body("path must start with '/'"));
-    }
-    let remote: SocketAddr = match &probe.remote_addr {
-        Some(a) => a
-            .parse()
-            .or_else(|_| {
-                a.parse::<std::net::IpAddr>()
-                    .map(|ip| SocketAddr::new(ip, 0))
-            })
-            .map_err(|_| bad_body(format!("remote_addr {a:?} is not an IP address")))?,
-        None => SocketAddr::from(([127, 0, 0, 1], 0)),
-    };
-    let scheme = match probe.scheme.as_deref() {
-        None | Some("http") => "http",
-        Some("https") => "https",
-        Some(other) => {
-            return Err(bad_body(format!(
-                "scheme {other:?} is neither \"http\" nor \"https\""
-            )));
-        }
-    };
-    let shared = SharedHead {
-        parts: Arc::new(parts),
-        remote,
-        scheme,
-    };
-    let body = probe.body.map(|b| BufferedBody::new(Bytes::from(b), false));
-    Ok((shared, body))
-}
-
 impl Handler for Admin {
     async fn call(self: Arc<Self>, req: Request<Incoming>, peer: Peer) -> Response<ResponseBody> {
         let read = req.method() == Method::GET && req.uri().path().starts_with("/api/");
@@ -614,94 +381,5 @@ impl Handler for Admin {
             resp.headers_mut().insert("routerd-stale", value);
         }
         resp
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_guards_changes_everywhere_and_reads_off_loopback() {
-        let local = std::net::IpAddr::from([127, 0, 0, 1]);
-        let local6 = std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
-        let remote = std::net::IpAddr::from([192, 0, 2, 7]);
-        let get = Method::GET;
-        for peer in [local, local6] {
-            assert_eq!(token_needed(&get, "/api/v1/routes", peer), None);
-            assert_eq!(token_needed(&get, "/metrics", peer), None);
-            assert!(token_needed(&Method::PUT, "/api/v1/routes/a", peer).is_some());
-        }
-        assert!(token_needed(&Method::DELETE, "/api/v1/plugins/p", local).is_some());
-        assert_eq!(token_needed(&Method::POST, "/api/v1/match", local), None);
-        for path in [
-            "/api/v1/routes",
-            "/metrics",
-            "/api/v1/live",
-            "/api/v1/health",
-        ] {
-            let why = token_needed(&get, path, remote);
-            assert!(why.is_some_and(|w| w.contains("off loopback")), "{path}");
-        }
-        assert!(token_needed(&Method::POST, "/api/v1/match", remote).is_some());
-        assert_eq!(token_needed(&get, "/healthz", remote), None);
-    }
-
-    fn parts(method: Method, host: Option<&str>, origin: Option<&str>) -> http::request::Parts {
-        let mut b = Request::builder().method(method).uri("/api/v1/routes");
-        if let Some(h) = host {
-            b = b.header(header::HOST, h);
-        }
-        if let Some(o) = origin {
-            b = b.header(header::ORIGIN, o);
-        }
-        b.body(())
-            .map(|r| r.into_parts().0)
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    #[test]
-    fn pages_of_other_sites_cannot_use_the_admin_api_through_a_browser() {
-        let local = std::net::IpAddr::from([127, 0, 0, 1]);
-        let remote = std::net::IpAddr::from([192, 0, 2, 7]);
-        let code = |p: &http::request::Parts, peer| browser_guard(p, peer).err().map(|e| e.code);
-        // The dashboard itself, and API clients without Origin.
-        for host in [
-            "127.0.0.1:9090",
-            "localhost:9090",
-            "[::1]:9090",
-            "LOCALHOST",
-            "a.localhost:1",
-        ] {
-            let origin = format!("http://{host}");
-            assert_eq!(
-                code(&parts(Method::POST, Some(host), Some(&origin)), local),
-                None,
-                "{host}"
-            );
-            assert_eq!(code(&parts(Method::DELETE, Some(host), None), local), None);
-        }
-        assert_eq!(code(&parts(Method::GET, None, None), local), None);
-        // Another site's page posting to routerd.
-        let cross = parts(
-            Method::POST,
-            Some("127.0.0.1:9090"),
-            Some("http://evil.example"),
-        );
-        assert_eq!(code(&cross, local), Some("cross_origin"));
-        let null = parts(Method::PUT, Some("127.0.0.1:9090"), Some("null"));
-        assert_eq!(code(&null, local), Some("cross_origin"));
-        // Reading cross-origin is the browser's to refuse (no CORS headers are sent).
-        let read = parts(
-            Method::GET,
-            Some("127.0.0.1:9090"),
-            Some("http://evil.example"),
-        );
-        assert_eq!(code(&read, local), None);
-        // A rebound name, on loopback: refused, reads included.
-        let rebound = parts(Method::GET, Some("evil.example:9090"), None);
-        assert_eq!(code(&rebound, local), Some("host_not_allowed"));
-        // Off loopback any name may reach routerd (the token guards it there).
-        assert_eq!(code(&rebound, remote), None);
     }
 }
