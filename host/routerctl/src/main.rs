@@ -3,6 +3,7 @@
 //! Human tables by default, the API's JSON with `--json`. Any failure (an API error, a refused
 //! connection, a bad file) prints `routerctl: ...` to stderr and exits 1.
 
+mod cli;
 mod client;
 mod render;
 mod request;
@@ -14,175 +15,12 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 use serde_json::Value;
 use ureq::http::Method;
 
+use cli::{Cli, Command, MatchArgs, PluginCommand, RouteCommand};
 use client::{Body, Client, encode};
-
-/// Manage a running routerd through its admin API.
-#[derive(Parser)]
-#[command(version, propagate_version = true)]
-struct Cli {
-    /// The admin API's base URL.
-    #[arg(
-        long,
-        global = true,
-        env = "ROUTERCTL_ADMIN",
-        default_value = "http://127.0.0.1:9090",
-        value_name = "URL"
-    )]
-    admin: String,
-    /// File holding the admin token, sent as `Authorization: Bearer TOKEN` on POST, PUT and
-    /// DELETE (surrounding whitespace is ignored).
-    #[arg(long, global = true, env = "ROUTERCTL_TOKEN_FILE", value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Print the API's JSON answers (pretty) instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// List, inspect and change routes.
-    #[command(subcommand)]
-    Route(RouteCommand),
-    /// Load, list, inspect and unload WebAssembly plugins.
-    #[command(subcommand)]
-    Plugin(PluginCommand),
-    /// Show which route a request would get, and where every other candidate failed.
-    Match(MatchArgs),
-    /// Show backend health per route, from routerd's active health checks.
-    Health,
-    /// List the live instances sharing this one's store (etcd), with the table each serves.
-    Cluster,
-    /// Print a shell completion script: `routerctl completions bash > /etc/bash_completion.d/routerctl`,
-    /// `routerctl completions zsh > "${fpath[1]}/_routerctl"`,
-    /// `routerctl completions fish > ~/.config/fish/completions/routerctl.fish`.
-    Completions {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-}
-
-#[derive(Subcommand)]
-enum RouteCommand {
-    /// List every route (all pages): name, source, status, priority, version, target, matchers.
-    List,
-    /// Show one route.
-    Get {
-        /// The route's name.
-        name: String,
-    },
-    /// Create a route from a file holding one route as JSON.
-    Add {
-        /// The route's JSON (`-` reads standard input).
-        #[arg(short, long, value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Make the API's routes equal to a route document's routes, in one transaction.
-    ///
-    /// Routes of the file that the API lacks are created, the others updated, and API routes
-    /// that the file lacks deleted; the answer lists which.
-    Apply {
-        /// A route document, `{"routes": [...]}` (`-` reads standard input).
-        #[arg(short, long, value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Replace a route with the route in a file.
-    ///
-    /// When the file carries a `version` (as `route get NAME --json` prints it), it is sent as
-    /// If-Match, so the update is refused (version_mismatch) if the route changed in between.
-    Update {
-        /// The route to replace.
-        name: String,
-        /// The new route's JSON (`-` reads standard input); a different `name` renames it.
-        #[arg(short, long, value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Rename a route (refused if it changes in between).
-    Rename {
-        /// The route's current name.
-        old: String,
-        /// Its new name.
-        new: String,
-    },
-    /// Delete a route.
-    Delete {
-        /// The route's name.
-        name: String,
-    },
-    /// Enable a route (refused if it changes in between).
-    Enable {
-        /// The route's name.
-        name: String,
-    },
-    /// Disable a route: it stays stored but matches nothing (refused if it changes in between).
-    Disable {
-        /// The route's name.
-        name: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum PluginCommand {
-    /// Write a ready-to-build plugin project (WIT, example source, build script, README) into
-    /// DIR (default: ./NAME). Needs no running routerd.
-    New {
-        /// The plugin's name.
-        name: String,
-        /// The guest language.
-        #[arg(long, value_enum)]
-        lang: scaffold::Lang,
-        /// Where to write it (must not exist, or be empty).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Upload a WebAssembly component; routerd validates and compiles it before it replaces
-    /// a plugin of the same name.
-    Load {
-        /// The `.wasm` file.
-        file: PathBuf,
-        /// The plugin's name (default: the file name without `.wasm`).
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// List the loaded plugins with their counters.
-    List,
-    /// Show one plugin: kind, sha256, size, settings, the routes using it, counters.
-    Info {
-        /// The plugin's name.
-        name: String,
-    },
-    /// Unload a plugin.
-    Unload {
-        /// The plugin's name.
-        name: String,
-        /// Unload it even when routes use it (they are excluded until it comes back).
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-/// A request to explain, written like curl's arguments.
-#[derive(Args)]
-struct MatchArgs {
-    /// The request method, e.g. GET.
-    method: String,
-    /// `http://host[:port]/path?query`, or just `/path?query`.
-    url: String,
-    /// A request header, `Name: value` (repeatable).
-    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
-    /// The request body (`@FILE` reads it from a file, `@-` from standard input).
-    #[arg(short = 'd', long = "data", value_name = "BODY")]
-    body: Option<String>,
-    /// The client's address, for `remote_addr` matchers.
-    #[arg(long, value_name = "IP")]
-    remote_addr: Option<String>,
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
