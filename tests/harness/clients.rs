@@ -216,3 +216,18 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Asserts `resp` is one of routerd's own JSON errors (`{"error": ...}`).
+pub fn assert_json_error(resp: &Resp) {
+    let ct = resp.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/json"),
+        "error response content-type should be application/json, got {ct:?} ({})",
+        resp.describe()
+    );
+    let json = resp.json();
+    assert!(
+        json.get("error").is_some_and(|e| e.is_string()),
+        "error body should be {{\"error\": \"...\"}}, got {json}"
+    );
+}
