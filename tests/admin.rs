@@ -25,7 +25,9 @@ use tokio::net::TcpStream;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_get_update_delete_with_their_status_codes() {
     let backend = Backend::start("api-backend").await;
-    let rd = Routerd::start(&config(vec![Route::respond("file-route").m(path("/file"))])).await;
+    let rd =
+        Routerd::start_in_process(&config(vec![Route::respond("file-route").m(path("/file"))]))
+            .await;
 
     // 201: the stored route is the document plus version, source and status.
     let stored = create(&rd, &to_backend("web", "/web", &backend.url())).await;
@@ -130,7 +132,7 @@ async fn invalid_routes_are_refused_with_stable_codes() {
     let rd = Routerd::launch(&config(vec![Route::respond("file-route").m(path("/file"))]))
         .warm_cache()
         .plugin("header-eq")
-        .start()
+        .start_in_process()
         .await;
     let ok = answer("ok-route", "/ok", "ok");
     let with = |key: &str, value: Value| {
@@ -303,7 +305,7 @@ async fn invalid_routes_are_refused_with_stable_codes() {
 async fn file_routes_are_read_only_and_system_routes_protected() {
     let mut system = Route::respond("sys").m(path("/sys"));
     system.0["system"] = json!(true);
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         system,
         Route::respond("from-file").m(path("/from-file")),
     ]))
@@ -361,7 +363,7 @@ async fn file_routes_are_read_only_and_system_routes_protected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_guards_put_and_delete() {
-    let rd = Routerd::start(&config(vec![])).await;
+    let rd = Routerd::start_in_process(&config(vec![])).await;
     // version, source and status in a body are ignored.
     let mut body = answer("guarded", "/g", "v1");
     body["version"] = json!(999_999);
@@ -455,7 +457,7 @@ async fn if_match_guards_put_and_delete() {
 async fn rename_moves_the_route_and_its_traffic() {
     let a = Backend::start("before").await;
     let b = Backend::start("after").await;
-    let rd = Routerd::start(&config(vec![])).await;
+    let rd = Routerd::start_in_process(&config(vec![])).await;
     let old = create(&rd, &to_backend("old-name", "/r", &a.url())).await;
     create(&rd, &answer("other", "/other", "other")).await;
     assert_eq!(rd.get("/r").await.backend().as_deref(), Some("before"));
@@ -500,7 +502,7 @@ async fn rename_moves_the_route_and_its_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_is_stable_and_complete() {
-    let rd = Routerd::start(&config(vec![])).await;
+    let rd = Routerd::start_in_process(&config(vec![])).await;
     let mut created = BTreeSet::new();
     // Created out of name order.
     for i in [4, 1, 6, 0, 3, 5, 2] {
@@ -592,7 +594,7 @@ async fn pagination_is_stable_and_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_never_overwrite_each_other() {
     const WRITERS: usize = 8;
-    let rd = Arc::new(Routerd::start(&config(vec![])).await);
+    let rd = Arc::new(Routerd::start_in_process(&config(vec![])).await);
 
     // The same name from several clients at once: exactly one is created.
     let mut posts = tokio::task::JoinSet::new();
@@ -752,7 +754,7 @@ async fn post_oversized(rd: &Routerd, path: &str, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused() {
-    let rd = Routerd::start(&config(vec![])).await;
+    let rd = Routerd::start_in_process(&config(vec![])).await;
     // 16 MiB for one route is no route anyone means to store.
     let answer_text = post_oversized(&rd, ROUTES, 16 << 20).await;
     let (head, body) = answer_text

@@ -23,7 +23,7 @@ async fn the_token_guards_mutations_only() {
     let rd = Routerd::launch(&config(vec![Route::respond("file-route").m(path("/file"))]))
         .arg("--admin-token-file")
         .arg(&token_file)
-        .start()
+        .start_in_process()
         .await;
     let good = format!("Bearer {token}");
     let json_ct = ("content-type", "application/json");
@@ -144,7 +144,7 @@ async fn a_non_loopback_admin_address_needs_a_token_file() {
 async fn plugins_upload_use_refuse_and_force_delete() {
     let rd = Routerd::launch(&config(vec![Route::respond("fallback").m(path("/sel"))]))
         .warm_cache()
-        .start()
+        .start_in_process()
         .await;
     let wasm = std::fs::read(dist_plugin("header-eq")).unwrap();
     let wasm_ct = [("content-type", "application/wasm")];
@@ -329,7 +329,7 @@ async fn plugins_upload_use_refuse_and_force_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_explains_fall_through() {
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::respond("needs-header")
             .m(path("/x"))
             .m(header("x-a", "1"))

@@ -117,7 +117,7 @@ async fn metrics_count_requests_plugin_calls_and_table_changes() {
     .warm_cache()
     .plugin("header-eq")
     .plugin("bad-panic")
-    .start()
+    .start_in_process()
     .await;
     let before = scrape(&rd).await;
     let requests = |s: &[Sample], route: &str, status: &str| {
@@ -260,7 +260,7 @@ async fn metrics_count_requests_plugin_calls_and_table_changes() {
 async fn health_checks_report_up_and_down() {
     let live = Backend::start("live").await;
     let dead_target = format!("http://127.0.0.1:{}", unused_port());
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("to-live", &live.url()).m(path("/live")),
         Route::respond("inline").m(path("/inline")),
     ]))
@@ -345,7 +345,8 @@ async fn route_changes_under_steady_load_fail_no_request() {
     let a = Backend::start("hot-a").await;
     let b = Backend::start("hot-b").await;
     let rd = Arc::new(
-        Routerd::start(&config(vec![Route::respond("file-route").m(path("/file"))])).await,
+        Routerd::start_in_process(&config(vec![Route::respond("file-route").m(path("/file"))]))
+            .await,
     );
     let hot = |name: &str, p: &str, backend: &Backend, generation: u64| {
         let mut r = to_backend(name, p, &backend.url());

@@ -42,7 +42,7 @@ async fn upstream_path_strip_prefix_and_base_path() {
         Route::proxy("nostrip", &base).m(prefix("/things")),
         Route::proxy("root", &b.url()).m(prefix("/keep")),
     ]);
-    let rd = Routerd::start(&cfg).await;
+    let rd = Routerd::start_in_process(&cfg).await;
     let table: &[(&str, &str, Value)] = &[
         ("/api/x?q=1", "/base/x", json!("q=1")),
         ("/api/x/y/", "/base/x/y/", Value::Null),
@@ -80,7 +80,7 @@ async fn query_string_forwarded_byte_for_byte() {
             .m(prefix("/s"))
             .set("strip_prefix", json!("/s")),
     ]);
-    let rd = Routerd::start(&cfg).await;
+    let rd = Routerd::start_in_process(&cfg).await;
     let table: &[(&str, Value)] = &[
         ("/q?a=1&a=2&b=%20+x", json!("a=1&a=2&b=%20+x")),
         ("/q?x=%2F%3F%26&y=&z", json!("x=%2F%3F%26&y=&z")),
@@ -113,7 +113,8 @@ async fn hop_by_hop_headers_dropped_both_ways() {
         .header("X-End-To-End-R", "yes")
         .start()
         .await;
-    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+    let rd =
+        Routerd::start_in_process(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
     let resp = rd
         .request(
             "GET",
@@ -168,7 +169,8 @@ async fn hop_by_hop_headers_dropped_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_upstream_host() {
     let b = Backend::start("b").await;
-    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+    let rd =
+        Routerd::start_in_process(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
 
     let resp = rd
         .request("GET", "/f", &[("Host", "shop.example.com")], "")
@@ -214,7 +216,8 @@ async fn methods_status_and_headers_pass_through() {
         .header("X-Custom", "yes")
         .start()
         .await;
-    let rd = Routerd::start(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
+    let rd =
+        Routerd::start_in_process(&config(vec![Route::proxy("p", &b.url()).m(prefix("/"))])).await;
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         let resp = rd
             .request(method, "/m", &[("X-Multi", "1"), ("X-Multi", "2")], "body!")
@@ -256,7 +259,7 @@ fn assert_error_json(resp: &Resp, status: u16, route: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_backend_is_502() {
     let port = unused_port();
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("dead", &format!("http://127.0.0.1:{port}")).m(prefix("/dead")),
     ]))
     .await;
@@ -320,7 +323,7 @@ async fn backend_connections_are_reused_and_a_closed_idle_one_costs_no_request()
     use std::sync::atomic::Ordering;
     let (keep, keep_accepted) = counting_backend(false).await;
     let (closing, closing_accepted) = counting_backend(true).await;
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("keep", &keep).m(prefix("/keep")),
         Route::proxy("closing", &closing).m(prefix("/closing")),
     ]))
@@ -368,7 +371,7 @@ async fn slow_backend_past_timeout_is_504() {
         .delay(Duration::from_millis(500))
         .start()
         .await;
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("slow", &slow.url())
             .m(prefix("/slow"))
             .set("timeout_ms", json!(300)),
@@ -398,7 +401,7 @@ async fn slow_backend_past_timeout_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge() {
     let b = Backend::start("b").await;
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("h2", &b.url()).m(prefix("/h2")),
         Route::respond("hello").m(path("/hello")),
     ]))
@@ -487,7 +490,7 @@ async fn header_limits_are_flags_with_their_own_errors() {
             .expect("h2c body")
     };
 
-    let rd = Routerd::start(&cfg).await;
+    let rd = Routerd::start_in_process(&cfg).await;
     let resp = request_to(rd.proxy, "GET", "/big", &headers, Bytes::new())
         .await
         .expect("h1 exchange");
@@ -504,7 +507,7 @@ async fn header_limits_are_flags_with_their_own_errors() {
         .arg("100")
         .arg("--max-response-headers")
         .arg("100")
-        .start()
+        .start_in_process()
         .await;
     let resp = request_to(rd.proxy, "GET", "/big", &headers, Bytes::new())
         .await
@@ -567,7 +570,7 @@ async fn access_log_has_one_line_per_request() {
         .arg("json")
         .arg("--access-log-file")
         .arg(&file)
-        .start()
+        .start_in_process()
         .await;
     let api = rd.get("/api/x?q=1").await;
     assert_eq!(api.status, 200);
@@ -613,7 +616,7 @@ async fn access_log_has_one_line_per_request() {
         .arg("logfmt")
         .arg("--access-log-file")
         .arg(&file)
-        .start()
+        .start_in_process()
         .await;
     assert_eq!(rd.get("/api/a%20b").await.status, 200);
     let lines = access_lines(&file, 1).await;
@@ -673,7 +676,7 @@ async fn websocket_is_proxied_both_ways() {
     let rd = Routerd::launch(&cfg)
         .plugin("header-eq")
         .warm_cache()
-        .start()
+        .start_in_process()
         .await;
     let url = format!("ws://{}/ws/chat", rd.proxy);
 

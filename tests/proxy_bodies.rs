@@ -70,7 +70,7 @@ async fn body_routing_setup(max_body_bytes: Option<u64>) -> (Routerd, Vec<Backen
     if let Some(max) = max_body_bytes {
         cfg["max_body_bytes"] = json!(max);
     }
-    (Routerd::start(&cfg).await, backends)
+    (Routerd::start_in_process(&cfg).await, backends)
 }
 
 /// A JSON body `{"user":{"tier":"gold"},"pad":"xxx…"}` of exactly `len` bytes.
@@ -210,7 +210,9 @@ async fn check_request_streams(rd: &Routerd, b: &Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_body_streams_to_backend() {
     let b = Backend::start("b").await;
-    let rd = Routerd::start(&config(vec![Route::proxy("up", &b.url()).m(prefix("/up"))])).await;
+    let rd =
+        Routerd::start_in_process(&config(vec![Route::proxy("up", &b.url()).m(prefix("/up"))]))
+            .await;
     check_request_streams(&rd, &b).await;
 }
 
@@ -220,7 +222,7 @@ async fn request_body_not_buffered_when_the_winner_needs_no_body() {
     // read for `/up`.
     let b = Backend::start("b").await;
     let other = Backend::start("other").await;
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("up", &b.url()).m(prefix("/up")),
         Route::proxy("by-body", &other.url())
             .m(prefix("/"))
@@ -240,7 +242,7 @@ async fn response_body_streams_to_client() {
         .gated("first-part|", "rest-of-it")
         .start()
         .await;
-    let rd = Routerd::start(&config(vec![
+    let rd = Routerd::start_in_process(&config(vec![
         Route::proxy("down", &b.url()).m(prefix("/down")),
     ]))
     .await;
@@ -283,7 +285,8 @@ async fn large_response_body_streams_intact() {
         .large_body(total, 64 * 1024)
         .start()
         .await;
-    let rd = Routerd::start(&config(vec![Route::proxy("big", &b.url()).m(prefix("/"))])).await;
+    let rd = Routerd::start_in_process(&config(vec![Route::proxy("big", &b.url()).m(prefix("/"))]))
+        .await;
     let resp = rd.get("/big").await;
     assert_eq!(resp.status, 200, "status {}", resp.status);
     assert_eq!(resp.body.len(), total);

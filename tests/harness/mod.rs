@@ -10,6 +10,7 @@
 
 mod backends;
 mod clients;
+mod in_process;
 mod plugins;
 mod processes;
 mod routes;

@@ -220,18 +220,38 @@ fn spawn_routerd_args(
 
 /// A running routerd, killed on drop (its logs are printed when the test is panicking).
 pub struct Routerd {
-    child: Child,
+    pub(super) instance: Instance,
     /// Proxy listener address.
     pub proxy: SocketAddr,
     /// Admin listener address.
     pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    stderr_lines: Arc<Mutex<Vec<String>>>,
-    config_path: Option<PathBuf>,
-    exit: Option<ExitStatus>,
-    plugins_dir: PathBuf,
-    data_dir: PathBuf,
-    dir: TempDir,
+    pub(super) logs: Arc<Mutex<Vec<String>>>,
+    pub(super) stderr_lines: Arc<Mutex<Vec<String>>>,
+    pub(super) config_path: Option<PathBuf>,
+    pub(super) exit: Option<ExitStatus>,
+    pub(super) plugins_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
+    pub(super) dir: TempDir,
+}
+
+/// How a [`Routerd`] runs: its own process (the black-box default), or in this test's process
+/// through the library ([`Launch::start_in_process`]), which has no pid, signals or log.
+pub(super) enum Instance {
+    Process(Child),
+    InProcess(routerd::app::Running),
+}
+
+impl Instance {
+    fn child(&mut self) -> &mut Child {
+        match self {
+            Instance::Process(child) => child,
+            Instance::InProcess(_) => {
+                panic!(
+                    "an in-process routerd has no process: start this test's with Routerd::start"
+                )
+            }
+        }
+    }
 }
 
 impl Routerd {
@@ -262,7 +282,12 @@ impl Routerd {
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.instance {
+            Instance::Process(child) => child.id(),
+            Instance::InProcess(_) => {
+                panic!("an in-process routerd has no pid: start this test's with Routerd::start")
+            }
+        }
     }
 
     /// The temp dir routerd runs in.
@@ -334,7 +359,10 @@ impl Routerd {
         if self.exit.is_some() {
             return false;
         }
-        match self.child.try_wait() {
+        if let Instance::InProcess(_) = self.instance {
+            return true;
+        }
+        match self.instance.child().try_wait() {
             Ok(Some(status)) => {
                 self.exit = Some(status);
                 false
@@ -448,8 +476,9 @@ impl Routerd {
         if let Some(status) = self.exit {
             return status;
         }
-        self.child.kill().expect("SIGKILL routerd");
-        let status = self.child.wait().expect("reap routerd");
+        let child = self.instance.child();
+        child.kill().expect("SIGKILL routerd");
+        let status = child.wait().expect("reap routerd");
         self.exit = Some(status);
         status
     }
@@ -470,7 +499,7 @@ impl Routerd {
             if let Some(status) = self.exit {
                 return Some(status);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.instance.child().try_wait() {
                 self.exit = Some(status);
                 return Some(status);
             }
@@ -484,16 +513,20 @@ impl Routerd {
 
 impl Drop for Routerd {
     fn drop(&mut self) {
+        let Instance::Process(child) = &mut self.instance else {
+            // Dropping the handle asks the in-process routerd to stop.
+            return;
+        };
         if std::thread::panicking() {
-            eprintln!("---- routerd logs (pid {}) ----", self.child.id());
-            for line in self.logs() {
+            eprintln!("---- routerd logs (pid {}) ----", child.id());
+            for line in lock_lines(&self.logs) {
                 eprintln!("{line}");
             }
             eprintln!("---- end of routerd logs ----");
         }
         if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -501,16 +534,16 @@ impl Drop for Routerd {
 /// How to start routerd: the config, the plugins and data directories, and plugins (with their
 /// settings) to put in the plugins directory first. Start with [`Routerd::launch`].
 pub struct Launch {
-    source: ConfigSource,
-    plugins_dir: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    warm_cache: bool,
-    plugins: Vec<(String, PathBuf)>,
-    settings: Vec<(String, Value)>,
-    admin_addr: Option<String>,
-    extra_args: Vec<OsString>,
-    startup_timeout: Duration,
-    file_size_limit: Option<u64>,
+    pub(super) source: ConfigSource,
+    pub(super) plugins_dir: Option<PathBuf>,
+    pub(super) data_dir: Option<PathBuf>,
+    pub(super) warm_cache: bool,
+    pub(super) plugins: Vec<(String, PathBuf)>,
+    pub(super) settings: Vec<(String, Value)>,
+    pub(super) admin_addr: Option<String>,
+    pub(super) extra_args: Vec<OsString>,
+    pub(super) startup_timeout: Duration,
+    pub(super) file_size_limit: Option<u64>,
 }
 
 impl Launch {
@@ -614,7 +647,7 @@ impl Launch {
     }
 
     /// Create the directories, install the plugins and settings; returns (plugins, data).
-    fn prepare(&self, dir: &Path) -> (PathBuf, PathBuf) {
+    pub(super) fn prepare(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let plugins = self
             .plugins_dir
             .clone()
@@ -720,7 +753,7 @@ impl Launch {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         Routerd {
-            child,
+            instance: Instance::Process(child),
             proxy,
             admin,
             logs,

@@ -68,6 +68,9 @@ pub enum AppError {
     /// The TLS certificates could not be loaded.
     #[error("cannot load the TLS certificates: {0}")]
     Tls(#[source] TlsError),
+    /// routerd's own thread panicked (a bug: please report it with the log).
+    #[error("routerd's thread panicked")]
+    Panicked,
 }
 
 impl AppError {
@@ -87,31 +90,15 @@ pub fn run(settings: Settings) -> ExitCode {
     if let Some(Command::Check { config, plugins }) = &settings.command {
         return check(config, plugins);
     }
-    // The control plane (admin API, config and plugin watchers, table rebuilds) runs on its own
-    // thread, so its work never queues behind, or in front of, proxied requests. With workers,
-    // the main thread only starts and stops things; the workers build their own runtimes.
-    let main_runtime = match settings.workers {
-        Workers::Shared => tokio::runtime::Runtime::new(),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    };
-    let runtimes = main_runtime.and_then(|proxy| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("routerd-control")
-            .enable_all()
-            .build()
-            .map(|control| (proxy, control))
-    });
-    let (runtime, control) = match runtimes {
+    let (runtime, control) = match runtimes(settings.workers) {
         Ok(rts) => rts,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(serve::serve(settings, control.handle().clone()));
+    let stop = listeners::shutdown_signal();
+    let result = runtime.block_on(serve::serve(settings, control.handle().clone(), stop, None));
     control.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +107,98 @@ pub fn run(settings: Settings) -> ExitCode {
             eprintln!("routerd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtimes: the proxy's (the main thread's; with workers it only starts and stops them,
+/// as the workers build their own) and the control plane's. The control plane (admin API,
+/// config and plugin watchers, table rebuilds) runs on its own thread, so its work never
+/// queues behind, or in front of, proxied requests.
+fn runtimes(
+    workers: Workers,
+) -> std::io::Result<(tokio::runtime::Runtime, tokio::runtime::Runtime)> {
+    let proxy = match workers {
+        Workers::Shared => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    }?;
+    let control = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("routerd-control")
+        .enable_all()
+        .build()?;
+    Ok((proxy, control))
+}
+
+/// A routerd serving in this process, on threads of its own: its listeners' addresses, and
+/// [`Running::stop`]. Dropping it asks it to stop without waiting.
+#[derive(Debug)]
+pub struct Running {
+    /// The proxy listener's address.
+    pub proxy: std::net::SocketAddr,
+    /// The admin listener's address.
+    pub admin: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), AppError>>>,
+}
+
+impl Running {
+    /// Stops serving, drains like a SIGTERM would, and waits until routerd has stopped.
+    pub fn stop(mut self) -> Result<(), AppError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Err(AppError::Panicked)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts serving as `settings` ask, in this process, and returns once both listeners are bound
+/// (or with the reason routerd could not start). The same daemon as [`run`], stopped through
+/// [`Running`] instead of a signal; `--plugin-compiler in-process` suits it best, as the
+/// compiling child is this process's executable run with `--compile-plugin`.
+pub fn start(settings: Settings) -> Result<Running, AppError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("routerd".into())
+        .spawn(move || {
+            let (runtime, control) = runtimes(settings.workers)
+                .map_err(AppError::io("cannot start the async runtime"))?;
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            let control_handle = control.handle().clone();
+            let result =
+                runtime.block_on(serve::serve(settings, control_handle, stop, Some(ready_tx)));
+            control.shutdown_timeout(Duration::from_secs(1));
+            result
+        })
+        .map_err(AppError::io("cannot start routerd's thread"))?;
+    match ready_rx.recv() {
+        Ok((proxy, admin)) => Ok(Running {
+            proxy,
+            admin,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        // The thread ended before both listeners were bound: its error says why.
+        Err(_) => Err(match thread.join() {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => AppError::Settings("routerd stopped before it listened".into()),
+            Err(_) => AppError::Panicked,
+        }),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the route set over them, the control plane's tasks, the listeners; then the wait for
 //! SIGTERM and the drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use super::listeners::{ProxyServing, shutdown_signal, start_tls};
+use super::listeners::{ProxyServing, start_tls};
 use super::store::{Store, open_store};
 use super::watch::FileWatch;
 use super::{AppError, CompilerPlace, Settings, reload};
@@ -30,10 +31,13 @@ use routerd_proxy::upstream::UpstreamOptions;
 use routerd_routing::config::{self, ConfigFile};
 use routerd_routing::{PublishedTable, RouteTable};
 
-/// Serves until SIGTERM (or Ctrl-C), then drains; `control` runs the control plane.
+/// Serves until `stop` completes, then drains; `control` runs the control plane. Once both
+/// listeners are bound, their addresses go to `ready` (proxy, admin).
 pub(super) async fn serve(
     settings: Settings,
     control: tokio::runtime::Handle,
+    stop: impl Future<Output = ()>,
+    ready: Option<Ready>,
 ) -> Result<(), AppError> {
     // A write past the file size limit must fail with an error (which the route store reports
     // and survives), not kill the process: handling SIGXFSZ replaces its default action. The
@@ -81,7 +85,13 @@ pub(super) async fn serve(
     if let (Some(path), Some(watch)) = (&settings.config, config_watch) {
         reload::follow_config(path.clone(), watch, &routes, &control);
     }
-    listen_and_serve(&settings, &proxy, &routes, &store, admin, &control).await
+    let served = Served {
+        proxy: &proxy,
+        routes: &routes,
+        store: &store,
+        admin,
+    };
+    listen_and_serve(&settings, served, &control, stop, ready).await
 }
 
 /// The plugin registry over the plugins directory, loaded, compiling in a child process unless
@@ -204,15 +214,31 @@ fn start_routes(
     })
 }
 
-/// Binds the listeners, serves until SIGTERM, then drains.
+/// Where the addresses of a started routerd's listeners go: (proxy, admin).
+pub(super) type Ready = std::sync::mpsc::Sender<(SocketAddr, SocketAddr)>;
+
+/// What the listeners serve.
+struct Served<'a> {
+    proxy: &'a Arc<Proxy>,
+    routes: &'a Arc<RouteSet>,
+    store: &'a Store,
+    admin: Arc<Admin>,
+}
+
+/// Binds the listeners, serves until `stop` completes, then drains.
 async fn listen_and_serve(
     settings: &Settings,
-    proxy: &Arc<Proxy>,
-    routes: &Arc<RouteSet>,
-    store: &Store,
-    admin: Arc<Admin>,
+    served: Served<'_>,
     control: &tokio::runtime::Handle,
+    stop: impl Future<Output = ()>,
+    ready: Option<Ready>,
 ) -> Result<(), AppError> {
+    let Served {
+        proxy,
+        routes,
+        store,
+        admin,
+    } = served;
     let tls = match settings.tls_listen {
         Some(addr) => Some(start_tls(settings, addr, control).await?),
         None if settings.tls_cert.is_some() || settings.tls_dir.is_some() => {
@@ -265,7 +291,10 @@ async fn listen_and_serve(
     )?;
     let admin_task = serve_admin(admin_listener, admin, stop_rx, options, control)?;
     control.spawn(reload::watch_named_files(routes.clone()));
-    shutdown_signal().await;
+    if let Some(ready) = ready {
+        let _ = ready.send((proxy_addr, admin_addr));
+    }
+    stop.await;
     info!("shutting down: draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = tokio::join!(serving.finished(), admin_task);
