@@ -94,7 +94,7 @@ pub struct PluginEngine {
     component_async: Runtime,
     cache_dir: Option<PathBuf>,
     /// Runs load-time calls (trial instantiation, `validate`) for callers that are not async.
-    control: tokio::runtime::Handle,
+    control: LoadRuntime,
     /// Every plugin's idle instances with the engine they belong to, for eviction.
     idle_pools: Mutex<Vec<(EngineKind, Weak<dyn Evictable>)>>,
     /// The command that compiles in a child process (see [`PluginEngine::compile_in_child`]).
@@ -145,7 +145,7 @@ impl PluginEngine {
             standard,
             component_async,
             cache_dir,
-            control: control_runtime()?,
+            control: LoadRuntime::new()?,
             idle_pools: Mutex::new(Vec::new()),
             compiler: OnceLock::new(),
             ticker,
@@ -225,24 +225,35 @@ impl Runtime {
     }
 }
 
-/// A one-worker runtime of its own for load-time calls, so they never wait for (or hold) a
-/// request worker. It lives as long as the process (it is leaked on purpose: dropping a runtime
-/// from async code panics, and every engine shares it).
-fn control_runtime() -> Result<tokio::runtime::Handle, PluginError> {
-    static CONTROL: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
-    let mut slot = CONTROL
-        .lock()
-        .map_err(|_| PluginError::Engine("the plugin control runtime lock is poisoned".into()))?;
-    if let Some(handle) = &*slot {
-        return Ok(handle.clone());
+/// A one-worker runtime of the engine's own for load-time calls, so they never wait for (or
+/// hold) a request worker. It goes with the engine, shut down in the background: the engine's
+/// last reference may be dropped in async code, where a runtime's ordinary drop would panic.
+pub(crate) struct LoadRuntime(Option<tokio::runtime::Runtime>);
+
+impl LoadRuntime {
+    fn new() -> Result<LoadRuntime, PluginError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("plugin-load")
+            .enable_all()
+            .build()
+            .map_err(PluginError::engine)?;
+        Ok(LoadRuntime(Some(rt)))
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("plugin-control")
-        .enable_all()
-        .build()
-        .map_err(PluginError::engine)?;
-    let handle = Box::leak(Box::new(rt)).handle().clone();
-    *slot = Some(handle.clone());
-    Ok(handle)
+
+    fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        match &self.0 {
+            Some(rt) => rt.handle().block_on(fut),
+            // Taken only in `drop`.
+            None => unreachable!("the load runtime is in use after its engine was dropped"),
+        }
+    }
+}
+
+impl Drop for LoadRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
