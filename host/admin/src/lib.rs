@@ -6,6 +6,7 @@
 
 mod access;
 mod error;
+mod explain;
 mod plugins;
 mod requests;
 mod ui;
@@ -210,7 +211,10 @@ impl Admin {
                 let (head, body) = parse_match(&read_body(body, MAX_JSON_BODY).await?)?;
                 let table = self.routes.table();
                 let explanation = table.explain(&head.view(body.as_ref())).await;
-                Ok(json(StatusCode::OK, &explanation))
+                Ok(json(
+                    StatusCode::OK,
+                    &explain::document(&table, explanation),
+                ))
             }
             (&Method::GET, ["api", "v1", "cluster"]) => {
                 let routes = self.routes.clone();

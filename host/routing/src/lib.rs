@@ -31,4 +31,6 @@ pub use params::Params;
 pub use published::PublishedTable;
 pub use request::{BufferedBody, RequestView, SharedHead, request_host};
 pub use route::{Route, RouteFilter, Target};
-pub use table::{BuildMode, CandidateResult, Decision, Explanation, PredicateResults, RouteTable};
+pub use table::{
+    BuildMode, Candidate, Decision, Explanation, Failure, PredicateResults, RouteTable,
+};

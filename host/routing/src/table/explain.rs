@@ -1,5 +1,6 @@
 //! Explaining a decision (the admin API's `match`): every candidate route considered, in
-//! decision order, with the matcher that failed.
+//! decision order, with the part of its rule that failed. The facts only: the admin API words
+//! them.
 
 use super::predicates::PredicateOverloaded;
 use super::{Decision, RouteTable};
@@ -10,33 +11,39 @@ use crate::request::RequestView;
 use crate::route::Route;
 use crate::tree::Candidates;
 
-/// One candidate route in an [`Explanation`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CandidateResult {
-    /// The route's name.
-    pub route: String,
-    /// `matched` or `failed`.
-    pub result: &'static str,
-    /// The first matcher that failed, e.g. `matchers[1] (header x-tier)`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failed: Option<String>,
+/// One candidate route in an [`Explanation`]: its id, and why it failed (`None`: it matched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The route's id in the table.
+    pub route: u32,
+    /// The first part of its rule that failed.
+    pub failed: Option<Failure>,
+}
+
+/// The first part of a route's rule that failed a request. Matcher indexes are into the rule's
+/// `matchers`, so whoever shows it can name the matcher as the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// This matcher did not match.
+    Matcher(usize),
+    /// This matcher reads the body, and none was given.
+    NoBody(usize),
+    /// The request body's `Content-Type` is none of the route's `consumes`.
+    Consumes,
+    /// The request's `Accept` allows none of the route's `produces`.
+    Produces,
+    /// This plugin predicate could not run: routerd had no capacity for the call.
+    Overloaded(usize),
 }
 
 /// Why a request gets the answer it gets: the decision, and every candidate route considered
-/// on the way in decision order, with the matcher that failed.
-#[derive(Debug, Clone, serde::Serialize)]
+/// on the way, in decision order, with the part of its rule that failed.
+#[derive(Debug)]
 pub struct Explanation {
-    /// `route`, `need_body`, `default_url`, `redirect`, `method_not_allowed`, `options`,
-    /// `unsupported_media_type`, `not_acceptable`, `not_found` or `overloaded` (the detail
-    /// names the plugin routerd had no capacity to run).
-    pub decision: &'static str,
-    /// The chosen route, for `route`.
-    pub route: Option<String>,
-    /// The redirect target or the `Allow` list, where there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    /// The decision.
+    pub decision: Decision,
     /// The candidates, in the order they were considered.
-    pub candidates: Vec<CandidateResult>,
+    pub candidates: Vec<Candidate>,
 }
 
 impl<X: External> RouteTable<X> {
@@ -51,42 +58,15 @@ impl<X: External> RouteTable<X> {
         ids.sort_unstable();
         let mut candidates = Vec::new();
         for id in ids {
-            let route = &self.routes[id as usize];
-            let failed = self.first_failure(id, route, req).await;
+            let failed = self.first_failure(id, &self.routes[id as usize], req).await;
             let matched = failed.is_none();
-            candidates.push(CandidateResult {
-                route: route.name.to_string(),
-                result: if matched { "matched" } else { "failed" },
-                failed,
-            });
+            candidates.push(Candidate { route: id, failed });
             if matched {
                 break;
             }
         }
-        let (decision, route, detail) = match self.decide_with_predicates(req).await {
-            Decision::Route(id) => ("route", Some(self.route(id).name.to_string()), None),
-            Decision::NeedBody | Decision::NeedPredicates { .. } => ("need_body", None, None),
-            Decision::DefaultUrl => ("default_url", None, None),
-            Decision::Redirect(status, location) => (
-                "redirect",
-                None,
-                Some(format!("{} {location}", status.as_u16())),
-            ),
-            Decision::MethodNotAllowed(allow) => ("method_not_allowed", None, Some(allow)),
-            Decision::Options(allow) => ("options", None, Some(allow)),
-            Decision::UnsupportedMediaType(types) => ("unsupported_media_type", None, Some(types)),
-            Decision::NotAcceptable(types) => ("not_acceptable", None, Some(types)),
-            Decision::NotFound => ("not_found", None, None),
-            Decision::Overloaded { route, plugin } => (
-                "overloaded",
-                Some(self.route(route).name.to_string()),
-                Some(plugin),
-            ),
-        };
         Explanation {
-            decision,
-            route,
-            detail,
+            decision: self.decide_with_predicates(req).await,
             candidates,
         }
     }
@@ -96,16 +76,7 @@ impl<X: External> RouteTable<X> {
         id: u32,
         route: &Route<X>,
         req: &RequestView<'_>,
-    ) -> Option<String> {
-        let describe = |i: usize| {
-            let spec = &route.rule.matchers[i];
-            let what = match (&spec.field, &spec.plugin) {
-                (Some(f), _) => format!("{} {f}", spec.condition),
-                (None, Some(p)) => format!("plugin {p}"),
-                _ => spec.condition.clone(),
-            };
-            format!("matchers[{i}] ({what})")
-        };
+    ) -> Option<Failure> {
         let index_of = |conditions: &[&str]| {
             route
                 .rule
@@ -117,35 +88,32 @@ impl<X: External> RouteTable<X> {
         if let PathMatch::Regex(re) = &route.path
             && !re.is_match(req.path)
         {
-            return Some(describe(index_of(&["path"])));
+            return Some(Failure::Matcher(index_of(&["path"])));
         }
         if route
             .methods
             .as_ref()
             .is_some_and(|m| !m.contains(req.method))
         {
-            return Some(describe(index_of(&["method"])));
+            return Some(Failure::Matcher(index_of(&["method"])));
         }
         for (i, m) in &route.matchers {
             if m.needs_body() && req.body.is_none() {
-                return Some(format!("{} (no body given)", describe(*i)));
+                return Some(Failure::NoBody(*i));
             }
             if !m.matches(req) {
-                return Some(describe(*i));
+                return Some(Failure::Matcher(*i));
             }
         }
         if !media::consumes_ok(&route.consumes, req.headers) {
-            return Some("consumes (the request body's Content-Type)".into());
+            return Some(Failure::Consumes);
         }
         if !media::produces_ok(&route.produces, req.headers) {
-            return Some("produces (the request's Accept)".into());
+            return Some(Failure::Produces);
         }
         match self.first_failed_predicate(id, route, req, req.path).await {
-            Ok(failed) => failed.map(describe),
-            Err(PredicateOverloaded { index, .. }) => Some(format!(
-                "{} (could not run: routerd is overloaded)",
-                describe(index)
-            )),
+            Ok(failed) => failed.map(Failure::Matcher),
+            Err(PredicateOverloaded { index, .. }) => Some(Failure::Overloaded(index)),
         }
     }
 }

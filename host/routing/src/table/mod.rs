@@ -7,7 +7,7 @@
 mod explain;
 mod predicates;
 
-pub use explain::{CandidateResult, Explanation};
+pub use explain::{Candidate, Explanation, Failure};
 
 use http::{Method, StatusCode};
 
