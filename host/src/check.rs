@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use routerd_plugins::{Plugin, PluginEngine, PluginRegistry, PoolLimits};
+use routerd_plugins::{Plugin, PluginEngine, PluginError, PluginRegistry, PoolLimits};
 use routerd_routing::config::{self, ConfigError, RouteError};
 use routerd_routing::table::BuildMode;
 use routerd_routing::{Lookup, PluginSource, RouteTable};
@@ -81,14 +81,13 @@ pub enum CheckError {
     Config(#[from] ConfigError),
     /// The plugin engine could not start.
     #[error("cannot start the plugin engine: {0}")]
-    Engine(String),
+    Engine(#[source] PluginError),
 }
 
 /// Checks the route document in `config_path` against the plugins in `plugins_dir`.
 pub fn check(config_path: &Path, plugins_dir: &Path) -> Result<CheckReport, CheckError> {
     let doc = config::load_file(config_path)?;
-    let engine = PluginEngine::new(&PoolLimits::default(), None)
-        .map_err(|e| CheckError::Engine(e.to_string()))?;
+    let engine = PluginEngine::new(&PoolLimits::default(), None).map_err(CheckError::Engine)?;
     let source = OnDemand {
         registry: PluginRegistry::new(engine, plugins_dir),
         dir: plugins_dir.to_path_buf(),

@@ -30,9 +30,10 @@ pub use settings::{FailurePolicy, InstanceMode, PluginSettings};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PluginError {
-    /// The engine could not be set up.
-    #[error("plugin engine: {0}")]
-    Engine(String),
+    /// The engine could not be set up (the cause is kept; the message shows its whole chain
+    /// on one line).
+    #[error("plugin engine: {}", one_line(.0))]
+    Engine(#[source] wasmtime::Error),
     /// The name has characters other than letters, digits, `-`, `_`.
     #[error("invalid plugin name {0:?}: use letters, digits, '-' and '_'")]
     InvalidName(String),
@@ -73,7 +74,7 @@ impl PluginError {
     /// The engine error with every cause, on one line (wasmtime's own `to_string` shows only
     /// the outermost).
     pub(crate) fn engine(e: impl Into<wasmtime::Error>) -> Self {
-        PluginError::Engine(one_line(&e.into()))
+        PluginError::Engine(e.into())
     }
 
     pub(crate) fn invalid(e: wasmtime::Error) -> Self {
