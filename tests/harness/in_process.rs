@@ -26,16 +26,7 @@ impl Launch {
         );
         let dir = TempDir::new("rd-in");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
-        let config_path = match &self.source {
-            ConfigSource::Json(json) => {
-                let path = dir.path().join("config.json");
-                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
-                    .expect("write config");
-                Some(path)
-            }
-            ConfigSource::File(path) => Some(path.clone()),
-            ConfigSource::None => None,
-        };
+        let config_path = self.config_file(dir.path());
         let mut args: Vec<OsString> = vec!["routerd".into()];
         if let Some(config) = &config_path {
             args.extend(["--config".into(), config.clone().into_os_string()]);

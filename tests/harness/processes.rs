@@ -647,6 +647,20 @@ impl Launch {
     }
 
     /// Create the directories, install the plugins and settings; returns (plugins, data).
+    /// The config file to pass: the JSON written into `dir`, the given file, or none.
+    pub(super) fn config_file(&self, dir: &Path) -> Option<PathBuf> {
+        match &self.source {
+            ConfigSource::Json(json) => {
+                let path = dir.join("config.json");
+                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
+                    .expect("write config");
+                Some(path)
+            }
+            ConfigSource::File(path) => Some(path.clone()),
+            ConfigSource::None => None,
+        }
+    }
+
     pub(super) fn prepare(&self, dir: &Path) -> (PathBuf, PathBuf) {
         let plugins = self
             .plugins_dir
@@ -683,16 +697,7 @@ impl Launch {
     pub async fn start(self) -> Routerd {
         let dir = TempDir::new("rd");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
-        let config_path = match &self.source {
-            ConfigSource::Json(json) => {
-                let path = dir.path().join("config.json");
-                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
-                    .expect("write config");
-                Some(path)
-            }
-            ConfigSource::File(path) => Some(path.clone()),
-            ConfigSource::None => None,
-        };
+        let config_path = self.config_file(dir.path());
         let mut child = self.spawn(dir.path(), config_path.as_deref(), &plugins_dir, &data_dir);
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr_lines = Arc::new(Mutex::new(Vec::new()));
@@ -771,16 +776,7 @@ impl Launch {
     pub async fn run_to_exit(self, timeout: Duration) -> RunOutcome {
         let dir = TempDir::new("run");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
-        let config = match &self.source {
-            ConfigSource::Json(json) => {
-                let path = dir.path().join("config.json");
-                std::fs::write(&path, serde_json::to_vec_pretty(json).expect("config json"))
-                    .expect("write config");
-                Some(path)
-            }
-            ConfigSource::File(path) => Some(path.clone()),
-            ConfigSource::None => None,
-        };
+        let config = self.config_file(dir.path());
         let child = self.spawn(dir.path(), config.as_deref(), &plugins_dir, &data_dir);
         wait_for_exit_or_start(child, timeout).await
     }
