@@ -82,6 +82,25 @@ async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
         .map_err(Into::into)
 }
 
+/// What an endpoint reads of a request besides its body.
+struct Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a http::HeaderMap,
+}
+
+impl Call<'_> {
+    /// 405 for a path that exists, with a method it does not take.
+    fn not_allowed(&self) -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not supported on {}", self.method, self.path),
+        )
+    }
+}
+
 impl Admin {
     /// The admin API over a live route set.
     pub fn new(
@@ -127,41 +146,43 @@ impl Admin {
             return ui_file(rest, &parts.headers);
         }
         browser_guard(&parts, peer.addr.ip())?;
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-        let method = parts.method.clone();
-        if let Some(why) = token_needed(&method, &path, peer.addr.ip())
+        if let Some(why) = token_needed(&parts.method, &path, peer.addr.ip())
             && !self.authorized(&parts.headers)
         {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why));
         }
-        let query = parts.uri.query();
-        match (&method, segments.as_slice()) {
-            (&Method::GET, ["healthz"]) => {
-                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
-            }
-            (&Method::GET, ["metrics"]) => {
-                let mut resp = Response::new(full(self.metrics.render()));
-                resp.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                Ok(resp)
-            }
-            (&Method::GET, ["api", "v1", "routes"]) => self.list_routes(query, &parts.headers),
-            (&Method::POST, ["api", "v1", "routes"]) => {
+        let call = Call {
+            method: &parts.method,
+            path: &path,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+        };
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["api", "v1", "routes", rest @ ..] => self.routes_endpoint(&call, rest, body).await,
+            ["api", "v1", "plugins", rest @ ..] => self.plugins_endpoint(&call, rest, body).await,
+            other => self.other_endpoint(&call, other, body).await,
+        }
+    }
+
+    /// `/api/v1/routes[/...]`.
+    async fn routes_endpoint(&self, call: &Call<'_>, rest: &[&str], body: Incoming) -> Reply {
+        match (call.method, rest) {
+            (&Method::GET, []) => self.list_routes(call.query, call.headers),
+            (&Method::POST, []) => {
                 let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
                 let routes = self.routes.clone();
                 let view = blocking(move || routes.create(rule)).await?;
                 Ok(json(StatusCode::CREATED, &view))
             }
-            (&Method::POST, ["api", "v1", "routes", "apply"]) => {
+            (&Method::POST, ["apply"]) => {
                 let doc = parse_apply(&read_body(body, MAX_JSON_BODY).await?)?;
                 let routes = self.routes.clone();
                 let summary = blocking(move || routes.apply(doc)).await?;
                 Ok(json(StatusCode::OK, &summary))
             }
-            (&Method::GET, ["api", "v1", "routes", name]) => {
-                let source = match query_param(query, "source").as_deref() {
+            (&Method::GET, [name]) => {
+                let source = match query_param(call.query, "source").as_deref() {
                     None => None,
                     Some("api") => Some(Source::Api),
                     Some("file") => Some(Source::File),
@@ -173,24 +194,29 @@ impl Admin {
                 };
                 Ok(json(StatusCode::OK, &self.routes.get(name, source)?))
             }
-            (&Method::PUT, ["api", "v1", "routes", name]) => {
-                let version = if_match(&parts.headers)?;
+            (&Method::PUT, [name]) => {
+                let version = if_match(call.headers)?;
                 let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());
                 let view = blocking(move || routes.update(&name, rule, version)).await?;
                 Ok(json(StatusCode::OK, &view))
             }
-            (&Method::DELETE, ["api", "v1", "routes", name]) => {
-                let version = if_match(&parts.headers)?;
+            (&Method::DELETE, [name]) => {
+                let version = if_match(call.headers)?;
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());
                 blocking(move || routes.delete(&name, version)).await?;
                 Ok(no_content())
             }
-            (&Method::GET, ["api", "v1", "plugins"]) => {
-                Ok(json(StatusCode::OK, &plugins::list(&self.routes)))
-            }
-            (&Method::POST, ["api", "v1", "plugins"]) => {
-                let name = query_param(query, "name")
+            _ => Err(call.not_allowed()),
+        }
+    }
+
+    /// `/api/v1/plugins[/...]`.
+    async fn plugins_endpoint(&self, call: &Call<'_>, rest: &[&str], body: Incoming) -> Reply {
+        match (call.method, rest) {
+            (&Method::GET, []) => Ok(json(StatusCode::OK, &plugins::list(&self.routes))),
+            (&Method::POST, []) => {
+                let name = query_param(call.query, "name")
                     .map(|n| n.into_owned())
                     .unwrap_or_default();
                 let bytes = read_body(body, MAX_PLUGIN_BYTES).await?;
@@ -198,14 +224,31 @@ impl Admin {
                 let doc = blocking(move || plugins::upload(&routes, &name, &bytes)).await?;
                 Ok(json(StatusCode::CREATED, &doc))
             }
-            (&Method::GET, ["api", "v1", "plugins", name]) => {
-                Ok(json(StatusCode::OK, &plugins::get(&self.routes, name)?))
-            }
-            (&Method::DELETE, ["api", "v1", "plugins", name]) => {
-                let force = query_param(query, "force").is_some_and(|v| v == "true" || v == "1");
+            (&Method::GET, [name]) => Ok(json(StatusCode::OK, &plugins::get(&self.routes, name)?)),
+            (&Method::DELETE, [name]) => {
+                let force =
+                    query_param(call.query, "force").is_some_and(|v| v == "true" || v == "1");
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());
                 blocking(move || plugins::unload(&routes, &name, force)).await?;
                 Ok(no_content())
+            }
+            _ => Err(call.not_allowed()),
+        }
+    }
+
+    /// Everything else: health, metrics, `match`, the cluster, the live view, backend health.
+    async fn other_endpoint(&self, call: &Call<'_>, segments: &[&str], body: Incoming) -> Reply {
+        match (call.method, segments) {
+            (&Method::GET, ["healthz"]) => {
+                Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            }
+            (&Method::GET, ["metrics"]) => {
+                let mut resp = Response::new(full(self.metrics.render()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(resp)
             }
             (&Method::POST, ["api", "v1", "match"]) => {
                 let (head, body) = parse_match(&read_body(body, MAX_JSON_BODY).await?)?;
@@ -221,9 +264,10 @@ impl Admin {
                 let doc = blocking(move || cluster(&routes)).await?;
                 Ok(json(StatusCode::OK, &doc))
             }
-            (&Method::GET, ["api", "v1", "live"]) => {
-                Ok(json(StatusCode::OK, &self.live.doc(&live_query(query)?)))
-            }
+            (&Method::GET, ["api", "v1", "live"]) => Ok(json(
+                StatusCode::OK,
+                &self.live.doc(&live_query(call.query)?),
+            )),
             (&Method::GET, ["api", "v1", "health"]) => Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({"routes": self.health.snapshot()}),
@@ -231,21 +275,12 @@ impl Admin {
             (
                 _,
                 ["healthz" | "metrics"]
-                | [
-                    "api",
-                    "v1",
-                    "routes" | "plugins" | "match" | "health" | "cluster" | "live",
-                    ..,
-                ],
-            ) => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not supported on {path}"),
-            )),
+                | ["api", "v1", "match" | "health" | "cluster" | "live", ..],
+            ) => Err(call.not_allowed()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no admin endpoint {path}"),
+                format!("no admin endpoint {}", call.path),
             )),
         }
     }

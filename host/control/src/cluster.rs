@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{EventType, PutOptions, WatchOptions};
+use etcd_client::{EventType, PutOptions, WatchOptions, WatchResponse, WatchStream};
 use serde::Serialize;
 
 use crate::routeset::{Observed, RouteSet};
@@ -104,103 +104,127 @@ async fn follow(store: Arc<EtcdStore>, routes: Arc<RouteSet>, mut plugins: Plugi
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(i64::try_from(revision + 1).unwrap_or(i64::MAX))
-            .with_progress_notify();
-        let mut watch_client = store
-            .client()
-            .watch_client()
-            .max_decoding_message_size(256 << 20);
-        let mut stream = match tokio::time::timeout(
-            crate::store::etcd::REQUEST_TIMEOUT,
-            watch_client.watch(store.prefix(), Some(options)),
-        )
-        .await
-        {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => {
-                store.error(e);
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
-            Err(_) => {
-                store.unreachable("the watch was not set up in time");
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
+        let Some(mut stream) = watch_from(&store, revision).await else {
+            tokio::time::sleep(backoff).await;
+            continue;
         };
         store.reached();
         backoff = Duration::from_millis(100);
         tracing::info!(revision, store = %store.prefix(), "following the route store");
-        loop {
-            let resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => {
-                    store.unreachable("the watch stream ended");
-                    break;
-                }
-                Err(e) => {
-                    store.error(e);
-                    break;
-                }
-            };
-            if resp.canceled() {
-                tracing::info!(
-                    compacted = resp.compact_revision(),
-                    "the store's watch was cancelled ({}); reading everything again",
-                    resp.cancel_reason()
-                );
-                break;
-            }
-            let mut observed = Vec::new();
-            let mut manifests = Vec::new();
-            let routes_prefix = format!("{}routes/", store.prefix());
-            let manifests_prefix = format!("{}plugins/manifests/", store.prefix());
-            for event in resp.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Ok(key) = std::str::from_utf8(kv.key()) else {
-                    continue;
-                };
-                let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
-                if let Some(name) = key.strip_prefix(&routes_prefix) {
-                    match event.event_type() {
-                        EventType::Put => observed.extend(
-                            store
-                                .parse_route(kv.key(), kv.value(), kv.mod_revision())
-                                .map(|route| Observed::Put(Box::new(route))),
-                        ),
-                        EventType::Delete => observed.push(Observed::Delete {
-                            name: name.to_owned(),
-                            revision,
-                        }),
-                    }
-                } else if let Some(name) = key.strip_prefix(&manifests_prefix) {
-                    let manifest = match event.event_type() {
-                        EventType::Put => match serde_json::from_slice(kv.value()) {
-                            Ok(m) => Some(m),
-                            Err(e) => {
-                                tracing::warn!(
-                                    plugin = name,
-                                    "ignoring an unreadable manifest: {e}"
-                                );
-                                continue;
-                            }
-                        },
-                        EventType::Delete => None,
-                    };
-                    manifests.push((name.to_owned(), manifest));
-                }
-            }
-            if !observed.is_empty() {
-                let routes = routes.clone();
-                let _ = tokio::task::spawn_blocking(move || routes.observe(observed)).await;
-            }
-            for (name, manifest) in manifests {
-                plugins.apply(&name, manifest.as_ref()).await;
-            }
+        follow_stream(&store, &routes, &mut plugins, &mut stream).await;
+    }
+}
+
+/// A watch of the store's prefix from the revision after `revision`; `None` (reported to the
+/// store's health) when it could not be set up.
+async fn watch_from(store: &EtcdStore, revision: u64) -> Option<WatchStream> {
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(i64::try_from(revision + 1).unwrap_or(i64::MAX))
+        .with_progress_notify();
+    let mut watch_client = store
+        .client()
+        .watch_client()
+        .max_decoding_message_size(256 << 20);
+    match tokio::time::timeout(
+        crate::store::etcd::REQUEST_TIMEOUT,
+        watch_client.watch(store.prefix(), Some(options)),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            store.error(e);
+            None
+        }
+        Err(_) => {
+            store.unreachable("the watch was not set up in time");
+            None
         }
     }
+}
+
+/// Applies the watch's changes until the stream ends, fails or is cancelled (then everything
+/// is read again).
+async fn follow_stream(
+    store: &EtcdStore,
+    routes: &Arc<RouteSet>,
+    plugins: &mut PluginFollower,
+    stream: &mut WatchStream,
+) {
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                store.unreachable("the watch stream ended");
+                return;
+            }
+            Err(e) => {
+                store.error(e);
+                return;
+            }
+        };
+        if resp.canceled() {
+            tracing::info!(
+                compacted = resp.compact_revision(),
+                "the store's watch was cancelled ({}); reading everything again",
+                resp.cancel_reason()
+            );
+            return;
+        }
+        let (observed, manifests) = changes(store, &resp);
+        if !observed.is_empty() {
+            let routes = routes.clone();
+            let _ = tokio::task::spawn_blocking(move || routes.observe(observed)).await;
+        }
+        for (name, manifest) in manifests {
+            plugins.apply(&name, manifest.as_ref()).await;
+        }
+    }
+}
+
+/// A plugin's manifest as the store now has it (`None`: withdrawn).
+type ManifestChange = (String, Option<PluginManifest>);
+
+/// One watch response's route changes and plugin manifest changes.
+fn changes(store: &EtcdStore, resp: &WatchResponse) -> (Vec<Observed>, Vec<ManifestChange>) {
+    let mut observed = Vec::new();
+    let mut manifests = Vec::new();
+    let routes_prefix = format!("{}routes/", store.prefix());
+    let manifests_prefix = format!("{}plugins/manifests/", store.prefix());
+    for event in resp.events() {
+        let Some(kv) = event.kv() else { continue };
+        let Ok(key) = std::str::from_utf8(kv.key()) else {
+            continue;
+        };
+        let revision = u64::try_from(kv.mod_revision()).unwrap_or(0);
+        if let Some(name) = key.strip_prefix(&routes_prefix) {
+            match event.event_type() {
+                EventType::Put => observed.extend(
+                    store
+                        .parse_route(kv.key(), kv.value(), kv.mod_revision())
+                        .map(|route| Observed::Put(Box::new(route))),
+                ),
+                EventType::Delete => observed.push(Observed::Delete {
+                    name: name.to_owned(),
+                    revision,
+                }),
+            }
+        } else if let Some(name) = key.strip_prefix(&manifests_prefix) {
+            let manifest = match event.event_type() {
+                EventType::Put => match serde_json::from_slice(kv.value()) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!(plugin = name, "ignoring an unreadable manifest: {e}");
+                        continue;
+                    }
+                },
+                EventType::Delete => None,
+            };
+            manifests.push((name.to_owned(), manifest));
+        }
+    }
+    (observed, manifests)
 }
 
 /// Loads, replaces and unloads the plugins the store names.
