@@ -193,6 +193,13 @@ struct RuleCheck<'a> {
     errors: Vec<RouteError>,
 }
 
+/// What a route uses a plugin as.
+#[derive(Clone, Copy)]
+enum Role {
+    Predicate,
+    Filter,
+}
+
 /// A route's compiled matchers, by kind.
 struct Matchers<X> {
     path: PathMatch,
@@ -280,32 +287,14 @@ impl RuleCheck<'_> {
                     methods = Some(m);
                 }
                 Ok(Compiled::Other(m)) => matchers.push((i, m)),
-                Ok(Compiled::Plugin(name)) => match plugins.predicate(&name) {
-                    Lookup::Missing => self.err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::UnknownPlugin,
-                        format!("plugin {name:?} is not loaded"),
-                    ),
-                    Lookup::WrongKind => self.err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::InvalidMatcher,
-                        format!("plugin {name:?} is a filter, not a predicate"),
-                    ),
-                    Lookup::Found(p) => match ExternalPredicate::validate(&*p, &spec.args) {
-                        Ok(()) => predicates.push((
-                            i,
-                            PredicateCall {
-                                predicate: p,
-                                args: spec.args.clone(),
-                            },
-                        )),
-                        Err(reason) => self.err(
-                            &format!("{field}.args"),
-                            ErrorCode::InvalidPluginArgs,
-                            reason,
-                        ),
-                    },
-                },
+                Ok(Compiled::Plugin(name)) => {
+                    let found = plugins.predicate(&name);
+                    let validate = |p: &X| ExternalPredicate::validate(p, &spec.args);
+                    if let Some(p) = self.plugin(&field, &name, Role::Predicate, found, validate) {
+                        let args = spec.args.clone();
+                        predicates.push((i, PredicateCall { predicate: p, args }));
+                    }
+                }
                 Err(e) => self.err(&format!("{field}{}", e.field), e.code, e.reason),
             }
         }
@@ -330,6 +319,50 @@ impl RuleCheck<'_> {
         }
     }
 
+    /// The plugin a matcher or filter at `field` names, as `found` by the route's plugin
+    /// source, if it is of the right `role` and accepts the route's args (`validate`);
+    /// otherwise the error is recorded and there is none.
+    fn plugin<X>(
+        &mut self,
+        field: &str,
+        name: &str,
+        role: Role,
+        found: Lookup<Arc<X>>,
+        validate: impl FnOnce(&X) -> Result<(), String>,
+    ) -> Option<Arc<X>> {
+        let p = match found {
+            Lookup::Found(p) => p,
+            Lookup::Missing => {
+                let reason = format!("plugin {name:?} is not loaded");
+                self.err(&format!("{field}.plugin"), ErrorCode::UnknownPlugin, reason);
+                return None;
+            }
+            Lookup::WrongKind => {
+                let (code, reason) = match role {
+                    Role::Predicate => (ErrorCode::InvalidMatcher, "a filter, not a predicate"),
+                    Role::Filter => (ErrorCode::InvalidFilter, "a predicate, not a filter"),
+                };
+                self.err(
+                    &format!("{field}.plugin"),
+                    code,
+                    format!("plugin {name:?} is {reason}"),
+                );
+                return None;
+            }
+        };
+        match validate(&p) {
+            Ok(()) => Some(p),
+            Err(reason) => {
+                self.err(
+                    &format!("{field}.args"),
+                    ErrorCode::InvalidPluginArgs,
+                    reason,
+                );
+                None
+            }
+        }
+    }
+
     /// The filters, built-in (their args checked against the path's parameters) and plugin.
     fn filters<X: External>(
         &mut self,
@@ -345,29 +378,14 @@ impl RuleCheck<'_> {
                     Ok(bf) => filters.push(RouteFilter::Builtin(bf)),
                     Err(e) => self.err(&format!("{field}.{}", e.field), e.code, e.reason),
                 },
-                (None, Some(name)) => match plugins.filter(name) {
-                    Lookup::Missing => self.err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::UnknownPlugin,
-                        format!("plugin {name:?} is not loaded"),
-                    ),
-                    Lookup::WrongKind => self.err(
-                        &format!("{field}.plugin"),
-                        ErrorCode::InvalidFilter,
-                        format!("plugin {name:?} is a predicate, not a filter"),
-                    ),
-                    Lookup::Found(p) => match ExternalFilter::validate(&*p, &f.args) {
-                        Ok(()) => filters.push(RouteFilter::Plugin(FilterCall {
-                            filter: p,
-                            args: f.args.clone(),
-                        })),
-                        Err(reason) => self.err(
-                            &format!("{field}.args"),
-                            ErrorCode::InvalidPluginArgs,
-                            reason,
-                        ),
-                    },
-                },
+                (None, Some(name)) => {
+                    let found = plugins.filter(name);
+                    let validate = |p: &X| ExternalFilter::validate(p, &f.args);
+                    if let Some(p) = self.plugin(&field, name, Role::Filter, found, validate) {
+                        let args = f.args.clone();
+                        filters.push(RouteFilter::Plugin(FilterCall { filter: p, args }));
+                    }
+                }
                 _ => self.err(
                     &field,
                     ErrorCode::InvalidFilter,

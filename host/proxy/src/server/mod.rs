@@ -45,6 +45,13 @@ pub struct ServeOptions {
     pub max_request_headers: usize,
 }
 
+impl ServeOptions {
+    /// The header fields a request head may have (at least one).
+    fn header_limit(&self) -> usize {
+        self.max_request_headers.max(1)
+    }
+}
+
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
     /// Answers one request from `peer`.
@@ -94,7 +101,7 @@ fn connection_builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The parser's own cap is a backstop (it answers an empty 431 and can't be told apart
     // from other parse errors); up to twice the limit, the check in the service answers in JSON.
-    let max_headers = options.max_request_headers.max(1);
+    let max_headers = options.header_limit();
     builder
         .http1()
         .max_headers(max_headers.saturating_mul(2).max(max_headers + 1));
@@ -155,7 +162,7 @@ impl<H: Handler> Connections<H> {
             addr: remote,
             tls: self.tls.is_some(),
         };
-        let max_headers = self.options.max_request_headers.max(1);
+        let max_headers = self.options.header_limit();
         let service = service_fn(move |req| {
             let handler = handler.clone();
             let in_flight = clock.request_started();
