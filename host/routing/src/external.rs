@@ -256,15 +256,6 @@ pub struct PredicateCall<X> {
     pub args: Vec<String>,
 }
 
-impl<X> Clone for PredicateCall<X> {
-    fn clone(&self) -> Self {
-        PredicateCall {
-            predicate: Arc::clone(&self.predicate),
-            args: self.args.clone(),
-        }
-    }
-}
-
 impl<X: ExternalPredicate> PredicateCall<X> {
     /// The predicate's name.
     pub fn name(&self) -> &str {
@@ -299,15 +290,6 @@ pub struct FilterCall<X> {
     pub filter: Arc<X>,
     /// The route's arguments.
     pub args: Vec<String>,
-}
-
-impl<X> Clone for FilterCall<X> {
-    fn clone(&self) -> Self {
-        FilterCall {
-            filter: Arc::clone(&self.filter),
-            args: self.args.clone(),
-        }
-    }
 }
 
 impl<X: ExternalFilter> FilterCall<X> {

@@ -77,15 +77,6 @@ pub enum RouteFilter<X> {
     Plugin(FilterCall<X>),
 }
 
-impl<X> Clone for RouteFilter<X> {
-    fn clone(&self) -> Self {
-        match self {
-            RouteFilter::Builtin(b) => RouteFilter::Builtin(b.clone()),
-            RouteFilter::Plugin(call) => RouteFilter::Plugin(call.clone()),
-        }
-    }
-}
-
 impl<X: ExternalFilter> std::fmt::Debug for RouteFilter<X> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
