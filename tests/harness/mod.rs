@@ -11,12 +11,16 @@
 mod backends;
 mod clients;
 mod in_process;
+mod launch;
+mod logs;
 mod plugins;
 mod processes;
 mod routes;
 
 pub use backends::*;
 pub use clients::*;
+pub use launch::*;
+pub use logs::*;
 pub use plugins::*;
 pub use processes::*;
 pub use routes::*;
