@@ -72,7 +72,7 @@ async fn a_plugin_built_for_another_contract_version_is_refused_by_name() {
     for part in [
         "old",
         "built for router:plugin@0.1.0",
-        "routerd speaks router:plugin@0.2.x",
+        "routerd speaks router:plugin@0.2.x, 0.3.x",
     ] {
         assert!(line.contains(part), "{part:?} in {line}");
     }
@@ -96,7 +96,7 @@ async fn a_plugin_built_for_another_contract_version_is_refused_by_name() {
     assert_eq!(body["error"], "invalid_plugin", "{body}");
     let message = body["message"].as_str().unwrap_or("").to_owned();
     assert!(
-        message.contains("router:plugin@0.1.0") && message.contains("router:plugin@0.2.x"),
+        message.contains("router:plugin@0.1.0") && message.contains("router:plugin@0.2.x, 0.3.x"),
         "{message}"
     );
     assert!(!rd.plugins_dir().join("old2.wasm").exists());

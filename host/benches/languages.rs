@@ -134,15 +134,21 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{lang}: {e}"))
             })
             .collect();
+        let prepare = |p: &routerd::plugins::Plugin, args: &[String]| {
+            p.prepare_predicate(args)
+                .unwrap_or_else(|e| panic!("{lang}: {e}"))
+        };
         rt.block_on(async {
             for copy in &copies {
+                let args = prepare(copy, &args);
                 assert!(matches!(copy.matches(req.clone(), &args).await, Ok(true)));
             }
         });
         let per_instance = (rss_kib().saturating_sub(before)) as f64 / WARM_INSTANCES as f64;
+        let args = prepare(&plugin, &args);
+        let miss = prepare(&plugin, &["x-tier".to_owned(), "silver".to_owned()]);
         let warm = rt.block_on(async {
             assert!(matches!(plugin.matches(req.clone(), &args).await, Ok(true)));
-            let miss = vec!["x-tier".to_owned(), "silver".to_owned()];
             assert!(matches!(
                 plugin.matches(req.clone(), &miss).await,
                 Ok(false)

@@ -34,8 +34,8 @@ pub mod filter_world {
         export_macro_name: "export_world",
         default_bindings_module: "routerd_sdk::__private::filter_world",
         with: {
-            "router:plugin/log@0.2.0": crate::bindings::predicate_world::router::plugin::log,
-            "router:plugin/request@0.2.0": crate::bindings::predicate_world::router::plugin::request,
+            "router:plugin/log@0.3.0": crate::bindings::predicate_world::router::plugin::log,
+            "router:plugin/request@0.3.0": crate::bindings::predicate_world::router::plugin::request,
         },
     });
 }

@@ -1,7 +1,7 @@
 //! Write routerd route predicates and filters in Rust, as WebAssembly components.
 //!
 //! routerd runs plugins as WebAssembly components that implement the contract in
-//! `wit/router-plugin.wit` (package `router:plugin@0.2.0`). This crate generates the bindings for
+//! `wit/router-plugin.wit` (package `router:plugin@0.3.0`). This crate generates the bindings for
 //! that contract once and wraps them in a small Rust API, so a plugin is a type, a trait impl and
 //! one macro call:
 //!
@@ -118,9 +118,12 @@
 //! {"plugin": "session", "args": []}
 //! ```
 //!
-//! `args` are always strings. `validate` is called once when a route using the plugin is loaded;
+//! `args` are always strings. `validate` is called when a route using the plugin is loaded;
 //! an `Err` rejects that route (the previous route set keeps serving) with your message, so
-//! check everything there and trust the args in the other calls.
+//! check everything there and trust the args in the other calls. routerd hands a route's args
+//! to each instance once (contract 0.3's `configure`, which runs your `validate`); this crate
+//! keeps them and passes them to every call, which copies no args. A filter that only needs
+//! one of its phases for some args says so in [`Filter::phases`], and routerd skips the other.
 //!
 //! # Rules of the sandbox
 //!
@@ -214,6 +217,41 @@ pub trait Filter {
         let _ = (req, resp, args);
         ResponseEdits::new()
     }
+
+    /// The phases this filter runs for a route with these (valid) args; routerd does not call
+    /// a phase left out, so a filter that only edits responses costs one call per request.
+    /// The default runs both.
+    fn phases(args: &[String]) -> Phases {
+        let _ = args;
+        Phases::BOTH
+    }
+}
+
+/// Which of a [`Filter`]'s phases run for a route (see [`Filter::phases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Phases {
+    /// [`Filter::on_request`] runs.
+    pub request: bool,
+    /// [`Filter::on_response`] runs.
+    pub response: bool,
+}
+
+impl Phases {
+    /// Both phases.
+    pub const BOTH: Phases = Phases {
+        request: true,
+        response: true,
+    };
+    /// Only the request phase.
+    pub const REQUEST: Phases = Phases {
+        request: true,
+        response: false,
+    };
+    /// Only the response phase.
+    pub const RESPONSE: Phases = Phases {
+        request: false,
+        response: true,
+    };
 }
 
 /// Exports a [`Predicate`] implementation as this component's `router:plugin/predicate`
@@ -272,6 +310,8 @@ macro_rules! export_plugin {
 /// Not public API: used by the export macros.
 pub mod __private {
     use core::marker::PhantomData;
+    use std::cell::RefCell;
+    use std::rc::Rc;
 
     pub use crate::bindings::{filter_world, predicate_world};
 
@@ -282,27 +322,62 @@ pub mod __private {
     /// Implements the generated `Guest` traits for a [`Predicate`] and/or [`Filter`] `T`.
     pub struct Adapter<T>(PhantomData<T>);
 
+    thread_local! {
+        /// Each route's args by the `config` number routerd gave them in `configure`. (An
+        /// instance runs one call at a time; the number is the index.)
+        static CONFIGS: RefCell<Vec<Option<Rc<[String]>>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn keep(config: u32, args: Vec<String>) {
+        CONFIGS.with_borrow_mut(|configs| {
+            let i = config as usize;
+            if configs.len() <= i {
+                configs.resize(i + 1, None);
+            }
+            configs[i] = Some(args.into());
+        });
+    }
+
+    /// The args kept under `config` (none if routerd never configured it, which it does not do).
+    fn args(config: u32) -> Rc<[String]> {
+        CONFIGS
+            .with_borrow(|configs| configs.get(config as usize).cloned().flatten())
+            .unwrap_or_else(|| Rc::from(Vec::new()))
+    }
+
     impl<T: Predicate> predicate_iface::Guest for Adapter<T> {
-        fn validate(args: Vec<String>) -> Result<(), String> {
-            T::validate(&args)
+        fn configure(config: u32, args: Vec<String>) -> Result<(), String> {
+            T::validate(&args)?;
+            keep(config, args);
+            Ok(())
         }
 
-        fn matches(args: Vec<String>) -> bool {
-            T::matches(&Request::from_host(), &args)
+        fn matches(config: u32) -> bool {
+            T::matches(&Request::from_host(), &args(config))
         }
     }
 
     impl<T: Filter> filter_iface::Guest for Adapter<T> {
-        fn validate(args: Vec<String>) -> Result<(), String> {
-            T::validate(&args)
+        fn configure(config: u32, args: Vec<String>) -> Result<filter_iface::Phases, String> {
+            T::validate(&args)?;
+            let phases = T::phases(&args);
+            keep(config, args);
+            let mut answer = filter_iface::Phases::empty();
+            if phases.request {
+                answer = answer | filter_iface::Phases::REQUEST;
+            }
+            if phases.response {
+                answer = answer | filter_iface::Phases::RESPONSE;
+            }
+            Ok(answer)
         }
 
-        fn on_request(args: Vec<String>) -> wit::RequestAction {
-            T::on_request(&Request::from_host(), &args).into()
+        fn on_request(config: u32) -> wit::RequestAction {
+            T::on_request(&Request::from_host(), &args(config)).into()
         }
 
-        fn on_response(args: Vec<String>) -> wit::ResponseEdits {
-            T::on_response(&Request::from_host(), &Response::from_host(), &args).into()
+        fn on_response(config: u32) -> wit::ResponseEdits {
+            T::on_response(&Request::from_host(), &Response::from_host(), &args(config)).into()
         }
     }
 }

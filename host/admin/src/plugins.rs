@@ -42,6 +42,7 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         "loaded_at_unix": loaded_at,
         "compiled_from_cache": p.from_cache,
         "engine": p.engine_kind.as_str(),
+        "contract": p.contract(),
         "languages": p.producers.languages,
         "built_with": p.producers.tools,
         "settings": p.settings,

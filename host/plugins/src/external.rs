@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
+use super::contract as state;
 use super::plugin::{CallFailure, Plugin};
 use super::registry::PluginRegistry;
-use super::state;
 use routerd_routing::{
     CallFailed, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy, HeaderOp,
-    Lookup, PluginSource, Reply, RequestAction, RequestEdits, ResponseEdits, ResponseHead,
+    Lookup, PluginSource, Prepared, Reply, RequestAction, RequestEdits, ResponseEdits,
+    ResponseHead,
 };
 
 fn failed(f: CallFailure) -> CallFailed {
@@ -61,11 +62,11 @@ impl ExternalPredicate for Plugin {
         self.settings.failure
     }
 
-    fn validate(&self, args: &[String]) -> Result<(), String> {
-        self.validate_predicate(args)
+    fn prepare(&self, args: &[String]) -> Result<Prepared, String> {
+        self.prepare_predicate(args)
     }
 
-    async fn matches(&self, request: ExternalRequest, args: &[String]) -> Result<bool, CallFailed> {
+    async fn matches(&self, request: ExternalRequest, args: &Prepared) -> Result<bool, CallFailed> {
         self.run_predicate(request, args).await.map_err(failed)
     }
 }
@@ -79,14 +80,14 @@ impl ExternalFilter for Plugin {
         self.settings.failure
     }
 
-    fn validate(&self, args: &[String]) -> Result<(), String> {
-        self.validate_filter(args)
+    fn prepare(&self, args: &[String]) -> Result<Prepared, String> {
+        self.prepare_filter(args)
     }
 
     async fn on_request(
         &self,
         request: ExternalRequest,
-        args: &[String],
+        args: &Prepared,
     ) -> Result<RequestAction, CallFailed> {
         self.run_request_phase(request, args)
             .await
@@ -98,7 +99,7 @@ impl ExternalFilter for Plugin {
         &self,
         request: ExternalRequest,
         response: ResponseHead,
-        args: &[String],
+        args: &Prepared,
     ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
         let (result, response) = self.run_response_phase(request, response, args).await;
         (result.map(response_edits).map_err(failed), response)

@@ -1,13 +1,14 @@
 //! WebAssembly plugins: route predicates and filters as sandboxed components.
 //!
 //! `engine` owns the wasmtime engines (pooling, epochs, compiling, compile cache, instance
-//! eviction), `external` makes a plugin routing's external predicate and filter, `state` the
-//! host side of the WIT contract, `settings` a plugin's `NAME.json`, `gate` the
+//! eviction), `contract` the versions of the WIT contract side by side, `external` makes a
+//! plugin routing's external predicate and filter, `state` the host side of the contract, `settings` a plugin's `NAME.json`, `gate` the
 //! concurrency cap, circuit breaker and counters in front of every call, `plugin` one loaded
 //! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
 //! plugins directory.
 
 mod clock;
+pub mod contract;
 pub mod counters;
 pub mod engine;
 pub mod external;

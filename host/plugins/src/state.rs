@@ -1,7 +1,7 @@
-//! What a plugin's store holds and what the host gives a plugin: the bindings generated from
-//! `wit/`, the `log` import, the `request` / `response` imports (functions about the call in
-//! progress, so no handle is lent that a guest could forget to drop), WASI with nothing in it
-//! but clocks and random, `wasi:http` whose every outgoing request is refused, stdout/stderr
+//! What a plugin's store holds and what the host gives a plugin: the `log` import, the
+//! `request` / `response` imports (functions about the call in progress, so no handle is lent
+//! that a guest could forget to drop; written once, for contract 0.2, which later versions
+//! delegate to), WASI with nothing in it but clocks and random, `wasi:http` whose every outgoing request is refused, stdout/stderr
 //! into our log, and the memory limiter.
 
 use std::sync::Arc;
@@ -14,28 +14,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use routerd_routing::{ExternalRequest, ResponseHead};
 
-/// Host bindings generated from `wit/router-plugin.wit` (documented there).
-#[allow(missing_docs)]
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "plugin",
-        // Calls run as futures: a deadline can end one that waits in WASI.
-        exports: { default: async },
-    });
-}
-
-pub use bindings::Plugin as PluginWorld;
-pub use bindings::exports::router::plugin::filter::{
-    Guest as FilterGuest, GuestIndices as FilterIndices,
-};
-pub use bindings::exports::router::plugin::predicate::{
-    Guest as PredicateGuest, GuestIndices as PredicateIndices,
-};
-use bindings::router;
-pub use bindings::router::plugin::types::{
-    HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits,
-};
+use crate::contract::v2::router;
 
 /// The most log lines one call may write, through the `log` import and stdout/stderr
 /// together; the rest are dropped (with one warning saying so).

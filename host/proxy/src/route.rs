@@ -78,7 +78,12 @@ impl Proxy {
             },
         };
         let (parts, answer) = ctx.request_filters(parts, trace).await;
-        let response_head = has_plugin_filters.then(|| Arc::new(parts.clone()));
+        // The response phases read the request too; it is kept only for a filter that has one.
+        let response_head = route
+            .filters
+            .iter()
+            .any(|f| matches!(f, RouteFilter::Plugin(c) if c.runs_on_response()))
+            .then(|| Arc::new(parts.clone()));
         let resp = match (answer, &route.target) {
             (Some(resp), _) => resp,
             (None, Some(target)) => {
@@ -112,7 +117,11 @@ impl RouteCtx<'_> {
         for f in &self.route.filters {
             let answer = match f {
                 RouteFilter::Builtin(b) => self.request_builtin(b, &mut parts),
-                RouteFilter::Plugin(call) => self.request_plugin(call, &mut parts, trace).await,
+                RouteFilter::Plugin(call) if call.runs_on_request() => {
+                    self.request_plugin(call, &mut parts, trace).await
+                }
+                // The filter said it has nothing to do on this route's requests.
+                RouteFilter::Plugin(_) => None,
             };
             if answer.is_some() {
                 return (parts, answer);
@@ -236,11 +245,11 @@ impl RouteCtx<'_> {
                 RouteFilter::Builtin(BuiltinFilter::RemoveResponseHeader(name)) => {
                     resp.headers_mut().remove(name);
                 }
-                RouteFilter::Plugin(call) => {
+                RouteFilter::Plugin(call) if call.runs_on_response() => {
                     let Some(head) = &head else { continue };
                     resp = self.response_plugin(call, resp, head.clone(), trace).await;
                 }
-                RouteFilter::Builtin(_) => {}
+                RouteFilter::Builtin(_) | RouteFilter::Plugin(_) => {}
             }
         }
         resp

@@ -7,8 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-/// The contract every project builds against.
+/// The contract the Rust project builds against: the current one.
 const WIT: &str = include_str!("../../../wit/router-plugin.wit");
+
+/// The contract the other languages' examples are written for: 0.2, which routerd keeps
+/// loading beside the current one (their examples are the ones the test suite builds from
+/// `plugins/lang/`).
+const WIT_0_2: &str = include_str!("../../../wit/v0.2/router-plugin.wit");
 
 /// A guest language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +65,8 @@ pub fn write(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
     {
         bail!("{} exists and is not empty", dir.display());
     }
-    let mut files = vec![file("wit/router-plugin.wit", WIT)];
+    let wit = if lang == Lang::Rust { WIT } else { WIT_0_2 };
+    let mut files = vec![file("wit/router-plugin.wit", wit)];
     files.extend(sources(name, lang));
     files.push(File {
         path: "build.sh".into(),
@@ -229,13 +235,16 @@ fn readme(name: &str, lang: Lang) -> String {
             "The test is routerd itself: load it and send the requests below.",
         ),
     };
+    // The Rust example speaks the current contract; the others are written for 0.2, which
+    // routerd keeps loading.
+    let version = if lang == Lang::Rust { "0.3.0" } else { "0.2.0" };
     format!(
         "# {name}\n\n\
          A routerd plugin in {what}: a route predicate and a request/response filter.\n\n\
          - predicate, args `[header, value]`: matches when the request's header equals `value`;\n\
          - filter, args `[tag]`: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is\n  answered `203 reply from TAG`; the response gets `x-tag-response: TAG:STATUS`.\n\n\
-         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@0.2.0`): every function\n\
-         you can call and must export is documented there.\n\n\
+         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@{version}`): every\n\
+         function you can call and must export is documented there.\n\n\
          ## Build\n\n```sh\nbash build.sh          # writes {name}.wasm\n```\n\n\
          ## Load and try\n\n```sh\nrouterctl plugin load {name}.wasm\n\
          routerctl route add -f route.json     # a route using it, e.g. the one below\n\

@@ -140,11 +140,11 @@ impl ExternalPredicate for NoExternal {
         match *self {}
     }
 
-    fn validate(&self, _: &[String]) -> Result<(), String> {
+    fn prepare(&self, _: &[String]) -> Result<Prepared, String> {
         match *self {}
     }
 
-    async fn matches(&self, _: ExternalRequest, _: &[String]) -> Result<bool, CallFailed> {
+    async fn matches(&self, _: ExternalRequest, _: &Prepared) -> Result<bool, CallFailed> {
         match *self {}
     }
 }
@@ -158,14 +158,14 @@ impl ExternalFilter for NoExternal {
         match *self {}
     }
 
-    fn validate(&self, _: &[String]) -> Result<(), String> {
+    fn prepare(&self, _: &[String]) -> Result<Prepared, String> {
         match *self {}
     }
 
     async fn on_request(
         &self,
         _: ExternalRequest,
-        _: &[String],
+        _: &Prepared,
     ) -> Result<RequestAction, CallFailed> {
         match *self {}
     }
@@ -174,7 +174,7 @@ impl ExternalFilter for NoExternal {
         &self,
         _: ExternalRequest,
         _: ResponseHead,
-        _: &[String],
+        _: &Prepared,
     ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
         match *self {}
     }
@@ -186,13 +186,14 @@ pub trait ExternalPredicate: Send + Sync {
     fn name(&self) -> &str;
     /// What a failed call means for the route.
     fn failure_policy(&self) -> FailurePolicy;
-    /// Checks a route's args when the route is compiled; the error is shown to the user.
-    fn validate(&self, args: &[String]) -> Result<(), String>;
-    /// Whether `request` matches, given the route's args.
+    /// Checks a route's args when the route is compiled, and prepares them for its calls; the
+    /// error is shown to the user.
+    fn prepare(&self, args: &[String]) -> Result<Prepared, String>;
+    /// Whether `request` matches, given the route's prepared args.
     fn matches(
         &self,
         request: ExternalRequest,
-        args: &[String],
+        args: &Prepared,
     ) -> impl Future<Output = Result<bool, CallFailed>> + Send;
 }
 
@@ -202,21 +203,52 @@ pub trait ExternalFilter: Send + Sync {
     fn name(&self) -> &str;
     /// What a failed call means for the request.
     fn failure_policy(&self) -> FailurePolicy;
-    /// Checks a route's args when the route is compiled; the error is shown to the user.
-    fn validate(&self, args: &[String]) -> Result<(), String>;
+    /// Checks a route's args when the route is compiled, and prepares them for its calls (the
+    /// phases they run included); the error is shown to the user.
+    fn prepare(&self, args: &[String]) -> Result<Prepared, String>;
     /// The request phase.
     fn on_request(
         &self,
         request: ExternalRequest,
-        args: &[String],
+        args: &Prepared,
     ) -> impl Future<Output = Result<RequestAction, CallFailed>> + Send;
     /// The response phase on `response`, which is handed back with the result.
     fn on_response(
         &self,
         request: ExternalRequest,
         response: ResponseHead,
-        args: &[String],
+        args: &Prepared,
     ) -> impl Future<Output = (Result<ResponseEdits, CallFailed>, ResponseHead)> + Send;
+}
+
+/// A route's arguments as an external predicate or filter accepted them when the route was
+/// compiled: the calls name them by `config` (a plugin keeps what it made of them under that
+/// number), and a filter says which of its phases run for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The route's arguments.
+    pub args: Vec<String>,
+    /// The number the calls name the arguments by.
+    pub config: u32,
+    /// The phases a filter runs with these arguments (unused for a predicate).
+    pub phases: FilterPhases,
+}
+
+/// Which phases of a filter run for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterPhases {
+    /// The request phase.
+    pub request: bool,
+    /// The response phase.
+    pub response: bool,
+}
+
+impl FilterPhases {
+    /// Both phases.
+    pub const BOTH: FilterPhases = FilterPhases {
+        request: true,
+        response: true,
+    };
 }
 
 /// What looking up an external predicate or filter by name found.
@@ -248,15 +280,23 @@ impl<X> PluginSource<X> for () {
     }
 }
 
-/// A predicate with a route's arguments (validated at compile time).
+/// A predicate with a route's arguments (prepared at compile time).
 pub struct PredicateCall<X> {
     /// The predicate.
     pub predicate: Arc<X>,
-    /// The route's arguments.
-    pub args: Vec<String>,
+    /// The route's arguments, as the predicate prepared them.
+    pub prepared: Prepared,
 }
 
 impl<X: ExternalPredicate> PredicateCall<X> {
+    /// `predicate` with the route's arguments it `prepared`.
+    pub fn new(predicate: Arc<X>, prepared: Prepared) -> Self {
+        PredicateCall {
+            predicate,
+            prepared,
+        }
+    }
+
     /// The predicate's name.
     pub fn name(&self) -> &str {
         ExternalPredicate::name(&*self.predicate)
@@ -269,7 +309,7 @@ impl<X: ExternalPredicate> PredicateCall<X> {
 
     /// Runs it with the route's args.
     pub async fn matches(&self, request: ExternalRequest) -> Result<bool, CallFailed> {
-        ExternalPredicate::matches(&*self.predicate, request, &self.args).await
+        ExternalPredicate::matches(&*self.predicate, request, &self.prepared).await
     }
 }
 
@@ -279,20 +319,35 @@ impl<X: ExternalPredicate> std::fmt::Debug for PredicateCall<X> {
             f,
             "{}({:?})",
             ExternalPredicate::name(&*self.predicate),
-            self.args
+            self.prepared.args
         )
     }
 }
 
-/// A filter with a route's arguments (validated at compile time).
+/// A filter with a route's arguments (prepared at compile time).
 pub struct FilterCall<X> {
     /// The filter.
     pub filter: Arc<X>,
-    /// The route's arguments.
-    pub args: Vec<String>,
+    /// The route's arguments, as the filter prepared them.
+    pub prepared: Prepared,
 }
 
 impl<X: ExternalFilter> FilterCall<X> {
+    /// `filter` with the route's arguments it `prepared`.
+    pub fn new(filter: Arc<X>, prepared: Prepared) -> Self {
+        FilterCall { filter, prepared }
+    }
+
+    /// Whether its request phase runs for this route.
+    pub fn runs_on_request(&self) -> bool {
+        self.prepared.phases.request
+    }
+
+    /// Whether its response phase runs for this route.
+    pub fn runs_on_response(&self) -> bool {
+        self.prepared.phases.response
+    }
+
     /// The filter's name.
     pub fn name(&self) -> &str {
         ExternalFilter::name(&*self.filter)
@@ -305,7 +360,7 @@ impl<X: ExternalFilter> FilterCall<X> {
 
     /// Runs its request phase with the route's args.
     pub async fn on_request(&self, request: ExternalRequest) -> Result<RequestAction, CallFailed> {
-        ExternalFilter::on_request(&*self.filter, request, &self.args).await
+        ExternalFilter::on_request(&*self.filter, request, &self.prepared).await
     }
 
     /// Runs its response phase with the route's args.
@@ -314,7 +369,7 @@ impl<X: ExternalFilter> FilterCall<X> {
         request: ExternalRequest,
         response: ResponseHead,
     ) -> (Result<ResponseEdits, CallFailed>, ResponseHead) {
-        ExternalFilter::on_response(&*self.filter, request, response, &self.args).await
+        ExternalFilter::on_response(&*self.filter, request, response, &self.prepared).await
     }
 }
 
@@ -324,7 +379,7 @@ impl<X: ExternalFilter> std::fmt::Debug for FilterCall<X> {
             f,
             "{}({:?})",
             ExternalFilter::name(&*self.filter),
-            self.args
+            self.prepared.args
         )
     }
 }

@@ -24,8 +24,8 @@ pub mod tree;
 
 pub use external::{
     CallFailed, External, ExternalFilter, ExternalPredicate, ExternalRequest, FailurePolicy,
-    FilterCall, HeaderOp, Lookup, NoExternal, PluginSource, PredicateCall, Reply, RequestAction,
-    RequestEdits, ResponseEdits, ResponseHead,
+    FilterCall, FilterPhases, HeaderOp, Lookup, NoExternal, PluginSource, PredicateCall, Prepared,
+    Reply, RequestAction, RequestEdits, ResponseEdits, ResponseHead,
 };
 pub use params::Params;
 pub use published::PublishedTable;

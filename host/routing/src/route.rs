@@ -11,6 +11,7 @@ use http::uri::{Authority, Scheme};
 use super::backend::BackendConnection;
 use super::external::{
     External, ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
+    Prepared,
 };
 use super::filters::BuiltinFilter;
 use super::matchers::{Matcher, MethodSet, PathMatch};
@@ -280,10 +281,11 @@ impl RuleCheck<'_> {
                 Ok(Compiled::Other(m)) => matchers.push((i, m)),
                 Ok(Compiled::Plugin(name)) => {
                     let found = plugins.predicate(&name);
-                    let validate = |p: &X| ExternalPredicate::validate(p, &spec.args);
-                    if let Some(p) = self.plugin(&field, &name, Role::Predicate, found, validate) {
-                        let args = spec.args.clone();
-                        predicates.push((i, PredicateCall { predicate: p, args }));
+                    let prepare = |p: &X| ExternalPredicate::prepare(p, &spec.args);
+                    if let Some((p, prepared)) =
+                        self.plugin(&field, &name, Role::Predicate, found, prepare)
+                    {
+                        predicates.push((i, PredicateCall::new(p, prepared)));
                     }
                 }
                 Err(e) => self.err(&format!("{field}{}", e.field), e.code, e.reason),
@@ -311,16 +313,16 @@ impl RuleCheck<'_> {
     }
 
     /// The plugin a matcher or filter at `field` names, as `found` by the route's plugin
-    /// source, if it is of the right `role` and accepts the route's args (`validate`);
-    /// otherwise the error is recorded and there is none.
+    /// source, with what it made of the route's args (`prepare`), if it is of the right `role`
+    /// and accepts them; otherwise the error is recorded and there is none.
     fn plugin<X>(
         &mut self,
         field: &str,
         name: &str,
         role: Role,
         found: Lookup<Arc<X>>,
-        validate: impl FnOnce(&X) -> Result<(), String>,
-    ) -> Option<Arc<X>> {
+        prepare: impl FnOnce(&X) -> Result<Prepared, String>,
+    ) -> Option<(Arc<X>, Prepared)> {
         let p = match found {
             Lookup::Found(p) => p,
             Lookup::Missing => {
@@ -341,8 +343,8 @@ impl RuleCheck<'_> {
                 return None;
             }
         };
-        match validate(&p) {
-            Ok(()) => Some(p),
+        match prepare(&p) {
+            Ok(prepared) => Some((p, prepared)),
             Err(reason) => {
                 self.err(
                     &format!("{field}.args"),
@@ -371,10 +373,11 @@ impl RuleCheck<'_> {
                 },
                 (None, Some(name)) => {
                     let found = plugins.filter(name);
-                    let validate = |p: &X| ExternalFilter::validate(p, &f.args);
-                    if let Some(p) = self.plugin(&field, name, Role::Filter, found, validate) {
-                        let args = f.args.clone();
-                        filters.push(RouteFilter::Plugin(FilterCall { filter: p, args }));
+                    let prepare = |p: &X| ExternalFilter::prepare(p, &f.args);
+                    if let Some((p, prepared)) =
+                        self.plugin(&field, name, Role::Filter, found, prepare)
+                    {
+                        filters.push(RouteFilter::Plugin(FilterCall::new(p, prepared)));
                     }
                 }
                 _ => self.err(

@@ -13,7 +13,9 @@
 //! valid header name, every value is a valid header value (no CR/LF or other control
 //! characters).
 
-use routerd_sdk::{Filter, Request, RequestAction, RequestEdits, Response, ResponseEdits, http};
+use routerd_sdk::{
+    Filter, Phases, Request, RequestAction, RequestEdits, Response, ResponseEdits, http,
+};
 
 /// The plugin.
 pub struct AddHeaders;
@@ -113,6 +115,15 @@ impl Filter for AddHeaders {
             .map(|entries| response_edits(&entries))
             .unwrap_or_default()
     }
+
+    /// Only the phases the args have pairs for run: `resp:` pairs alone cost one call.
+    fn phases(args: &[String]) -> Phases {
+        let entries = parse(args).unwrap_or_default();
+        Phases {
+            request: entries.iter().any(|e| e.phase == Phase::Request),
+            response: entries.iter().any(|e| e.phase == Phase::Response),
+        }
+    }
 }
 
 routerd_sdk::export_filter!(AddHeaders);
@@ -125,6 +136,18 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn runs_only_the_phases_its_pairs_need() {
+        let only_response = AddHeaders::phases(&args(&["resp:X-B", "1"]));
+        assert_eq!(only_response, Phases::RESPONSE);
+        let both = AddHeaders::phases(&args(&["req:X-A", "v", "resp:X-B", "1"]));
+        assert_eq!(both, Phases::BOTH);
+        assert_eq!(
+            AddHeaders::phases(&args(&["req:X-A", "v"])),
+            Phases::REQUEST
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ const PROVIDED_IMPORTS: &[&str] = &[
 /// The versions of the `router:plugin` contract routerd speaks. A 0.x version is compatible
 /// with the later patch releases of its minor version (the component model's semver rule), so
 /// each entry is a `major.minor` prefix.
-pub const CONTRACT_VERSIONS: &[&str] = &["0.2"];
+pub const CONTRACT_VERSIONS: &[&str] = &["0.2", "0.3"];
 
 /// Refuses an import or export of a `router:plugin` interface of a version routerd does not
 /// speak, naming it: otherwise such a component fails later with a bare link error.
@@ -105,15 +105,20 @@ mod tests {
         assert!(check_contract("wasi:cli/environment@0.2.0").is_ok());
         assert!(check_contract("router:plugin/request@0.2.0").is_ok());
         assert!(check_contract("router:plugin/request@0.2.7").is_ok());
+        assert!(check_contract("router:plugin/filter@0.3.0").is_ok());
         for (name, found) in [
             ("router:plugin/predicate@0.1.0", "router:plugin@0.1.0"),
             ("router:plugin/request@0.20.0", "router:plugin@0.20.0"),
+            ("router:plugin/request@0.4.0", "router:plugin@0.4.0"),
             ("router:plugin/request@1.0.0", "router:plugin@1.0.0"),
             ("router:plugin/request", "an unversioned router:plugin"),
         ] {
             let e = check_contract(name).expect_err(name).to_string();
             assert!(e.contains(found), "{e}");
-            assert!(e.contains("routerd speaks router:plugin@0.2.x"), "{e}");
+            assert!(
+                e.contains("routerd speaks router:plugin@0.2.x, 0.3.x"),
+                "{e}"
+            );
         }
     }
 

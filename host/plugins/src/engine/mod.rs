@@ -31,7 +31,8 @@ use wasmtime::component::Linker;
 use serde::Serialize;
 
 use super::PluginError;
-use super::state::{PluginState, PluginWorld};
+use super::contract::{v2, v3};
+use super::state::PluginState;
 
 /// Which engine a component runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,7 +214,10 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(PluginError::engine)?;
-        PluginWorld::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        // Every contract version side by side: a component links to the one it imports.
+        v2::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(PluginError::engine)?;
+        v3::Plugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(PluginError::engine)?;
         tracing::debug!(pooling, engine = kind.as_str(), "plugin engine ready");
         Ok(Runtime {

@@ -6,35 +6,15 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
-
 use super::bounds::{CallFailure, classify, within};
 use super::warm::{INSTANTIATE_ALLOWANCE, Warm};
 use super::{
     LOAD_ALLOWANCE, MAX_REPLY_BODY_BYTES, MAX_RESULT_HEADER_BYTES, MAX_RESULT_HEADERS, Plugin,
 };
+use crate::contract::{Call, HeaderOp, Outcome, RequestAction};
 use crate::engine::EPOCH_TICK;
 use crate::gate::{Admission, Phase};
-use crate::state::{
-    FilterGuest, HeaderOp, PluginState, PredicateGuest, RequestAction, RequestEdits, ResponseEdits,
-};
 use routerd_routing::{ExternalRequest, ResponseHead};
-
-/// A call into the guest.
-pub(super) enum Call<'a> {
-    Validate { filter: bool, args: &'a [String] },
-    Matches(&'a [String]),
-    OnRequest(&'a [String]),
-    OnResponse(&'a [String]),
-}
-
-/// What a call answered.
-pub(super) enum Outcome {
-    Valid(Result<(), String>),
-    Matched(bool),
-    Action(RequestAction),
-    Edits(ResponseEdits),
-}
 
 /// What a call may spend: starting a new instance, waiting for a slot, running the guest.
 struct Budget {
@@ -117,17 +97,11 @@ impl Plugin {
         warm.store.set_epoch_deadline(1);
         let Warm {
             store,
-            predicate,
-            filter,
+            guest,
             slot_wait,
             ..
         } = &mut warm;
-        let outcome = within(
-            deadline_at,
-            slot_wait,
-            invoke(store, predicate, filter, call),
-        )
-        .await;
+        let outcome = within(deadline_at, slot_wait, guest.invoke(store, call)).await;
         // The request goes back to its caller's only reference: the proxy then reuses the head
         // it shared instead of copying it, and an idle instance holds no request alive.
         let data = warm.store.data_mut();
@@ -191,52 +165,6 @@ impl Plugin {
     }
 }
 
-/// Runs the guest function `call` names.
-async fn invoke(
-    store: &mut Store<PluginState>,
-    predicate: &Option<PredicateGuest>,
-    filter: &Option<FilterGuest>,
-    call: &Call<'_>,
-) -> wasmtime::Result<Outcome> {
-    Ok(match (call, predicate, filter) {
-        (
-            Call::Validate {
-                filter: false,
-                args,
-            },
-            Some(p),
-            _,
-        ) => Outcome::Valid(p.call_validate(&mut *store, args).await?),
-        (Call::Validate { filter: true, args }, _, Some(f)) => {
-            Outcome::Valid(f.call_validate(&mut *store, args).await?)
-        }
-        (Call::Validate { filter, .. }, _, _) => Outcome::Valid(Err(if *filter {
-            "this plugin is not a filter".into()
-        } else {
-            "this plugin is not a predicate".into()
-        })),
-        (Call::Matches(args), Some(p), _) => {
-            Outcome::Matched(p.call_matches(&mut *store, args).await?)
-        }
-        (Call::Matches(_), None, _) => Outcome::Matched(false),
-        (Call::OnRequest(args), _, Some(f)) => {
-            Outcome::Action(f.call_on_request(&mut *store, args).await?)
-        }
-        (Call::OnResponse(args), _, Some(f)) => {
-            Outcome::Edits(f.call_on_response(&mut *store, args).await?)
-        }
-        (Call::OnRequest(_), _, None) => Outcome::Action(RequestAction::Proceed(RequestEdits {
-            headers: Vec::new(),
-            path: None,
-            query: None,
-        })),
-        (Call::OnResponse(_), _, None) => Outcome::Edits(ResponseEdits {
-            status: None,
-            headers: Vec::new(),
-        }),
-    })
-}
-
 /// Refuses results over the caps.
 fn check_result(out: &Outcome) -> Result<(), CallFailure> {
     let (count, bytes, body) = match out {
@@ -251,7 +179,7 @@ fn check_result(out: &Outcome) -> Result<(), CallFailure> {
             r.body.len(),
         ),
         Outcome::Edits(e) => (e.headers.len(), e.headers.iter().map(op_len).sum(), 0),
-        Outcome::Valid(_) | Outcome::Matched(_) => return Ok(()),
+        Outcome::Configured(_) | Outcome::Matched(_) => return Ok(()),
     };
     if count > MAX_RESULT_HEADERS || bytes > MAX_RESULT_HEADER_BYTES {
         return Err(CallFailure::BadResult(format!(

@@ -8,7 +8,6 @@ mod call;
 mod warm;
 
 pub use bounds::CallFailure;
-use call::{Call, Outcome};
 pub(crate) use warm::Warm;
 
 use std::sync::Arc;
@@ -18,13 +17,14 @@ use serde::Serialize;
 use wasmtime::component::InstancePre;
 
 use super::PluginError;
+use super::contract::{
+    Call, Config, ConfigIds, Indices, Outcome, RequestAction, RequestEdits, ResponseEdits,
+};
 use super::engine::{Compiled, CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
 use super::gate::{Breaker, ConcurrencyCap, Phase, PluginStats};
 use super::settings::{FailurePolicy, PluginSettings};
-use super::state::{
-    FilterIndices, PluginState, PredicateIndices, RequestAction, RequestEdits, ResponseEdits,
-};
-use routerd_routing::{ExternalRequest, ResponseHead};
+use super::state::PluginState;
+use routerd_routing::{ExternalRequest, Prepared, ResponseHead};
 
 /// What the plugin exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,8 +86,10 @@ pub struct Plugin {
     pub stats: Arc<PluginStats>,
     engine: Arc<PluginEngine>,
     pre: InstancePre<PluginState>,
-    predicate_indices: Option<PredicateIndices>,
-    filter_indices: Option<FilterIndices>,
+    /// Its exports, by the contract version it speaks.
+    indices: Indices,
+    /// The numbers its routes' args go by.
+    configs: ConfigIds,
     idle: Arc<IdlePool<Warm>>,
     deadline: Duration,
     queue: Duration,
@@ -115,15 +117,9 @@ impl Plugin {
             .linker
             .instantiate_pre(&compiled.component)
             .map_err(|e| PluginError::Link(crate::one_line(&e)))?;
-        let predicate_indices = PredicateIndices::new(&pre).ok();
-        let filter_indices = FilterIndices::new(&pre).ok();
-        if predicate_indices.is_none() && filter_indices.is_none() {
-            return Err(PluginError::NoExports);
-        }
-        let kind = PluginKind {
-            predicate: predicate_indices.is_some(),
-            filter: filter_indices.is_some(),
-        };
+        let indices = Indices::new(&pre).ok_or(PluginError::NoExports)?;
+        let (predicate, filter) = indices.exports();
+        let kind = PluginKind { predicate, filter };
         let idle = Arc::new(IdlePool::new());
         let weak: std::sync::Weak<IdlePool<Warm>> = Arc::downgrade(&idle);
         engine.register_idle(compiled.kind, weak);
@@ -147,8 +143,8 @@ impl Plugin {
             stats: Arc::default(),
             engine: engine.clone(),
             pre,
-            predicate_indices,
-            filter_indices,
+            indices,
+            configs: ConfigIds::default(),
             idle,
             _ticker: engine.ticker_use(),
         };
@@ -186,36 +182,57 @@ impl Plugin {
         self.idle.instances.lock().map_or(0, |v| v.len())
     }
 
-    /// Asks the predicate to check a route's args (at load; blocks the calling thread).
-    pub fn validate_predicate(&self, args: &[String]) -> Result<(), String> {
-        self.validate(false, args)
+    /// The `router:plugin` contract version it speaks (`0.2`, `0.3`).
+    pub fn contract(&self) -> &'static str {
+        self.indices.version()
     }
 
-    /// Asks the filter to check a route's args (at load; blocks the calling thread).
-    pub fn validate_filter(&self, args: &[String]) -> Result<(), String> {
-        self.validate(true, args)
+    /// Asks the predicate to check a route's args and prepares them for its calls (at load;
+    /// blocks the calling thread).
+    pub fn prepare_predicate(&self, args: &[String]) -> Result<Prepared, String> {
+        self.prepare(false, args)
     }
 
-    fn validate(&self, filter: bool, args: &[String]) -> Result<(), String> {
-        let call = Call::Validate { filter, args };
+    /// Asks the filter to check a route's args and prepares them for its calls, with the
+    /// phases it runs for them (at load; blocks the calling thread).
+    pub fn prepare_filter(&self, args: &[String]) -> Result<Prepared, String> {
+        self.prepare(true, args)
+    }
+
+    fn prepare(&self, filter: bool, args: &[String]) -> Result<Prepared, String> {
+        let id = self.configs.id(args);
+        let call = Call::Configure {
+            filter,
+            config: Config { id, args },
+        };
         let (r, _) = self
             .engine
             .block_on(self.call(Phase::Validate, call, None, None));
-        match r {
-            Ok(Outcome::Valid(v)) => v,
-            Ok(_) => Err("validate answered something else".into()),
-            Err(f) => Err(format!("validate failed: {f}")),
-        }
+        let phases = match r {
+            Ok(Outcome::Configured(v)) => v?,
+            Ok(_) => return Err("configure answered something else".into()),
+            Err(f) => return Err(format!("validate failed: {f}")),
+        };
+        Ok(Prepared {
+            args: args.to_vec(),
+            config: id,
+            phases,
+        })
     }
 
     /// Runs the predicate.
     pub async fn run_predicate(
         &self,
         request: ExternalRequest,
-        args: &[String],
+        args: &Prepared,
     ) -> Result<bool, CallFailure> {
         match self
-            .call(Phase::Predicate, Call::Matches(args), Some(request), None)
+            .call(
+                Phase::Predicate,
+                Call::Matches(config(args)),
+                Some(request),
+                None,
+            )
             .await
             .0?
         {
@@ -228,10 +245,15 @@ impl Plugin {
     pub async fn run_request_phase(
         &self,
         request: ExternalRequest,
-        args: &[String],
+        args: &Prepared,
     ) -> Result<RequestAction, CallFailure> {
         match self
-            .call(Phase::Request, Call::OnRequest(args), Some(request), None)
+            .call(
+                Phase::Request,
+                Call::OnRequest(config(args)),
+                Some(request),
+                None,
+            )
             .await
             .0?
         {
@@ -249,12 +271,12 @@ impl Plugin {
         &self,
         request: ExternalRequest,
         response: ResponseHead,
-        args: &[String],
+        args: &Prepared,
     ) -> (Result<ResponseEdits, CallFailure>, ResponseHead) {
         let (r, back) = self
             .call(
                 Phase::Response,
-                Call::OnResponse(args),
+                Call::OnResponse(config(args)),
                 Some(request),
                 Some(response),
             )
@@ -272,5 +294,13 @@ impl Plugin {
     /// The failure policy.
     pub fn failure_policy(&self) -> FailurePolicy {
         self.settings.failure
+    }
+}
+
+/// A call's view of a route's prepared args.
+fn config(prepared: &Prepared) -> Config<'_> {
+    Config {
+        id: prepared.config,
+        args: &prepared.args,
     }
 }

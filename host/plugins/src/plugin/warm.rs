@@ -9,16 +9,17 @@ use wasmtime::Store;
 
 use super::Plugin;
 use super::bounds::{CallFailure, classify, epoch_check, within};
+use crate::contract::Guest;
 use crate::engine::{EPOCH_TICK, SlotReturn};
 use crate::gate::SlotWait;
 use crate::settings::InstanceMode;
-use crate::state::{FilterGuest, PluginState, PredicateGuest};
+use crate::state::PluginState;
 
 /// One instance with its store.
 pub(crate) struct Warm {
     pub(super) store: Store<PluginState>,
-    pub(super) predicate: Option<PredicateGuest>,
-    pub(super) filter: Option<FilterGuest>,
+    /// Its exports, by the contract version it speaks.
+    pub(super) guest: Guest,
     /// The store's [`SlotWait`], also held here for the timer that bounds each call.
     pub(super) slot_wait: Arc<SlotWait>,
     /// Last, so it is dropped after the store: tells waiting calls the slot is free.
@@ -111,19 +112,13 @@ impl Plugin {
         instance: &wasmtime::component::Instance,
         slot_wait: Arc<SlotWait>,
     ) -> Result<Warm, CallFailure> {
-        let trap = |e: wasmtime::Error| CallFailure::Trap(crate::one_line(&e));
-        let predicate = match &self.predicate_indices {
-            Some(ix) => Some(ix.load(&mut store, instance).map_err(trap)?),
-            None => None,
-        };
-        let filter = match &self.filter_indices {
-            Some(ix) => Some(ix.load(&mut store, instance).map_err(trap)?),
-            None => None,
-        };
+        let guest = self
+            .indices
+            .load(&mut store, instance)
+            .map_err(|e| CallFailure::Trap(crate::one_line(&e)))?;
         Ok(Warm {
             store,
-            predicate,
-            filter,
+            guest,
             slot_wait,
             _returned: SlotReturn(self.engine.slots_of(self.engine_kind).clone()),
         })

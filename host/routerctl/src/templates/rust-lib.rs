@@ -7,18 +7,39 @@
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
-use exports::router::plugin::{filter, predicate};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use exports::router::plugin::filter::{self, Phases};
+use exports::router::plugin::predicate;
 use router::plugin::types::{HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits};
 use router::plugin::{request, response};
 
 struct Plugin;
 
+thread_local! {
+    /// Each route's args, by the `config` number routerd gave them in `configure` (routerd
+    /// configures every instance before its first call for a route).
+    static CONFIGS: RefCell<HashMap<u32, Vec<String>>> = RefCell::new(HashMap::new());
+}
+
+fn keep(config: u32, args: Vec<String>) {
+    CONFIGS.with_borrow_mut(|c| c.insert(config, args));
+}
+
+fn args(config: u32) -> Vec<String> {
+    CONFIGS.with_borrow(|c| c.get(&config).cloned().unwrap_or_default())
+}
+
 impl predicate::Guest for Plugin {
-    fn validate(args: Vec<String>) -> Result<(), String> {
-        check_args(&args, 2, "expected 2 args: [header, value]")
+    fn configure(config: u32, args: Vec<String>) -> Result<(), String> {
+        check_args(&args, 2, "expected 2 args: [header, value]")?;
+        keep(config, args);
+        Ok(())
     }
 
-    fn matches(args: Vec<String>) -> bool {
+    fn matches(config: u32) -> bool {
+        let args = args(config);
         let [name, value] = args.as_slice() else {
             return false;
         };
@@ -27,12 +48,15 @@ impl predicate::Guest for Plugin {
 }
 
 impl filter::Guest for Plugin {
-    fn validate(args: Vec<String>) -> Result<(), String> {
-        check_args(&args, 1, "expected 1 arg: [tag]")
+    fn configure(config: u32, args: Vec<String>) -> Result<Phases, String> {
+        check_args(&args, 1, "expected 1 arg: [tag]")?;
+        keep(config, args);
+        // Both phases run; leave one out and routerd does not call it.
+        Ok(Phases::REQUEST | Phases::RESPONSE)
     }
 
-    fn on_request(args: Vec<String>) -> RequestAction {
-        let tag = args.first().cloned().unwrap_or_default();
+    fn on_request(config: u32) -> RequestAction {
+        let tag = args(config).first().cloned().unwrap_or_default();
         if request::header("x-reply").is_some() {
             return RequestAction::Respond(Reply {
                 status: 203,
@@ -47,8 +71,8 @@ impl filter::Guest for Plugin {
         })
     }
 
-    fn on_response(args: Vec<String>) -> ResponseEdits {
-        let tag = args.first().cloned().unwrap_or_default();
+    fn on_response(config: u32) -> ResponseEdits {
+        let tag = args(config).first().cloned().unwrap_or_default();
         ResponseEdits {
             status: None,
             headers: vec![HeaderOp::Set((
@@ -59,7 +83,7 @@ impl filter::Guest for Plugin {
     }
 }
 
-/// The args check both `validate`s share (plain Rust, so it is tested natively below).
+/// The args check both `configure`s share (plain Rust, so it is tested natively below).
 fn check_args(args: &[String], want: usize, message: &str) -> Result<(), String> {
     if args.len() == want {
         Ok(())
