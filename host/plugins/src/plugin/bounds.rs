@@ -3,7 +3,8 @@
 //! concurrency cap, and the [`CallFailure`] a failed call is named by.
 
 use std::future::Future;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use wasmtime::{Store, StoreContextMut, UpdateDeadline};
@@ -61,25 +62,53 @@ impl std::fmt::Display for CallFailure {
 
 /// Runs `fut` until `deadline_at`; `None` when the deadline came first (the future is dropped).
 /// Most calls finish in their first poll, so only one that suspends (an epoch yield, a wait in
-/// WASI) pays for a timer.
-pub(super) async fn within<F: Future>(
-    deadline_at: Instant,
-    wait: &SlotWait,
-    fut: F,
-) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
-        return Some(out);
+/// WASI) pays for a timer. A future of its own, not an `async fn`: a call's future is
+/// allocated and copied once per call, and an `async fn` would hold the guest's future twice
+/// (the argument and its pinned copy) beside the timer.
+pub(super) fn within<F: Future>(deadline_at: Instant, wait: &SlotWait, fut: F) -> Within<'_, F> {
+    Within {
+        fut,
+        until: deadline_at,
+        wait,
+        timer: None,
     }
-    let mut until = deadline_at;
-    loop {
-        match tokio::time::timeout_at(until.into(), fut.as_mut()).await {
-            Ok(out) => return Some(out),
+}
+
+pin_project_lite::pin_project! {
+    /// The future [`within`] returns.
+    pub(super) struct Within<'a, F> {
+        #[pin]
+        fut: F,
+        until: Instant,
+        wait: &'a SlotWait,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        let until = *this.until;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until.into())));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             // The guest is waiting for a slot of the cap: that time is not its own.
-            Err(_) => match wait.extended_until() {
-                Some(later) if later > until => until = later,
-                _ => return None,
-            },
+            match this.wait.extended_until() {
+                Some(later) if later > *this.until => {
+                    *this.until = later;
+                    timer.as_mut().reset(later.into());
+                }
+                _ => return Poll::Ready(None),
+            }
         }
     }
 }

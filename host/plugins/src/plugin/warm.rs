@@ -136,7 +136,9 @@ impl Plugin {
         {
             return Ok(w);
         }
-        self.instantiate(allowance, queue).await
+        // Boxed: starting an instance is a future of several KiB, and every call's future
+        // would otherwise be that large (allocated and copied per call) to hold it.
+        Box::pin(self.instantiate(allowance, queue)).await
     }
 
     pub(super) fn put_back(&self, mut warm: Warm) {
