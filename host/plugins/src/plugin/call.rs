@@ -82,6 +82,8 @@ impl Plugin {
         request: Option<ExternalRequest>,
         response: Option<ResponseHead>,
     ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
+        // The epochs that bound the guest advance while it runs.
+        let _running = self.ticker.guest_run();
         let started = Instant::now();
         let deadline_at = started + budget.deadline;
         {

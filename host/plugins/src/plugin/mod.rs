@@ -97,7 +97,7 @@ pub struct Plugin {
     cap: ConcurrencyCap,
     breaker: Breaker,
     /// Its calls' deadlines need the epoch ticker.
-    _ticker: TickerUse,
+    ticker: TickerUse,
 }
 
 impl Plugin {
@@ -146,7 +146,7 @@ impl Plugin {
             indices,
             configs: ConfigIds::default(),
             idle,
-            _ticker: engine.ticker_use(),
+            ticker: engine.ticker_use(),
         };
         let started = Instant::now();
         let warm = engine

@@ -87,8 +87,10 @@ impl Plugin {
             // Start functions run too: the deadline is armed before instantiating.
             store.set_epoch_deadline(1);
             let wait = store.data().slot_wait.clone();
-            let instance = match within(until, &wait, self.pre.instantiate_async(&mut store)).await
-            {
+            let running = self.ticker.guest_run();
+            let started = within(until, &wait, self.pre.instantiate_async(&mut store)).await;
+            drop(running);
+            let instance = match started {
                 None => return Some(Err(CallFailure::Deadline)),
                 Some(Ok(i)) => i,
                 Some(Err(e)) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
