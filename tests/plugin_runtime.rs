@@ -242,20 +242,33 @@ async fn more_plugins_than_pool_instances_all_load_and_serve() {
     }
 }
 
-/// Compiling happens in a short-lived child process by default (so the compiler's memory is
-/// returned to the system), and in routerd itself with `--plugin-compiler in-process`; either
-/// way the plugin serves, and a restart loads the cached artifact.
+/// Compiling a large component (1 MiB or more) happens in a short-lived child process by
+/// default (so the compiler's memory is returned to the system), and in routerd itself with
+/// `--plugin-compiler in-process`; a small one always compiles in routerd (a child's start costs
+/// more than its compile). Every way the plugin serves, and a restart loads the cached artifact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plugins_compile_in_a_child_process_unless_told_otherwise() {
+async fn large_plugins_compile_in_a_child_process_unless_told_otherwise() {
     let cfg = config(vec![
         Route::respond("gold")
             .m(path("/t"))
-            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+            .m(plugin_pred("p", &["x-tier", "gold"])),
         Route::respond("plain").m(path("/t")),
     ]);
-    for (flag, expected) in [(None, "child"), (Some("in-process"), "routerd")] {
+    let large = lang_plugin("quickjs");
+    let small = dist_plugin("header-eq");
+    assert!(std::fs::metadata(&large).unwrap().len() >= 1 << 20);
+    assert!(std::fs::metadata(&small).unwrap().len() < 1 << 20);
+    for (plugin, flag, expected) in [
+        (&large, None, "child"),
+        (&large, Some("in-process"), "routerd"),
+        (&small, None, "routerd"),
+    ] {
         // A cold cache of its own, so the plugin is compiled.
-        let mut launch = Routerd::launch(&cfg).plugin("header-eq");
+        let mut launch = Routerd::launch(&cfg)
+            .plugin_path("p", plugin)
+            // A JavaScript guest's first call in a debug build can pass the default deadline.
+            .plugin_settings("p", json!({"deadline_ms": 1000}))
+            .startup_timeout(std::time::Duration::from_secs(60));
         if let Some(place) = flag {
             launch = launch.arg("--plugin-compiler").arg(place);
         }
@@ -263,12 +276,13 @@ async fn plugins_compile_in_a_child_process_unless_told_otherwise() {
         let line = rd
             .logs()
             .into_iter()
-            .find(|l| is_loaded_line(l, "header-eq"))
+            .find(|l| is_loaded_line(l, "p"))
             .unwrap_or_else(|| panic!("no load line: {:?}", rd.logs()));
         assert_eq!(
             log_field(&line, "compiled_by").as_deref(),
             Some(expected),
-            "{line}"
+            "{}: {line}",
+            plugin.display()
         );
         let resp = rd.request("GET", "/t", &[("x-tier", "gold")], "").await;
         assert_eq!(resp.text(), "gold", "{expected}: {}", resp.describe());

@@ -71,7 +71,8 @@ impl PluginRegistry {
         &self.dir
     }
 
-    /// Loads every `*.wasm` in the directory; failures are logged and skipped.
+    /// Loads every `*.wasm` in the directory, on every core at once (compiling is most of a
+    /// cold start); failures are logged and skipped.
     pub fn load_dir(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -82,12 +83,30 @@ impl PluginRegistry {
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
             .collect();
         paths.sort();
-        for path in paths {
-            if let Err(e) = self.load_file(&path) {
-                let plugin = path.file_stem().map(|s| s.to_string_lossy());
-                let reason = super::joined_lines(&e.to_string());
-                tracing::warn!(plugin = plugin.as_deref().unwrap_or(""), path = %path.display(), "plugin not loaded: {reason}");
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(paths.len());
+        let load_next = || {
+            while let Some(path) =
+                paths.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+            {
+                self.load_logged(path);
             }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..workers {
+                s.spawn(load_next);
+            }
+            load_next();
+        });
+    }
+
+    fn load_logged(&self, path: &Path) {
+        if let Err(e) = self.load_file(path) {
+            let plugin = path.file_stem().map(|s| s.to_string_lossy());
+            let reason = super::joined_lines(&e.to_string());
+            tracing::warn!(plugin = plugin.as_deref().unwrap_or(""), path = %path.display(), "plugin not loaded: {reason}");
         }
     }
 

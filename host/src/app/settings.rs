@@ -118,8 +118,9 @@ pub struct Settings {
     /// Where the access log goes (appended); standard output when not given.
     #[arg(long, env = "ROUTERD_ACCESS_LOG_FILE")]
     pub access_log_file: Option<PathBuf>,
-    /// Where plugins are compiled: `child` (a short-lived routerd process, so the compiler's
-    /// memory is returned to the system) or `in-process`.
+    /// Where plugins of 1 MiB or more are compiled: `child` (a short-lived routerd process, so
+    /// the compiler's memory is returned to the system) or `in-process`. Smaller ones always
+    /// compile in routerd.
     #[arg(long, env = "ROUTERD_PLUGIN_COMPILER", default_value = "child")]
     pub plugin_compiler: CompilerPlace,
     /// Internal: compile the component on stdin for engine KIND into the ARTIFACT file, then
