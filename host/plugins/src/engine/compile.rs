@@ -275,7 +275,10 @@ fn compatibility(engine: &Engine) -> u64 {
 /// Writes a compiled artifact atomically (a temp file unique to this process, then a rename),
 /// so a reader never sees half of one and several routerd may share a data directory.
 fn write_artifact(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per write: plugins load on several threads, and two may compile the same bytes.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, path))
 }
 
