@@ -335,3 +335,64 @@ async fn plugin_output_floods_are_rate_limited() {
         );
     }
 }
+
+/// `--plugin-cache-max-mib` bounds the compile cache: eight plugins (175-600 KiB of compiled
+/// code each) compiled into a 1 MiB cache leave at most 1 MiB of artifacts, the least recently
+/// used removed, and every plugin still serves (a loaded plugin does not need its file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compile_cache_stays_under_its_bound() {
+    let plugins = [
+        "header-eq",
+        "add-headers",
+        "api-key",
+        "ab-split",
+        "jwt-claim",
+        "bad-loop",
+        "noop-predicate",
+        "contract-0-2",
+    ];
+    let cfg = config(vec![
+        Route::respond("gold")
+            .m(path("/t"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"])),
+        Route::respond("plain").m(path("/t")),
+    ]);
+    let rd = plugins
+        .iter()
+        .fold(Routerd::launch(&cfg), |l, p| l.plugin(p))
+        .arg("--plugin-cache-max-mib")
+        .arg("1")
+        .start()
+        .await;
+    let listed = rd.admin_get("/api/v1/plugins").await.json();
+    assert_eq!(
+        listed["plugins"].as_array().map(Vec::len),
+        Some(plugins.len()),
+        "{listed}"
+    );
+    let sizes: Vec<u64> = std::fs::read_dir(rd.data_dir().join("plugin-cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    assert!(
+        total <= 1 << 20,
+        "{total} bytes in {} artifacts",
+        sizes.len()
+    );
+    assert!(
+        !sizes.is_empty() && sizes.len() < plugins.len(),
+        "{sizes:?}"
+    );
+    let resp = rd.request("GET", "/t", &[("x-tier", "gold")], "").await;
+    assert_eq!(resp.text(), "gold", "{}", resp.describe());
+    assert!(
+        rd.logs()
+            .iter()
+            .any(|l| l.contains("compile cache over its bound")),
+        "{:?}",
+        rd.logs()
+    );
+}

@@ -103,6 +103,7 @@ fn open_plugins(settings: &Settings) -> Result<Arc<PluginRegistry>, AppError> {
         max_memory_bytes: settings.plugin_max_memory_mib << 20,
     };
     let engine = PluginEngine::new(&limits, Some(&settings.data.join("plugin-cache")))?;
+    engine.bound_cache(settings.plugin_cache_max_mib << 20);
     if settings.plugin_compiler == CompilerPlace::Child {
         match std::env::current_exe() {
             Ok(program) => engine.compile_in_child(ChildCompiler {

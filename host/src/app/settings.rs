@@ -118,6 +118,10 @@ pub struct Settings {
     /// Where the access log goes (appended); standard output when not given.
     #[arg(long, env = "ROUTERD_ACCESS_LOG_FILE")]
     pub access_log_file: Option<PathBuf>,
+    /// The most MiB of compiled plugins kept in the compile cache (`DATA/plugin-cache`); past
+    /// it, the least recently used artifacts are removed. 0: no bound.
+    #[arg(long, env = "ROUTERD_PLUGIN_CACHE_MAX_MIB", default_value_t = routerd_plugins::engine::DEFAULT_CACHE_BOUND_BYTES >> 20)]
+    pub plugin_cache_max_mib: u64,
     /// Where plugins of 1 MiB or more are compiled: `child` (a short-lived routerd process, so
     /// the compiler's memory is returned to the system) or `in-process`. Smaller ones always
     /// compile in routerd.

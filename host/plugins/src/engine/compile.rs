@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::cache::{mark_used, trim, write_artifact};
 use super::{EngineKind, PluginEngine};
 use crate::PluginError;
 
@@ -181,6 +182,7 @@ impl PluginEngine {
             {
                 match self.load_cached(kind, &path) {
                     Ok(component) => {
+                        mark_used(&path);
                         return Ok(Compiled {
                             component,
                             kind,
@@ -204,6 +206,7 @@ impl PluginEngine {
             match self.run_child(compiler, bytes, kind, path) {
                 Ok(()) => match self.load_cached(kind, path) {
                     Ok(component) => {
+                        self.trim_cache(path);
                         return Ok(Compiled {
                             component,
                             kind,
@@ -225,11 +228,12 @@ impl PluginEngine {
             Component::new(&self.runtime(kind).engine, bytes).map_err(PluginError::invalid)?;
         if let Some(path) = &cached {
             match component.serialize() {
-                Ok(artifact) => {
-                    if let Err(e) = write_artifact(path, &artifact) {
-                        tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache");
+                Ok(artifact) => match write_artifact(path, &artifact) {
+                    Ok(()) => self.trim_cache(path),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "cannot write the compile cache")
                     }
-                }
+                },
                 Err(e) => tracing::warn!(error = %e, "cannot serialize a compiled plugin"),
             }
         }
@@ -239,6 +243,28 @@ impl PluginEngine {
             by: CompiledBy::Routerd,
             took: started.elapsed(),
         })
+    }
+
+    /// Bounds the compile cache's size (`bytes`; 0 leaves it unbounded). Past the bound, the
+    /// least recently used artifacts are removed after each new one is written.
+    pub fn bound_cache(&self, bytes: u64) {
+        self.cache_bound
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Keeps the cache under its bound, never removing `written`.
+    fn trim_cache(&self, written: &Path) {
+        let bound = self.cache_bound.load(std::sync::atomic::Ordering::Relaxed);
+        if let (Some(dir), true) = (&self.cache_dir, bound > 0) {
+            let removed = trim(dir, bound, written);
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    bound_mib = bound >> 20,
+                    "compile cache over its bound: removed the least recently used artifacts"
+                );
+            }
+        }
     }
 
     fn cache_path(&self, kind: EngineKind, sha256: &str) -> Option<PathBuf> {
@@ -274,14 +300,6 @@ fn compatibility(engine: &Engine) -> u64 {
 
 /// Writes a compiled artifact atomically (a temp file unique to this process, then a rename),
 /// so a reader never sees half of one and several routerd may share a data directory.
-fn write_artifact(path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-    // Unique per write: plugins load on several threads, and two may compile the same bytes.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
-    std::fs::write(&tmp, artifact).and_then(|()| std::fs::rename(&tmp, path))
-}
-
 /// Why a compiling child did not leave an artifact.
 enum ChildFailure {
     /// The component is invalid (the child's message).

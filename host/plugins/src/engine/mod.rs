@@ -4,15 +4,18 @@
 //! linker (async WASI, so a guest that blocks in WASI suspends its call instead of a thread).
 //! This module assembles them; by concern: `pooling` (instance allocation and the engine
 //! configuration), `ticker` (epochs, the deadlines' clock), `compile` (compiling, in a child
-//! process, and the compile cache), `imports` (what a component may import, the contract
-//! versions), `instances` (warm instances as a cache, eviction, waiting for a slot).
+//! process, and the compile cache), `cache` (the compile cache's files and size bound),
+//! `imports` (what a component may import, the contract versions), `instances` (warm instances
+//! as a cache, eviction, waiting for a slot).
 
+mod cache;
 mod compile;
 mod imports;
 mod instances;
 mod pooling;
 mod ticker;
 
+pub use cache::DEFAULT_CACHE_BOUND_BYTES;
 pub use compile::{CHILD_EXIT_INVALID, ChildCompiler, Compiled, CompiledBy};
 pub use imports::CONTRACT_VERSIONS;
 pub(crate) use instances::{Evictable, IdlePool, SlotReturn, SlotSignal};
@@ -94,6 +97,8 @@ pub struct PluginEngine {
     standard: Runtime,
     component_async: Runtime,
     cache_dir: Option<PathBuf>,
+    /// The compile cache's size bound in bytes (0: none).
+    cache_bound: std::sync::atomic::AtomicU64,
     /// Runs load-time calls (trial instantiation, `validate`) for callers that are not async.
     control: LoadRuntime,
     /// Every plugin's idle instances with the engine they belong to, for eviction.
@@ -146,6 +151,7 @@ impl PluginEngine {
             standard,
             component_async,
             cache_dir,
+            cache_bound: std::sync::atomic::AtomicU64::new(cache::DEFAULT_CACHE_BOUND_BYTES),
             control: LoadRuntime::new()?,
             idle_pools: Mutex::new(Vec::new()),
             compiler: OnceLock::new(),
