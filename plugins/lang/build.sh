@@ -12,9 +12,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# These guests are written for contract 0.2, which routerd keeps loading beside 0.3 (the Rust
-# one, through the SDK, speaks 0.3): the tests run both side by side in every language.
-wit="$(cd "$here/../../wit/v0.2" && pwd)"
+wit="$(cd "$here/../../wit" && pwd)"
 dist="$here/dist"
 mkdir -p "$dist"
 

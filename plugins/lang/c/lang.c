@@ -5,9 +5,12 @@
 // filter args [tag]: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is answered
 // 203 "reply from TAG"; the response gets `x-tag-response: TAG:STATUS`.
 //
-// Ownership, as wit-bindgen's C bindings define it: an export owns its `args` and frees them;
-// what it returns is malloc'd and freed by the bindings after routerd has read it; a string an
-// import returns is ours to free.
+// routerd gives each route's args once per instance (`configure`, under a number the calls then
+// name); they are kept here by that number.
+//
+// Ownership, as wit-bindgen's C bindings define it: `configure` owns its `args` (kept, or freed
+// when refused); what an export returns is malloc'd and freed by the bindings after routerd has
+// read it; a string an import returns is ours to free.
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +25,46 @@ static void dup_string(plugin_string_t *out, const plugin_string_t *in) {
     plugin_string_dup_n(out, (const char *)in->ptr, in->len);
 }
 
-bool exports_router_plugin_predicate_validate(plugin_list_string_t *args, plugin_string_t *err) {
-    bool ok = args->len == 2;
-    plugin_list_string_free(args);
-    if (!ok) set_error(err, "expected 2 args: [header, value]");
-    return ok;
+// Route args by config number, for the predicate and the filter apart.
+struct configs {
+    plugin_list_string_t *args;
+    size_t len;
+};
+static struct configs predicate_configs, filter_configs;
+
+// Keeps `args` (taking ownership) under `config`.
+static bool keep(struct configs *c, uint32_t config, plugin_list_string_t *args) {
+    if (config >= c->len) {
+        size_t len = (size_t)config + 1;
+        plugin_list_string_t *grown = realloc(c->args, len * sizeof *grown);
+        if (grown == NULL) return false;
+        memset(grown + c->len, 0, (len - c->len) * sizeof *grown);
+        c->args = grown;
+        c->len = len;
+    }
+    plugin_list_string_free(&c->args[config]);
+    c->args[config] = *args;
+    return true;
 }
 
-bool exports_router_plugin_predicate_matches(plugin_list_string_t *args) {
+// The args kept under `config`: an empty list if there are none.
+static const plugin_list_string_t *args_of(const struct configs *c, uint32_t config) {
+    static const plugin_list_string_t none = {0};
+    return config < c->len ? &c->args[config] : &none;
+}
+
+bool exports_router_plugin_predicate_configure(uint32_t config, plugin_list_string_t *args,
+                                               plugin_string_t *err) {
+    if (args->len != 2 || !keep(&predicate_configs, config, args)) {
+        plugin_list_string_free(args);
+        set_error(err, "expected 2 args: [header, value]");
+        return false;
+    }
+    return true;
+}
+
+bool exports_router_plugin_predicate_matches(uint32_t config) {
+    const plugin_list_string_t *args = args_of(&predicate_configs, config);
     bool matched = false;
     if (args->len == 2) {
         plugin_string_t value;
@@ -39,15 +74,20 @@ bool exports_router_plugin_predicate_matches(plugin_list_string_t *args) {
             plugin_string_free(&value);
         }
     }
-    plugin_list_string_free(args);
     return matched;
 }
 
-bool exports_router_plugin_filter_validate(plugin_list_string_t *args, plugin_string_t *err) {
-    bool ok = args->len == 1;
-    plugin_list_string_free(args);
-    if (!ok) set_error(err, "expected 1 arg: [tag]");
-    return ok;
+bool exports_router_plugin_filter_configure(uint32_t config, plugin_list_string_t *args,
+                                            exports_router_plugin_filter_phases_t *ret,
+                                            plugin_string_t *err) {
+    if (args->len != 1 || !keep(&filter_configs, config, args)) {
+        plugin_list_string_free(args);
+        set_error(err, "expected 1 arg: [tag]");
+        return false;
+    }
+    // Both phases run (leave one out and routerd never calls it).
+    *ret = EXPORTS_ROUTER_PLUGIN_FILTER_PHASES_REQUEST | EXPORTS_ROUTER_PLUGIN_FILTER_PHASES_RESPONSE;
+    return true;
 }
 
 // One header `name: tag`, newly allocated.
@@ -57,8 +97,9 @@ static void tag_header(router_plugin_types_header_t *h, const char *name,
     dup_string(&h->f1, tag);
 }
 
-void exports_router_plugin_filter_on_request(plugin_list_string_t *args,
+void exports_router_plugin_filter_on_request(uint32_t config,
                                              exports_router_plugin_filter_request_action_t *ret) {
+    const plugin_list_string_t *args = args_of(&filter_configs, config);
     plugin_string_t empty = {0};
     const plugin_string_t *tag = args->len > 0 ? &args->ptr[0] : &empty;
     plugin_string_t name, reply_header;
@@ -86,11 +127,11 @@ void exports_router_plugin_filter_on_request(plugin_list_string_t *args,
         ret->val.proceed.path.is_some = false;
         ret->val.proceed.query.is_some = false;
     }
-    plugin_list_string_free(args);
 }
 
-void exports_router_plugin_filter_on_response(plugin_list_string_t *args,
+void exports_router_plugin_filter_on_response(uint32_t config,
                                               exports_router_plugin_filter_response_edits_t *ret) {
+    const plugin_list_string_t *args = args_of(&filter_configs, config);
     plugin_string_t empty = {0};
     const plugin_string_t *tag = args->len > 0 ? &args->ptr[0] : &empty;
     unsigned status = router_plugin_response_status();
@@ -112,5 +153,4 @@ void exports_router_plugin_filter_on_response(plugin_list_string_t *args,
     ops[0].val.set.f1 = (plugin_string_t){value, len};
     ret->status.is_some = false;
     ret->headers = (router_plugin_types_list_header_op_t){ops, 1};
-    plugin_list_string_free(args);
 }

@@ -5,9 +5,15 @@
 // predicate args [header, value]: matches when the request's header equals value.
 // filter args [tag]: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is answered
 // 203 "reply from TAG"; the response gets `x-tag-response: TAG:STATUS`.
+//
+// routerd gives each route's args once per instance (`configure`, under a number the calls
+// then name); they are kept here by that number.
 
-import { header } from 'router:plugin/request@0.2.0';
-import { status } from 'router:plugin/response@0.2.0';
+import { header } from 'router:plugin/request@0.3.0';
+import { status } from 'router:plugin/response@0.3.0';
+
+const predicateArgs = new Map();
+const filterArgs = new Map();
 
 // UTF-8 bytes of a string. (QuickJS has no TextEncoder; this runs on both engines.)
 function utf8(text) {
@@ -28,24 +34,29 @@ function utf8(text) {
 }
 
 export const predicate = {
-  validate(args) {
+  configure(config, args) {
     if (args.length !== 2) {
       throw "expected 2 args: [header, value]";
     }
+    predicateArgs.set(config, args);
   },
-  matches(args) {
-    return header(args[0]) === args[1];
+  matches(config) {
+    const args = predicateArgs.get(config);
+    return args !== undefined && header(args[0]) === args[1];
   },
 };
 
 export const filter = {
-  validate(args) {
+  configure(config, args) {
     if (args.length !== 1) {
       throw "expected 1 arg: [tag]";
     }
+    filterArgs.set(config, args);
+    // Both phases run (leave one out and routerd never calls it).
+    return { request: true, response: true };
   },
-  onRequest(args) {
-    const tag = args[0];
+  onRequest(config) {
+    const tag = (filterArgs.get(config) ?? [''])[0];
     // A missing header is undefined under componentize-js and null under QuickJS.
     if (header('x-reply') != null) {
       const body = utf8(`reply from ${tag}`);
@@ -56,10 +67,11 @@ export const filter = {
       val: { headers: [{ tag: 'set', val: ['x-tag', tag] }], path: undefined, query: undefined },
     };
   },
-  onResponse(args) {
+  onResponse(config) {
+    const tag = (filterArgs.get(config) ?? [''])[0];
     return {
       status: undefined,
-      headers: [{ tag: 'set', val: ['x-tag-response', `${args[0]}:${status()}`] }],
+      headers: [{ tag: 'set', val: ['x-tag-response', `${tag}:${status()}`] }],
     };
   },
 };

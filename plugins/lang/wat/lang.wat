@@ -5,16 +5,22 @@
 ;; filter args [tag]: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is answered
 ;; 203 "reply from TAG"; the response gets `x-tag-response: TAG:STATUS`.
 ;;
-;; Memory is a bump heap from 1024, reset by every export's post-return function (routerd has
-;; read the result by then), so a reused instance does not grow.
+;; routerd gives each route's args once per instance (`configure`, under a number the calls then
+;; name). `configure` keeps them where the host wrote them and records (ptr, count) by that
+;; number: the predicate's table at 1024, the filter's at 1536, 64 routes each.
+;;
+;; Memory is a bump heap from $floor (2048 at first), reset to it by every export's post-return
+;; function (routerd has read the result by then), so a reused instance does not grow; `configure`
+;; raises $floor over the args it keeps.
 (module
-  (import "cm32p2|router:plugin/request@0.2" "header"
+  (import "cm32p2|router:plugin/request@0.3" "header"
     (func $req_header (param i32 i32 i32)))
-  (import "cm32p2|router:plugin/response@0.2" "status"
+  (import "cm32p2|router:plugin/response@0.3" "status"
     (func $resp_status (result i32)))
 
   (memory (export "cm32p2_memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
+  (global $floor (mut i32) (i32.const 2048))
+  (global $heap (mut i32) (i32.const 2048))
 
   (data (i32.const 16) "x-reply")
   (data (i32.const 32) "x-tag")
@@ -22,6 +28,7 @@
   (data (i32.const 64) "expected 2 args: [header, value]")
   (data (i32.const 112) "expected 1 arg: [tag]")
   (data (i32.const 144) "reply from ")
+  (data (i32.const 160) "at most 64 routes")
 
   ;; Bump allocation, growing memory when the heap runs past it.
   (func $alloc (param $align i32) (param $size i32) (result i32)
@@ -57,12 +64,12 @@
 
   (func (export "cm32p2_initialize"))
 
-  (func $reset (param i32) (global.set $heap (i32.const 1024)))
-  (export "cm32p2|router:plugin/predicate@0.2|validate_post" (func $reset))
-  (export "cm32p2|router:plugin/predicate@0.2|matches_post" (func $reset))
-  (export "cm32p2|router:plugin/filter@0.2|validate_post" (func $reset))
-  (export "cm32p2|router:plugin/filter@0.2|on-request_post" (func $reset))
-  (export "cm32p2|router:plugin/filter@0.2|on-response_post" (func $reset))
+  (func $reset (param i32) (global.set $heap (global.get $floor)))
+  (export "cm32p2|router:plugin/predicate@0.3|configure_post" (func $reset))
+  (export "cm32p2|router:plugin/predicate@0.3|matches_post" (func $reset))
+  (export "cm32p2|router:plugin/filter@0.3|configure_post" (func $reset))
+  (export "cm32p2|router:plugin/filter@0.3|on-request_post" (func $reset))
+  (export "cm32p2|router:plugin/filter@0.3|on-response_post" (func $reset))
 
   ;; result<_, string>: tag byte at 0, the error string's (ptr, len) at 4 and 8.
   (func $validation (param $ok i32) (param $msg i32) (param $len i32) (result i32)
@@ -73,13 +80,44 @@
     (i32.store offset=8 (local.get $ret) (local.get $len))
     (local.get $ret))
 
-  (func (export "cm32p2|router:plugin/predicate@0.2|validate")
-    (param $args i32) (param $n i32) (result i32)
-    (call $validation (i32.eq (local.get $n) (i32.const 2)) (i32.const 64) (i32.const 32)))
+  ;; Keeps a route's args: (ptr, count) at $table + config * 8, and the heap's floor raised over
+  ;; them (the host wrote them on the heap just before the call). Returns the validation result.
+  (func $keep (param $table i32) (param $config i32) (param $args i32) (param $n i32)
+    (param $want i32) (param $msg i32) (param $len i32) (result i32)
+    (if (i32.ne (local.get $n) (local.get $want))
+      (then (return (call $validation (i32.const 0) (local.get $msg) (local.get $len)))))
+    (if (i32.ge_u (local.get $config) (i32.const 64))
+      (then (return (call $validation (i32.const 0) (i32.const 160) (i32.const 17)))))
+    (i32.store (i32.add (local.get $table) (i32.shl (local.get $config) (i32.const 3)))
+      (local.get $args))
+    (i32.store offset=4 (i32.add (local.get $table) (i32.shl (local.get $config) (i32.const 3)))
+      (local.get $n))
+    (global.set $floor (global.get $heap))
+    (call $validation (i32.const 1) (i32.const 0) (i32.const 0)))
 
-  (func (export "cm32p2|router:plugin/filter@0.2|validate")
-    (param $args i32) (param $n i32) (result i32)
-    (call $validation (i32.eq (local.get $n) (i32.const 1)) (i32.const 112) (i32.const 21)))
+  (func (export "cm32p2|router:plugin/predicate@0.3|configure")
+    (param $config i32) (param $args i32) (param $n i32) (result i32)
+    (call $keep (i32.const 1024) (local.get $config) (local.get $args) (local.get $n)
+      (i32.const 2) (i32.const 64) (i32.const 32)))
+
+  ;; result<phases, string>: on success the flags byte at 4 (both phases: 3).
+  (func (export "cm32p2|router:plugin/filter@0.3|configure")
+    (param $config i32) (param $args i32) (param $n i32) (result i32)
+    (local $ret i32)
+    (local.set $ret
+      (call $keep (i32.const 1536) (local.get $config) (local.get $args) (local.get $n)
+        (i32.const 1) (i32.const 112) (i32.const 21)))
+    (if (i32.eqz (i32.load8_u (local.get $ret)))
+      (then (i32.store8 offset=4 (local.get $ret) (i32.const 3))))
+    (local.get $ret))
+
+  ;; A kept route's args: (ptr, count) from $table, count 0 for a config never given.
+  (func $args (param $table i32) (param $config i32) (result i32)
+    (if (i32.ge_u (local.get $config) (i32.const 64)) (then (return (i32.const 0))))
+    (i32.load (i32.add (local.get $table) (i32.shl (local.get $config) (i32.const 3)))))
+  (func $count (param $table i32) (param $config i32) (result i32)
+    (if (i32.ge_u (local.get $config) (i32.const 64)) (then (return (i32.const 0))))
+    (i32.load offset=4 (i32.add (local.get $table) (i32.shl (local.get $config) (i32.const 3)))))
 
   (func $bytes_eq (param $a i32) (param $alen i32) (param $b i32) (param $blen i32) (result i32)
     (local $i i32)
@@ -96,9 +134,11 @@
     (i32.const 1))
 
   ;; list<string> elements are (ptr, len) pairs; option<string> is a tag byte, then (ptr, len).
-  (func (export "cm32p2|router:plugin/predicate@0.2|matches")
-    (param $args i32) (param $n i32) (result i32)
-    (local $found i32)
+  (func (export "cm32p2|router:plugin/predicate@0.3|matches")
+    (param $config i32) (result i32)
+    (local $args i32) (local $n i32) (local $found i32)
+    (local.set $args (call $args (i32.const 1024) (local.get $config)))
+    (local.set $n (call $count (i32.const 1024) (local.get $config)))
     (if (i32.ne (local.get $n) (i32.const 2)) (then (return (i32.const 0))))
     (local.set $found (call $alloc (i32.const 4) (i32.const 12)))
     (call $req_header
@@ -122,10 +162,13 @@
 
   ;; request-action: tag byte, then at 4 either request-edits {headers, path, query} or
   ;; reply {status, headers, body}.
-  (func (export "cm32p2|router:plugin/filter@0.2|on-request")
-    (param $args i32) (param $n i32) (result i32)
+  (func (export "cm32p2|router:plugin/filter@0.3|on-request")
+    (param $config i32) (result i32)
+    (local $args i32) (local $n i32)
     (local $tag i32) (local $tag_len i32) (local $found i32) (local $ret i32)
     (local $header i32) (local $body i32)
+    (local.set $args (call $args (i32.const 1536) (local.get $config)))
+    (local.set $n (call $count (i32.const 1536) (local.get $config)))
     (if (local.get $n)
       (then
         (local.set $tag (i32.load (local.get $args)))
@@ -161,10 +204,13 @@
     (local.get $ret))
 
   ;; response-edits: option<u16> status (tag byte, value at 2), then headers (ptr, len) at 4.
-  (func (export "cm32p2|router:plugin/filter@0.2|on-response")
-    (param $args i32) (param $n i32) (result i32)
+  (func (export "cm32p2|router:plugin/filter@0.3|on-response")
+    (param $config i32) (result i32)
+    (local $args i32) (local $n i32)
     (local $tag i32) (local $tag_len i32) (local $status i32) (local $digits i32)
     (local $buf i32) (local $pos i32) (local $ret i32)
+    (local.set $args (call $args (i32.const 1536) (local.get $config)))
+    (local.set $n (call $count (i32.const 1536) (local.get $config)))
     (if (local.get $n)
       (then
         (local.set $tag (i32.load (local.get $args)))

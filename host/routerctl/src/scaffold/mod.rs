@@ -10,13 +10,8 @@ use anyhow::{Context, Result, bail};
 mod readme;
 use readme::readme;
 
-/// The contract the Rust project builds against: the current one.
+/// The contract every project builds against: the current one.
 const WIT: &str = include_str!("../../../../wit/router-plugin.wit");
-
-/// The contract the other languages' examples are written for: 0.2, which routerd keeps
-/// loading beside the current one (their examples are the ones the test suite builds from
-/// `plugins/lang/`).
-const WIT_0_2: &str = include_str!("../../../../wit/v0.2/router-plugin.wit");
 
 /// A guest language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,8 +63,7 @@ pub fn write(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
     {
         bail!("{} exists and is not empty", dir.display());
     }
-    let wit = if lang == Lang::Rust { WIT } else { WIT_0_2 };
-    let mut files = vec![file("wit/router-plugin.wit", wit)];
+    let mut files = vec![file("wit/router-plugin.wit", WIT)];
     files.extend(sources(name, lang));
     files.push(File {
         path: "build.sh".into(),

@@ -73,9 +73,6 @@ fn settings_step(name: &str, lang: Lang) -> String {
 /// The README of project `name`.
 pub(super) fn readme(name: &str, lang: Lang) -> String {
     let (what, test) = about(lang);
-    // The Rust example speaks the current contract; the others are written for 0.2, which
-    // routerd keeps loading.
-    let version = if lang == Lang::Rust { "0.3.0" } else { "0.2.0" };
     let needs = needs(lang);
     let settings = settings_step(name, lang);
     format!(
@@ -84,7 +81,7 @@ pub(super) fn readme(name: &str, lang: Lang) -> String {
          - predicate, args `[header, value]`: matches when the request's header equals `value`;\n\
          - filter, args `[tag]`: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is\n  \
          answered `203 reply from TAG`; the response gets `x-tag-response: TAG:STATUS`.\n\n\
-         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@{version}`): every\n\
+         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@0.3.0`): every\n\
          function you can call and must export is documented there.\n\n\
          ## From an empty shell to a working route\n\n\
          Needs: {needs}\n\n\

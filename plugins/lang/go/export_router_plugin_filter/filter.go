@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"wit_component/collector"
+	"wit_component/router_plugin_filter"
 	"wit_component/router_plugin_request"
 	"wit_component/router_plugin_response"
 	"wit_component/router_plugin_types"
@@ -17,24 +18,31 @@ import (
 
 type header = witTypes.Tuple2[string, string]
 
-func tagOf(args []string) string {
+// Each route's args by the number routerd gave them in Configure (once per instance).
+var configs = map[uint32][]string{}
+
+func tagOf(config uint32) string {
+	args := configs[config]
 	if len(args) == 0 {
 		return ""
 	}
 	return args[0]
 }
 
-func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
+func Configure(config uint32, args []string) witTypes.Result[router_plugin_filter.Phases, string] {
 	defer collector.AfterCall()
 	if len(args) != 1 {
-		return witTypes.Err[witTypes.Unit, string]("expected 1 arg: [tag]")
+		return witTypes.Err[router_plugin_filter.Phases, string]("expected 1 arg: [tag]")
 	}
-	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
+	configs[config] = args
+	// Both phases run (leave one out and routerd never calls it).
+	phases := router_plugin_filter.Phases_Request | router_plugin_filter.Phases_Response
+	return witTypes.Ok[router_plugin_filter.Phases, string](phases)
 }
 
-func OnRequest(args []string) router_plugin_types.RequestAction {
+func OnRequest(config uint32) router_plugin_types.RequestAction {
 	defer collector.AfterCall()
-	tag := tagOf(args)
+	tag := tagOf(config)
 	if router_plugin_request.Header("x-reply").IsSome() {
 		return router_plugin_types.MakeRequestActionRespond(router_plugin_types.Reply{
 			Status:  203,
@@ -51,13 +59,13 @@ func OnRequest(args []string) router_plugin_types.RequestAction {
 	})
 }
 
-func OnResponse(args []string) router_plugin_types.ResponseEdits {
+func OnResponse(config uint32) router_plugin_types.ResponseEdits {
 	defer collector.AfterCall()
 	status := strconv.Itoa(int(router_plugin_response.Status()))
 	return router_plugin_types.ResponseEdits{
 		Status: witTypes.None[uint16](),
 		Headers: []router_plugin_types.HeaderOp{
-			router_plugin_types.MakeHeaderOpSet(header{F0: "x-tag-response", F1: tagOf(args) + ":" + status}),
+			router_plugin_types.MakeHeaderOpSet(header{F0: "x-tag-response", F1: tagOf(config) + ":" + status}),
 		},
 	}
 }

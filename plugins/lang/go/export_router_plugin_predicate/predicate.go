@@ -10,16 +10,21 @@ import (
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
 )
 
-func Validate(args []string) witTypes.Result[witTypes.Unit, string] {
+// Each route's args by the number routerd gave them in Configure (once per instance).
+var configs = map[uint32][]string{}
+
+func Configure(config uint32, args []string) witTypes.Result[witTypes.Unit, string] {
 	defer collector.AfterCall()
 	if len(args) != 2 {
 		return witTypes.Err[witTypes.Unit, string]("expected 2 args: [header, value]")
 	}
+	configs[config] = args
 	return witTypes.Ok[witTypes.Unit, string](witTypes.Unit{})
 }
 
-func Matches(args []string) bool {
+func Matches(config uint32) bool {
 	defer collector.AfterCall()
+	args := configs[config]
 	if len(args) != 2 {
 		return false
 	}
