@@ -109,7 +109,7 @@ fn sources(name: &str, lang: Lang) -> Vec<File> {
             file(
                 "package.json",
                 &format!(
-                    "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\",\n    \"@bytecodealliance/preview2-shim\": \"0.25.0\"\n  }}\n}}\n"
+                    "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\",\n    \"@bytecodealliance/jco\": \"1.35.0\",\n    \"@bytecodealliance/preview2-shim\": \"0.25.0\"\n  }}\n}}\n"
                 ),
             ),
         ],
@@ -177,9 +177,12 @@ fn build_script(name: &str, lang: Lang) -> String {
              cp target/wasm32-wasip2/release/{}.wasm {name}.wasm\n",
             name.replace('-', "_")
         ),
+        // QuickJS: a call costs about a quarter of StarlingMonkey's (host/benches/RESULTS.md).
         Lang::Js => format!(
             "[ -d node_modules ] || npm install --no-audit --no-fund\n\
-             npx --no-install componentize-js app.js --wit wit -n plugin -o {name}.wasm\n"
+             # jco's QuickJS backend. For StarlingMonkey (SpiderMonkey, a 12 MB component, about\n\
+             # 4x the time per call): npx --no-install componentize-js app.js --wit wit -n plugin -o {name}.wasm\n\
+             npx --no-install jco componentize app.js --wit wit -n plugin --backend quickjs -o {name}.wasm\n"
         ),
         Lang::Python => format!(
             "command -v componentize-py >/dev/null || pip install componentize-py==0.25.1\n\

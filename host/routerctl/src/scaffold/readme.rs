@@ -9,7 +9,7 @@ use super::{Lang, settings_json};
 fn needs(lang: Lang) -> &'static str {
     match lang {
         Lang::Rust => "Rust with the `wasm32-wasip2` target (`build.sh` adds the target).",
-        Lang::Js => "Node.js with npm (`build.sh` runs `npm install` for componentize-js).",
+        Lang::Js => "Node.js with npm (`build.sh` runs `npm install` for jco).",
         Lang::Python => "Python 3 with pip (`build.sh` installs componentize-py 0.25.1).",
         Lang::C => {
             "clang 19 with wasi-libc (Debian: `apt-get install clang-19 lld-19 wasi-libc \
@@ -38,7 +38,8 @@ fn about(lang: Lang) -> (&'static str, &'static str) {
             "`cargo test` runs the unit test natively; routerd runs the rest (step 4).",
         ),
         Lang::Js => (
-            "JavaScript (`app.js`, built with componentize-js)",
+            "JavaScript (`app.js`, built with jco's QuickJS backend; `build.sh` shows the\n\
+             componentize-js (StarlingMonkey) command too, whose calls cost about 4x more)",
             BY_ROUTERD,
         ),
         Lang::Python => ("Python (`app.py`, built with componentize-py)", BY_ROUTERD),
