@@ -237,29 +237,20 @@ async fn invoke_v2(
     Ok(match (call, predicate, filter) {
         (
             Call::Configure {
-                filter: false,
+                filter: is_filter,
                 config,
             },
-            Some(p),
-            _,
-        ) => Outcome::Configured(
-            p.call_validate(store, config.args)
-                .await?
-                .map(|()| FilterPhases::BOTH),
-        ),
-        (
-            Call::Configure {
-                filter: true,
-                config,
-            },
-            _,
-            Some(f),
-        ) => Outcome::Configured(
-            f.call_validate(store, config.args)
-                .await?
-                .map(|()| FilterPhases::BOTH),
-        ),
-        (Call::Configure { filter, .. }, _, _) => Outcome::Configured(Err(not_a(*filter))),
+            p,
+            f,
+        ) => {
+            let valid = match (is_filter, p, f) {
+                (false, Some(p), _) => p.call_validate(&mut *store, config.args).await?,
+                (true, _, Some(f)) => f.call_validate(&mut *store, config.args).await?,
+                _ => Err(not_a(*is_filter)),
+            };
+            // 0.2 has no phases to declare: both run.
+            Outcome::Configured(valid.map(|()| FilterPhases::BOTH))
+        }
         (Call::Matches(c), Some(p), _) => Outcome::Matched(p.call_matches(store, c.args).await?),
         (Call::Matches(_), None, _) => Outcome::Matched(false),
         (Call::OnRequest(c), _, Some(f)) => {
