@@ -52,9 +52,12 @@ pub(crate) struct ConfigIds(Mutex<HashMap<Arc<[String]>, u32>>);
 impl ConfigIds {
     /// The number of `args`, a new one for args not seen before.
     pub(crate) fn id(&self, args: &[String]) -> u32 {
-        let Ok(mut ids) = self.0.lock() else {
-            return u32::MAX;
-        };
+        // A panic elsewhere cannot leave the map half-changed: keep using it, never hand two
+        // different args one number.
+        let mut ids = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(id) = ids.get(args) {
             return *id;
         }
@@ -147,26 +150,23 @@ impl Indices {
         store: &mut Store<PluginState>,
         instance: &Instance,
     ) -> wasmtime::Result<Guest> {
+        // Each export's functions, looked up in the instance when the component has it.
+        macro_rules! lookup {
+            ($indices:expr) => {
+                $indices
+                    .as_ref()
+                    .map(|ix| ix.load(&mut *store, instance))
+                    .transpose()?
+            };
+        }
         Ok(match self {
             Indices::V2 { predicate, filter } => Guest::V2 {
-                predicate: predicate
-                    .as_ref()
-                    .map(|ix| ix.load(&mut *store, instance))
-                    .transpose()?,
-                filter: filter
-                    .as_ref()
-                    .map(|ix| ix.load(&mut *store, instance))
-                    .transpose()?,
+                predicate: lookup!(predicate),
+                filter: lookup!(filter),
             },
             Indices::V3 { predicate, filter } => Guest::V3 {
-                predicate: predicate
-                    .as_ref()
-                    .map(|ix| ix.load(&mut *store, instance))
-                    .transpose()?,
-                filter: filter
-                    .as_ref()
-                    .map(|ix| ix.load(&mut *store, instance))
-                    .transpose()?,
+                predicate: lookup!(predicate),
+                filter: lookup!(filter),
                 configured: Configured::default(),
             },
         })
