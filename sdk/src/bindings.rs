@@ -4,7 +4,7 @@
 //! imports) and `filter-plugin` (which reuses those through `with`). A component that exports both
 //! (world `plugin`) is made by expanding both worlds' export macros in the same plugin crate: the
 //! linker then sees both worlds' type sections and merges them into `import log; import request;
-//! import response; export predicate; export filter;`, which is exactly world `plugin`. Generating `plugin` here as well
+//! import response; import store; export predicate; export filter;`, which is exactly world `plugin`. Generating `plugin` here as well
 //! would define the per-interface export macros twice.
 //!
 //! With `pub_export_macro: true`, wit-bindgen keeps only an imports-only type section in this
@@ -13,7 +13,7 @@
 
 #![allow(missing_docs, unsafe_code, clippy::all)]
 
-/// World `predicate-plugin`: `import log; import request; export predicate;`.
+/// World `predicate-plugin`: `import log; import request; import store; export predicate;`.
 pub mod predicate_world {
     wit_bindgen::generate!({
         path: "../wit",
@@ -24,8 +24,9 @@ pub mod predicate_world {
     });
 }
 
-/// World `filter-plugin`: `import log; import request; import response; export filter;`,
-/// reusing `predicate_world`'s `log` and `request`; the shared `types` are generated here.
+/// World `filter-plugin`: `import log; import request; import response; import store; export
+/// filter;`, reusing `predicate_world`'s `log`, `request` and `store`; the shared `types` are
+/// generated here.
 pub mod filter_world {
     wit_bindgen::generate!({
         path: "../wit",
@@ -34,8 +35,9 @@ pub mod filter_world {
         export_macro_name: "export_world",
         default_bindings_module: "routerd_sdk::__private::filter_world",
         with: {
-            "router:plugin/log@0.3.0": crate::bindings::predicate_world::router::plugin::log,
-            "router:plugin/request@0.3.0": crate::bindings::predicate_world::router::plugin::request,
+            "router:plugin/log@0.3.1": crate::bindings::predicate_world::router::plugin::log,
+            "router:plugin/request@0.3.1": crate::bindings::predicate_world::router::plugin::request,
+            "router:plugin/store@0.3.1": crate::bindings::predicate_world::router::plugin::store,
         },
     });
 }
@@ -47,3 +49,5 @@ pub use predicate_world::exports::router::plugin::predicate as predicate_iface;
 #[cfg(target_arch = "wasm32")]
 pub use predicate_world::router::plugin::log as log_iface;
 pub use predicate_world::router::plugin::request as request_iface;
+#[cfg(target_arch = "wasm32")]
+pub use predicate_world::router::plugin::store as store_iface;

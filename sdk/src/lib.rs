@@ -1,7 +1,7 @@
 //! Write routerd route predicates and filters in Rust, as WebAssembly components.
 //!
 //! routerd runs plugins as WebAssembly components that implement the contract in
-//! `wit/router-plugin.wit` (package `router:plugin@0.3.0`). This crate generates the bindings for
+//! `wit/router-plugin.wit` (package `router:plugin@0.3.1`). This crate generates the bindings for
 //! that contract once and wraps them in a small Rust API, so a plugin is a type, a trait impl and
 //! one macro call:
 //!
@@ -135,9 +135,11 @@
 //!   regexes keyed by the args) persist, but an instance can be replaced at any time: use them
 //!   for caches, never for state that must survive.
 //! * **No ambient access.** The standard library works (routerd links WASI), but there is
-//!   nothing behind it: no preopened directories, no network, no environment or arguments;
+//!   nothing behind it: no preopened directories, no sockets, no environment or arguments;
 //!   clocks and random numbers do work. Stdout and stderr go to routerd's log. Talk to routerd
-//!   through [`Request`], [`Response`], the return values and [`log`](mod@log).
+//!   through [`Request`], [`Response`], the return values and [`log`](mod@log); keep state
+//!   shared by every instance in the plugin's [`store`]; call out over HTTP with [`outbound`],
+//!   to the origins the plugin's settings allow.
 //! * **Bounded results.** routerd refuses, as a failed call, a result with too many or too large
 //!   headers (more than 256 headers or 256 KiB of them in one result) or a reply body over 1 MiB. Keep header
 //!   names and values valid ([`http::is_header_name`], [`http::is_header_value`]) and new paths
@@ -169,7 +171,9 @@ mod bindings;
 pub mod edits;
 pub mod http;
 pub mod log;
+pub mod outbound;
 mod request;
+pub mod store;
 pub mod testing;
 
 pub use edits::{HeaderOp, Reply, RequestAction, RequestEdits, ResponseEdits};

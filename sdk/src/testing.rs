@@ -144,3 +144,46 @@ impl MockResponse {
         Response::from_mock(self)
     }
 }
+
+/// What [`respond_outbound`] answers with.
+type OutboundResponder = Box<
+    dyn Fn(
+        &crate::outbound::OutboundRequest,
+    ) -> Result<crate::outbound::OutboundResponse, crate::outbound::OutboundError>,
+>;
+
+std::thread_local! {
+    static OUTBOUND: std::cell::RefCell<Option<OutboundResponder>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Answers this thread's [`OutboundRequest::send`](crate::outbound::OutboundRequest::send)
+/// calls natively with `responder`, so a plugin that calls out can be tested with `cargo test`.
+///
+/// ```
+/// use routerd_sdk::outbound::{OutboundRequest, OutboundResponse};
+/// use routerd_sdk::testing::respond_outbound;
+///
+/// respond_outbound(|req| Ok(OutboundResponse {
+///     status: if req.headers.iter().any(|(_, v)| v == "Bearer good") { 200 } else { 403 },
+///     ..Default::default()
+/// }));
+/// let good = OutboundRequest::get("http://auth/check").header("authorization", "Bearer good");
+/// assert_eq!(good.send().map(|r| r.status), Ok(200));
+/// assert_eq!(OutboundRequest::get("http://auth/check").send().map(|r| r.status), Ok(403));
+/// ```
+pub fn respond_outbound(
+    responder: impl Fn(
+        &crate::outbound::OutboundRequest,
+    ) -> Result<crate::outbound::OutboundResponse, crate::outbound::OutboundError>
+    + 'static,
+) {
+    OUTBOUND.with(|r| *r.borrow_mut() = Some(Box::new(responder)));
+}
+
+/// The answer of this thread's responder, if one is set.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn outbound_answer(
+    req: &crate::outbound::OutboundRequest,
+) -> Option<Result<crate::outbound::OutboundResponse, crate::outbound::OutboundError>> {
+    OUTBOUND.with(|r| r.borrow().as_ref().map(|f| f(req)))
+}

@@ -1,6 +1,7 @@
 //! The plugin runtime's counters as Prometheus series: calls by phase, traps, deadline and
-//! memory-cap hits, refused results, overload and circuit-breaker refusals, and two gauges (an
-//! open breaker, idle instances). Read from the loaded plugins when `/metrics` is scraped, so a
+//! memory-cap hits, refused results, overload and circuit-breaker refusals, store operations
+//! and refusals, outbound requests by outcome, and gauges (an open breaker, idle instances, the
+//! store's keys and bytes). Read from the loaded plugins when `/metrics` is scraped, so a
 //! call pays nothing for them beyond its own atomic counters.
 
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::{Phase, Plugin, PluginRegistry, PluginStats};
+use crate::services::{OutboundOutcome, StoreOp};
+use crate::{Phase, Plugin, PluginRegistry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
@@ -24,48 +26,75 @@ struct PhaseLabels {
     phase: &'static str,
 }
 
-/// A counter read from a plugin's stats: name, help, reader.
-type CounterSeries = (&'static str, &'static str, fn(&PluginStats) -> u64);
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    plugin: String,
+    op: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    plugin: String,
+    outcome: &'static str,
+}
+
+/// A counter read from a plugin: name, help, reader.
+type CounterSeries = (&'static str, &'static str, fn(&Plugin) -> u64);
 /// A gauge read from a plugin: name, help, reader.
 type GaugeSeries = (&'static str, &'static str, fn(&Plugin) -> i64);
 
-const COUNTERS: [CounterSeries; 7] = [
-    ("routerd_plugin_traps", "Plugin calls that trapped", |s| {
-        s.traps.load(Ordering::Relaxed)
+const COUNTERS: [CounterSeries; 10] = [
+    ("routerd_plugin_traps", "Plugin calls that trapped", |p| {
+        p.stats.traps.load(Ordering::Relaxed)
     }),
     (
         "routerd_plugin_deadline_hits",
         "Plugin calls stopped at the deadline",
-        |s| s.deadline_hits.load(Ordering::Relaxed),
+        |p| p.stats.deadline_hits.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_memory_cap_hits",
         "Plugin calls that hit the memory cap",
-        |s| s.memory_cap_hits.load(Ordering::Relaxed),
+        |p| p.stats.memory_cap_hits.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_rejected_results",
         "Plugin results refused (too many or too large headers, too large a body)",
-        |s| s.bad_results.load(Ordering::Relaxed),
+        |p| p.stats.bad_results.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_overloaded",
         "Plugin calls refused because the plugin's concurrency cap stayed full",
-        |s| s.overloaded.load(Ordering::Relaxed),
+        |p| p.stats.overloaded.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_short_circuited",
         "Plugin calls refused at once because its circuit breaker was open",
-        |s| s.short_circuited.load(Ordering::Relaxed),
+        |p| p.stats.short_circuited.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_breaker_opened",
         "Times a plugin's circuit breaker opened",
-        |s| s.breaker_opened.load(Ordering::Relaxed),
+        |p| p.stats.breaker_opened.load(Ordering::Relaxed),
+    ),
+    (
+        "routerd_plugin_store_refused",
+        "Plugin store writes refused because the store was at its bound of keys or bytes",
+        |p| p.store.refused_full(),
+    ),
+    (
+        "routerd_plugin_http_too_large",
+        "Plugin outbound responses cut at the plugin's http.max_response_bytes",
+        |p| p.outbound.too_large.load(Ordering::Relaxed),
+    ),
+    (
+        "routerd_plugin_http_wait_microseconds",
+        "Time plugin outbound requests waited for their response heads, summed",
+        |p| p.outbound.wait_micros.load(Ordering::Relaxed),
     ),
 ];
 
-const GAUGES: [GaugeSeries; 2] = [
+const GAUGES: [GaugeSeries; 4] = [
     (
         "routerd_plugin_breaker_open",
         "1 while a plugin's circuit breaker is open",
@@ -75,6 +104,16 @@ const GAUGES: [GaugeSeries; 2] = [
         "routerd_plugin_idle_instances",
         "Warm instances a plugin keeps idle",
         |p| p.idle_instances() as i64,
+    ),
+    (
+        "routerd_plugin_store_keys",
+        "Keys in a plugin's store (expired ones not yet removed included)",
+        |p| p.store.keys() as i64,
+    ),
+    (
+        "routerd_plugin_store_bytes",
+        "Bytes of keys and values in a plugin's store",
+        |p| p.store.bytes() as i64,
     ),
 ];
 
@@ -98,11 +137,12 @@ impl Collector for PluginCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let plugins = self.0.list();
         encode_calls(&mut encoder, &plugins)?;
+        encode_services(&mut encoder, &plugins)?;
         for (name, help, read) in COUNTERS {
             let metric_type = ConstCounter::new(0u64).metric_type();
             let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
             for p in &plugins {
-                ConstCounter::new(read(&p.stats)).encode(family.encode_family(&labels(p))?)?;
+                ConstCounter::new(read(p)).encode(family.encode_family(&labels(p))?)?;
             }
         }
         for (name, help, read) in GAUGES {
@@ -134,6 +174,46 @@ fn encode_calls(
                 phase: phase.as_str(),
             };
             ConstCounter::new(p.stats.calls_in(phase)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// `routerd_plugin_store_operations` by operation and `routerd_plugin_http_requests` by
+/// outcome.
+fn encode_services(
+    encoder: &mut DescriptorEncoder,
+    plugins: &[Arc<Plugin>],
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(0u64).metric_type();
+    let mut family = encoder.encode_descriptor(
+        "routerd_plugin_store_operations",
+        "Plugin store operations, by op: get, set, delete, increment",
+        None,
+        counter,
+    )?;
+    for p in plugins {
+        for op in StoreOp::ALL {
+            let labels = OpLabels {
+                plugin: p.name.to_string(),
+                op: op.as_str(),
+            };
+            ConstCounter::new(p.store.operations(op)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "routerd_plugin_http_requests",
+        "Plugin outbound HTTP requests, by outcome: answered, denied (not on http.allow), failed, timed_out",
+        None,
+        counter,
+    )?;
+    for p in plugins {
+        for outcome in OutboundOutcome::ALL {
+            let labels = OutcomeLabels {
+                plugin: p.name.to_string(),
+                outcome: outcome.as_str(),
+            };
+            ConstCounter::new(p.outbound.count(outcome)).encode(family.encode_family(&labels)?)?;
         }
     }
     Ok(())

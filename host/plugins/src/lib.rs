@@ -2,7 +2,7 @@
 //!
 //! `engine` owns the wasmtime engines (pooling, epochs, compiling, compile cache, instance
 //! eviction), `contract` the versions of the WIT contract side by side, `external` makes a
-//! plugin routing's external predicate and filter, `state` the host side of the contract, `settings` a plugin's `NAME.json`, `gate` the
+//! plugin routing's external predicate and filter, `state` the host side of the contract, `services` the store and outbound HTTP plugins may use, `settings` a plugin's `NAME.json`, `gate` the
 //! concurrency cap, circuit breaker and counters in front of every call, `plugin` one loaded
 //! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
 //! plugins directory.
@@ -16,6 +16,7 @@ pub mod gate;
 pub mod plugin;
 pub mod producers;
 pub mod registry;
+pub mod services;
 pub mod settings;
 pub mod state;
 pub mod watcher;

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::PluginError;
 use super::engine::PluginEngine;
 use super::plugin::Plugin;
+use super::services::{AllowList, HostServices, Kept, OutboundPolicy, StoreBounds};
 use super::settings::PluginSettings;
 
 /// Checks a plugin name: letters, digits, `-`, `_`; no path separators or dots.
@@ -34,6 +35,7 @@ pub struct PluginRegistry {
     /// always come from the same upload.
     installing: Mutex<()>,
     uploads: AtomicU64,
+    services: HostServices,
 }
 
 /// Why an uploaded plugin was not installed.
@@ -63,7 +65,14 @@ impl PluginRegistry {
             generation: watch::channel(0).0,
             installing: Mutex::new(()),
             uploads: AtomicU64::new(0),
+            services: HostServices::default(),
         }
+    }
+
+    /// The store bounds for plugins whose settings do not set them.
+    pub fn with_store_defaults(mut self, bounds: StoreBounds) -> Self {
+        self.services = HostServices::new(bounds);
+        self
     }
 
     /// The plugins directory.
@@ -235,9 +244,24 @@ impl PluginRegistry {
         {
             return Ok(current);
         }
+        let allow = AllowList::parse(&settings.http.allow)
+            .map_err(|e| PluginError::Settings(format!("{name}.json"), e))?;
+        let bounds = settings.store.bounds(self.services.store_defaults);
         let compiled = self.engine.compile(&sha256, bytes)?;
         let compiled_by = compiled.by;
         let took = compiled.took;
+        // A new version keeps the name's counters and store.
+        let kept = match self.get(name) {
+            Some(previous) => previous.kept(),
+            None => Kept::new(bounds),
+        };
+        let outbound = Arc::new(OutboundPolicy::new(
+            name.into(),
+            allow,
+            settings.http.max_response_bytes,
+            self.services.client(),
+            kept.outbound.clone(),
+        ));
         let mut plugin = Plugin::new(
             self.engine.clone(),
             name,
@@ -245,11 +269,12 @@ impl PluginRegistry {
             bytes.len(),
             compiled,
             settings,
+            kept,
+            outbound,
         )?;
         plugin.producers = super::producers::read(bytes);
-        if let Some(previous) = self.get(name) {
-            plugin.continue_counters(&previous);
-        }
+        // Only now that it replaces the previous version do its bounds apply to the store.
+        plugin.store.set_bounds(bounds);
         let plugin = Arc::new(plugin);
         tracing::info!(
             plugin = name,

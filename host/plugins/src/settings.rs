@@ -1,7 +1,11 @@
 //! A plugin's settings, read from `NAME.json` beside `NAME.wasm`: instance reuse, deadline,
-//! memory cap, failure policy, concurrency cap and circuit breaker.
+//! memory cap, failure policy, concurrency cap, circuit breaker, store bounds and the origins
+//! it may call.
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::services::OutboundSettings;
+use crate::services::StoreBounds;
 
 /// How a plugin's instances are used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,6 +50,32 @@ pub struct PluginSettings {
     /// How long the breaker stays open before one probe call is let through, in milliseconds;
     /// doubled after every failed probe, up to 30 s.
     pub breaker_backoff_ms: u64,
+    /// Bounds of the plugin's key-value store.
+    pub store: StoreSettings,
+    /// Outbound HTTP: the origins the plugin may call and its response cap.
+    pub http: OutboundSettings,
+}
+
+/// Bounds of a plugin's store; unset ones come from routerd's `--plugin-store-*` flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    /// Most live keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<usize>,
+    /// Most bytes of keys and values together.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<usize>,
+}
+
+impl StoreSettings {
+    /// These bounds, the unset ones from `defaults`.
+    pub fn bounds(&self, defaults: StoreBounds) -> StoreBounds {
+        StoreBounds {
+            max_keys: self.max_keys.unwrap_or(defaults.max_keys),
+            max_bytes: self.max_bytes.unwrap_or(defaults.max_bytes),
+        }
+    }
 }
 
 impl Default for PluginSettings {
@@ -60,6 +90,8 @@ impl Default for PluginSettings {
             queue_ms: 100,
             breaker_failures: 5,
             breaker_backoff_ms: 1000,
+            store: StoreSettings::default(),
+            http: OutboundSettings::default(),
         }
     }
 }

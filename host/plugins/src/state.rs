@@ -1,8 +1,9 @@
 //! What a plugin's store holds and what the host gives a plugin: the `log` import, the
 //! `request` / `response` imports (functions about the call in progress, so no handle is lent
 //! that a guest could forget to drop; written once, for contract 0.2, which later versions
-//! delegate to), WASI with nothing in it but clocks and random, `wasi:http` whose every outgoing request is refused, stdout/stderr
-//! into our log, and the memory limiter.
+//! delegate to), WASI with nothing in it but clocks and random, `wasi:http` whose outgoing
+//! requests go by the plugin's allow list ([`crate::services::outbound`]), the plugin's store
+//! ([`crate::services::store`]), stdout/stderr into our log, and the memory limiter.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,11 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use http::HeaderMap;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use routerd_routing::{ExternalRequest, ResponseHead};
 
 use crate::contract::v2::router;
+use crate::services::outbound::OutboundHooks;
+use crate::services::{InstanceServices, PluginStore};
 
 /// The most log lines one call may write, through the `log` import and stdout/stderr
 /// together; the rest are dropped (with one warning saying so).
@@ -52,7 +55,10 @@ pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
-    http_hooks: NoOutgoingRequests,
+    /// Outbound requests: the allow list and the deadline of the call in progress.
+    pub(crate) outbound: OutboundHooks,
+    /// The plugin's key-value store.
+    pub(crate) store: Arc<PluginStore>,
     pub(crate) request: Option<ExternalRequest>,
     pub(crate) response: Option<ResponseHead>,
     pub(crate) memory_cap: usize,
@@ -79,7 +85,7 @@ pub struct PluginState {
 
 impl PluginState {
     /// Fresh state for a new instance of `plugin`.
-    pub fn new(plugin: Arc<str>, memory_cap: usize) -> Self {
+    pub fn new(plugin: Arc<str>, memory_cap: usize, services: &InstanceServices) -> Self {
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         let log_lines = LogBudget::default();
         // No preopened directories, no environment, no arguments, no sockets (the default
@@ -94,7 +100,11 @@ impl PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             http: WasiHttpCtx::new(),
-            http_hooks: NoOutgoingRequests,
+            outbound: OutboundHooks {
+                policy: services.outbound.clone(),
+                deadline: std::time::Instant::now(),
+            },
+            store: services.store.clone(),
             request: None,
             response: None,
             memory_cap,
@@ -130,32 +140,8 @@ impl WasiHttpView for PluginState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: &mut self.http_hooks,
+            hooks: &mut self.outbound,
         }
-    }
-}
-
-/// The `wasi:http` outgoing handler a plugin gets: every request is refused
-/// (`HTTP-request-denied`), so a plugin never reaches the network. The `wasi:http` types are
-/// there because toolchains (componentize-js) import them whether or not the code uses them.
-pub(crate) struct NoOutgoingRequests;
-
-/// An outgoing request's response, as `wasi:http` hooks return it.
-type OutgoingResponse = wasmtime_wasi_http::Result<(
-    http::Response<wasmtime_wasi_http::WasiBody>,
-    Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-)>;
-
-impl WasiHttpHooks for NoOutgoingRequests {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn std::future::Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-    ) -> Box<dyn std::future::Future<Output = OutgoingResponse> + Send> {
-        Box::new(std::future::ready(Err(
-            wasmtime_wasi_http::Error::HttpRequestDenied,
-        )))
     }
 }
 

@@ -20,6 +20,7 @@ use routerd_control::health::HealthChecks;
 use routerd_control::live::LiveView;
 use routerd_control::routeset::{RouteSet, StartError};
 use routerd_plugins::Plugin;
+use routerd_plugins::services::StoreBounds;
 use routerd_plugins::{
     ChildCompiler, PluginCounters, PluginEngine, PluginRegistry, PoolLimits, watcher,
 };
@@ -115,7 +116,13 @@ fn open_plugins(settings: &Settings) -> Result<Arc<PluginRegistry>, AppError> {
             ),
         }
     }
-    let registry = Arc::new(PluginRegistry::new(engine, &settings.plugins));
+    let store_defaults = StoreBounds {
+        max_keys: settings.plugin_store_max_keys,
+        max_bytes: settings.plugin_store_max_mib << 20,
+    };
+    let registry = Arc::new(
+        PluginRegistry::new(engine, &settings.plugins).with_store_defaults(store_defaults),
+    );
     registry.load_dir();
     Ok(registry)
 }

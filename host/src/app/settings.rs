@@ -122,6 +122,14 @@ pub struct Settings {
     /// it, the least recently used artifacts are removed. 0: no bound.
     #[arg(long, env = "ROUTERD_PLUGIN_CACHE_MAX_MIB", default_value_t = routerd_plugins::engine::DEFAULT_CACHE_BOUND_BYTES >> 20)]
     pub plugin_cache_max_mib: u64,
+    /// The most live keys in one plugin's key-value store, unless its settings file says
+    /// otherwise (`store.max_keys`).
+    #[arg(long, env = "ROUTERD_PLUGIN_STORE_MAX_KEYS", default_value_t = routerd_plugins::services::StoreBounds::default().max_keys)]
+    pub plugin_store_max_keys: usize,
+    /// The most MiB of keys and values in one plugin's key-value store, unless its settings
+    /// file says otherwise (`store.max_bytes`).
+    #[arg(long, env = "ROUTERD_PLUGIN_STORE_MAX_MIB", default_value_t = routerd_plugins::services::StoreBounds::default().max_bytes >> 20)]
+    pub plugin_store_max_mib: usize,
     /// Where plugins of 1 MiB or more are compiled: `child` (a short-lived routerd process, so
     /// the compiler's memory is returned to the system) or `in-process`. Smaller ones always
     /// compile in routerd.

@@ -9,8 +9,8 @@
 // routerd gives each route's args once per instance (`configure`, under a number the calls
 // then name); they are kept here by that number.
 
-import { header } from 'router:plugin/request@0.3.0';
-import { status } from 'router:plugin/response@0.3.0';
+import { header } from 'router:plugin/request@0.3.1';
+import { status } from 'router:plugin/response@0.3.1';
 
 const predicateArgs = new Map();
 const filterArgs = new Map();

@@ -22,6 +22,7 @@ use super::contract::{
 };
 use super::engine::{Compiled, CompiledBy, EngineKind, IdlePool, PluginEngine, TickerUse};
 use super::gate::{Breaker, ConcurrencyCap, Phase, PluginStats};
+use super::services::{InstanceServices, Kept, OutboundPolicy, OutboundStats, PluginStore};
 use super::settings::{FailurePolicy, PluginSettings};
 use super::state::PluginState;
 use routerd_routing::{ExternalRequest, Prepared, ResponseHead};
@@ -84,6 +85,12 @@ pub struct Plugin {
     /// Its counters, shared by every version loaded under its name (a replaced plugin's
     /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
     pub stats: Arc<PluginStats>,
+    /// Its key-value store, shared the same way.
+    pub store: Arc<PluginStore>,
+    /// Its outbound request counters, shared the same way.
+    pub outbound: Arc<OutboundStats>,
+    /// What its instances are given.
+    services: InstanceServices,
     engine: Arc<PluginEngine>,
     pre: InstancePre<PluginState>,
     /// Its exports, by the contract version it speaks.
@@ -103,7 +110,9 @@ pub struct Plugin {
 impl Plugin {
     /// Links a compiled component, checks that it exports a predicate or a filter, and
     /// instantiates it once (under the load-time allowance, not the call deadline) so a
-    /// component that cannot start is rejected here.
+    /// component that cannot start is rejected here. `kept` is what the name keeps (a new
+    /// name's are fresh), `outbound` where it may send requests.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         engine: Arc<PluginEngine>,
         name: &str,
@@ -111,6 +120,8 @@ impl Plugin {
         size: usize,
         compiled: Compiled,
         settings: PluginSettings,
+        kept: Kept,
+        outbound: Arc<OutboundPolicy>,
     ) -> Result<Plugin, PluginError> {
         let pre = engine
             .runtime(compiled.kind)
@@ -140,7 +151,13 @@ impl Plugin {
             breaker: Breaker::new(settings.breaker_failures, settings.breaker_backoff_ms),
             settings,
             producers: Default::default(),
-            stats: Arc::default(),
+            services: InstanceServices {
+                store: kept.store.clone(),
+                outbound,
+            },
+            stats: kept.stats,
+            store: kept.store,
+            outbound: kept.outbound,
             engine: engine.clone(),
             pre,
             indices,
@@ -157,9 +174,13 @@ impl Plugin {
         Ok(plugin)
     }
 
-    /// Counts into `previous`'s counters from now on: the version this one replaces.
-    pub fn continue_counters(&mut self, previous: &Plugin) {
-        self.stats = previous.stats.clone();
+    /// What its name keeps for the version that replaces it.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            stats: self.stats.clone(),
+            store: self.store.clone(),
+            outbound: self.outbound.clone(),
+        }
     }
 
     /// The deadline per call.

@@ -73,12 +73,13 @@ impl Plugin {
             let until = Instant::now() + allowance;
             let mut store = Store::new(
                 &self.engine.runtime(self.engine_kind).engine,
-                PluginState::new(self.name.clone(), self.memory_cap),
+                PluginState::new(self.name.clone(), self.memory_cap, &self.services),
             );
             store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
             {
                 let data = store.data_mut();
                 data.deadline_at = until;
+                data.outbound.deadline = until;
                 data.yield_from = Instant::now() + EPOCH_TICK;
                 data.cap = Some(self.cap.slots());
                 data.queue = self.queue;

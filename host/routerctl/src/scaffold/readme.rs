@@ -82,7 +82,7 @@ pub(super) fn readme(name: &str, lang: Lang) -> String {
          - predicate, args `[header, value]`: matches when the request's header equals `value`;\n\
          - filter, args `[tag]`: the request gets `x-tag: TAG`, or, when it carries `x-reply`, is\n  \
          answered `203 reply from TAG`; the response gets `x-tag-response: TAG:STATUS`.\n\n\
-         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@0.3.0`): every\n\
+         `wit/router-plugin.wit` is the contract (routerd's `router:plugin@0.3.1`): every\n\
          function you can call and must export is documented there.\n\n\
          ## From an empty shell to a working route\n\n\
          Needs: {needs}\n\n\
