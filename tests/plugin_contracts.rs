@@ -1,7 +1,7 @@
 //! Black-box tests of the contract versions side by side: a real `routerd` process, an echo
 //! backend on 127.0.0.1, and plugins built from `plugins/` for `router:plugin@0.2.0` (the
-//! fixture `contract-0-2`, args on every call) and `0.3.0` (the SDK's: args once per instance,
-//! a filter declaring its phases).
+//! fixture `contract-0-2`, args on every call), `0.3.0` (the fixture `contract-0-3-0`: args once
+//! per instance, a filter declaring its phases) and `0.3.1` (the SDK's: `0.3.0` and the store).
 #![allow(clippy::unwrap_used)]
 
 mod harness;
@@ -72,6 +72,47 @@ async fn plugins_of_contracts_0_2_and_0_3_serve_side_by_side() {
     };
     assert_eq!(contract_of("contract-0-2"), Some("0.2".into()), "{listed}");
     assert_eq!(contract_of("header-eq"), Some("0.3".into()), "{listed}");
+}
+
+/// A plugin built for 0.3.0, before the store was added in 0.3.1, links and serves beside the
+/// SDK's 0.3.1 plugins: imports and exports match by the component model's semver rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_0_3_0_serves_beside_0_3_1_ones() {
+    let backend = Backend::start("echo").await;
+    let cfg = config(vec![
+        Route::proxy("v030", &backend.url())
+            .m(path("/v030"))
+            .m(plugin_pred("contract-0-3-0", &["x-tier", "gold"]))
+            .plugin_filter("contract-0-3-0", &["x-from", "v030"]),
+        Route::proxy("v031", &backend.url())
+            .m(path("/v031"))
+            .m(plugin_pred("header-eq", &["x-tier", "gold"]))
+            .plugin_filter("add-headers", &["req:X-From", "v031"]),
+        Route::respond("neither").m(prefix("/")),
+    ]);
+    let rd = launch(&cfg, &["contract-0-3-0", "header-eq", "add-headers"])
+        .start()
+        .await;
+    for (path, from) in [("/v030", "v030"), ("/v031", "v031")] {
+        let resp = rd
+            .request("GET", path, &[("x-tier", "gold")], Bytes::new())
+            .await;
+        assert_eq!(
+            resp.backend().as_deref(),
+            Some("echo"),
+            "{path}: {}",
+            resp.describe()
+        );
+        assert_eq!(resp.echoed_header("x-from"), [from], "{path}");
+        let other = rd
+            .request("GET", path, &[("x-tier", "silver")], Bytes::new())
+            .await;
+        assert!(other.text().starts_with("neither"), "{path}: {}", other.describe());
+    }
+    let v030 = rd
+        .request("GET", "/v030", &[("x-tier", "gold")], Bytes::new())
+        .await;
+    assert_eq!(v030.header("x-contract").as_deref(), Some("0.3.0"));
 }
 
 /// A 0.3 filter whose args only edit responses runs one call per request: routerd never calls

@@ -100,6 +100,16 @@ build_js() {
     publish "$src/build/lang-js.wasm" lang-js
 }
 
+# The fetch example (js-fetch/app.js), with componentize-js's default features like build_js.
+build_js_fetch() {
+    local src="$here/js-fetch" out="$dist/lang-js-fetch.wasm"
+    stale "$out" "$src/app.js" || return 0
+    need_node_modules
+    mkdir -p "$src/build"
+    (cd "$here" && npx --no-install componentize-js "$src/app.js" --wit "$wit" -n filter-plugin -o "$src/build/lang-js-fetch.wasm" >/dev/null)
+    publish "$src/build/lang-js-fetch.wasm" lang-js-fetch
+}
+
 build_quickjs() {
     local src="$here/js" out="$dist/lang-quickjs.wasm"
     stale "$out" "$src/app.js" || return 0
@@ -166,11 +176,12 @@ build_go() {
 }
 
 langs=("$@")
-[[ ${#langs[@]} -gt 0 ]] || langs=(wat c python js quickjs go)
+[[ ${#langs[@]} -gt 0 ]] || langs=(wat c python js js-fetch quickjs go)
 for lang in "${langs[@]}"; do
     case "$lang" in
         wat | c | python | js | quickjs | go) "build_$lang" ;;
-        *) log "unknown language $lang (wat, c, python, js, quickjs, go)"; exit 2 ;;
+        js-fetch) build_js_fetch ;;
+        *) log "unknown language $lang (wat, c, python, js, js-fetch, quickjs, go)"; exit 2 ;;
     esac
 done
 log "${#langs[@]} language(s) in $dist"

@@ -294,10 +294,14 @@ impl OutboundPolicy {
             );
             return Err(HttpError::HttpRequestDenied);
         }
-        // The guest's own first-byte timeout, if shorter, ends the wait first.
+        // The wait may take nine tenths of what is left of the call's deadline: the guest keeps
+        // the rest to act on a timeout (fail open or closed) instead of being stopped. Its own
+        // first-byte timeout, if shorter, ends the wait first.
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
         let until = options
             .and_then(|o| o.first_byte_timeout)
-            .map_or(deadline, |t| deadline.min(Instant::now() + t));
+            .map_or(now + left * 9 / 10, |t| (now + left * 9 / 10).min(now + t));
         let Some(client) = &self.client else {
             self.stats.add(OutboundOutcome::Failed);
             return Err(HttpError::InternalError(Some(
