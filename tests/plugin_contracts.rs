@@ -107,7 +107,11 @@ async fn a_plugin_built_for_0_3_0_serves_beside_0_3_1_ones() {
         let other = rd
             .request("GET", path, &[("x-tier", "silver")], Bytes::new())
             .await;
-        assert!(other.text().starts_with("neither"), "{path}: {}", other.describe());
+        assert!(
+            other.text().starts_with("neither"),
+            "{path}: {}",
+            other.describe()
+        );
     }
     let v030 = rd
         .request("GET", "/v030", &[("x-tier", "gold")], Bytes::new())

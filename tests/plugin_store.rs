@@ -104,7 +104,10 @@ async fn the_limit_holds_across_instances_under_concurrent_clients() {
             CLIENTS * EACH,
             "{path}: only 200s and 429s"
         );
-        println!("{path}: {passed} of {} passed, limit {LIMIT}", answers.len());
+        println!(
+            "{path}: {passed} of {} passed, limit {LIMIT}",
+            answers.len()
+        );
         let off = passed.abs_diff(LIMIT) as f64 / LIMIT as f64;
         assert!(off <= 0.05, "{path}: {passed} passed, limit {LIMIT}");
         for r in &limited {
