@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 /// An auth service on 127.0.0.1: `Bearer good` gets 200 with `x-auth-user: ada`, `Bearer slow`
-/// the same after 2 s, anything else 403 `denied`. Its address and the requests it answered.
+/// the same after 2 s, `Bearer big` a 200 with a 64 KiB body, anything else 403 `denied`. Its
+/// address and the requests it answered.
 async fn auth_service() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -45,7 +46,10 @@ async fn auth_service() -> (SocketAddr, Arc<AtomicUsize>) {
                         if token == "Bearer slow" {
                             tokio::time::sleep(Duration::from_secs(2)).await;
                         }
-                        let resp = if token == "Bearer good" || token == "Bearer slow" {
+                        let resp = if token == "Bearer big" {
+                            hyper::Response::builder()
+                                .body(Full::new(Bytes::from(vec![b'x'; 64 << 10])))
+                        } else if token == "Bearer good" || token == "Bearer slow" {
                             hyper::Response::builder()
                                 .header("x-auth-user", "ada")
                                 .body(Full::new(Bytes::from_static(b"ok")))
@@ -95,8 +99,9 @@ fn outbound(metrics: &str, plugin: &str, outcome: &str) -> u64 {
 
 /// The auth example lets a request through, with the user the service names (a client-sent
 /// `x-auth-user` never reaches the backend), when its allowed service says 200; passes the
-/// service's 403 back; and answers 503 within the call's deadline when the service is too slow.
-/// The access log's plugin time includes the wait for the service.
+/// service's 403 back; and answers 503 within the call's deadline when the service is too slow,
+/// or when its answer is larger than the plugin's response cap. The access log's plugin time
+/// includes the wait for the service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_example_answers_by_what_its_allowed_service_says() {
     let backend = Backend::start("echo").await;
@@ -111,7 +116,10 @@ async fn the_auth_example_answers_by_what_its_allowed_service_says() {
     let rd = launch(&cfg, &["auth-check"])
         .plugin_settings(
             "auth-check",
-            json!({"deadline_ms": 300, "http": {"allow": [format!("http://{auth}")]}}),
+            json!({"deadline_ms": 300, "http": {
+                "allow": [format!("http://{auth}")],
+                "max_response_bytes": 4096,
+            }}),
         )
         .arg("--access-log")
         .arg("json")
@@ -148,8 +156,13 @@ async fn the_auth_example_answers_by_what_its_allowed_service_says() {
     );
     assert_eq!(answered.load(Ordering::Relaxed), 3);
 
+    let big = ask("Bearer big").await;
+    assert_eq!(big.status, 503, "{}", big.describe());
+
     let metrics = rd.admin_get("/metrics").await.text();
-    assert_eq!(outbound(&metrics, "auth-check", "answered"), 2, "{metrics}");
+    assert_eq!(outbound(&metrics, "auth-check", "answered"), 3, "{metrics}");
+    let cut = "routerd_plugin_http_too_large_total{plugin=\"auth-check\"} 1";
+    assert!(metrics.contains(cut), "{metrics}");
     assert_eq!(
         outbound(&metrics, "auth-check", "timed_out"),
         1,
@@ -165,12 +178,12 @@ async fn the_auth_example_answers_by_what_its_allowed_service_says() {
                 .lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
                 .collect();
-            docs.len() >= 3
+            docs.len() >= 4
         },
         Duration::from_secs(10),
     )
     .await;
-    assert!(logged, "three access-log lines: {docs:?}");
+    assert!(logged, "four access-log lines: {docs:?}");
     let slow_line = &docs[2];
     let plugin_ms = slow_line["plugin_ms"].as_f64().unwrap();
     assert!(

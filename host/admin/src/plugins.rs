@@ -9,6 +9,7 @@ use super::ApiError;
 use routerd_control::routeset::{RouteSet, RouteView, store_error};
 use routerd_control::store::PluginManifest;
 use routerd_plugins::registry::{InstallError, valid_name};
+use routerd_plugins::services::OutboundOutcome;
 use routerd_plugins::{Phase, Plugin, PluginError};
 
 /// The routes (from one listing) that use plugin `name`.
@@ -64,6 +65,15 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         "breaker_open": p.breaker_open(),
         "max_concurrent": p.concurrency(),
         "idle_instances": p.idle_instances(),
+        "store": {
+            "keys": p.store.keys(),
+            "bytes": p.store.bytes(),
+            "refused_full": p.store.refused_full(),
+        },
+        "http_requests": OutboundOutcome::ALL
+            .iter()
+            .map(|o| (o.as_str(), p.outbound.count(*o)))
+            .collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 
