@@ -66,9 +66,9 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         "max_concurrent": p.concurrency(),
         "idle_instances": p.idle_instances(),
         "store": {
-            "keys": p.store.keys(),
-            "bytes": p.store.bytes(),
-            "refused_full": p.store.refused_full(),
+            "keys": p.store().keys(),
+            "bytes": p.store().bytes(),
+            "refused_full": p.store().refused_full(),
         },
         "http_requests": OutboundOutcome::ALL
             .iter()

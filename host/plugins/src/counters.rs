@@ -80,7 +80,7 @@ const COUNTERS: [CounterSeries; 10] = [
     (
         "routerd_plugin_store_refused",
         "Plugin store writes refused because the store was at its bound of keys or bytes",
-        |p| p.store.refused_full(),
+        |p| p.store().refused_full(),
     ),
     (
         "routerd_plugin_http_too_large",
@@ -108,12 +108,12 @@ const GAUGES: [GaugeSeries; 4] = [
     (
         "routerd_plugin_store_keys",
         "Keys in a plugin's store (expired ones not yet removed included)",
-        |p| p.store.keys() as i64,
+        |p| p.store().keys() as i64,
     ),
     (
         "routerd_plugin_store_bytes",
         "Bytes of keys and values in a plugin's store",
-        |p| p.store.bytes() as i64,
+        |p| p.store().bytes() as i64,
     ),
 ];
 
@@ -198,7 +198,7 @@ fn encode_services(
                 plugin: p.name.to_string(),
                 op: op.as_str(),
             };
-            ConstCounter::new(p.store.operations(op)).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(p.store().operations(op)).encode(family.encode_family(&labels)?)?;
         }
     }
     let mut family = encoder.encode_descriptor(

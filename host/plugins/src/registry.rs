@@ -274,7 +274,7 @@ impl PluginRegistry {
         )?;
         plugin.producers = super::producers::read(bytes);
         // Only now that it replaces the previous version do its bounds apply to the store.
-        plugin.store.set_bounds(bounds);
+        plugin.store().set_bounds(bounds);
         let plugin = Arc::new(plugin);
         tracing::info!(
             plugin = name,

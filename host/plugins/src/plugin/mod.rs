@@ -85,11 +85,10 @@ pub struct Plugin {
     /// Its counters, shared by every version loaded under its name (a replaced plugin's
     /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
     pub stats: Arc<PluginStats>,
-    /// Its key-value store, shared the same way.
-    pub store: Arc<PluginStore>,
     /// Its outbound request counters, shared the same way.
     pub outbound: Arc<OutboundStats>,
-    /// What its instances are given.
+    /// What its instances are given: its name's store (shared the same way) and where it may
+    /// send requests.
     services: InstanceServices,
     engine: Arc<PluginEngine>,
     pre: InstancePre<PluginState>,
@@ -152,11 +151,10 @@ impl Plugin {
             settings,
             producers: Default::default(),
             services: InstanceServices {
-                store: kept.store.clone(),
+                store: kept.store,
                 outbound,
             },
             stats: kept.stats,
-            store: kept.store,
             outbound: kept.outbound,
             engine: engine.clone(),
             pre,
@@ -178,9 +176,14 @@ impl Plugin {
     pub fn kept(&self) -> Kept {
         Kept {
             stats: self.stats.clone(),
-            store: self.store.clone(),
+            store: self.services.store.clone(),
             outbound: self.outbound.clone(),
         }
+    }
+
+    /// Its key-value store.
+    pub fn store(&self) -> &PluginStore {
+        &self.services.store
     }
 
     /// The deadline per call.
