@@ -1,6 +1,8 @@
-//! Active health checks: every interval, a TCP connect to each route's backend, recording
-//! up/down, the connect latency and since when the status holds (after godoxy's route registry).
-//! Each backend address is probed once per round, however many routes share it.
+//! Active health checks: every interval, a TCP connect to every endpoint of every route,
+//! recording up/down, the connect latency and since when the status holds (after godoxy's route
+//! registry). Each endpoint is probed once per round, however many routes share it, and its
+//! finding goes into the endpoint's live state, which the request path reads: a down endpoint
+//! is skipped. A route is `up` while any of its endpoints can take requests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,23 +11,44 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use routerd_proxy::Proxy;
+use routerd_routing::endpoints::{EndpointState, now_ms};
+
+/// One endpoint's health, as a route sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointHealth {
+    /// `host:port`.
+    pub target: String,
+    /// `up`, `down` or `unknown` (not checked yet): the health check's finding.
+    pub status: &'static str,
+    /// The last connect latency, when up.
+    pub latency_ms: Option<f64>,
+    /// Its weight in the route.
+    pub weight: u32,
+    /// Whether it is out for failing requests (outlier ejection), and for how much longer.
+    pub ejected_ms: Option<u64>,
+    /// Requests in flight to it.
+    pub outstanding: u32,
+}
 
 /// One route's backend health.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteHealth {
     /// The route.
     pub route: String,
-    /// The backend's `host:port`.
+    /// The first endpoint's `host:port` (the route's only one without `targets`).
     pub target: String,
-    /// `up`, `down` or `unknown` (not checked yet).
+    /// `up` while any endpoint is up and not ejected, `down` when none is, `unknown` before
+    /// the first check.
     pub status: &'static str,
-    /// The last connect latency, when up.
+    /// The first endpoint's last connect latency, when up.
     pub latency_ms: Option<f64>,
     /// Unix seconds since the status last changed.
     pub since: u64,
+    /// Every endpoint.
+    pub endpoints: Vec<EndpointHealth>,
 }
 
-/// The health of every route's backend.
+/// The health of every route's endpoints.
 #[derive(Default)]
 pub struct HealthChecks {
     routes: Mutex<HashMap<String, RouteHealth>>,
@@ -36,6 +59,9 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// One endpoint's probe result: up, and the connect time.
+type Probe = (bool, Duration);
 
 impl HealthChecks {
     /// Starts checking `proxy`'s routes every `interval`.
@@ -53,17 +79,17 @@ impl HealthChecks {
 
     async fn check_all(&self, proxy: &Proxy, timeout: Duration) {
         let table = proxy.table();
-        let mut by_target: HashMap<String, Vec<String>> = HashMap::new();
+        // Each endpoint once, whatever routes name it.
+        let mut states: HashMap<String, Arc<EndpointState>> = HashMap::new();
         for r in table.routes() {
-            if let Some(t) = &r.target {
-                by_target
-                    .entry(t.authority.to_string())
-                    .or_default()
-                    .push(r.name.to_string());
+            for e in r.backends.iter().flat_map(|b| b.endpoints.iter()) {
+                states
+                    .entry(e.target.authority.to_string())
+                    .or_insert_with(|| e.state.clone());
             }
         }
         let mut probes = tokio::task::JoinSet::new();
-        for (target, routes) in by_target {
+        for (target, state) in states {
             probes.spawn(async move {
                 let addr = if target.contains(':') {
                     target.clone()
@@ -75,31 +101,72 @@ impl HealthChecks {
                     tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
                     Ok(Ok(_))
                 );
-                (routes, target, up, started.elapsed())
+                state.set_health(up);
+                (target, (up, started.elapsed()))
             });
         }
-        let mut results = Vec::new();
+        let mut found: HashMap<String, Probe> = HashMap::new();
         while let Some(done) = probes.join_next().await {
-            if let Ok((routes, target, up, took)) = done {
-                results.extend(routes.into_iter().map(|r| (r, target.clone(), up, took)));
+            if let Ok((target, probe)) = done {
+                found.insert(target, probe);
             }
         }
+        let now = now_ms();
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = HashMap::with_capacity(results.len());
-        for (route, target, up, took) in results {
-            let status = if up { "up" } else { "down" };
-            let since = match routes.get(&route) {
+        let mut seen = HashMap::with_capacity(routes.len());
+        for r in table.routes() {
+            let Some(backends) = &r.backends else {
+                continue;
+            };
+            let endpoints: Vec<EndpointHealth> = backends
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let target = e.target.authority.to_string();
+                    let probe = found.get(&target).copied();
+                    EndpointHealth {
+                        status: match probe {
+                            Some((true, _)) => "up",
+                            Some((false, _)) => "down",
+                            None => "unknown",
+                        },
+                        latency_ms: probe
+                            .filter(|(up, _)| *up)
+                            .map(|(_, took)| took.as_secs_f64() * 1000.0),
+                        target,
+                        weight: e.weight,
+                        ejected_ms: e.state.ejected_for(now).map(|d| d.as_millis() as u64),
+                        outstanding: e.state.outstanding(),
+                    }
+                })
+                .collect();
+            let status = if endpoints
+                .iter()
+                .any(|e| e.status == "up" && e.ejected_ms.is_none())
+            {
+                "up"
+            } else if endpoints.iter().all(|e| e.status == "unknown") {
+                "unknown"
+            } else {
+                "down"
+            };
+            let name = r.name.to_string();
+            let first = endpoints.first();
+            let target = first.map(|e| e.target.clone()).unwrap_or_default();
+            let since = match routes.get(&name) {
                 Some(prev) if prev.status == status && prev.target == target => prev.since,
                 _ => unix_now(),
             };
+            let latency_ms = first.and_then(|e| e.latency_ms);
             seen.insert(
-                route.clone(),
+                name.clone(),
                 RouteHealth {
-                    route,
+                    route: name,
                     target,
                     status,
-                    latency_ms: up.then_some(took.as_secs_f64() * 1000.0),
+                    latency_ms,
                     since,
+                    endpoints,
                 },
             );
         }

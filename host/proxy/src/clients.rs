@@ -109,6 +109,20 @@ impl UpstreamClients {
     }
 }
 
+impl UpstreamError {
+    /// Whether the connection could not be made (refused, unreachable, connect timeout):
+    /// nothing reached the backend.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pool(PoolError::Connect { .. } | PoolError::ConnectTimeout { .. }) => {
+                true
+            }
+            UpstreamError::Client(e) => e.is_connect(),
+            _ => false,
+        }
+    }
+}
+
 /// Why a backend request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

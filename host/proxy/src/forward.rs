@@ -29,6 +29,19 @@ pub(super) struct Upstream<'a> {
     pub(super) route: &'a str,
 }
 
+/// One exchange with a backend: its answer (with the client's side of an upgrade), or what
+/// failed before an answer head arrived.
+pub(super) enum Exchange {
+    /// The backend answered.
+    Answered(Response<ResponseBody>, Option<OnUpgrade>),
+    /// The backend request could not be built.
+    Unbuildable(http::Error),
+    /// No answer head within the deadline.
+    TimedOut(Duration),
+    /// The exchange failed.
+    Failed(UpstreamError),
+}
+
 impl Proxy {
     /// The upstream phase: sends the request to `upstream` and answers with the backend's
     /// response, or with routerd's error for what went wrong on the way.
@@ -40,45 +53,70 @@ impl Proxy {
         peer: Peer,
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
-        let (parts, client_upgrade) = match Self::upstream_head(&upstream, parts, &peer, trace) {
+        let route = upstream.route;
+        let exchange = self.exchange(&upstream, parts, body, &peer, trace).await;
+        self.answer(exchange, route, trace)
+    }
+
+    /// Sends the request to `upstream` once, under the route's response timeout.
+    pub(super) async fn exchange(
+        &self,
+        upstream: &Upstream<'_>,
+        parts: http::request::Parts,
+        body: RequestBody,
+        peer: &Peer,
+        trace: &mut Trace,
+    ) -> Exchange {
+        let (parts, client_upgrade) = match Self::upstream_head(upstream, parts, peer, trace) {
             Ok(head) => head,
-            Err(e) => {
-                warn!(route = upstream.route, error = %e, "cannot build the backend URI");
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "cannot build the backend request",
-                    Some(upstream.route),
-                );
-            }
+            Err(e) => return Exchange::Unbuildable(e),
         };
-        let Upstream {
-            target,
-            timeout,
-            route,
-            ..
-        } = upstream;
-        let limit = timeout.unwrap_or(self.response_timeout);
+        let limit = upstream.timeout.unwrap_or(self.response_timeout);
         let request = self.clients.send(
-            target,
+            upstream.target,
             Request::from_parts(parts, body),
             client_upgrade.is_some(),
         );
-        let result = match tokio::time::timeout(limit, request).await {
-            Ok(r) => r,
-            Err(_) => {
+        match tokio::time::timeout(limit, request).await {
+            Ok(Ok(resp)) => Exchange::Answered(resp, client_upgrade),
+            Ok(Err(e)) => Exchange::Failed(e),
+            Err(_) => Exchange::TimedOut(limit),
+        }
+    }
+
+    /// The client's answer from an exchange: the backend's response, or routerd's error.
+    pub(super) fn answer(
+        &self,
+        exchange: Exchange,
+        route: &str,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        match exchange {
+            Exchange::Answered(resp, client_upgrade) => {
+                self.backend_answer(Ok(resp), client_upgrade, route, trace)
+            }
+            Exchange::Failed(e) => self.backend_answer(Err(e), None, route, trace),
+            Exchange::Unbuildable(e) => {
+                warn!(route, error = %e, "cannot build the backend URI");
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "cannot build the backend request",
+                    Some(route),
+                )
+            }
+            Exchange::TimedOut(limit) => {
                 warn!(
                     route,
                     timeout_ms = limit.as_millis() as u64,
                     "backend timed out"
                 );
-                return error(
+                error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the backend did not answer in time",
                     Some(route),
-                );
+                )
             }
-        };
-        self.backend_answer(result, client_upgrade, route, trace)
+        }
     }
 
     /// The client's answer from the backend's: its response (an upgrade spliced through), or

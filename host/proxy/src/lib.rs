@@ -11,10 +11,12 @@
 
 pub mod access_log;
 mod answer;
+mod balanced;
 pub mod body;
 pub mod clients;
 mod decide;
 mod edits;
+pub mod endpoint_counters;
 mod forward;
 pub mod metrics;
 pub mod pool;

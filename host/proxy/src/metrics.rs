@@ -193,6 +193,7 @@ pub struct Metrics {
     access_log_dropped: Counter,
     upgrades: UpgradeStats,
     overloaded: Family<OverloadLabels, Counter>,
+    no_endpoint: Family<RouteLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -244,6 +245,12 @@ impl Metrics {
             "Requests routerd answered 503 itself because it had no capacity to run a plugin call (no instance or concurrency slot within queue_ms)",
             overloaded.clone(),
         );
+        let no_endpoint = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "routerd_no_endpoint_requests",
+            "Requests routerd answered 503 itself because none of the route's endpoints could take them (down, ejected, or already tried)",
+            no_endpoint.clone(),
+        );
         Arc::new(Metrics {
             registry,
             requests,
@@ -251,6 +258,7 @@ impl Metrics {
             access_log_dropped,
             upgrades,
             overloaded,
+            no_endpoint,
         })
     }
 
@@ -288,6 +296,15 @@ impl Metrics {
                 route: route.to_owned(),
                 plugin: plugin.to_owned(),
                 phase,
+            })
+            .inc();
+    }
+
+    /// Counts a request answered 503 because no endpoint of `route` could take it.
+    pub fn no_endpoint(&self, route: &str) {
+        self.no_endpoint
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
             })
             .inc();
     }

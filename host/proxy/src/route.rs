@@ -9,9 +9,9 @@ use http::{Request, Response, StatusCode};
 use tracing::warn;
 
 use super::answer::reply_response;
+use super::balanced::Destination;
 use super::body::RequestBody;
 use super::edits::apply_ops;
-use super::forward::Upstream;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace};
 use routerd_base::Peer;
@@ -84,17 +84,17 @@ impl Proxy {
             .iter()
             .any(|f| matches!(f, RouteFilter::Plugin(c) if c.runs_on_response()))
             .then(|| Arc::new(parts.clone()));
-        let resp = match (answer, &route.target) {
+        let resp = match (answer, &route.backends) {
             (Some(resp), _) => resp,
-            (None, Some(target)) => {
-                let upstream = Upstream {
-                    target,
+            (None, Some(backends)) => {
+                let dest = Destination {
+                    backends,
                     path: &ctx.upstream_path,
                     query: ctx.upstream_query.as_deref(),
                     timeout: route.timeout,
                     route: &route.name,
                 };
-                self.forward(upstream, parts, body, peer, trace).await
+                self.forward_balanced(dest, parts, body, peer, trace).await
             }
             (None, None) => error(
                 StatusCode::NOT_FOUND,

@@ -2,13 +2,15 @@
 //! one request. It knows nothing of how external predicates and filters run: it is generic over
 //! their type ([`External`]), so neither wasmtime nor an HTTP server is in its build.
 //!
-//! `route` compiles and validates one rule, `pattern` parses path patterns and orders them,
+//! `route` compiles and validates one rule, `endpoints` its backends and how a request picks
+//! one, `pattern` parses path patterns and orders them,
 //! `tree` indexes them, `matchers` and `filters` are the built-in ones, `external` the traits
 //! external (plugin) predicates and filters implement, and `table` puts it all together into the
 //! immutable [`RouteTable`], which `published` hands from the control plane to the proxy.
 
 pub mod backend;
 pub mod config;
+pub mod endpoints;
 pub mod external;
 pub mod filters;
 pub mod matchers;

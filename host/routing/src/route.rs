@@ -9,6 +9,7 @@ use http::HeaderValue;
 use http::uri::{Authority, Scheme};
 
 use super::backend::BackendConnection;
+use super::endpoints::{self, Backends, EndpointStates};
 use super::external::{
     External, ExternalFilter, ExternalPredicate, FilterCall, Lookup, PluginSource, PredicateCall,
     Prepared,
@@ -108,8 +109,8 @@ pub struct Route<X: External> {
     pub predicates: Vec<(usize, PredicateCall<X>)>,
     /// Whether any matcher reads the body.
     pub needs_body: bool,
-    /// The backend (absent when a filter answers).
-    pub target: Option<Target>,
+    /// The backends (absent when a filter answers).
+    pub backends: Option<Backends>,
     /// Removed from the path before joining to the target.
     pub strip_prefix: Option<Box<str>>,
     /// The filter chain.
@@ -129,6 +130,7 @@ impl<X: External> Route<X> {
     pub fn compile(
         rule: &RouteRule,
         plugins: &dyn PluginSource<X>,
+        endpoints: &EndpointStates,
     ) -> Result<Route<X>, Vec<RouteError>> {
         let mut check = RuleCheck {
             rule,
@@ -147,7 +149,7 @@ impl<X: External> Route<X> {
         let answers = filters
             .iter()
             .any(|f| matches!(f, RouteFilter::Builtin(b) if b.answers()));
-        let target = check.target(answers);
+        let backends = check.backends(answers, endpoints);
         let consumes = check.media("consumes", &rule.consumes);
         let produces = check.media("produces", &rule.produces);
         if !check.errors.is_empty() {
@@ -163,7 +165,7 @@ impl<X: External> Route<X> {
             matchers,
             predicates,
             needs_body,
-            target,
+            backends,
             strip_prefix,
             filters,
             timeout: rule.timeout_ms.map(Duration::from_millis),
@@ -390,43 +392,30 @@ impl RuleCheck<'_> {
         filters
     }
 
-    /// The backend, with its connection settings; none is needed when a filter answers.
-    fn target(&mut self, answers: bool) -> Option<Target> {
+    /// The backends, with their connection settings and policies; none are needed when a
+    /// filter answers.
+    fn backends(&mut self, answers: bool, states: &EndpointStates) -> Option<Backends> {
         let rule = self.rule;
-        match &rule.target_url {
-            Some(url) => match Target::parse(url) {
-                Ok(mut t) => {
-                    match BackendConnection::from_rule(rule, &t.scheme) {
-                        Ok(c) => {
-                            if c.is_some() {
-                                t.connection = c;
-                            }
-                        }
-                        Err(e) => self.err(&e.field, e.code, e.reason),
-                    }
-                    if rule.tls_insecure_skip_verify {
-                        tracing::warn!(
-                            route = %rule.name,
-                            "tls_insecure_skip_verify: the backend's certificate is not checked"
-                        );
-                    }
-                    Some(t)
+        match endpoints::compile(rule, states) {
+            Ok(Some(b)) => {
+                if rule.tls_insecure_skip_verify {
+                    tracing::warn!(
+                        route = %rule.name,
+                        "tls_insecure_skip_verify: the backend's certificate is not checked"
+                    );
                 }
-                Err(reason) => {
-                    self.err("target_url", ErrorCode::InvalidUrl, reason);
-                    None
-                }
-            },
-            None if !answers => {
+                Some(b)
+            }
+            Ok(None) if !answers => {
                 self.err(
                     "target_url",
                     ErrorCode::InvalidUrl,
-                    "missing: every route needs a target_url unless a respond or redirect filter answers"
+                    "missing: every route needs a target_url (or targets) unless a respond or redirect filter answers"
                         .into(),
                 );
                 None
             }
-            None => {
+            Ok(None) => {
                 let tls_fields = rule.tls_ca_file.is_some()
                     || rule.tls_server_name.is_some()
                     || rule.tls_insecure_skip_verify
@@ -437,6 +426,12 @@ impl RuleCheck<'_> {
                         ErrorCode::InvalidBackendTls,
                         "missing: the backend TLS and protocol fields need a target_url".into(),
                     );
+                }
+                None
+            }
+            Err(errors) => {
+                for e in errors {
+                    self.err(&e.field, e.code, e.reason);
                 }
                 None
             }

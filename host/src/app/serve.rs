@@ -26,6 +26,7 @@ use routerd_plugins::{
 };
 use routerd_proxy::Proxy;
 use routerd_proxy::access_log::AccessLog;
+use routerd_proxy::endpoint_counters::EndpointCounters;
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::server::{self, conn::ConnTimeouts, workers};
 use routerd_proxy::upstream::UpstreamOptions;
@@ -64,9 +65,12 @@ pub(super) async fn serve(
     let config = load_config(&settings)?;
     let token = admin_token(&settings)?;
     let store = open_store(&settings)?;
-    let metrics = Metrics::new(vec![Box::new(PluginCounters::new(registry.clone()))]);
     // The proxy serves an empty table until the route set publishes the first one.
     let published = PublishedTable::new(RouteTable::build(&ConfigFile::default())?);
+    let metrics = Metrics::new(vec![
+        Box::new(PluginCounters::new(registry.clone())),
+        Box::new(EndpointCounters(published.clone())),
+    ]);
     let proxy = start_proxy(&settings, &published, &metrics)?;
     let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;
     // Health checks and the plugin watcher spawn their tasks on the control runtime.

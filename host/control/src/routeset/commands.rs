@@ -64,9 +64,12 @@ impl RouteSet {
         changes: Vec<Change>,
         changed: &[&str],
     ) -> Result<(), ChangeError> {
-        let table = Self::compile(&self.plugins, &document(&state.file, &api), |name| {
-            changed.contains(&name)
-        })
+        let table = Self::compile(
+            &self.plugins,
+            &self.endpoints,
+            &document(&state.file, &api),
+            |name| changed.contains(&name),
+        )
         .map_err(|e| ChangeError::from_validation(&e))?;
         let revision = match &self.store {
             Some(store) => store

@@ -95,7 +95,12 @@ impl RouteSet {
         tombstones: HashMap<String, u64>,
         after: &str,
     ) {
-        let compiled = Self::compile(&self.plugins, &document(&state.file, &api), |_| false);
+        let compiled = Self::compile(
+            &self.plugins,
+            &self.endpoints,
+            &document(&state.file, &api),
+            |_| false,
+        );
         state.api = api;
         state.tombstones = tombstones;
         match compiled {

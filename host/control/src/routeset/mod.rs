@@ -34,6 +34,7 @@ use routerd_plugins::Plugin;
 use routerd_plugins::PluginRegistry;
 use routerd_proxy::metrics::Metrics;
 use routerd_routing::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
+use routerd_routing::endpoints::EndpointStates;
 use routerd_routing::{BuildMode, PublishedTable, RouteTable};
 
 /// Where a route comes from.
@@ -113,6 +114,8 @@ pub struct RouteSet {
     revision: std::sync::atomic::AtomicU64,
     store: Option<Arc<dyn RouteStore>>,
     plugins: Arc<PluginRegistry>,
+    /// The endpoints' live state, handed from each table to the next.
+    endpoints: EndpointStates,
     /// Where each new table goes to be served.
     published: Arc<PublishedTable<Plugin>>,
     metrics: Option<Arc<Metrics>>,
@@ -167,10 +170,12 @@ impl RouteSet {
             .into_iter()
             .map(|r| (r.rule.name.clone(), r))
             .collect();
-        let table = Self::compile(&plugins, &document(&file, &api), |name| {
+        let endpoints = EndpointStates::default();
+        let table = Self::compile(&plugins, &endpoints, &document(&file, &api), |name| {
             file.routes.iter().any(|r| r.name == name)
         })?;
         let set = RouteSet {
+            endpoints,
             state: Mutex::new(State {
                 file,
                 file_version: last_version + 1,
@@ -203,10 +208,12 @@ impl RouteSet {
     /// route must not be excluded (then the missing plugin is an error).
     fn compile(
         plugins: &PluginRegistry,
+        endpoints: &EndpointStates,
         doc: &ConfigFile,
         strict: impl Fn(&str) -> bool,
     ) -> Result<RouteTable<Plugin>, RouteSetError> {
-        let table = RouteTable::build_with(doc, plugins, BuildMode::ExcludeMissingPlugins)?;
+        let table =
+            RouteTable::build_in(doc, plugins, BuildMode::ExcludeMissingPlugins, endpoints)?;
         let errors: Vec<RouteError> = table
             .excluded()
             .iter()
@@ -311,9 +318,12 @@ impl RouteSet {
     /// Replaces the config file's routes if they are all valid; otherwise nothing changes.
     pub fn apply_file(&self, config: ConfigFile) -> Result<(), RouteSetError> {
         let mut state = self.lock();
-        let table = Self::compile(&self.plugins, &document(&config, &state.api), |name| {
-            config.routes.iter().any(|r| r.name == name)
-        })?;
+        let table = Self::compile(
+            &self.plugins,
+            &self.endpoints,
+            &document(&config, &state.api),
+            |name| config.routes.iter().any(|r| r.name == name),
+        )?;
         state.file = config;
         state.file_version = state.last_version + 1;
         state.last_version += 1;
@@ -337,7 +347,12 @@ impl RouteSet {
     /// Compiles the current sources again; a failure keeps the previous table.
     fn rebuild(&self, after: &str) {
         let mut state = self.lock();
-        match Self::compile(&self.plugins, &document(&state.file, &state.api), |_| false) {
+        match Self::compile(
+            &self.plugins,
+            &self.endpoints,
+            &document(&state.file, &state.api),
+            |_| false,
+        ) {
             Ok(table) => {
                 self.swap(&mut state, table);
                 tracing::info!("routes rebuilt after {after}");

@@ -38,6 +38,8 @@ pub enum ErrorCode {
     InvalidBackendTls,
     /// `max_body_bytes` is 0 or above [`crate::table::MAX_BODY_BYTES_LIMIT`].
     InvalidMaxBodyBytes,
+    /// `targets`, `balance`, `outlier` or `retries` is malformed or contradicts another field.
+    InvalidBackends,
 }
 
 impl ErrorCode {
@@ -59,6 +61,7 @@ impl ErrorCode {
             ErrorCode::InvalidBackendTls => "invalid_backend_tls",
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPluginArgs => "invalid_plugin_args",
+            ErrorCode::InvalidBackends => "invalid_backends",
         }
     }
 }

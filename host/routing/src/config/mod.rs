@@ -8,7 +8,9 @@ mod model;
 use std::path::Path;
 
 pub use error::{ConfigError, ErrorCode, FieldError, RouteError, RouteSetError};
-pub use model::{ConfigFile, FilterSpec, MatcherSpec, RouteRule};
+pub use model::{
+    BalanceSpec, ConfigFile, FilterSpec, MatcherSpec, OutlierSpec, RetrySpec, RouteRule, TargetSpec,
+};
 
 /// The route set served when no `--config` is given: a landing page and a templated greeting.
 pub const EMBEDDED_DEFAULT: &str = r#"{

@@ -27,6 +27,18 @@ pub struct RouteRule {
     /// The backend base URL (`http://host:port/base`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_url: Option<String>,
+    /// Several backends, instead of `target_url`: requests are spread over them by `balance`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetSpec>,
+    /// How a request picks one of `targets` (default: weighted round robin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceSpec>,
+    /// Passive health: endpoints that keep failing are taken out for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierSpec>,
+    /// Retrying a failed request (on another endpoint when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetrySpec>,
     /// Conditions that must all hold.
     #[serde(default)]
     pub matchers: Vec<MatcherSpec>,
@@ -120,4 +132,79 @@ pub struct FilterSpec {
     /// The filter's arguments.
     #[serde(default)]
     pub args: Vec<String>,
+}
+
+/// One of a route's `targets`: `{"url": "http://10.0.0.1:8080", "weight": 2}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// The backend base URL, as `target_url`.
+    pub url: String,
+    /// Its share of requests relative to the others (1..=100, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+}
+
+/// `{"policy": "round_robin"}`, `{"policy": "least_request"}` or
+/// `{"policy": "hash", "hash_on": "header:x-user" | "cookie:session" | "client_addr"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceSpec {
+    /// `round_robin` (weighted, the default), `least_request` (the less busy of two picked at
+    /// random, by weight) or `hash` (the same key always goes to the same endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// For `hash`: what the key is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+}
+
+/// Outlier ejection: `{"consecutive_failures": 5, "base_ejection_ms": 30000}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    /// Failures in a row that take an endpoint out (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Whether a 5xx answer counts as a failure (default true; connect errors and timeouts
+    /// always do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_5xx: Option<bool>,
+    /// The first ejection's length, doubled for each further one (default 30000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_ms: Option<u64>,
+    /// The longest ejection (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_ms: Option<u64>,
+    /// The largest share of the route's endpoints out at once, in percent (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u32>,
+}
+
+/// Retries: `{"attempts": 2, "on": ["connect", "503"], "per_try_timeout_ms": 500}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Tries after the first (1..=5, default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// What is retried: `connect` (refused, unreachable), `reset` (the connection failed
+    /// after it was made, before an answer), `timeout` (no answer head in time), `502`, `503`,
+    /// `504`. Default: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<String>,
+    /// Each try's deadline for the answer head (default: the route's `timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Retry methods that are not idempotent (POST, PATCH) too (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_idempotent: bool,
+    /// Retries in flight may be at most this share of the route's requests in flight, in
+    /// percent (at least 3 retries are always allowed; default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<u32>,
+    /// A request body is kept for a retry only up to this size (default 65536); a request with
+    /// a larger body, or one of unknown length, is not retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<usize>,
 }

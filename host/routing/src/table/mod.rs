@@ -11,6 +11,7 @@ pub use explain::{Candidate, Explanation, Failure};
 
 use http::{Method, StatusCode};
 
+use super::endpoints::EndpointStates;
 use super::external::{External, PluginSource};
 use super::matchers::PathMatch;
 use super::media;
@@ -130,6 +131,17 @@ impl<X: External> RouteTable<X> {
         plugins: &dyn PluginSource<X>,
         mode: BuildMode,
     ) -> Result<RouteTable<X>, RouteSetError> {
+        Self::build_in(config, plugins, mode, &EndpointStates::default())
+    }
+
+    /// Like [`RouteTable::build_with`], the endpoints' live state taken from `endpoints`, so
+    /// what the tables before it learned about an endpoint carries over.
+    pub fn build_in(
+        config: &ConfigFile,
+        plugins: &dyn PluginSource<X>,
+        mode: BuildMode,
+        endpoints: &EndpointStates,
+    ) -> Result<RouteTable<X>, RouteSetError> {
         let mut errors = Vec::new();
         let mut excluded = Vec::new();
         let mut compiled = Vec::with_capacity(config.routes.len());
@@ -156,7 +168,7 @@ impl<X: External> RouteTable<X> {
                 }
                 default_seen = Some(&rule.name);
             }
-            match Route::compile(rule, plugins) {
+            match Route::compile(rule, plugins, endpoints) {
                 Ok(r) => compiled.push(r),
                 Err(e)
                     if mode == BuildMode::ExcludeMissingPlugins
