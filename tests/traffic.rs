@@ -96,6 +96,25 @@ async fn the_hash_keeps_a_key_and_moves_only_the_keys_of_an_endpoint_that_left()
     }
     let on_c = before.values().filter(|b| *b == "c").count();
     assert!(on_c > 10, "c has a share of the keys: {on_c}");
+    // The match explanation names the endpoint a key goes to.
+    let url_of = |name: &str| match name {
+        "a" => a.url(),
+        "b" => b.url(),
+        _ => c.url(),
+    };
+    for u in ["user-0", "user-1", "user-2"] {
+        let probe = json!({"path": "/h", "headers": {"x-user": u}});
+        let explained = rd
+            .admin_json("POST", "/api/v1/match", Some(&probe))
+            .await
+            .json();
+        assert_eq!(explained["backends"]["balance"], "hash", "{explained}");
+        assert_eq!(
+            explained["backends"]["chosen"].as_str(),
+            Some(url_of(&before[u]).as_str()),
+            "{explained}"
+        );
+    }
 
     let two = [(a.url(), 1), (b.url(), 1)];
     rd.write_config(&config(vec![balanced("h", "/h", &two, hash)]));

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use routerd_plugins::Plugin;
-use routerd_routing::{Decision, Explanation, Failure, Route, RouteTable};
+use routerd_routing::endpoints::{Balance, Health, now_ms};
+use routerd_routing::{Decision, Explanation, Failure, Route, RouteTable, SharedHead};
 
 /// One candidate route, as the API shows it.
 #[derive(Debug, Serialize)]
@@ -33,10 +34,72 @@ pub struct ExplanationDoc {
     pub detail: Option<String>,
     /// The candidates, in the order they were considered.
     pub candidates: Vec<CandidateDoc>,
+    /// The chosen route's endpoints and which this request would go to, when it proxies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backends: Option<BackendsDoc>,
 }
 
-/// `explanation` of a decision of `table`, in the API's words.
-pub fn document(table: &RouteTable<Plugin>, explanation: Explanation) -> ExplanationDoc {
+/// A route's endpoints as the explanation shows them.
+#[derive(Debug, Serialize)]
+pub struct BackendsDoc {
+    /// `round_robin`, `least_request` or `hash`.
+    pub balance: &'static str,
+    /// For `hash`: the endpoint this request's key goes to (none without a key, or when no
+    /// endpoint can take it); the other policies pick per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
+    /// Every endpoint, with whether it can take requests now.
+    pub endpoints: Vec<EndpointDoc>,
+}
+
+/// One endpoint.
+#[derive(Debug, Serialize)]
+pub struct EndpointDoc {
+    /// `scheme://host:port`.
+    pub endpoint: String,
+    /// Its weight.
+    pub weight: u32,
+    /// `available`, `down` (health check) or `ejected`.
+    pub state: &'static str,
+}
+
+/// The backends of `route` for a request with `head`.
+fn backends(route: &Route<Plugin>, head: &SharedHead) -> Option<BackendsDoc> {
+    let b = route.backends.as_ref()?;
+    let now = now_ms();
+    let endpoints = b
+        .endpoints
+        .iter()
+        .map(|e| EndpointDoc {
+            endpoint: e.state.key.to_string(),
+            weight: e.weight,
+            state: if e.state.health() == Health::Down {
+                "down"
+            } else if e.state.ejected_for(now).is_some() {
+                "ejected"
+            } else {
+                "available"
+            },
+        })
+        .collect();
+    let chosen = b
+        .key(&head.parts.headers, head.remote.ip())
+        .filter(|_| matches!(b.balance, Balance::Hash(_)))
+        .and_then(|key| b.pick(Some(key), 0).ok())
+        .map(|i| b.endpoints[i].state.key.to_string());
+    Some(BackendsDoc {
+        balance: b.balance.as_str(),
+        chosen,
+        endpoints,
+    })
+}
+
+/// `explanation` of a decision of `table` for the request `head`, in the API's words.
+pub fn document(
+    table: &RouteTable<Plugin>,
+    explanation: Explanation,
+    head: &SharedHead,
+) -> ExplanationDoc {
     let name = |id: u32| table.route(id).name.to_string();
     let candidates = explanation
         .candidates
@@ -51,6 +114,10 @@ pub fn document(table: &RouteTable<Plugin>, explanation: Explanation) -> Explana
             failed: c.failed.map(|f| failure(table.route(c.route), f)),
         })
         .collect();
+    let backends = match explanation.decision {
+        Decision::Route(id) => backends(table.route(id), head),
+        _ => None,
+    };
     let (decision, route, detail) = match explanation.decision {
         Decision::Route(id) => ("route", Some(name(id)), None),
         Decision::NeedBody | Decision::NeedPredicates { .. } => ("need_body", None, None),
@@ -72,6 +139,7 @@ pub fn document(table: &RouteTable<Plugin>, explanation: Explanation) -> Explana
         route,
         detail,
         candidates,
+        backends,
     }
 }
 

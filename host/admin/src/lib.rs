@@ -256,7 +256,7 @@ impl Admin {
                 let explanation = table.explain(&head.view(body.as_ref())).await;
                 Ok(json(
                     StatusCode::OK,
-                    &explain::document(&table, explanation),
+                    &explain::document(&table, explanation, &head),
                 ))
             }
             (&Method::GET, ["api", "v1", "cluster"]) => {

@@ -111,10 +111,24 @@ pub fn filter(f: &Value) -> String {
     }
 }
 
-/// What a route sends requests to: its `target_url`, else its `respond`/`redirect` filter.
+/// What a route sends requests to: its `target_url`, its first target and how many more (with
+/// the balance policy), else its `respond`/`redirect` filter.
 fn target(route: &Value) -> String {
     if let Some(url) = str_field(route, "target_url") {
         return url.to_owned();
+    }
+    if let Some(targets) = route.get("targets").and_then(Value::as_array)
+        && let Some(first) = targets.first()
+    {
+        let policy = route
+            .get("balance")
+            .and_then(|b| str_field(b, "policy"))
+            .unwrap_or("round_robin");
+        let url = text(first.get("url"));
+        return match targets.len() {
+            1 => url,
+            n => format!("{url} +{} ({policy})", n - 1),
+        };
     }
     let filters = route.get("filters").and_then(Value::as_array);
     let answer = filters.into_iter().flatten().find(|f| {
@@ -242,6 +256,10 @@ pub const ROUTE_ORDER: &[&str] = &[
     "default_rule",
     "priority",
     "target_url",
+    "targets",
+    "balance",
+    "outlier",
+    "retries",
     "strip_prefix",
     "timeout_ms",
     "matchers",
@@ -375,30 +393,56 @@ pub fn health_table(doc: &Value, now_unix: u64) -> String {
         .get("routes")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    let rows: Vec<Vec<String>> = entries
-        .iter()
-        .map(|e| {
-            let status = text(e.get("status"));
-            let latency = match e.get("latency_ms").and_then(Value::as_f64) {
-                Some(ms) => format!("{ms:.2} ms"),
-                None => text(e.get("latency_ms")),
-            };
-            let uptime = match (status.as_str(), e.get("since")) {
-                ("up", Some(since)) if !since.is_null() => unix_secs(since).map_or_else(
-                    || text(Some(since)),
-                    |t| duration(now_unix.saturating_sub(t)),
-                ),
-                _ => "-".to_owned(),
-            };
-            vec![
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for e in entries {
+        let status = text(e.get("status"));
+        let latency = |e: &Value| match e.get("latency_ms").and_then(Value::as_f64) {
+            Some(ms) => format!("{ms:.2} ms"),
+            None => text(e.get("latency_ms")),
+        };
+        let uptime = match (status.as_str(), e.get("since")) {
+            ("up", Some(since)) if !since.is_null() => unix_secs(since).map_or_else(
+                || text(Some(since)),
+                |t| duration(now_unix.saturating_sub(t)),
+            ),
+            _ => "-".to_owned(),
+        };
+        let endpoints = e
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .filter(|list| list.len() > 1);
+        let Some(endpoints) = endpoints else {
+            rows.push(vec![
                 text(e.get("route")),
                 text(first(e, &["target", "backend", "target_url"])),
                 status,
-                latency,
+                latency(e),
                 uptime,
-            ]
-        })
-        .collect();
+            ]);
+            continue;
+        };
+        // A route over several endpoints: its own line, then one per endpoint.
+        rows.push(vec![
+            text(e.get("route")),
+            format!("{} endpoints", endpoints.len()),
+            status,
+            "-".to_owned(),
+            uptime,
+        ]);
+        for ep in endpoints {
+            let mut state = text(ep.get("status"));
+            if let Some(ms) = ep.get("ejected_ms").and_then(Value::as_u64) {
+                state = format!("ejected ({})", duration(ms.div_ceil(1000)));
+            }
+            rows.push(vec![
+                String::new(),
+                format!("  {}", text(ep.get("target"))),
+                state,
+                latency(ep),
+                "-".to_owned(),
+            ]);
+        }
+    }
     table(&["ROUTE", "BACKEND", "STATUS", "LATENCY", "UPTIME"], &rows)
 }
 
@@ -437,6 +481,31 @@ pub fn explain(doc: &Value) -> String {
             (None, None) => "-".to_owned(),
         };
         let _ = writeln!(out, "{branch} {name}: {outcome}");
+    }
+    if let Some(b) = doc.get("backends") {
+        let balance = text(b.get("balance"));
+        match str_field(b, "chosen") {
+            Some(chosen) => {
+                let _ = writeln!(out, "backends ({balance}): this request goes to {chosen}");
+            }
+            None => {
+                let _ = writeln!(out, "backends ({balance}):");
+            }
+        }
+        for e in b
+            .get("endpoints")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                out,
+                "  {} weight {}: {}",
+                text(e.get("endpoint")),
+                text(e.get("weight")),
+                text(e.get("state"))
+            );
+        }
     }
     out
 }
