@@ -334,3 +334,129 @@ async fn bad_backend_settings_name_their_field() {
     assert!(text.contains("targets[0].weight"), "{text}");
     assert!(text.contains("balance.hash_on"), "{text}");
 }
+
+/// A rate limit of 5 per second with a burst of 5, keyed on a header: a burst of 20 gets 5
+/// through and 15 × 429 with `Retry-After` and `RateLimit-*`; another key has its own bucket;
+/// over two more seconds the rate holds. A key a filter sets is the key counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_answers_429_at_the_configured_rate() {
+    let a = Backend::start("a").await;
+    let limit =
+        json!({"rate_limit": {"requests_per_second": 5, "burst": 5, "key": "header:x-client"}});
+    let shared =
+        json!({"rate_limit": {"requests_per_second": 1, "burst": 3, "key": "header:x-tenant"}});
+    let rd = Routerd::start(&config(vec![
+        balanced("limited", "/l", &[(a.url(), 1)], limit),
+        balanced("tenant", "/t", &[(a.url(), 1)], shared)
+            .filter("set_request_header", &["x-tenant", "acme"]),
+    ]))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let r = rd
+            .request("GET", "/l", &[("x-client", "c1")], Bytes::new())
+            .await;
+        if r.status == 429 {
+            assert_eq!(r.header("ratelimit-limit").as_deref(), Some("5"));
+            assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
+            assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+            assert!(r.header("ratelimit-reset").is_some());
+            assert_eq!(r.json()["route"], "limited");
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        15,
+        "{statuses:?}"
+    );
+    let other = rd
+        .request("GET", "/l", &[("x-client", "c2")], Bytes::new())
+        .await;
+    assert_eq!(other.status, 200, "another key");
+
+    // Two seconds at one request per 20 ms: the bucket refills 5 a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
+    let mut allowed = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        let r = rd
+            .request("GET", "/l", &[("x-client", "c1")], Bytes::new())
+            .await;
+        allowed += usize::from(r.status == 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A full bucket (5) plus two seconds of refill (10), give or take a token at the edges.
+    assert!((13..=17).contains(&allowed), "{allowed} allowed in 2 s");
+
+    // Every client counts against the key the filter set.
+    let mut tenant = Vec::new();
+    for c in ["x", "y", "z", "w"] {
+        tenant.push(
+            rd.request("GET", "/t", &[("x-client", c)], Bytes::new())
+                .await
+                .status,
+        );
+    }
+    assert_eq!(tenant, [200, 200, 200, 429]);
+    let metrics = rd.admin_get("/metrics").await.text();
+    let limited = metric(
+        &metrics,
+        "routerd_rate_limited_requests_total{route=\"limited\"}",
+    );
+    assert!(limited.is_some_and(|n| n >= 15.0), "{metrics}");
+}
+
+/// A mirror of 50%: it receives every other request while the client sees only the primary's
+/// answers; a mirror that takes seconds to answer delays no client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_receives_its_share_and_the_client_sees_only_the_primary() {
+    let primary = Backend::start("primary").await;
+    let mirror = Backend::start("mirror").await;
+    let slow_mirror = Backend::builder("slow")
+        .delay(Duration::from_secs(3))
+        .start()
+        .await;
+    let half = json!({"mirror": {"url": mirror.url(), "percent": 50}});
+    let all_slow = json!({"mirror": {"url": slow_mirror.url()}});
+    let rd = Routerd::start(&config(vec![
+        balanced("m", "/m", &[(primary.url(), 1)], half),
+        balanced("s", "/s", &[(primary.url(), 1)], all_slow),
+    ]))
+    .await;
+    for i in 0..40 {
+        let body = Bytes::from(format!("payload {i}"));
+        let r = rd.request("POST", "/m", &[], body).await;
+        assert_eq!(r.backend().as_deref(), Some("primary"), "{}", r.describe());
+    }
+    let copied = wait_until(async || mirror.requests() == 20, Duration::from_secs(10)).await;
+    assert!(copied, "the mirror got {} of 40", mirror.requests());
+    assert_eq!(primary.requests(), 40);
+    // Every second request is copied (the 2nd, 4th, ...), body and all.
+    let copied_bytes: usize = (1..40)
+        .step_by(2)
+        .map(|i| format!("payload {i}").len())
+        .sum();
+    assert_eq!(mirror.bytes_received(), copied_bytes, "bodies copied");
+
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(rd.get("/s").await.backend().as_deref(), Some("primary"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "five requests took {:?} beside a 3 s mirror",
+        started.elapsed()
+    );
+    let metrics = rd.admin_get("/metrics").await.text();
+    let sent = metric(
+        &metrics,
+        "routerd_mirror_requests_total{route=\"m\",outcome=\"sent\"}",
+    );
+    assert_eq!(sent, Some(20.0), "{metrics}");
+}

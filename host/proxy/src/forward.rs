@@ -188,7 +188,7 @@ impl Proxy {
 
     /// The backend request's head: the URI for the target, hop-by-hop headers dropped (an
     /// upgrade's kept), forwarded headers added; with the client's side of an upgrade.
-    fn upstream_head(
+    pub(super) fn upstream_head(
         upstream: &Upstream<'_>,
         mut parts: http::request::Parts,
         peer: &Peer,

@@ -16,11 +16,12 @@ pub mod body;
 pub mod clients;
 mod decide;
 mod edits;
-pub mod endpoint_counters;
 mod forward;
 pub mod metrics;
+mod mirror;
 pub mod pool;
 mod route;
+pub mod route_counters;
 pub mod server;
 pub mod upgrade;
 pub mod upstream;
@@ -33,6 +34,9 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessLog, Record};
 use crate::metrics::Metrics;
 use clients::UpstreamClients;
+
+/// The most mirrored copies in flight at once; past it, copies are dropped (and counted).
+pub const MIRROR_IN_FLIGHT: usize = 256;
 use decide::Decided;
 use forward::Upstream;
 use routerd_base::{Peer, ResponseBody, error};
@@ -44,7 +48,9 @@ use upstream::{UpstreamOptions, UpstreamPath};
 /// The proxy: the current table and the upstream client.
 pub struct Proxy {
     table: Arc<PublishedTable<Plugin>>,
-    clients: UpstreamClients,
+    clients: Arc<UpstreamClients>,
+    /// Mirrored copies in flight, bounded.
+    mirror_slots: Arc<tokio::sync::Semaphore>,
     response_timeout: std::time::Duration,
     upgrade_idle: std::time::Duration,
     upgrades: crate::metrics::UpgradeStats,
@@ -86,7 +92,8 @@ impl Proxy {
     ) -> Self {
         Proxy {
             table,
-            clients: UpstreamClients::new(&upstream, 1),
+            clients: Arc::new(UpstreamClients::new(&upstream, 1)),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(MIRROR_IN_FLIGHT)),
             response_timeout: upstream.response,
             upgrade_idle: upstream.upgrade_idle,
             upgrades: metrics.as_ref().map(|m| m.upgrades()).unwrap_or_default(),
@@ -97,7 +104,7 @@ impl Proxy {
 
     /// Gives each of `workers` its own pool of plain backend connections.
     pub fn with_workers(mut self, workers: usize) -> Self {
-        self.clients = UpstreamClients::new(&self.clients.options(), workers);
+        self.clients = Arc::new(UpstreamClients::new(&self.clients.options(), workers));
         self
     }
 

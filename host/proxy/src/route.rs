@@ -20,6 +20,7 @@ use routerd_base::{empty, error, full};
 use routerd_plugins::Phase;
 use routerd_plugins::Plugin;
 use routerd_routing::filters::BuiltinFilter;
+use routerd_routing::ratelimit::Verdict;
 use routerd_routing::{
     ExternalRequest, FailurePolicy, FilterCall, Params, RequestAction, ResponseHead, Route,
     RouteFilter, RouteTable,
@@ -84,6 +85,17 @@ impl Proxy {
             .iter()
             .any(|f| matches!(f, RouteFilter::Plugin(c) if c.runs_on_response()))
             .then(|| Arc::new(parts.clone()));
+        // A filter's answer goes out as it is; a request over the route's rate limit gets 429.
+        let answer = answer.or_else(|| self.rate_limited(route, &parts, &ctx.peer, trace));
+        let body = match (&answer, &route.mirror) {
+            (None, Some(mirror)) => {
+                let path = &ctx.upstream_path;
+                let query = ctx.upstream_query.as_deref();
+                self.mirror(mirror, &route.name, path, query, &parts, body, &ctx.peer)
+                    .await
+            }
+            _ => body,
+        };
         let resp = match (answer, &route.backends) {
             (Some(resp), _) => resp,
             (None, Some(backends)) => {
@@ -103,6 +115,43 @@ impl Proxy {
             ),
         };
         ctx.response_filters(resp, response_head, trace).await
+    }
+}
+
+impl Proxy {
+    /// routerd's 429 when the request is over the route's rate limit, with `Retry-After` and
+    /// the IETF draft's `RateLimit-*` headers.
+    fn rate_limited(
+        &self,
+        route: &Route<Plugin>,
+        parts: &http::request::Parts,
+        peer: &Peer,
+        trace: &mut Trace,
+    ) -> Option<Response<ResponseBody>> {
+        let limit = route.rate_limit.as_ref()?;
+        let key = limit.key_of(&parts.headers, peer.addr.ip());
+        let Verdict::Limited { retry_after } = limit.check(key) else {
+            return None;
+        };
+        trace.error = Some("rate_limited");
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded",
+            Some(&route.name),
+        );
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let headers = resp.headers_mut();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        set("retry-after", secs.to_string());
+        set("ratelimit-limit", limit.burst.to_string());
+        set("ratelimit-remaining", "0".into());
+        set("ratelimit-reset", secs.to_string());
+        set("ratelimit-policy", limit.policy());
+        Some(resp)
     }
 }
 

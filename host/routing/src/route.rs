@@ -16,9 +16,11 @@ use super::external::{
 };
 use super::filters::BuiltinFilter;
 use super::matchers::{Matcher, MethodSet, PathMatch};
+use super::mirror::Mirror;
 use super::pattern::{Segment, Specificity};
+use super::ratelimit::RateLimit;
 use super::spec::{Compiled, compile_matcher};
-use crate::config::{ErrorCode, RouteError, RouteRule};
+use crate::config::{ErrorCode, FieldError, RouteError, RouteRule};
 /// A backend base URL.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -113,6 +115,10 @@ pub struct Route<X: External> {
     pub backends: Option<Backends>,
     /// Removed from the path before joining to the target.
     pub strip_prefix: Option<Box<str>>,
+    /// A token bucket per client, checked after the request filters.
+    pub rate_limit: Option<RateLimit>,
+    /// A share of requests copied to another backend.
+    pub mirror: Option<Mirror>,
     /// The filter chain.
     pub filters: Vec<RouteFilter<X>>,
     /// Deadline for the backend's response head.
@@ -150,6 +156,8 @@ impl<X: External> Route<X> {
             .iter()
             .any(|f| matches!(f, RouteFilter::Builtin(b) if b.answers()));
         let backends = check.backends(answers, endpoints);
+        let rate_limit = check.part(rule.rate_limit.as_ref(), RateLimit::compile);
+        let mirror = check.part(rule.mirror.as_ref(), Mirror::compile);
         let consumes = check.media("consumes", &rule.consumes);
         let produces = check.media("produces", &rule.produces);
         if !check.errors.is_empty() {
@@ -167,6 +175,8 @@ impl<X: External> Route<X> {
             needs_body,
             backends,
             strip_prefix,
+            rate_limit,
+            mirror,
             filters,
             timeout: rule.timeout_ms.map(Duration::from_millis),
             consumes,
@@ -433,6 +443,21 @@ impl RuleCheck<'_> {
                 for e in errors {
                     self.err(&e.field, e.code, e.reason);
                 }
+                None
+            }
+        }
+    }
+
+    /// An optional part of the rule, compiled by `compile` (its error recorded).
+    fn part<S, T>(
+        &mut self,
+        spec: Option<&S>,
+        compile: impl FnOnce(&S) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        match compile(spec?) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(&e.field, e.code, e.reason);
                 None
             }
         }

@@ -26,8 +26,8 @@ use routerd_plugins::{
 };
 use routerd_proxy::Proxy;
 use routerd_proxy::access_log::AccessLog;
-use routerd_proxy::endpoint_counters::EndpointCounters;
 use routerd_proxy::metrics::Metrics;
+use routerd_proxy::route_counters::RouteCounters;
 use routerd_proxy::server::{self, conn::ConnTimeouts, workers};
 use routerd_proxy::upstream::UpstreamOptions;
 use routerd_routing::config::{self, ConfigFile};
@@ -69,7 +69,7 @@ pub(super) async fn serve(
     let published = PublishedTable::new(RouteTable::build(&ConfigFile::default())?);
     let metrics = Metrics::new(vec![
         Box::new(PluginCounters::new(registry.clone())),
-        Box::new(EndpointCounters(published.clone())),
+        Box::new(RouteCounters(published.clone())),
     ]);
     let proxy = start_proxy(&settings, &published, &metrics)?;
     let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;

@@ -40,6 +40,10 @@ pub enum ErrorCode {
     InvalidMaxBodyBytes,
     /// `targets`, `balance`, `outlier` or `retries` is malformed or contradicts another field.
     InvalidBackends,
+    /// `rate_limit` is malformed.
+    InvalidRateLimit,
+    /// `mirror` is malformed.
+    InvalidMirror,
 }
 
 impl ErrorCode {
@@ -62,6 +66,8 @@ impl ErrorCode {
             ErrorCode::UnknownPlugin => "unknown_plugin",
             ErrorCode::InvalidPluginArgs => "invalid_plugin_args",
             ErrorCode::InvalidBackends => "invalid_backends",
+            ErrorCode::InvalidRateLimit => "invalid_rate_limit",
+            ErrorCode::InvalidMirror => "invalid_mirror",
         }
     }
 }

@@ -39,6 +39,12 @@ pub struct RouteRule {
     /// Retrying a failed request (on another endpoint when there is one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetrySpec>,
+    /// A token bucket per client (or per header value): over it, 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// A share of requests copied to another backend, whose answer is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorSpec>,
     /// Conditions that must all hold.
     #[serde(default)]
     pub matchers: Vec<MatcherSpec>,
@@ -207,4 +213,33 @@ pub struct RetrySpec {
     /// a larger body, or one of unknown length, is not retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer_bytes: Option<usize>,
+}
+
+/// `{"requests_per_second": 10, "burst": 20, "key": "client_addr"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Tokens added per second.
+    pub requests_per_second: f64,
+    /// The bucket's size: how many requests may come at once (default: one second's worth).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// `client_addr` (the default) or `header:NAME`: the header as the request filters left
+    /// it, so a plugin filter before it can compute the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The most keys kept (default 100000); past it, idle keys are forgotten first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<usize>,
+}
+
+/// `{"url": "http://10.0.0.9:8080", "percent": 10}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSpec {
+    /// Where copies go (a backend base URL, as `target_url`).
+    pub url: String,
+    /// The share of requests copied, 0 to 100 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<f64>,
 }

@@ -1,7 +1,9 @@
-//! The endpoints' series, read from the table being served when `/metrics` is scraped (so a
-//! request pays nothing for them beyond its endpoint's atomics): requests, failures, ejections,
-//! requests in flight, whether each is ejected or down, per endpoint; retries by reason and
-//! retries the budget refused, per route.
+//! The series of what routes do after choosing, read from the table being served when
+//! `/metrics` is scraped (so a request pays nothing for them beyond the atomics it bumps):
+//! requests, failures, ejections, requests in flight, whether each is ejected or down, per
+//! endpoint; retries by reason, retries the budget refused, rate-limited requests and keys,
+//! and mirrored copies by outcome, per route. Counts kept by a route start over when the route
+//! changes.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,8 +15,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 use routerd_plugins::Plugin;
-use routerd_routing::PublishedTable;
 use routerd_routing::endpoints::{EndpointState, Health, now_ms};
+use routerd_routing::{PublishedTable, RouteTable};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -30,6 +32,12 @@ struct RetryLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    route: String,
+    outcome: &'static str,
 }
 
 /// An endpoint series: name, help, reader, whether it is a counter (else a gauge).
@@ -80,15 +88,15 @@ const SERIES: [Series; 6] = [
 ];
 
 /// The endpoints of the table `published` serves at each scrape.
-pub struct EndpointCounters(pub Arc<PublishedTable<Plugin>>);
+pub struct RouteCounters(pub Arc<PublishedTable<Plugin>>);
 
-impl std::fmt::Debug for EndpointCounters {
+impl std::fmt::Debug for RouteCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EndpointCounters")
+        f.write_str("RouteCounters")
     }
 }
 
-impl Collector for EndpointCounters {
+impl Collector for RouteCounters {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let table = self.0.current();
         let now = now_ms();
@@ -152,6 +160,64 @@ impl Collector for EndpointCounters {
             };
             ConstCounter::new(b.budget_exhausted()).encode(family.encode_family(&labels)?)?;
         }
-        Ok(())
+        encode_limits_and_mirrors(&mut encoder, &table)
     }
+}
+
+/// `routerd_rate_limited_requests`, `routerd_rate_limit_keys` and `routerd_mirror_requests`.
+fn encode_limits_and_mirrors(
+    encoder: &mut DescriptorEncoder,
+    table: &RouteTable<Plugin>,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(0u64).metric_type();
+    let limited: Vec<_> = table
+        .routes()
+        .filter_map(|r| Some((r.name.to_string(), r.rate_limit.as_ref()?)))
+        .collect();
+    let mut family = encoder.encode_descriptor(
+        "routerd_rate_limited_requests",
+        "Requests answered 429 by the route's rate limit",
+        None,
+        counter,
+    )?;
+    for (route, l) in &limited {
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        ConstCounter::new(l.limited.load(Ordering::Relaxed))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "routerd_rate_limit_keys",
+        "Keys (clients) a route's rate limit holds a bucket for",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (route, l) in &limited {
+        let labels = RouteLabels {
+            route: route.clone(),
+        };
+        ConstGauge::new(l.keys() as i64).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "routerd_mirror_requests",
+        "Copies of requests for a route's mirror, by outcome: sent, dropped (queue full, or a body too large to copy), failed (at the mirror)",
+        None,
+        counter,
+    )?;
+    for r in table.routes() {
+        let Some(m) = &r.mirror else { continue };
+        for (outcome, n) in [
+            ("sent", m.sent.load(Ordering::Relaxed)),
+            ("dropped", m.dropped.load(Ordering::Relaxed)),
+            ("failed", m.failed.load(Ordering::Relaxed)),
+        ] {
+            let labels = MirrorLabels {
+                route: r.name.to_string(),
+                outcome,
+            };
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
