@@ -624,8 +624,13 @@ async fn the_dashboard_manages_routes_and_plugins_in_a_real_browser() {
         "the excluded route is deleted",
     )
     .await;
-    let left = rd.admin_get("/api/v1/routes/extra?source=api").await;
-    assert_eq!(left.status, 404, "{}", left.describe());
+    // The row was never on the route's own page: wait for the delete itself, not its row.
+    let deleted = wait_until(
+        async || rd.admin_get("/api/v1/routes/extra?source=api").await.status == 404,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(deleted, "the API route is gone");
     assert_eq!(
         rd.admin_get("/api/v1/routes/extra").await.json()["source"],
         "file",
