@@ -460,3 +460,83 @@ async fn a_mirror_receives_its_share_and_the_client_sees_only_the_primary() {
     );
     assert_eq!(sent, Some(20.0), "{metrics}");
 }
+
+/// The `cors` filter answers an allowed preflight itself (the backend sees none), refuses one
+/// from another origin, and adds `Access-Control-*` to answers for an allowed origin only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_without_the_backend() {
+    let a = Backend::start("a").await;
+    let cors = [
+        "origins=https://app.example",
+        "methods=GET,PUT",
+        "headers=content-type",
+        "credentials=true",
+        "expose=x-trace",
+        "max_age=300",
+    ];
+    let rd = Routerd::start(&config(vec![
+        balanced("c", "/c", &[(a.url(), 1)], json!({})).filter("cors", &cors),
+    ]))
+    .await;
+    let preflight = async |origin: &str, method: &str| {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", method),
+            ("access-control-request-headers", "content-type"),
+        ];
+        rd.request("OPTIONS", "/c/items", &headers, Bytes::new())
+            .await
+    };
+    let ok = preflight("https://app.example", "PUT").await;
+    assert_eq!(ok.status, 204, "{}", ok.describe());
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-methods").as_deref(),
+        Some("GET, PUT")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-headers").as_deref(),
+        Some("content-type")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(ok.header("access-control-max-age").as_deref(), Some("300"));
+    let evil = preflight("https://evil.example", "PUT").await;
+    assert_eq!(evil.status, 403, "{}", evil.describe());
+    let delete = preflight("https://app.example", "DELETE").await;
+    assert_eq!(delete.status, 403, "{}", delete.describe());
+    assert_eq!(a.requests(), 0, "preflights never reach the backend");
+
+    let get = rd
+        .request(
+            "GET",
+            "/c/items",
+            &[("origin", "https://app.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(get.backend().as_deref(), Some("a"));
+    assert_eq!(
+        get.header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(
+        get.header("access-control-expose-headers").as_deref(),
+        Some("x-trace")
+    );
+    let other = rd
+        .request(
+            "GET",
+            "/c/items",
+            &[("origin", "https://evil.example")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(other.backend().as_deref(), Some("a"));
+    assert_eq!(other.header("access-control-allow-origin"), None);
+}

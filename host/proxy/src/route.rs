@@ -19,6 +19,7 @@ use routerd_base::ResponseBody;
 use routerd_base::{empty, error, full};
 use routerd_plugins::Phase;
 use routerd_plugins::Plugin;
+use routerd_routing::cors::Preflight;
 use routerd_routing::filters::BuiltinFilter;
 use routerd_routing::ratelimit::Verdict;
 use routerd_routing::{
@@ -36,6 +37,8 @@ struct RouteCtx<'a> {
     upstream_query: Option<Cow<'a, str>>,
     /// The path parameters as plugins take them (empty when the route has no plugin filter).
     owned_params: Vec<(String, String)>,
+    /// The request's `Origin`, kept by a `cors` filter for the response.
+    origin: Option<HeaderValue>,
 }
 
 impl Proxy {
@@ -77,6 +80,7 @@ impl Proxy {
             } else {
                 Vec::new()
             },
+            origin: None,
         };
         let (parts, answer) = ctx.request_filters(parts, trace).await;
         // The response phases read the request too; it is kept only for a filter that has one.
@@ -217,6 +221,22 @@ impl RouteCtx<'_> {
                     .insert(header::CONTENT_TYPE, content_type.clone());
                 return Some(resp);
             }
+            BuiltinFilter::Cors(policy) => {
+                self.origin = parts.headers.get(header::ORIGIN).cloned();
+                return match policy.preflight(&parts.method, &parts.headers)? {
+                    Preflight::Allowed(headers) => {
+                        let mut resp = Response::new(empty());
+                        *resp.status_mut() = StatusCode::NO_CONTENT;
+                        resp.headers_mut().extend(headers);
+                        Some(resp)
+                    }
+                    Preflight::Refused(why) => Some(error(
+                        StatusCode::FORBIDDEN,
+                        &format!("CORS preflight refused: {why}"),
+                        Some(&self.route.name),
+                    )),
+                };
+            }
             BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
         }
         None
@@ -293,6 +313,21 @@ impl RouteCtx<'_> {
                 }
                 RouteFilter::Builtin(BuiltinFilter::RemoveResponseHeader(name)) => {
                     resp.headers_mut().remove(name);
+                }
+                RouteFilter::Builtin(BuiltinFilter::Cors(policy)) => {
+                    // A preflight's own answer has its headers already.
+                    let preflight = resp
+                        .headers()
+                        .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS);
+                    if let (Some(origin), false) = (&self.origin, preflight) {
+                        for (name, value) in policy.response_headers(origin) {
+                            if name == header::VARY {
+                                resp.headers_mut().append(name, value);
+                            } else {
+                                resp.headers_mut().insert(name, value);
+                            }
+                        }
+                    }
                 }
                 RouteFilter::Plugin(call) if call.runs_on_response() => {
                     let Some(head) = &head else { continue };

@@ -1,8 +1,12 @@
-//! Built-in filters, compiled from their specs: header edits, `set_path`, `redirect`, `respond`.
+//! Built-in filters, compiled from their specs: header edits, `set_path`, `redirect`, `respond`,
+//! `cors` (its policy in [`crate::cors`]).
 //! Values are templates that may name the route's path parameters as `{name}`.
+
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::cors::CorsPolicy;
 use super::params::Params;
 use crate::config::{ErrorCode, FieldError};
 
@@ -103,6 +107,8 @@ pub enum BuiltinFilter {
     Redirect(StatusCode, Template),
     /// Answer with this status, body and content type.
     Respond(StatusCode, Template, HeaderValue),
+    /// Answer CORS preflights, add `Access-Control-*` headers to responses.
+    Cors(Arc<CorsPolicy>),
 }
 
 /// A filter's field is wrong.
@@ -163,12 +169,13 @@ impl BuiltinFilter {
                     ct,
                 )
             }
+            "cors" => BuiltinFilter::Cors(Arc::new(CorsPolicy::compile(args)?)),
             other => {
                 return Err(invalid(
                     "name",
                     format!(
                         "unknown filter {other:?} (built-ins: set_request_header, remove_request_header, \
-                         set_response_header, remove_response_header, set_path, redirect, respond)"
+                         set_response_header, remove_response_header, set_path, redirect, respond, cors)"
                     ),
                 ));
             }

@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod cors;
 pub mod endpoints;
 pub mod external;
 pub mod filters;
