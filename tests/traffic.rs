@@ -540,3 +540,71 @@ async fn cors_preflights_are_answered_without_the_backend() {
     assert_eq!(other.backend().as_deref(), Some("a"));
     assert_eq!(other.header("access-control-allow-origin"), None);
 }
+
+/// The `compress` filter: a JSON answer comes back gzip or brotli as the client prefers, and
+/// decodes to the backend's answer (the echo of the request: its body's digest matches what
+/// was sent); an identity-only client gets it as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_answers_decode_to_the_original() {
+    use std::io::Read;
+    let a = Backend::start("a").await;
+    let rd = Routerd::start(&config(vec![
+        balanced("z", "/z", &[(a.url(), 1)], json!({})).filter("compress", &["min_bytes=1024"]),
+    ]))
+    .await;
+    let text: String = (0..2000)
+        .map(|i| format!("line {i} of the payload\n"))
+        .collect();
+    let body = Bytes::from(text);
+    let digest = sha256_hex(&body);
+    let plain = rd
+        .request(
+            "POST",
+            "/z",
+            &[("accept-encoding", "identity")],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.json()["body_sha256"], digest.as_str());
+    let plain_len = plain.body.len();
+    assert!(plain_len > 40_000, "{plain_len}");
+    for (accept, coding) in [
+        ("gzip", "gzip"),
+        ("gzip, br", "br"),
+        ("br;q=0.5, gzip", "gzip"),
+    ] {
+        let r = rd
+            .request("POST", "/z", &[("accept-encoding", accept)], body.clone())
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("content-encoding").as_deref(),
+            Some(coding),
+            "{accept}"
+        );
+        assert!(
+            r.header_all("vary")
+                .iter()
+                .any(|v| v.contains("accept-encoding"))
+        );
+        assert!(
+            r.body.len() < plain_len / 4,
+            "{coding}: {} bytes",
+            r.body.len()
+        );
+        let mut decoded = Vec::new();
+        let read = match coding {
+            "gzip" => flate2::read::GzDecoder::new(&r.body[..]).read_to_end(&mut decoded),
+            _ => brotli::Decompressor::new(&r.body[..], 4096).read_to_end(&mut decoded),
+        };
+        assert!(read.is_ok(), "{coding}: {read:?}");
+        let echoed: Value = serde_json::from_slice(&decoded).unwrap();
+        assert_eq!(
+            echoed["body_sha256"],
+            digest.as_str(),
+            "{coding} decodes to the original"
+        );
+        assert_eq!(echoed["headers"]["accept-encoding"][0], accept);
+    }
+}

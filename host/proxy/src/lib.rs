@@ -14,6 +14,7 @@ mod answer;
 mod balanced;
 pub mod body;
 pub mod clients;
+mod compress;
 mod decide;
 mod edits;
 mod forward;

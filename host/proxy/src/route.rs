@@ -11,6 +11,7 @@ use tracing::warn;
 use super::answer::reply_response;
 use super::balanced::Destination;
 use super::body::RequestBody;
+use super::compress;
 use super::edits::apply_ops;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace};
@@ -39,6 +40,8 @@ struct RouteCtx<'a> {
     owned_params: Vec<(String, String)>,
     /// The request's `Origin`, kept by a `cors` filter for the response.
     origin: Option<HeaderValue>,
+    /// The request's method and `Accept-Encoding`, kept by a `compress` filter.
+    accept_encoding: Option<(http::Method, Option<HeaderValue>)>,
 }
 
 impl Proxy {
@@ -81,6 +84,7 @@ impl Proxy {
                 Vec::new()
             },
             origin: None,
+            accept_encoding: None,
         };
         let (parts, answer) = ctx.request_filters(parts, trace).await;
         // The response phases read the request too; it is kept only for a filter that has one.
@@ -237,6 +241,10 @@ impl RouteCtx<'_> {
                     )),
                 };
             }
+            BuiltinFilter::Compress(_) => {
+                let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
+                self.accept_encoding = Some((parts.method.clone(), accept));
+            }
             BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
         }
         None
@@ -313,6 +321,16 @@ impl RouteCtx<'_> {
                 }
                 RouteFilter::Builtin(BuiltinFilter::RemoveResponseHeader(name)) => {
                     resp.headers_mut().remove(name);
+                }
+                RouteFilter::Builtin(BuiltinFilter::Compress(policy)) => {
+                    let Some((method, accept)) = &self.accept_encoding else {
+                        continue;
+                    };
+                    if let Some(encoding) = policy.choose(accept.as_ref())
+                        && policy.applies(method, resp.status(), resp.headers())
+                    {
+                        resp = compress::compress(resp, encoding);
+                    }
                 }
                 RouteFilter::Builtin(BuiltinFilter::Cors(policy)) => {
                     // A preflight's own answer has its headers already.

@@ -1,11 +1,12 @@
 //! Built-in filters, compiled from their specs: header edits, `set_path`, `redirect`, `respond`,
-//! `cors` (its policy in [`crate::cors`]).
+//! `cors` and `compress` (their policies in [`crate::cors`] and [`crate::compress`]).
 //! Values are templates that may name the route's path parameters as `{name}`.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use super::compress::CompressPolicy;
 use super::cors::CorsPolicy;
 use super::params::Params;
 use crate::config::{ErrorCode, FieldError};
@@ -109,6 +110,8 @@ pub enum BuiltinFilter {
     Respond(StatusCode, Template, HeaderValue),
     /// Answer CORS preflights, add `Access-Control-*` headers to responses.
     Cors(Arc<CorsPolicy>),
+    /// Compress answers by `Accept-Encoding`.
+    Compress(Arc<CompressPolicy>),
 }
 
 /// A filter's field is wrong.
@@ -170,12 +173,13 @@ impl BuiltinFilter {
                 )
             }
             "cors" => BuiltinFilter::Cors(Arc::new(CorsPolicy::compile(args)?)),
+            "compress" => BuiltinFilter::Compress(Arc::new(CompressPolicy::compile(args)?)),
             other => {
                 return Err(invalid(
                     "name",
                     format!(
                         "unknown filter {other:?} (built-ins: set_request_header, remove_request_header, \
-                         set_response_header, remove_response_header, set_path, redirect, respond, cors)"
+                         set_response_header, remove_response_header, set_path, redirect, respond, cors, compress)"
                     ),
                 ));
             }

@@ -9,6 +9,7 @@
 //! immutable [`RouteTable`], which `published` hands from the control plane to the proxy.
 
 pub mod backend;
+pub mod compress;
 pub mod config;
 pub mod cors;
 pub mod endpoints;

@@ -23,6 +23,18 @@ impl MediaType {
         })
     }
 
+    /// Whether this range covers `t`: equal parts, `*`, or a structured-syntax suffix
+    /// (`application/*+json` covers `application/problem+json`).
+    pub fn covers(&self, t: &MediaType) -> bool {
+        let main = self.main.as_ref() == "*" || self.main == t.main;
+        let sub = match self.sub.strip_prefix('*') {
+            Some("") => true,
+            Some(suffix) => t.sub.ends_with(suffix),
+            None => self.sub == t.sub,
+        };
+        main && sub
+    }
+
     /// Whether this range and `main/sub` overlap (wildcards on either side).
     fn overlaps(&self, main: &str, sub: &str) -> bool {
         let part = |ours: &str, theirs: &str| {
