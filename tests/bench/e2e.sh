@@ -16,6 +16,8 @@
 #                     smallest proxy the stack allows; CONN_BIN=PATH overrides it
 #   routerd           one `path_prefix /` route
 #   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
+#   routerd-3ep       the route over three endpoints (round robin; the backend listens on three
+#                     ports), against `routerd`: the cost of balancing
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
 # wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
@@ -46,7 +48,7 @@ DURATION="${DURATION:-5}"
 CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
-SETUPS="${SETUPS:-nginx nginx-njs hyper-bare hyper-conn routerd routerd-1k-8m routerd-wasm routerd-wasm-f}"
+SETUPS="${SETUPS:-nginx nginx-njs hyper-bare hyper-conn routerd routerd-3ep routerd-1k-8m routerd-wasm routerd-wasm-f}"
 [[ -z "${BASE_BIN:-}" || " $SETUPS " == *" routerd-base "* ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
@@ -106,7 +108,10 @@ trap cleanup EXIT
 . tests/bench/common.sh
 
 backend_port="$(port)"
-nginx_conf "$tmp/backend" "server { listen 127.0.0.1:$backend_port; location / { return 200 \"ok\n\"; } }"
+backend_port2="$(port)"
+backend_port3="$(port)"
+nginx_conf "$tmp/backend" "server { listen 127.0.0.1:$backend_port; listen 127.0.0.1:$backend_port2;
+    listen 127.0.0.1:$backend_port3; location / { return 200 \"ok\n\"; } }"
 "${pin_load[@]}" nginx -c "$tmp/backend/nginx.conf" -e "$tmp/backend/error.log" &
 pids+=($!)
 
@@ -134,6 +139,10 @@ echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_pr
     >"$tmp/routerd/config.json"
 routerd_dir routerd-base
 cp "$tmp/routerd/config.json" "$tmp/routerd-base/config.json"
+routerd_dir routerd-3ep
+echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}],
+  \"targets\": [{\"url\": \"http://127.0.0.1:$backend_port\"}, {\"url\": \"http://127.0.0.1:$backend_port2\"},
+  {\"url\": \"http://127.0.0.1:$backend_port3\"}]}]}" >"$tmp/routerd-3ep/config.json"
 routerd_dir routerd-1k-8m
 python3 - "$tmp/routerd-1k-8m/config.json" "$backend_port" <<'EOF'
 import json, sys
@@ -295,7 +304,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the issue's second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF

@@ -65,10 +65,10 @@ impl EndpointState {
     }
 
     /// Counts a request in flight until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    pub fn begin(&self) -> InFlight<'_> {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        InFlight(self)
     }
 
     /// The health check's finding.
@@ -147,9 +147,9 @@ impl EndpointState {
 
 /// A request in flight to an endpoint.
 #[derive(Debug)]
-pub struct InFlight(Arc<EndpointState>);
+pub struct InFlight<'a>(&'a EndpointState);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
