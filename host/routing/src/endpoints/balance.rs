@@ -141,14 +141,19 @@ pub(super) fn round_robin(
 /// The less busy of two usable endpoints picked at random, relative to their weights.
 pub(super) fn least_request(endpoints: &[Endpoint], tried: u64, now: u64) -> Option<usize> {
     let n = endpoints.len();
-    let pick = || {
-        let start = random() as usize % n;
+    // The first usable one at or after `start`, other than `not`.
+    let usable_from = |start: usize, not: Option<usize>| {
         (0..n)
             .map(|k| (start + k) % n)
-            .find(|&i| usable(endpoints, i, tried, now))
+            .find(|&i| Some(i) != not && usable(endpoints, i, tried, now))
     };
-    let a = pick()?;
-    let Some(b) = pick().filter(|b| *b != a) else {
+    let a = usable_from(random() as usize % n, None)?;
+    if n == 1 {
+        return Some(a);
+    }
+    // The second among the others, so every pair is as likely as any other.
+    let start = (a + 1 + random() as usize % (n - 1)) % n;
+    let Some(b) = usable_from(start, Some(a)) else {
         return Some(a);
     };
     // out_b / w_b < out_a / w_a, without dividing.

@@ -587,6 +587,23 @@ mod tests {
     }
 
     #[test]
+    fn least_request_prefers_the_less_busy() {
+        let states = EndpointStates::default();
+        let mut spec = three();
+        spec["targets"] = serde_json::json!([
+            {"url": "http://a:1"}, {"url": "http://b:1"}, {"url": "http://c:1"}
+        ]);
+        spec["balance"] = serde_json::json!({"policy": "least_request"});
+        let b = backends(spec, &states);
+        let _busy: Vec<_> = (0..5)
+            .flat_map(|_| [b.endpoints[0].state.begin(), b.endpoints[1].state.begin()])
+            .collect();
+        let idle = (0..600).filter(|_| b.pick(None, 0) == Ok(2)).count();
+        // Two of three random pairs hold c, and c wins every pair it is in.
+        assert!((340..460).contains(&idle), "c chosen {idle} of 600");
+    }
+
+    #[test]
     fn a_key_stays_and_only_a_leaving_endpoints_keys_move() {
         let states = EndpointStates::default();
         let mut spec = three();
