@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::HeaderName;
 
-use super::Endpoint;
+use super::{Endpoint, Health};
 
 /// How a request picks an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +119,14 @@ fn random() -> u64 {
     })
 }
 
-/// Whether endpoint `i` may take this request.
+/// Whether endpoint `i` may take this request. The health check only steers among several
+/// endpoints: a route's only endpoint is always tried, so its own answer (or routerd's 502 or
+/// 504 for it) says what is wrong, never a check that may be a second old.
 fn usable(endpoints: &[Endpoint], i: usize, tried: u64, now: u64) -> bool {
-    tried & (1 << i) == 0 && endpoints[i].state.available(now)
+    let state = &endpoints[i].state;
+    tried & (1 << i) == 0
+        && state.ejected_for(now).is_none()
+        && (endpoints.len() == 1 || state.health() != Health::Down)
 }
 
 /// Round robin over `order`, from the shared cursor.

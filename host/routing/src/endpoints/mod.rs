@@ -574,6 +574,12 @@ mod tests {
             assert_ne!(b.pick(None, 0), Ok(0), "a down endpoint is skipped");
         }
         assert_ne!(b.pick(None, 0b010), Ok(1), "a tried endpoint is skipped");
+        let single = backends(serde_json::json!({"target_url": "http://a:1"}), &states);
+        assert_eq!(
+            single.pick(None, 0),
+            Ok(0),
+            "a route's only endpoint is always tried"
+        );
         b.endpoints[1].state.set_health(false);
         b.endpoints[2].state.set_health(false);
         assert_eq!(

@@ -91,11 +91,6 @@ impl EndpointState {
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
-    /// Whether a request may go to it at `now`.
-    pub fn available(&self, now: u64) -> bool {
-        self.health() != Health::Down && self.ejected_until_ms.load(Ordering::Relaxed) <= now
-    }
-
     /// Records a success: the failures in a row start over, and an endpoint back from an
     /// ejection works its way down to the base ejection length again.
     pub fn succeeded(&self) {
@@ -194,9 +189,8 @@ mod tests {
         let base = Duration::from_millis(100);
         let max = Duration::from_millis(1000);
         assert!(a.eject(1000, base, max));
-        assert!(!a.available(1050));
         assert_eq!(a.ejected_for(1050), Some(Duration::from_millis(50)));
-        assert!(a.available(1100), "back after its ejection");
+        assert_eq!(a.ejected_for(1100), None, "back after its ejection");
         assert!(a.eject(1100, base, max), "the second ejection");
         assert_eq!(
             a.ejected_for(1100),
@@ -205,7 +199,7 @@ mod tests {
         );
         assert!(!a.eject(1150, base, max), "already out");
         a.set_health(false);
-        assert!(!a.available(10_000), "down by the health check");
+        assert_eq!(a.health(), Health::Down);
         drop(a);
         let fresh = states.get("http://a:1");
         assert_eq!(
