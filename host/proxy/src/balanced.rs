@@ -78,6 +78,22 @@ impl Proxy {
         let Some(retry) = retry else {
             return self.try_once(&dest, key, parts, body, peer, trace).await;
         };
+        // Boxed: retries are the cold path, kept out of every request's future.
+        Box::pin(self.retrying(dest, retry, key, parts, body, peer, trace)).await
+    }
+
+    /// A request the route may retry: its body kept when it can be, then the tries.
+    #[allow(clippy::too_many_arguments)]
+    async fn retrying(
+        &self,
+        dest: Destination<'_>,
+        retry: &RetryPolicy,
+        key: Option<u64>,
+        parts: http::request::Parts,
+        body: RequestBody,
+        peer: Peer,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
         let replay = match self.keep_body(body, retry, dest.route, trace).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(body)) => return self.try_once(&dest, key, parts, body, peer, trace).await,

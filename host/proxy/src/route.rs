@@ -38,9 +38,17 @@ struct RouteCtx<'a> {
     upstream_query: Option<Cow<'a, str>>,
     /// The path parameters as plugins take them (empty when the route has no plugin filter).
     owned_params: Vec<(String, String)>,
-    /// The request's `Origin`, kept by a `cors` filter for the response.
+    /// What `cors` and `compress` filters keep of the request for the response (boxed: most
+    /// routes have neither, and this context lives in every request's future).
+    kept: Option<Box<KeptForResponse>>,
+}
+
+/// What the response phases of built-in filters need of the request.
+#[derive(Default)]
+struct KeptForResponse {
+    /// The request's `Origin`, for `cors`.
     origin: Option<HeaderValue>,
-    /// The request's method and `Accept-Encoding`, kept by a `compress` filter.
+    /// The request's method and `Accept-Encoding`, for `compress`.
     accept_encoding: Option<(http::Method, Option<HeaderValue>)>,
 }
 
@@ -83,8 +91,7 @@ impl Proxy {
             } else {
                 Vec::new()
             },
-            origin: None,
-            accept_encoding: None,
+            kept: None,
         };
         let (parts, answer) = ctx.request_filters(parts, trace).await;
         // The response phases read the request too; it is kept only for a filter that has one.
@@ -99,7 +106,8 @@ impl Proxy {
             (None, Some(mirror)) => {
                 let path = &ctx.upstream_path;
                 let query = ctx.upstream_query.as_deref();
-                self.mirror(mirror, &route.name, path, query, &parts, body, &ctx.peer)
+                // Boxed: a cold path, kept out of every request's future.
+                Box::pin(self.mirror(mirror, &route.name, path, query, &parts, body, &ctx.peer))
                     .await
             }
             _ => body,
@@ -226,7 +234,8 @@ impl RouteCtx<'_> {
                 return Some(resp);
             }
             BuiltinFilter::Cors(policy) => {
-                self.origin = parts.headers.get(header::ORIGIN).cloned();
+                self.kept.get_or_insert_default().origin =
+                    parts.headers.get(header::ORIGIN).cloned();
                 return match policy.preflight(&parts.method, &parts.headers)? {
                     Preflight::Allowed(headers) => {
                         let mut resp = Response::new(empty());
@@ -243,7 +252,8 @@ impl RouteCtx<'_> {
             }
             BuiltinFilter::Compress(_) => {
                 let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
-                self.accept_encoding = Some((parts.method.clone(), accept));
+                self.kept.get_or_insert_default().accept_encoding =
+                    Some((parts.method.clone(), accept));
             }
             BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
         }
@@ -323,7 +333,8 @@ impl RouteCtx<'_> {
                     resp.headers_mut().remove(name);
                 }
                 RouteFilter::Builtin(BuiltinFilter::Compress(policy)) => {
-                    let Some((method, accept)) = &self.accept_encoding else {
+                    let kept = self.kept.as_ref().and_then(|k| k.accept_encoding.as_ref());
+                    let Some((method, accept)) = kept else {
                         continue;
                     };
                     if let Some(encoding) = policy.choose(accept.as_ref())
@@ -337,7 +348,8 @@ impl RouteCtx<'_> {
                     let preflight = resp
                         .headers()
                         .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS);
-                    if let (Some(origin), false) = (&self.origin, preflight) {
+                    let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
+                    if let (Some(origin), false) = (origin, preflight) {
                         for (name, value) in policy.response_headers(origin) {
                             if name == header::VARY {
                                 resp.headers_mut().append(name, value);
