@@ -52,7 +52,7 @@ const SERIES: [Series; 6] = [
     (
         "routerd_endpoint_requests",
         "Requests sent to an endpoint (retries included)",
-        |e, _| e.requests.load(Ordering::Relaxed),
+        |e, _| e.requests(),
         true,
     ),
     (

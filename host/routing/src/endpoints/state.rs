@@ -14,6 +14,10 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+/// Bits of [`EndpointState`]'s traffic word that count requests in flight (16 million).
+const IN_FLIGHT_BITS: u32 = 24;
+const IN_FLIGHT_MASK: u64 = (1 << IN_FLIGHT_BITS) - 1;
+
 /// The active health check's view of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -30,14 +34,14 @@ pub enum Health {
 pub struct EndpointState {
     /// `scheme://host:port`: what the endpoint is, for metrics, health and the API.
     pub key: Box<str>,
-    outstanding: AtomicU32,
+    /// Requests sent (the high 40 bits) and requests in flight (the low 24): one atomic add
+    /// counts both as a request starts.
+    traffic: AtomicU64,
     consecutive_failures: AtomicU32,
     ejected_until_ms: AtomicU64,
     /// Ejections in a row: the next one lasts `base << ejections`.
     ejections: AtomicU32,
     health: AtomicU8,
-    /// Requests sent to it.
-    pub requests: AtomicU64,
     /// Requests that failed (connect error, reset, timeout; 5xx when the route counts them).
     pub failures: AtomicU64,
     /// Times it was ejected.
@@ -48,12 +52,11 @@ impl EndpointState {
     fn new(key: &str) -> EndpointState {
         EndpointState {
             key: key.into(),
-            outstanding: AtomicU32::new(0),
+            traffic: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             health: AtomicU8::new(0),
-            requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejected_total: AtomicU64::new(0),
         }
@@ -61,13 +64,18 @@ impl EndpointState {
 
     /// Requests in flight to it.
     pub fn outstanding(&self) -> u32 {
-        self.outstanding.load(Ordering::Relaxed)
+        (self.traffic.load(Ordering::Relaxed) & IN_FLIGHT_MASK) as u32
     }
 
-    /// Counts a request in flight until the guard is dropped.
+    /// Requests sent to it.
+    pub fn requests(&self) -> u64 {
+        self.traffic.load(Ordering::Relaxed) >> IN_FLIGHT_BITS
+    }
+
+    /// Counts a request sent and in flight until the guard is dropped.
     pub fn begin(&self) -> InFlight<'_> {
-        self.outstanding.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.traffic
+            .fetch_add((1 << IN_FLIGHT_BITS) | 1, Ordering::Relaxed);
         InFlight(self)
     }
 
@@ -146,7 +154,7 @@ pub struct InFlight<'a>(&'a EndpointState);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.traffic.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
