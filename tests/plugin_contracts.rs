@@ -11,12 +11,8 @@ use harness::*;
 
 /// `routerd_plugin_calls{plugin, phase}` in a `/metrics` text, 0 when absent.
 fn calls(metrics: &str, plugin: &str, phase: &str) -> u64 {
-    let want = format!("routerd_plugin_calls_total{{plugin=\"{plugin}\",phase=\"{phase}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series = format!("routerd_plugin_calls_total{{plugin=\"{plugin}\",phase=\"{phase}\"}}");
+    series_value(metrics, &series).map_or(0, |v| v as u64)
 }
 
 /// A 0.2 plugin and 0.3 plugins, each a predicate and a filter on its own route of one routerd:

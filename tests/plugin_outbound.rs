@@ -88,13 +88,9 @@ async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
 
 /// `routerd_plugin_http_requests_total{plugin, outcome}` in a `/metrics` text, 0 when absent.
 fn outbound(metrics: &str, plugin: &str, outcome: &str) -> u64 {
-    let want =
-        format!("routerd_plugin_http_requests_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series =
+        format!("routerd_plugin_http_requests_total{{plugin=\"{plugin}\",outcome=\"{outcome}\"}}");
+    series_value(metrics, &series).map_or(0, |v| v as u64)
 }
 
 /// The auth example lets a request through, with the user the service names (a client-sent

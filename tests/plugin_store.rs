@@ -12,15 +12,6 @@ use bytes::Bytes;
 use harness::*;
 use serde_json::json;
 
-/// The value of the series `name{labels}` in a `/metrics` text.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    let want = format!("{series} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Waits, when needed, until the current hour-long window has at least `margin` left, so a
 /// test that counts within one window never straddles two.
 async fn away_from_a_window_edge(margin: Duration) {
@@ -136,7 +127,7 @@ async fn the_limit_holds_across_instances_under_concurrent_clients() {
             "routerd_plugin_store_operations_total{{plugin=\"{plugin}\",op=\"increment\"}}"
         );
         assert_eq!(
-            metric(&metrics, &increments),
+            series_value(&metrics, &increments),
             Some((CLIENTS * EACH + 1) as f64),
             "{path}: one increment per request\n{metrics}"
         );
@@ -169,7 +160,7 @@ async fn the_store_bound_is_enforced_and_reported() {
         assert_eq!(r.status, 200, "{client}: {}", r.describe());
     }
     let metrics = rd.admin_get("/metrics").await.text();
-    let of = |name: &str| metric(&metrics, &format!("{name}{{plugin=\"rate-limit\"}}"));
+    let of = |name: &str| series_value(&metrics, &format!("{name}{{plugin=\"rate-limit\"}}"));
     assert_eq!(of("routerd_plugin_store_keys"), Some(3.0), "{metrics}");
     assert_eq!(
         of("routerd_plugin_store_refused_total"),

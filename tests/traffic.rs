@@ -29,15 +29,6 @@ fn balanced(name: &str, prefix_path: &str, targets: &[(String, u32)], extra: Val
     route
 }
 
-/// The value of the series `series` in a `/metrics` text.
-fn metric(metrics: &str, series: &str) -> Option<f64> {
-    let want = format!("{series} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&want))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Which backend answered each of `n` GETs of `path` with `headers`.
 async fn answered_by(rd: &Routerd, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
@@ -167,12 +158,12 @@ async fn a_broken_endpoint_costs_retries_not_failures_and_a_post_is_not_retried(
     let by = answered_by(&rd, "/r", &[], 60).await;
     assert!(by.iter().all(|b| b == "a" || b == "b"), "{by:?}");
     let metrics = rd.admin_get("/metrics").await.text();
-    let retried = metric(
+    let retried = series_value(
         &metrics,
         "routerd_retries_total{route=\"r\",reason=\"reset\"}",
     );
     let sent_to_broken = format!("routerd_endpoint_requests_total{{endpoint=\"{broken}\"}}");
-    let broken_got = metric(&metrics, &sent_to_broken);
+    let broken_got = series_value(&metrics, &sent_to_broken);
     assert!(broken_got.is_some_and(|n| n >= 10.0), "{metrics}");
     assert_eq!(
         retried, broken_got,
@@ -195,7 +186,7 @@ async fn a_broken_endpoint_costs_retries_not_failures_and_a_post_is_not_retried(
         "a POST the broken endpoint got was not retried"
     );
     let metrics = rd.admin_get("/metrics").await.text();
-    let after = metric(
+    let after = series_value(
         &metrics,
         "routerd_retries_total{route=\"r\",reason=\"reset\"}",
     );
@@ -243,7 +234,7 @@ async fn down_endpoints_are_skipped_and_none_left_is_routerds_503() {
     assert!(why.contains("2 down by the health check"), "{why}");
     let metrics = rd.admin_get("/metrics").await.text();
     assert_eq!(
-        metric(
+        series_value(
             &metrics,
             "routerd_no_endpoint_requests_total{route=\"none\"}"
         ),
@@ -288,7 +279,7 @@ async fn a_failing_endpoint_is_ejected_and_returns() {
     );
     let metrics = rd.admin_get("/metrics").await.text();
     let bad_key = format!("routerd_endpoint_ejected{{endpoint=\"{}\"}}", bad.url());
-    assert_eq!(metric(&metrics, &bad_key), Some(1.0), "{metrics}");
+    assert_eq!(series_value(&metrics, &bad_key), Some(1.0), "{metrics}");
     for _ in 0..10 {
         assert_eq!(
             rd.get("/o").await.status,
@@ -314,7 +305,7 @@ async fn a_failing_endpoint_is_ejected_and_returns() {
         bad.url()
     );
     assert!(
-        metric(&metrics, &ejections).is_some_and(|n| n >= 1.0),
+        series_value(&metrics, &ejections).is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
 }
@@ -405,7 +396,7 @@ async fn a_rate_limit_answers_429_at_the_configured_rate() {
     }
     assert_eq!(tenant, [200, 200, 200, 429]);
     let metrics = rd.admin_get("/metrics").await.text();
-    let limited = metric(
+    let limited = series_value(
         &metrics,
         "routerd_rate_limited_requests_total{route=\"limited\"}",
     );
@@ -454,7 +445,7 @@ async fn a_mirror_receives_its_share_and_the_client_sees_only_the_primary() {
         started.elapsed()
     );
     let metrics = rd.admin_get("/metrics").await.text();
-    let sent = metric(
+    let sent = series_value(
         &metrics,
         "routerd_mirror_requests_total{route=\"m\",outcome=\"sent\"}",
     );

@@ -217,6 +217,16 @@ where
     }
 }
 
+/// The value of one series, written as in the exposition (`name{label="v",...}`), in a
+/// `/metrics` text; `None` when it is not there.
+pub fn series_value(metrics: &str, series: &str) -> Option<f64> {
+    let want = format!("{series} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&want))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Asserts `resp` is one of routerd's own JSON errors (`{"error": ...}`).
 pub fn assert_json_error(resp: &Resp) {
     let ct = resp.header("content-type").unwrap_or_default();
