@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use routerd_plugins::Plugin;
-use routerd_routing::endpoints::{Balance, Health, now_ms};
+use routerd_routing::endpoints::{Health, now_ms};
 use routerd_routing::{Decision, Explanation, Failure, Route, RouteTable, SharedHead};
 
 /// One candidate route, as the API shows it.
@@ -82,9 +82,9 @@ fn backends(route: &Route<Plugin>, head: &SharedHead) -> Option<BackendsDoc> {
             },
         })
         .collect();
+    // Only a hashing route has a key: the other policies pick per request.
     let chosen = b
         .key(&head.parts.headers, head.remote.ip())
-        .filter(|_| matches!(b.balance, Balance::Hash(_)))
         .and_then(|key| b.pick(Some(key), 0).ok())
         .map(|i| b.endpoints[i].state.key.to_string());
     Some(BackendsDoc {

@@ -72,7 +72,7 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
         },
         "http_requests": OutboundOutcome::ALL
             .iter()
-            .map(|o| (o.as_str(), p.outbound.count(*o)))
+            .map(|o| (o.as_str(), p.outbound().count(*o)))
             .collect::<std::collections::BTreeMap<_, _>>(),
     })
 }

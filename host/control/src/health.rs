@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use routerd_proxy::Proxy;
+use routerd_routing::Target;
 use routerd_routing::endpoints::{EndpointState, now_ms};
 
 /// One endpoint's health, as a route sees it.
@@ -60,6 +61,17 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `host:port` of a target, the port its scheme's when the URL names none.
+fn address(target: &Target) -> String {
+    let default = if target.scheme.as_str() == "https" {
+        443
+    } else {
+        80
+    };
+    let port = target.authority.port_u16().unwrap_or(default);
+    format!("{}:{port}", target.authority.host())
+}
+
 /// One endpoint's probe result: up, and the connect time.
 type Probe = (bool, Duration);
 
@@ -79,36 +91,32 @@ impl HealthChecks {
 
     async fn check_all(&self, proxy: &Proxy, timeout: Duration) {
         let table = proxy.table();
-        // Each endpoint once, whatever routes name it.
-        let mut states: HashMap<String, Arc<EndpointState>> = HashMap::new();
+        // Each endpoint once, whatever routes name it: by its state's key, which its live
+        // state (the one requests read) is shared under.
+        let mut states: HashMap<Box<str>, (String, Arc<EndpointState>)> = HashMap::new();
         for r in table.routes() {
             for e in r.backends.iter().flat_map(|b| b.endpoints.iter()) {
                 states
-                    .entry(e.target.authority.to_string())
-                    .or_insert_with(|| e.state.clone());
+                    .entry(e.state.key.clone())
+                    .or_insert_with(|| (address(&e.target), e.state.clone()));
             }
         }
         let mut probes = tokio::task::JoinSet::new();
-        for (target, state) in states {
+        for (key, (addr, state)) in states {
             probes.spawn(async move {
-                let addr = if target.contains(':') {
-                    target.clone()
-                } else {
-                    format!("{target}:80")
-                };
                 let started = Instant::now();
                 let up = matches!(
                     tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
                     Ok(Ok(_))
                 );
                 state.set_health(up);
-                (target, (up, started.elapsed()))
+                (key, (up, started.elapsed()))
             });
         }
-        let mut found: HashMap<String, Probe> = HashMap::new();
+        let mut found: HashMap<Box<str>, Probe> = HashMap::new();
         while let Some(done) = probes.join_next().await {
-            if let Ok((target, probe)) = done {
-                found.insert(target, probe);
+            if let Ok((key, probe)) = done {
+                found.insert(key, probe);
             }
         }
         let now = now_ms();
@@ -123,7 +131,7 @@ impl HealthChecks {
                 .iter()
                 .map(|e| {
                     let target = e.target.authority.to_string();
-                    let probe = found.get(&target).copied();
+                    let probe = found.get(&e.state.key).copied();
                     EndpointHealth {
                         status: match probe {
                             Some((true, _)) => "up",

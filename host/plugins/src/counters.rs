@@ -85,12 +85,12 @@ const COUNTERS: [CounterSeries; 10] = [
     (
         "routerd_plugin_http_too_large",
         "Plugin outbound responses cut at the plugin's http.max_response_bytes",
-        |p| p.outbound.too_large.load(Ordering::Relaxed),
+        |p| p.outbound().too_large.load(Ordering::Relaxed),
     ),
     (
         "routerd_plugin_http_wait_microseconds",
         "Time plugin outbound requests waited for their response heads, summed",
-        |p| p.outbound.wait_micros.load(Ordering::Relaxed),
+        |p| p.outbound().wait_micros.load(Ordering::Relaxed),
     ),
 ];
 
@@ -213,7 +213,8 @@ fn encode_services(
                 plugin: p.name.to_string(),
                 outcome: outcome.as_str(),
             };
-            ConstCounter::new(p.outbound.count(outcome)).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(p.outbound().count(outcome))
+                .encode(family.encode_family(&labels)?)?;
         }
     }
     Ok(())

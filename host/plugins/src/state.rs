@@ -55,7 +55,8 @@ pub struct PluginState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     http: WasiHttpCtx,
-    /// Outbound requests: the allow list and the deadline of the call in progress.
+    /// Outbound requests: the allow list, and the deadline of the call in progress (a copy of
+    /// `deadline_at`, taken at each `wasi:http` call).
     pub(crate) outbound: OutboundHooks,
     /// The plugin's key-value store.
     pub(crate) store: Arc<PluginStore>,
@@ -95,6 +96,7 @@ impl PluginState {
             .allow_udp(false)
             .stdout(LogStream::new(plugin.clone(), "stdout", log_lines.clone()))
             .stderr(LogStream::new(plugin.clone(), "stderr", log_lines.clone()));
+        let now = std::time::Instant::now();
         PluginState {
             plugin,
             wasi: wasi.build(),
@@ -102,7 +104,7 @@ impl PluginState {
             http: WasiHttpCtx::new(),
             outbound: OutboundHooks {
                 policy: services.outbound.clone(),
-                deadline: std::time::Instant::now(),
+                deadline: now,
             },
             store: services.store.clone(),
             request: None,
@@ -110,8 +112,8 @@ impl PluginState {
             memory_cap,
             memory_cap_hit: false,
             log_lines,
-            deadline_at: std::time::Instant::now(),
-            yield_from: std::time::Instant::now(),
+            deadline_at: now,
+            yield_from: now,
             cap: None,
             queue: std::time::Duration::ZERO,
             slot: None,
@@ -137,6 +139,9 @@ impl WasiView for PluginState {
 
 impl WasiHttpView for PluginState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // Every `wasi:http` call comes through here: the hooks see the deadline as it is now
+        // (a wait for a concurrency slot moves it).
+        self.outbound.deadline = self.deadline_at;
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,

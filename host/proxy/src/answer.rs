@@ -1,7 +1,8 @@
 //! The answers routerd gives itself rather than a backend: its small JSON errors, the answers
 //! to decisions that name no route (redirect, 405, OPTIONS, 415, 406, 404), a plugin's reply,
-//! routerd's own 503 when it had no capacity to run a plugin call, and the answers to a client
-//! whose request body broke.
+//! routerd's own 503 when it had no capacity to run a plugin call or no endpoint could take a
+//! request, its 429 over a route's rate limit, and the answers to a client whose request body
+//! broke.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
@@ -11,7 +12,10 @@ use super::edits::apply_ops;
 use super::{Proxy, Trace};
 use routerd_base::{ResponseBody, empty, error, full, json_response};
 use routerd_plugins::Phase;
+use routerd_routing::endpoints::NoEndpoint;
+use routerd_routing::ratelimit::RateLimit;
 use routerd_routing::{Decision, HeaderOp, Reply};
+use std::time::Duration;
 use tracing::warn;
 
 /// The answer to a decision that names no route to run (`Route`, `DefaultUrl` and
@@ -83,11 +87,60 @@ impl Proxy {
             "route": route,
             "plugin": plugin,
         });
-        let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &doc);
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        resp
+        retry_after(json_response(StatusCode::SERVICE_UNAVAILABLE, &doc), 1)
     }
+
+    /// routerd's own answer when none of `route`'s endpoints can take a request: 503 with
+    /// `Retry-After` and why, counted and logged.
+    pub(super) fn no_endpoint(
+        &self,
+        route: &str,
+        why: NoEndpoint,
+        trace: &mut Trace,
+    ) -> Response<ResponseBody> {
+        let why = why.to_string();
+        warn!(route, "{why}");
+        trace.error = Some("no_endpoint");
+        if let Some(m) = &self.metrics {
+            m.no_endpoint(route);
+        }
+        retry_after(error(StatusCode::SERVICE_UNAVAILABLE, &why, Some(route)), 1)
+    }
+}
+
+/// routerd's 429 for a request over `limit` of `route`, the next token `wait` away: with
+/// `Retry-After` and the IETF draft's `RateLimit-*` headers.
+pub(super) fn rate_limited(
+    route: &str,
+    limit: &RateLimit,
+    wait: Duration,
+    trace: &mut Trace,
+) -> Response<ResponseBody> {
+    trace.error = Some("rate_limited");
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = retry_after(
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate limit exceeded",
+            Some(route),
+        ),
+        secs,
+    );
+    let headers = resp.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(limit.burst));
+    headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+    headers.insert("ratelimit-reset", HeaderValue::from(secs));
+    if let Ok(policy) = HeaderValue::from_str(&limit.policy()) {
+        headers.insert("ratelimit-policy", policy);
+    }
+    resp
+}
+
+/// `resp` with `Retry-After: secs`.
+fn retry_after(mut resp: Response<ResponseBody>, secs: u64) -> Response<ResponseBody> {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 /// The answer when the client's own request body failed, read for a matcher or forwarded:

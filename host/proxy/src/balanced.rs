@@ -7,9 +7,7 @@
 //! routerd answers 503 itself, saying why.
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body::Body;
-use http_body_util::BodyExt;
+use http::Response;
 use tracing::warn;
 
 use super::answer::client_body_failed;
@@ -17,7 +15,7 @@ use super::body::{ClientBodyError, RequestBody};
 use super::forward::{Exchange, Upstream};
 use super::upstream::UpstreamPath;
 use super::{Proxy, Trace};
-use routerd_base::{Peer, ResponseBody, error};
+use routerd_base::{Peer, ResponseBody};
 use routerd_routing::endpoints::{Backends, RetryOn, RetryPolicy};
 
 /// Where a balanced request goes, apart from the endpoint.
@@ -53,11 +51,6 @@ fn outcome(exchange: &Exchange, counts_5xx: bool) -> (bool, Option<RetryOn>) {
     }
 }
 
-/// Whether the request has no body.
-fn bodiless(body: &RequestBody) -> bool {
-    body.is_end_stream() || body.size_hint().exact() == Some(0)
-}
-
 impl Proxy {
     /// Sends the request to one of `dest`'s endpoints, retrying as the route allows.
     pub(super) async fn forward_balanced(
@@ -82,7 +75,8 @@ impl Proxy {
         Box::pin(self.retrying(dest, retry, key, parts, body, peer, trace)).await
     }
 
-    /// A request the route may retry: its body kept when it can be, then the tries.
+    /// A request the route may retry: its body held when it is small enough to send again
+    /// (else one try, streamed), then the tries.
     #[allow(clippy::too_many_arguments)]
     async fn retrying(
         &self,
@@ -94,10 +88,10 @@ impl Proxy {
         peer: Peer,
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
-        let replay = match self.keep_body(body, retry, dest.route, trace).await {
+        let replay = match body.hold(retry.buffer_bytes as u64).await {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(body)) => return self.try_once(&dest, key, parts, body, peer, trace).await,
-            Err(answer) => return answer,
+            Err(e) => return client_body_failed(&e, Some(dest.route), trace),
         };
         self.with_retries(&dest, retry, key, parts, replay, peer, trace)
             .await
@@ -113,44 +107,15 @@ impl Proxy {
         peer: Peer,
         trace: &mut Trace,
     ) -> Response<ResponseBody> {
-        let backends = dest.backends;
-        let i = match backends.pick(key, 0) {
+        let i = match dest.backends.pick(key, 0) {
             Ok(i) => i,
-            Err(why) => return self.no_endpoint(dest.route, &why.to_string(), trace),
+            Err(why) => return self.no_endpoint(dest.route, why, trace),
         };
-        let endpoint = &backends.endpoints[i];
-        let _in_flight = endpoint.state.begin();
-        let upstream = self.upstream(dest, i, dest.timeout);
+        let _in_flight = dest.backends.endpoints[i].state.begin();
+        let upstream = upstream_to(dest, i, dest.timeout);
         let exchange = self.exchange(&upstream, parts, body, &peer, trace).await;
-        let (failed, _) = outcome(&exchange, backends.counts_5xx());
-        self.record(dest, i, failed);
+        settle(dest, i, &exchange);
         self.answer(exchange, dest.route, trace)
-    }
-
-    /// The body kept for retries: `Ok(Ok(bytes))` when there is none or it fits the route's
-    /// buffer, `Ok(Err(body))` (not retried) when it is larger or of unknown length, `Err` with
-    /// the answer when the client's body failed while it was read.
-    async fn keep_body(
-        &self,
-        body: RequestBody,
-        retry: &RetryPolicy,
-        route: &str,
-        trace: &mut Trace,
-    ) -> Result<Result<Bytes, RequestBody>, Response<ResponseBody>> {
-        if bodiless(&body) {
-            return Ok(Ok(Bytes::new()));
-        }
-        let fits = body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= retry.buffer_bytes as u64);
-        if !fits {
-            return Ok(Err(body));
-        }
-        match body.collect().await {
-            Ok(collected) => Ok(Ok(collected.to_bytes())),
-            Err(e) => Err(client_body_failed(&e, Some(route), trace)),
-        }
     }
 
     /// Tries, and retries what the route retries, each try on an endpoint not tried yet when
@@ -186,21 +151,16 @@ impl Proxy {
             });
             let i = match picked {
                 Ok(i) => i,
-                Err(why) => return self.no_endpoint(dest.route, &why.to_string(), trace),
+                Err(why) => return self.no_endpoint(dest.route, why, trace),
             };
-            let endpoint = &backends.endpoints[i];
-            let in_flight = endpoint.state.begin();
-            let upstream = self.upstream(dest, i, timeout);
-            let body = RequestBody::Replay {
-                prefix: Some(replay.clone()),
-                rest: None,
-            };
+            let in_flight = backends.endpoints[i].state.begin();
+            let upstream = upstream_to(dest, i, timeout);
+            let body = RequestBody::whole(replay.clone());
             let exchange = self
                 .exchange(&upstream, parts.clone(), body, &peer, trace)
                 .await;
             drop(in_flight);
-            let (failed, reason) = outcome(&exchange, backends.counts_5xx());
-            self.record(dest, i, failed);
+            let reason = settle(dest, i, &exchange);
             let again = reason.filter(|r| retry.retries_on(*r) && attempt < retry.attempts);
             let Some(reason) = again else {
                 return self.answer(exchange, dest.route, trace);
@@ -212,7 +172,7 @@ impl Proxy {
             backends.note_retry(reason);
             tracing::debug!(
                 route = dest.route,
-                endpoint = &*endpoint.state.key,
+                endpoint = &*backends.endpoints[i].state.key,
                 reason = reason.as_str(),
                 "retrying"
             );
@@ -221,46 +181,35 @@ impl Proxy {
             attempt += 1;
         }
     }
+}
 
-    fn upstream<'a>(
-        &self,
-        dest: &Destination<'a>,
-        i: usize,
-        timeout: Option<std::time::Duration>,
-    ) -> Upstream<'a> {
-        Upstream {
-            target: &dest.backends.endpoints[i].target,
-            path: dest.path,
-            query: dest.query,
-            timeout,
-            route: dest.route,
-        }
+/// Where a try on endpoint `i` goes.
+fn upstream_to<'a>(
+    dest: &Destination<'a>,
+    i: usize,
+    timeout: Option<std::time::Duration>,
+) -> Upstream<'a> {
+    Upstream {
+        target: &dest.backends.endpoints[i].target,
+        path: dest.path,
+        query: dest.query,
+        timeout,
+        route: dest.route,
     }
+}
 
-    /// Records a try's outcome on its endpoint; an ejection is logged.
-    fn record(&self, dest: &Destination<'_>, i: usize, failed: bool) {
-        if dest.backends.record(i, failed) {
-            let endpoint = &dest.backends.endpoints[i].state;
-            warn!(
-                route = dest.route,
-                endpoint = &*endpoint.key,
-                "endpoint ejected after failing in a row"
-            );
-        }
-    }
-
-    /// routerd's 503 when no endpoint can take the request.
-    fn no_endpoint(&self, route: &str, why: &str, trace: &mut Trace) -> Response<ResponseBody> {
-        warn!(route, "{why}");
-        trace.error = Some("no_endpoint");
-        if let Some(m) = &self.metrics {
-            m.no_endpoint(route);
-        }
-        let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, why, Some(route));
-        resp.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("1"),
+/// Records how a try on endpoint `i` went, for outlier ejection (an ejection is logged); the
+/// retry reason it gives, if any. Plain functions around the exchange, not an async layer of
+/// their own: every layer adds to the request's future.
+fn settle(dest: &Destination<'_>, i: usize, exchange: &Exchange) -> Option<RetryOn> {
+    let backends = dest.backends;
+    let (failed, reason) = outcome(exchange, backends.counts_5xx());
+    if backends.record(i, failed) {
+        warn!(
+            route = dest.route,
+            endpoint = &*backends.endpoints[i].state.key,
+            "endpoint ejected after failing in a row"
         );
-        resp
     }
+    reason
 }

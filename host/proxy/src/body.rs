@@ -74,6 +74,30 @@ pub enum RequestBody {
     },
 }
 
+impl RequestBody {
+    /// A body of exactly these bytes (read whole already).
+    pub fn whole(bytes: Bytes) -> RequestBody {
+        RequestBody::Replay {
+            prefix: Some(bytes),
+            rest: None,
+        }
+    }
+
+    /// The whole body when it is empty or of a known length up to `limit` (read now), or the
+    /// body back untouched when it is longer or of unknown length: what a retry or a mirrored
+    /// copy can send again.
+    pub async fn hold(self, limit: u64) -> Result<Result<Bytes, RequestBody>, ClientBodyError> {
+        if self.is_end_stream() {
+            return Ok(Ok(Bytes::new()));
+        }
+        match self.size_hint().exact() {
+            Some(0) => Ok(Ok(Bytes::new())),
+            Some(n) if n <= limit => Ok(Ok(self.collect().await?.to_bytes())),
+            _ => Ok(Err(self)),
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = ClientBodyError;

@@ -6,14 +6,12 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use http::Request;
-use http_body::Body;
 use http_body_util::BodyExt;
 
 use super::Proxy;
 use super::Trace;
-use super::body::RequestBody;
+use super::body::{ClientBodyError, RequestBody};
 use super::forward::Upstream;
 use super::upstream::UpstreamPath;
 use routerd_base::Peer;
@@ -24,7 +22,8 @@ pub const MIRROR_BODY_BYTES: u64 = 64 << 10;
 
 impl Proxy {
     /// Sends a copy of the request to `mirror` if this request is one of its share; the body
-    /// for the primary request comes back (read into memory when the copy needed it).
+    /// for the primary request comes back (read into memory when the copy needed it), or the
+    /// client's body error met while reading it.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn mirror(
         &self,
@@ -35,43 +34,21 @@ impl Proxy {
         parts: &http::request::Parts,
         body: RequestBody,
         peer: &Peer,
-    ) -> RequestBody {
+    ) -> Result<RequestBody, ClientBodyError> {
         if !mirror.take() {
-            return body;
+            return Ok(body);
         }
-        let held = body.is_end_stream() || body.size_hint().exact() == Some(0);
-        let small = body
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= MIRROR_BODY_BYTES);
-        let (bytes, body) = if held {
-            (Bytes::new(), body)
-        } else if small {
-            match body.collect().await {
-                Ok(c) => {
-                    let bytes = c.to_bytes();
-                    let replay = RequestBody::Replay {
-                        prefix: Some(bytes.clone()),
-                        rest: None,
-                    };
-                    (bytes, replay)
-                }
-                // The primary request fails on its own body the same way: nothing to mirror.
-                Err(_) => {
-                    mirror.dropped.fetch_add(1, Ordering::Relaxed);
-                    return RequestBody::Replay {
-                        prefix: None,
-                        rest: None,
-                    };
-                }
+        let bytes = match body.hold(MIRROR_BODY_BYTES).await? {
+            Ok(bytes) => bytes,
+            Err(body) => {
+                mirror.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(body);
             }
-        } else {
-            mirror.dropped.fetch_add(1, Ordering::Relaxed);
-            return body;
         };
+        let body = RequestBody::whole(bytes.clone());
         let Ok(slot) = self.mirror_slots.clone().try_acquire_owned() else {
             mirror.dropped.fetch_add(1, Ordering::Relaxed);
-            return body;
+            return Ok(body);
         };
         let upstream = Upstream {
             target: &mirror.target,
@@ -84,16 +61,13 @@ impl Proxy {
         let head = Self::upstream_head(&upstream, parts.clone(), peer, &mut Trace::default());
         let Ok((head, _)) = head else {
             mirror.dropped.fetch_add(1, Ordering::Relaxed);
-            return body;
+            return Ok(body);
         };
         mirror.sent.fetch_add(1, Ordering::Relaxed);
         let clients = self.clients.clone();
         let target = mirror.target.clone();
         let limit = self.response_timeout;
-        let copy = RequestBody::Replay {
-            prefix: Some(bytes),
-            rest: None,
-        };
+        let copy = RequestBody::whole(bytes);
         let failed = mirror.failed.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -106,6 +80,6 @@ impl Proxy {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
         });
-        body
+        Ok(body)
     }
 }

@@ -4,11 +4,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use tracing::warn;
 
-use super::answer::reply_response;
+use super::answer::{client_body_failed, rate_limited, reply_response};
 use super::balanced::Destination;
 use super::body::RequestBody;
 use super::compress;
@@ -46,10 +47,10 @@ struct RouteCtx<'a> {
 /// What the response phases of built-in filters need of the request.
 #[derive(Default)]
 struct KeptForResponse {
-    /// The request's `Origin`, for `cors`.
+    /// The request's `Origin`, for `cors` (a preflight it answered keeps none).
     origin: Option<HeaderValue>,
     /// The request's method and `Accept-Encoding`, for `compress`.
-    accept_encoding: Option<(http::Method, Option<HeaderValue>)>,
+    accept_encoding: Option<(http::Method, HeaderValue)>,
 }
 
 impl Proxy {
@@ -101,16 +102,31 @@ impl Proxy {
             .any(|f| matches!(f, RouteFilter::Plugin(c) if c.runs_on_response()))
             .then(|| Arc::new(parts.clone()));
         // A filter's answer goes out as it is; a request over the route's rate limit gets 429.
-        let answer = answer.or_else(|| self.rate_limited(route, &parts, &ctx.peer, trace));
-        let body = match (&answer, &route.mirror) {
+        let answer = answer.or_else(|| self.over_rate_limit(route, &parts, &ctx.peer, trace));
+        let (answer, body) = match (answer, &route.mirror) {
             (None, Some(mirror)) => {
                 let path = &ctx.upstream_path;
                 let query = ctx.upstream_query.as_deref();
                 // Boxed: a cold path, kept out of every request's future.
-                Box::pin(self.mirror(mirror, &route.name, path, query, &parts, body, &ctx.peer))
-                    .await
+                let copied = Box::pin(self.mirror(
+                    mirror,
+                    &route.name,
+                    path,
+                    query,
+                    &parts,
+                    body,
+                    &ctx.peer,
+                ))
+                .await;
+                match copied {
+                    Ok(body) => (None, body),
+                    Err(e) => (
+                        Some(client_body_failed(&e, Some(&route.name), trace)),
+                        RequestBody::whole(Bytes::new()),
+                    ),
+                }
             }
-            _ => body,
+            (answer, _) => (answer, body),
         };
         let resp = match (answer, &route.backends) {
             (Some(resp), _) => resp,
@@ -135,9 +151,8 @@ impl Proxy {
 }
 
 impl Proxy {
-    /// routerd's 429 when the request is over the route's rate limit, with `Retry-After` and
-    /// the IETF draft's `RateLimit-*` headers.
-    fn rate_limited(
+    /// routerd's 429 when the request is over the route's rate limit.
+    fn over_rate_limit(
         &self,
         route: &Route<Plugin>,
         parts: &http::request::Parts,
@@ -146,28 +161,12 @@ impl Proxy {
     ) -> Option<Response<ResponseBody>> {
         let limit = route.rate_limit.as_ref()?;
         let key = limit.key_of(&parts.headers, peer.addr.ip());
-        let Verdict::Limited { retry_after } = limit.check(key) else {
-            return None;
-        };
-        trace.error = Some("rate_limited");
-        let mut resp = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded",
-            Some(&route.name),
-        );
-        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        let headers = resp.headers_mut();
-        let mut set = |name: &'static str, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
+        match limit.check(key) {
+            Verdict::Allowed => None,
+            Verdict::Limited { retry_after } => {
+                Some(rate_limited(&route.name, limit, retry_after, trace))
             }
-        };
-        set("retry-after", secs.to_string());
-        set("ratelimit-limit", limit.burst.to_string());
-        set("ratelimit-remaining", "0".into());
-        set("ratelimit-reset", secs.to_string());
-        set("ratelimit-policy", limit.policy());
-        Some(resp)
+        }
     }
 }
 
@@ -234,26 +233,33 @@ impl RouteCtx<'_> {
                 return Some(resp);
             }
             BuiltinFilter::Cors(policy) => {
-                self.kept.get_or_insert_default().origin =
-                    parts.headers.get(header::ORIGIN).cloned();
-                return match policy.preflight(&parts.method, &parts.headers)? {
-                    Preflight::Allowed(headers) => {
+                match policy.preflight(&parts.method, &parts.headers) {
+                    Some(Preflight::Allowed(headers)) => {
                         let mut resp = Response::new(empty());
                         *resp.status_mut() = StatusCode::NO_CONTENT;
                         resp.headers_mut().extend(headers);
-                        Some(resp)
+                        return Some(resp);
                     }
-                    Preflight::Refused(why) => Some(error(
-                        StatusCode::FORBIDDEN,
-                        &format!("CORS preflight refused: {why}"),
-                        Some(&self.route.name),
-                    )),
-                };
+                    Some(Preflight::Refused(why)) => {
+                        return Some(error(
+                            StatusCode::FORBIDDEN,
+                            &format!("CORS preflight refused: {why}"),
+                            Some(&self.route.name),
+                        ));
+                    }
+                    // Not a preflight: the answer gets the policy's headers, if from an origin.
+                    None => {
+                        if let Some(origin) = parts.headers.get(header::ORIGIN) {
+                            self.kept.get_or_insert_default().origin = Some(origin.clone());
+                        }
+                    }
+                }
             }
             BuiltinFilter::Compress(_) => {
-                let accept = parts.headers.get(header::ACCEPT_ENCODING).cloned();
-                self.kept.get_or_insert_default().accept_encoding =
-                    Some((parts.method.clone(), accept));
+                if let Some(accept) = parts.headers.get(header::ACCEPT_ENCODING) {
+                    self.kept.get_or_insert_default().accept_encoding =
+                        Some((parts.method.clone(), accept.clone()));
+                }
             }
             BuiltinFilter::SetResponseHeader(..) | BuiltinFilter::RemoveResponseHeader(_) => {}
         }
@@ -337,25 +343,23 @@ impl RouteCtx<'_> {
                     let Some((method, accept)) = kept else {
                         continue;
                     };
-                    if let Some(encoding) = policy.choose(accept.as_ref())
+                    if let Some(encoding) = policy.choose(accept)
                         && policy.applies(method, resp.status(), resp.headers())
                     {
                         resp = compress::compress(resp, encoding);
                     }
                 }
                 RouteFilter::Builtin(BuiltinFilter::Cors(policy)) => {
-                    // A preflight's own answer has its headers already.
-                    let preflight = resp
-                        .headers()
-                        .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS);
                     let origin = self.kept.as_ref().and_then(|k| k.origin.as_ref());
-                    if let (Some(origin), false) = (origin, preflight) {
-                        for (name, value) in policy.response_headers(origin) {
-                            if name == header::VARY {
-                                resp.headers_mut().append(name, value);
-                            } else {
-                                resp.headers_mut().insert(name, value);
-                            }
+                    for (name, value) in origin
+                        .map(|o| policy.response_headers(o))
+                        .into_iter()
+                        .flatten()
+                    {
+                        if name == header::VARY {
+                            resp.headers_mut().append(name, value);
+                        } else {
+                            resp.headers_mut().insert(name, value);
                         }
                     }
                 }

@@ -126,7 +126,6 @@ pub(super) fn epoch_check(
             Some(permit) => {
                 state.slot = Some(permit);
                 state.deadline_at += now.saturating_duration_since(since);
-                state.outbound.deadline = state.deadline_at;
                 // The timer bounding the call moves with the deadline.
                 state.slot_wait.extend_until(Some(state.deadline_at));
             }

@@ -93,7 +93,6 @@ impl Plugin {
             data.log_lines.reset();
             data.memory_cap_hit = false;
             data.deadline_at = deadline_at;
-            data.outbound.deadline = deadline_at;
             data.yield_from = started + EPOCH_TICK;
             data.queue = budget.queue;
         }

@@ -85,8 +85,6 @@ pub struct Plugin {
     /// Its counters, shared by every version loaded under its name (a replaced plugin's
     /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
     pub stats: Arc<PluginStats>,
-    /// Its outbound request counters, shared the same way.
-    pub outbound: Arc<OutboundStats>,
     /// What its instances are given: its name's store (shared the same way) and where it may
     /// send requests.
     services: InstanceServices,
@@ -155,7 +153,6 @@ impl Plugin {
                 outbound,
             },
             stats: kept.stats,
-            outbound: kept.outbound,
             engine: engine.clone(),
             pre,
             indices,
@@ -177,13 +174,18 @@ impl Plugin {
         Kept {
             stats: self.stats.clone(),
             store: self.services.store.clone(),
-            outbound: self.outbound.clone(),
+            outbound: self.services.outbound.stats.clone(),
         }
     }
 
     /// Its key-value store.
     pub fn store(&self) -> &PluginStore {
         &self.services.store
+    }
+
+    /// Its outbound request counters.
+    pub fn outbound(&self) -> &OutboundStats {
+        &self.services.outbound.stats
     }
 
     /// The deadline per call.

@@ -79,7 +79,6 @@ impl Plugin {
             {
                 let data = store.data_mut();
                 data.deadline_at = until;
-                data.outbound.deadline = until;
                 data.yield_from = Instant::now() + EPOCH_TICK;
                 data.cap = Some(self.cap.slots());
                 data.queue = self.queue;

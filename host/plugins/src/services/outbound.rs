@@ -230,7 +230,8 @@ pub struct OutboundPolicy {
     max_response_bytes: u64,
     /// `None` when TLS could not be set up: every request fails (routerd's fault, logged).
     client: Option<OutboundClient>,
-    stats: Arc<OutboundStats>,
+    /// Its counters (its plugin name's, kept across versions).
+    pub(crate) stats: Arc<OutboundStats>,
 }
 
 impl OutboundPolicy {

@@ -119,14 +119,37 @@ fn random() -> u64 {
     })
 }
 
-/// Whether endpoint `i` may take this request. The health check only steers among several
-/// endpoints: a route's only endpoint is always tried, so its own answer (or routerd's 502 or
-/// 504 for it) says what is wrong, never a check that may be a second old.
-fn usable(endpoints: &[Endpoint], i: usize, tried: u64, now: u64) -> bool {
+/// Whether endpoint `i` may take a request, or why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// It may.
+    Usable,
+    /// This request tried it already.
+    Tried,
+    /// Ejected for failing.
+    Ejected,
+    /// The health check finds it down.
+    Down,
+}
+
+/// Endpoint `i`'s standing for a request that tried `tried`. The health check only steers
+/// among several endpoints: a route's only endpoint is always tried, so its own answer (or
+/// routerd's 502 or 504 for it) says what is wrong, never a check that may be a second old.
+pub(super) fn standing(endpoints: &[Endpoint], i: usize, tried: u64, now: u64) -> Standing {
     let state = &endpoints[i].state;
-    tried & (1 << i) == 0
-        && state.ejected_for(now).is_none()
-        && (endpoints.len() == 1 || state.health() != Health::Down)
+    if tried & (1 << i) != 0 {
+        Standing::Tried
+    } else if state.ejected_for(now).is_some() {
+        Standing::Ejected
+    } else if endpoints.len() > 1 && state.health() == Health::Down {
+        Standing::Down
+    } else {
+        Standing::Usable
+    }
+}
+
+fn usable(endpoints: &[Endpoint], i: usize, tried: u64, now: u64) -> bool {
+    standing(endpoints, i, tried, now) == Standing::Usable
 }
 
 /// Round robin over `order`, from the shared cursor.

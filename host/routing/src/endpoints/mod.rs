@@ -8,6 +8,7 @@ mod balance;
 mod retry;
 mod state;
 
+use balance::Standing;
 pub use balance::{Balance, HashOn, stable_hash};
 pub use retry::{BudgetGuard, RetryOn, RetryPolicy};
 pub use state::{EndpointState, EndpointStates, Health, InFlight, now_ms};
@@ -129,13 +130,12 @@ impl Backends {
             ejected: 0,
             tried: 0,
         };
-        for (i, e) in self.endpoints.iter().enumerate() {
-            if tried & (1 << i) != 0 {
-                why.tried += 1;
-            } else if e.state.health() == Health::Down {
-                why.down += 1;
-            } else if e.state.ejected_for(now).is_some() {
-                why.ejected += 1;
+        for i in 0..self.endpoints.len() {
+            match balance::standing(&self.endpoints, i, tried, now) {
+                Standing::Tried => why.tried += 1,
+                Standing::Down => why.down += 1,
+                Standing::Ejected => why.ejected += 1,
+                Standing::Usable => {}
             }
         }
         why
