@@ -189,20 +189,8 @@ async fn a_clients_broken_body_is_the_clients_fault_not_the_backends() {
     s.write_all(&[b'x'; 50_000]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(s);
-    let mut docs: Vec<Value> = Vec::new();
-    let logged = wait_until(
-        async || {
-            docs = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            docs.len() >= 2
-        },
-        Duration::from_secs(10),
-    )
-    .await;
-    assert!(logged, "two access-log lines: {docs:?}");
+    let docs = json_lines(&log, 2, Duration::from_secs(10)).await;
+    assert!(docs.len() >= 2, "two access-log lines: {docs:?}");
     let outcome = |d: &Value| (d["status"].clone(), d["error"].clone(), d["route"].clone());
     assert_eq!(
         outcome(&docs[0]),

@@ -18,7 +18,7 @@ use harness::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 /// An auth service on 127.0.0.1: `Bearer good` gets 200 with `x-auth-user: ada`, `Bearer slow`
@@ -166,20 +166,8 @@ async fn the_auth_example_answers_by_what_its_allowed_service_says() {
     );
     assert_eq!(outbound(&metrics, "auth-check", "denied"), 0, "{metrics}");
 
-    let mut docs: Vec<Value> = Vec::new();
-    let logged = wait_until(
-        async || {
-            docs = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            docs.len() >= 4
-        },
-        Duration::from_secs(10),
-    )
-    .await;
-    assert!(logged, "four access-log lines: {docs:?}");
+    let docs = json_lines(&log, 4, Duration::from_secs(10)).await;
+    assert!(docs.len() >= 4, "four access-log lines: {docs:?}");
     let slow_line = &docs[2];
     let plugin_ms = slow_line["plugin_ms"].as_f64().unwrap();
     assert!(

@@ -78,3 +78,22 @@ pub fn log_records(lines: &[String]) -> Vec<String> {
     }
     records
 }
+
+/// The JSON lines of a file (an access log), once there are at least `count` of them (or what
+/// there is after `timeout`); lines that are not JSON are skipped.
+pub async fn json_lines(path: &Path, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    let mut docs = Vec::new();
+    wait_until(
+        async || {
+            docs = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            docs.len() >= count
+        },
+        timeout,
+    )
+    .await;
+    docs
+}
