@@ -15,6 +15,7 @@ pub struct Launch {
     pub(super) settings: Vec<(String, Value)>,
     pub(super) admin_addr: Option<String>,
     pub(super) extra_args: Vec<OsString>,
+    pub(super) envs: Vec<(OsString, OsString)>,
     pub(super) startup_timeout: Duration,
     pub(super) file_size_limit: Option<u64>,
 }
@@ -31,6 +32,7 @@ impl Launch {
             settings: Vec::new(),
             admin_addr: None,
             extra_args: Vec::new(),
+            envs: Vec::new(),
             startup_timeout: STARTUP_TIMEOUT,
             file_size_limit: None,
         }
@@ -56,6 +58,12 @@ impl Launch {
         self
     }
 
+    /// Set an environment variable for routerd (e.g. `OTEL_BSP_SCHEDULE_DELAY`).
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.envs.push((name.into(), value.into()));
+        self
+    }
+
     fn spawn(&self, dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
         spawn_routerd_args(
@@ -65,6 +73,7 @@ impl Launch {
             data,
             admin,
             &self.extra_args,
+            &self.envs,
             self.file_size_limit,
         )
     }

@@ -91,7 +91,7 @@ pub(super) fn spawn_routerd_with(
     plugins: &Path,
     data: &Path,
 ) -> Child {
-    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[], None)
+    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[], &[], None)
 }
 
 /// [`spawn_routerd_with`] with this `--admin` address and extra arguments after the standard
@@ -103,6 +103,7 @@ pub(super) fn spawn_routerd_args(
     data: &Path,
     admin: &str,
     extra: &[OsString],
+    envs: &[(OsString, OsString)],
     file_size_limit: Option<u64>,
 ) -> Child {
     std::fs::create_dir_all(plugins).expect("create plugins dir");
@@ -136,6 +137,7 @@ pub(super) fn spawn_routerd_args(
         .env_remove("ROUTERD_PLUGINS")
         .env_remove("ROUTERD_DATA")
         .env_remove("ROUTERD_DRAIN_SECS")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -3,7 +3,8 @@
 //! `engine` owns the wasmtime engines (pooling, epochs, compiling, compile cache, instance
 //! eviction), `contract` the versions of the WIT contract side by side, `external` makes a
 //! plugin routing's external predicate and filter, `state` the host side of the contract, `services` the store and outbound HTTP plugins may use, `settings` a plugin's `NAME.json`, `gate` the
-//! concurrency cap, circuit breaker and counters in front of every call, `plugin` one loaded
+//! concurrency cap, circuit breaker and counters in front of every call, `journal` the record
+//! of a traced request's calls, `plugin` one loaded
 //! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
 //! plugins directory.
 
@@ -13,6 +14,7 @@ pub mod counters;
 pub mod engine;
 pub mod external;
 pub mod gate;
+pub mod journal;
 pub mod plugin;
 pub mod producers;
 pub mod registry;

@@ -169,7 +169,7 @@ fn tls_client(
     Ok(client.build(connector))
 }
 
-fn tls_config(
+pub(crate) fn tls_config(
     tls: Option<&BackendTls>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ClientConfig, rustls::Error> {

@@ -67,21 +67,35 @@ impl Proxy {
         peer: &Peer,
         trace: &mut Trace,
     ) -> Exchange {
-        let (parts, client_upgrade) = match Self::upstream_head(upstream, parts, peer, trace) {
+        let (mut parts, client_upgrade) = match Self::upstream_head(upstream, parts, peer, trace) {
             Ok(head) => head,
             Err(e) => return Exchange::Unbuildable(e),
         };
+        let span = trace.span.as_ref().map(|s| {
+            let authority = &upstream.target.authority;
+            s.backend(&parts.method, &parts.uri, authority, &mut parts.headers)
+        });
         let limit = upstream.timeout.unwrap_or(self.response_timeout);
         let request = self.clients.send(
             upstream.target,
             Request::from_parts(parts, body),
             client_upgrade.is_some(),
         );
-        match tokio::time::timeout(limit, request).await {
+        let exchange = match tokio::time::timeout(limit, request).await {
             Ok(Ok(resp)) => Exchange::Answered(resp, client_upgrade),
             Ok(Err(e)) => Exchange::Failed(e),
             Err(_) => Exchange::TimedOut(limit),
+        };
+        if let Some(span) = span {
+            span.end(match &exchange {
+                Exchange::Answered(resp, _) => Ok(resp.status()),
+                Exchange::Failed(e) if e.is_connect() => Err("connect"),
+                Exchange::Failed(_) => Err("failed"),
+                Exchange::TimedOut(_) => Err("timeout"),
+                Exchange::Unbuildable(_) => Err("unbuildable"),
+            });
         }
+        exchange
     }
 
     /// The client's answer from an exchange: the backend's response, or routerd's error.

@@ -24,6 +24,7 @@ pub mod pool;
 mod route;
 pub mod route_counters;
 pub mod server;
+pub mod spans;
 pub mod upgrade;
 pub mod upstream;
 
@@ -57,6 +58,7 @@ pub struct Proxy {
     upgrades: crate::metrics::UpgradeStats,
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
+    tracing: Option<Arc<spans::Tracing>>,
 }
 
 /// What a request's handling learns for its access-log line.
@@ -69,6 +71,8 @@ struct Trace {
     /// What went wrong, when routerd or the client (not the route or backend) decided the
     /// answer: `overloaded`, ...
     error: Option<&'static str>,
+    /// The request's span, when tracing is on.
+    span: Option<Box<spans::RequestSpan>>,
 }
 
 impl Trace {
@@ -100,6 +104,7 @@ impl Proxy {
             upgrades: metrics.as_ref().map(|m| m.upgrades()).unwrap_or_default(),
             metrics,
             access_log: None,
+            tracing: None,
         }
     }
 
@@ -112,6 +117,12 @@ impl Proxy {
     /// Writes a line per request to `log`.
     pub fn with_access_log(mut self, log: Option<Arc<AccessLog>>) -> Self {
         self.access_log = log;
+        self
+    }
+
+    /// Traces requests with `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<spans::Tracing>) -> Self {
+        self.tracing = tracing.map(Arc::new);
         self
     }
 
@@ -132,9 +143,21 @@ impl Proxy {
         });
         let mut trace = Trace {
             on: logged.is_some(),
+            span: self.tracing.as_ref().map(|t| t.begin(&req, &peer)),
             ..Trace::default()
         };
-        let (resp, route) = self.dispatch(req, peer, &mut trace).await;
+        let journal = trace.span.as_ref().and_then(|s| s.journal());
+        let (resp, route) = match journal {
+            None => self.dispatch(req, peer, &mut trace).await,
+            // Boxed: a sampled request's path, kept out of every request's future.
+            Some(journal) => {
+                let traced = self.dispatch(req, peer, &mut trace);
+                Box::pin(routerd_plugins::journal::recording(journal, traced)).await
+            }
+        };
+        if let Some(span) = trace.span.take() {
+            span.finish(resp.status(), &route);
+        }
         if let Some(m) = &self.metrics {
             m.request(&route, resp.status().as_u16(), started.elapsed());
         }
@@ -166,13 +189,21 @@ impl Proxy {
     ) -> (Response<ResponseBody>, Arc<str>) {
         let table = self.table.current();
         let (parts, body) = req.into_parts();
+        if let Some(span) = &mut trace.span {
+            span.deciding();
+        }
         let Decided {
             decision,
             parts,
             body,
         } = match self.decide(&table, parts, body, &peer, trace).await {
             Ok(decided) => decided,
-            Err(answer) => return (answer, Arc::from("none")),
+            Err(answer) => {
+                if let Some(span) = &mut trace.span {
+                    span.decided("client_body_failed");
+                }
+                return (answer, Arc::from("none"));
+            }
         };
         let route: Arc<str> = match &decision {
             Decision::Route(id) | Decision::Overloaded { route: id, .. } => {
@@ -181,6 +212,9 @@ impl Proxy {
             Decision::DefaultUrl => Arc::from("default_url"),
             _ => Arc::from("none"),
         };
+        if let Some(span) = &mut trace.span {
+            span.decided(decision_outcome(&decision, &route));
+        }
         let resp = match decision {
             Decision::Route(id) => self.run_route(&table, id, parts, body, peer, trace).await,
             Decision::DefaultUrl => match table.default_url() {
@@ -204,6 +238,20 @@ impl Proxy {
             other => answer::for_decision(other),
         };
         (resp, route)
+    }
+}
+
+/// What a decision span says was decided: the route, or the answer routerd gives itself.
+fn decision_outcome<'a>(decision: &Decision, route: &'a str) -> &'a str {
+    match decision {
+        Decision::Route(_) | Decision::DefaultUrl => route,
+        Decision::Overloaded { .. } => "overloaded",
+        Decision::MethodNotAllowed(_) => "405",
+        Decision::Options(_) => "options",
+        Decision::NotAcceptable(_) => "406",
+        Decision::UnsupportedMediaType(_) => "415",
+        Decision::Redirect(..) => "redirect",
+        _ => "404",
     }
 }
 

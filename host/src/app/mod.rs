@@ -65,6 +65,9 @@ pub enum AppError {
     /// The access log could not start.
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    /// Tracing could not start.
+    #[error(transparent)]
+    Tracing(#[from] routerd_proxy::spans::TracingError),
     /// The TLS certificates could not be loaded.
     #[error("cannot load the TLS certificates: {0}")]
     Tls(#[source] TlsError),

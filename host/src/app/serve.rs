@@ -29,6 +29,7 @@ use routerd_proxy::access_log::AccessLog;
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::route_counters::RouteCounters;
 use routerd_proxy::server::{self, conn::ConnTimeouts, workers};
+use routerd_proxy::spans::{TraceExport, Tracing, TracingOptions};
 use routerd_proxy::upstream::UpstreamOptions;
 use routerd_routing::config::{self, ConfigFile};
 use routerd_routing::{PublishedTable, RouteTable};
@@ -71,7 +72,8 @@ pub(super) async fn serve(
         Box::new(PluginCounters::new(registry.clone())),
         Box::new(RouteCounters(published.clone())),
     ]);
-    let proxy = start_proxy(&settings, &published, &metrics)?;
+    let (tracing, trace_export) = start_tracing(&settings, &control)?;
+    let proxy = start_proxy(&settings, &published, &metrics, tracing)?;
     let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;
     // Health checks and the plugin watcher spawn their tasks on the control runtime.
     let entered = control.enter();
@@ -96,7 +98,31 @@ pub(super) async fn serve(
         store: &store,
         admin,
     };
-    listen_and_serve(&settings, served, &control, stop, ready).await
+    let served = listen_and_serve(&settings, served, &control, stop, ready).await;
+    if let Some(export) = trace_export {
+        // Blocks until the last spans are sent (through the control runtime, which keeps
+        // running meanwhile).
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+    }
+    served
+}
+
+/// Tracing, when `--otlp-endpoint` is given: what the proxy records spans with, and the export
+/// to flush at the end.
+fn start_tracing(
+    settings: &Settings,
+    control: &tokio::runtime::Handle,
+) -> Result<(Option<Tracing>, Option<TraceExport>), AppError> {
+    let Some(endpoint) = &settings.otlp_endpoint else {
+        return Ok((None, None));
+    };
+    let options = TracingOptions {
+        endpoint: endpoint.clone(),
+        ratio: settings.trace_sample_ratio,
+    };
+    let (export, tracing) = TraceExport::start(&options, control.clone())?;
+    info!(endpoint = %endpoint, ratio = options.ratio, "tracing: exporting spans over OTLP");
+    Ok((Some(tracing), Some(export)))
 }
 
 /// The plugin registry over the plugins directory, loaded, compiling in a child process unless
@@ -174,6 +200,7 @@ fn start_proxy(
     settings: &Settings,
     published: &Arc<PublishedTable<Plugin>>,
     metrics: &Arc<Metrics>,
+    tracing: Option<Tracing>,
 ) -> Result<Arc<Proxy>, AppError> {
     let access_log = AccessLog::start(
         settings.access_log,
@@ -192,6 +219,7 @@ fn start_proxy(
             Some(metrics.clone()),
         )
         .with_access_log(access_log)
+        .with_tracing(tracing)
         .with_workers(settings.workers.threads().unwrap_or(1)),
     ))
 }

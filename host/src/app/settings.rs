@@ -118,6 +118,15 @@ pub struct Settings {
     /// Where the access log goes (appended); standard output when not given.
     #[arg(long, env = "ROUTERD_ACCESS_LOG_FILE")]
     pub access_log_file: Option<PathBuf>,
+    /// Where to send spans: an OTLP/HTTP traces URL, used as given
+    /// (`http://127.0.0.1:4318/v1/traces`), protobuf. Without it routerd records no spans and
+    /// passes trace headers through untouched.
+    #[arg(long, env = "ROUTERD_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The share of new traces that are sampled, 0 to 1. A request that comes with a
+    /// `traceparent` follows its caller's decision.
+    #[arg(long, env = "ROUTERD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
     /// The most MiB of compiled plugins kept in the compile cache (`DATA/plugin-cache`); past
     /// it, the least recently used artifacts are removed. 0: no bound.
     #[arg(long, env = "ROUTERD_PLUGIN_CACHE_MAX_MIB", default_value_t = routerd_plugins::engine::DEFAULT_CACHE_BOUND_BYTES >> 20)]

@@ -44,6 +44,21 @@ impl Plugin {
         response: Option<ResponseHead>,
     ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
         self.stats.calls[phase as usize].fetch_add(1, Ordering::Relaxed);
+        let begun = crate::journal::begin();
+        let (result, response) = self.call_unrecorded(phase, call, request, response).await;
+        let outcome = result.as_ref().map_or_else(CallFailure::kind, |_| "ok");
+        crate::journal::record(begun, &self.name, phase, outcome);
+        (result, response)
+    }
+
+    /// [`call`](Self::call) without the journal.
+    async fn call_unrecorded(
+        &self,
+        phase: Phase,
+        call: Call<'_>,
+        request: Option<ExternalRequest>,
+        response: Option<ResponseHead>,
+    ) -> (Result<Outcome, CallFailure>, Option<ResponseHead>) {
         let load_time = phase == Phase::Validate;
         let admission = if load_time {
             Admission::Run
