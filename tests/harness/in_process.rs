@@ -21,8 +21,12 @@ impl Launch {
     /// plugins in-process), returning once both listeners are bound.
     pub async fn start_in_process(self) -> Routerd {
         assert!(
-            self.file_size_limit.is_none(),
+            self.extras.file_size_limit.is_none(),
             "a file size limit needs a process of its own"
+        );
+        assert!(
+            self.extras.envs.is_empty(),
+            "environment variables need a process of their own"
         );
         let dir = TempDir::new("rd-in");
         let (plugins_dir, data_dir) = self.prepare(dir.path());
@@ -33,7 +37,7 @@ impl Launch {
         }
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
         args.extend(["--listen", "127.0.0.1:0", "--admin", admin].map(OsString::from));
-        args.extend(self.extra_args.iter().cloned());
+        args.extend(self.extras.args.iter().cloned());
         args.extend([
             "--plugins".into(),
             plugins_dir.clone().into_os_string(),

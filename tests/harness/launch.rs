@@ -14,10 +14,8 @@ pub struct Launch {
     pub(super) plugins: Vec<(String, PathBuf)>,
     pub(super) settings: Vec<(String, Value)>,
     pub(super) admin_addr: Option<String>,
-    pub(super) extra_args: Vec<OsString>,
-    pub(super) envs: Vec<(OsString, OsString)>,
+    pub(super) extras: Extras,
     pub(super) startup_timeout: Duration,
-    pub(super) file_size_limit: Option<u64>,
 }
 
 impl Launch {
@@ -31,10 +29,8 @@ impl Launch {
             plugins: Vec::new(),
             settings: Vec::new(),
             admin_addr: None,
-            extra_args: Vec::new(),
-            envs: Vec::new(),
+            extras: Extras::default(),
             startup_timeout: STARTUP_TIMEOUT,
-            file_size_limit: None,
         }
     }
 
@@ -54,34 +50,25 @@ impl Launch {
 
     /// Add a command-line argument after the standard ones (e.g. `--admin-token-file`).
     pub fn arg(mut self, arg: impl Into<OsString>) -> Launch {
-        self.extra_args.push(arg.into());
+        self.extras.args.push(arg.into());
         self
     }
 
     /// Set an environment variable for routerd (e.g. `OTEL_BSP_SCHEDULE_DELAY`).
     pub fn env(mut self, name: &str, value: &str) -> Launch {
-        self.envs.push((name.into(), value.into()));
+        self.extras.envs.push((name.into(), value.into()));
         self
     }
 
     fn spawn(&self, dir: &Path, config: Option<&Path>, plugins: &Path, data: &Path) -> Child {
         let admin = self.admin_addr.as_deref().unwrap_or("127.0.0.1:0");
-        spawn_routerd_args(
-            dir,
-            config,
-            plugins,
-            data,
-            admin,
-            &self.extra_args,
-            &self.envs,
-            self.file_size_limit,
-        )
+        spawn_routerd_args(dir, config, plugins, data, admin, &self.extras)
     }
 
     /// Run routerd with this file size limit (`RLIMIT_FSIZE`): a write past it fails the way a
     /// full disk fails it.
     pub fn file_size_limit(mut self, bytes: u64) -> Launch {
-        self.file_size_limit = Some(bytes);
+        self.extras.file_size_limit = Some(bytes);
         self
     }
 

@@ -91,24 +91,40 @@ pub(super) fn spawn_routerd_with(
     plugins: &Path,
     data: &Path,
 ) -> Child {
-    spawn_routerd_args(dir, config, plugins, data, "127.0.0.1:0", &[], &[], None)
+    spawn_routerd_args(
+        dir,
+        config,
+        plugins,
+        data,
+        "127.0.0.1:0",
+        &Extras::default(),
+    )
 }
 
 /// [`spawn_routerd_with`] with this `--admin` address and extra arguments after the standard
 /// ones.
+/// What a launch adds to the standard command line and environment.
+#[derive(Default, Clone)]
+pub struct Extras {
+    /// Arguments after the standard ones.
+    pub args: Vec<OsString>,
+    /// Environment variables set for routerd.
+    pub envs: Vec<(OsString, OsString)>,
+    /// `RLIMIT_FSIZE`, when set.
+    pub file_size_limit: Option<u64>,
+}
+
 pub(super) fn spawn_routerd_args(
     dir: &Path,
     config: Option<&Path>,
     plugins: &Path,
     data: &Path,
     admin: &str,
-    extra: &[OsString],
-    envs: &[(OsString, OsString)],
-    file_size_limit: Option<u64>,
+    extras: &Extras,
 ) -> Child {
     std::fs::create_dir_all(plugins).expect("create plugins dir");
     std::fs::create_dir_all(data).expect("create data dir");
-    let mut cmd = match file_size_limit {
+    let mut cmd = match extras.file_size_limit {
         // util-linux's prlimit sets RLIMIT_FSIZE, then runs routerd.
         Some(bytes) => {
             let mut c = Command::new("prlimit");
@@ -123,7 +139,7 @@ pub(super) fn spawn_routerd_args(
         cmd.arg("--config").arg(config);
     }
     cmd.args(["--listen", "127.0.0.1:0", "--admin", admin])
-        .args(extra)
+        .args(&extras.args)
         .arg("--plugins")
         .arg(plugins)
         .arg("--data")
@@ -137,7 +153,7 @@ pub(super) fn spawn_routerd_args(
         .env_remove("ROUTERD_PLUGINS")
         .env_remove("ROUTERD_DATA")
         .env_remove("ROUTERD_DRAIN_SECS")
-        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .envs(extras.envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

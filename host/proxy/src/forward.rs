@@ -12,6 +12,7 @@ use tracing::warn;
 use super::answer::client_body_failed;
 use super::body::{ClientBodyError, RequestBody};
 use super::clients::UpstreamError;
+use super::spans::BackendSpan;
 use super::upstream::{self, UpstreamPath};
 use super::{Proxy, Trace, upgrade};
 use routerd_base::Peer;
@@ -28,6 +29,9 @@ pub(super) struct Upstream<'a> {
     pub(super) timeout: Option<Duration>,
     pub(super) route: &'a str,
 }
+
+/// A backend request's head, the client's side of an upgrade, and the try's span.
+pub(super) type BackendHead = (http::request::Parts, Option<OnUpgrade>, Option<BackendSpan>);
 
 /// One exchange with a backend: its answer (with the client's side of an upgrade), or what
 /// failed before an answer head arrived.
@@ -67,14 +71,11 @@ impl Proxy {
         peer: &Peer,
         trace: &mut Trace,
     ) -> Exchange {
-        let (mut parts, client_upgrade) = match Self::upstream_head(upstream, parts, peer, trace) {
+        let (parts, client_upgrade, span) = match Self::upstream_head(upstream, parts, peer, trace)
+        {
             Ok(head) => head,
             Err(e) => return Exchange::Unbuildable(e),
         };
-        let span = trace.span.as_ref().map(|s| {
-            let authority = &upstream.target.authority;
-            s.backend(&parts.method, &parts.uri, authority, &mut parts.headers)
-        });
         let limit = upstream.timeout.unwrap_or(self.response_timeout);
         let request = self.clients.send(
             upstream.target,
@@ -201,13 +202,14 @@ impl Proxy {
     }
 
     /// The backend request's head: the URI for the target, hop-by-hop headers dropped (an
-    /// upgrade's kept), forwarded headers added; with the client's side of an upgrade.
+    /// upgrade's kept), forwarded headers added; with the client's side of an upgrade, and the
+    /// try's span when the request is traced (its context written onto the head).
     pub(super) fn upstream_head(
         upstream: &Upstream<'_>,
         mut parts: http::request::Parts,
         peer: &Peer,
         trace: &mut Trace,
-    ) -> Result<(http::request::Parts, Option<OnUpgrade>), http::Error> {
+    ) -> Result<BackendHead, http::Error> {
         let Upstream {
             target,
             path,
@@ -248,6 +250,14 @@ impl Proxy {
         } else {
             http::Version::HTTP_11
         };
-        Ok((parts, client_upgrade))
+        let span = trace.span.as_ref().map(|s| {
+            s.backend(
+                &parts.method,
+                &parts.uri,
+                &target.authority,
+                &mut parts.headers,
+            )
+        });
+        Ok((parts, client_upgrade, span))
     }
 }

@@ -339,6 +339,8 @@ mod future_size {
     #[test]
     fn the_request_future_stays_small() {
         let size = output_size(<Proxy as crate::server::Handler>::call);
-        assert!(size <= 6 * 1024, "the request future is {size} bytes");
+        // 6 KiB, and 32 bytes for tracing's two boxes (the request's span and a backend
+        // try's), which live across awaits whether tracing is on or not.
+        assert!(size <= 6 * 1024 + 32, "the request future is {size} bytes");
     }
 }

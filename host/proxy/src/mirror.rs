@@ -59,7 +59,7 @@ impl Proxy {
         };
         // The copy's head, built like the primary's but traced nowhere.
         let head = Self::upstream_head(&upstream, parts.clone(), peer, &mut Trace::default());
-        let Ok((head, _)) = head else {
+        let Ok((head, _, _)) = head else {
             mirror.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(body);
         };
