@@ -325,6 +325,62 @@ async fn spans_join_the_callers_trace_with_the_right_parents() {
         .filter(|s| s.name == "route" && attr(s, "routerd.decision").as_deref() == Some("404"))
         .collect();
     assert_eq!(decisions.len(), 1, "{:#?}", names(&spans));
+
+    // `/metrics` counts what was exported: every span the receiver got, none failed.
+    let received = receiver.spans.lock().unwrap().len() as f64;
+    let metrics = rd.admin_get("/metrics").await.text();
+    let exported = series_value(&metrics, "routerd_trace_spans_exported_total").unwrap();
+    let ended = series_value(&metrics, "routerd_trace_spans_ended_total").unwrap();
+    assert!(
+        exported >= received,
+        "{exported} exported, {received} received"
+    );
+    assert!(ended >= exported, "{ended} ended, {exported} exported");
+    assert_eq!(
+        series_value(&metrics, "routerd_trace_spans_failed_total"),
+        Some(0.0)
+    );
+}
+
+/// With the collector down, requests are served as before, and `/metrics` says the spans
+/// were not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_requests_nothing_and_shows_in_metrics() {
+    let backend = Backend::start("echo").await;
+    let down = format!("http://127.0.0.1:{}/v1/traces", unused_port());
+    let rd = launch(&traced_config(&backend), &["header-eq", "add-headers"])
+        .arg("--otlp-endpoint")
+        .arg(&down)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .start()
+        .await;
+    for i in 0..20 {
+        let r = rd
+            .request(
+                "GET",
+                &format!("/t/{i}"),
+                &[("x-pass", "yes")],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert_eq!(received_traceparent(&r.json()).3, "01");
+    }
+    let failed = wait_until(
+        async || {
+            let metrics = rd.admin_get("/metrics").await.text();
+            series_value(&metrics, "routerd_trace_spans_failed_total").unwrap_or(0.0) > 0.0
+        },
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(failed, "failed exports are counted");
+    assert!(
+        rd.logs()
+            .iter()
+            .any(|l| l.contains("tracing: an export of")),
+        "and logged"
+    );
 }
 
 /// Ratio 0 samples no new trace, yet every backend request still carries a trace context

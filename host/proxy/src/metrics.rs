@@ -48,6 +48,17 @@ pub struct UpgradeStats {
     pub idle_closed: Counter,
 }
 
+/// Counters of exported spans, shown in `/metrics` (clones share the values).
+#[derive(Debug, Default, Clone)]
+pub struct TraceStats {
+    /// Spans that ended (handed to the export queue).
+    pub ended: Counter,
+    /// Spans the collector took.
+    pub exported: Counter,
+    /// Spans in exports that failed (the collector down, refusing, or too slow).
+    pub failed: Counter,
+}
+
 /// Upper bounds of the latency buckets: 100 µs doubling up to ~13 s, then +Inf.
 const BUCKETS: usize = 18;
 const FIRST_BOUND_NANOS: u64 = 100_000;
@@ -192,6 +203,7 @@ pub struct Metrics {
     table_version: Gauge<i64, AtomicI64>,
     access_log_dropped: Counter,
     upgrades: UpgradeStats,
+    traces: TraceStats,
     overloaded: Family<OverloadLabels, Counter>,
     no_endpoint: Family<RouteLabels, Counter>,
 }
@@ -239,6 +251,22 @@ impl Metrics {
             "Upgraded connections closed after the idle timeout",
             upgrades.idle_closed.clone(),
         );
+        let traces = TraceStats::default();
+        registry.register(
+            "routerd_trace_spans_ended",
+            "Spans recorded and queued for export (--otlp-endpoint); past the queue's bound (OTEL_BSP_MAX_QUEUE_SIZE, 2048) they are dropped: ended minus exported minus failed",
+            traces.ended.clone(),
+        );
+        registry.register(
+            "routerd_trace_spans_exported",
+            "Spans the OTLP collector took",
+            traces.exported.clone(),
+        );
+        registry.register(
+            "routerd_trace_spans_failed",
+            "Spans in exports that failed (the collector down, refusing them or too slow)",
+            traces.failed.clone(),
+        );
         let overloaded = Family::<OverloadLabels, Counter>::default();
         registry.register(
             "routerd_overloaded_requests",
@@ -257,6 +285,7 @@ impl Metrics {
             table_version,
             access_log_dropped,
             upgrades,
+            traces,
             overloaded,
             no_endpoint,
         })
@@ -265,6 +294,11 @@ impl Metrics {
     /// The counters of upgraded connections, for the proxy to update.
     pub fn upgrades(&self) -> UpgradeStats {
         self.upgrades.clone()
+    }
+
+    /// The counters of exported spans, for the export to increment.
+    pub fn traces(&self) -> TraceStats {
+        self.traces.clone()
     }
 
     /// The counter of dropped access-log lines, for the access log to increment.

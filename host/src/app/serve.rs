@@ -72,7 +72,7 @@ pub(super) async fn serve(
         Box::new(PluginCounters::new(registry.clone())),
         Box::new(RouteCounters(published.clone())),
     ]);
-    let (tracing, trace_export) = start_tracing(&settings, &control)?;
+    let (tracing, trace_export) = start_tracing(&settings, &control, &metrics)?;
     let proxy = start_proxy(&settings, &published, &metrics, tracing)?;
     let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;
     // Health checks and the plugin watcher spawn their tasks on the control runtime.
@@ -112,6 +112,7 @@ pub(super) async fn serve(
 fn start_tracing(
     settings: &Settings,
     control: &tokio::runtime::Handle,
+    metrics: &Metrics,
 ) -> Result<(Option<Tracing>, Option<TraceExport>), AppError> {
     let Some(endpoint) = &settings.otlp_endpoint else {
         return Ok((None, None));
@@ -120,7 +121,7 @@ fn start_tracing(
         endpoint: endpoint.clone(),
         ratio: settings.trace_sample_ratio,
     };
-    let (export, tracing) = TraceExport::start(&options, control.clone())?;
+    let (export, tracing) = TraceExport::start(&options, control.clone(), metrics.traces())?;
     info!(endpoint = %endpoint, ratio = options.ratio, "tracing: exporting spans over OTLP");
     Ok((Some(tracing), Some(export)))
 }

@@ -14,9 +14,13 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter, SpanProcessor,
+};
 
 use super::Tracing;
+use crate::metrics::TraceStats;
 
 /// How long one export may take, connection included.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +67,7 @@ impl TraceExport {
     pub fn start(
         options: &TracingOptions,
         runtime: tokio::runtime::Handle,
+        stats: TraceStats,
     ) -> Result<(TraceExport, Tracing), TracingError> {
         if !(0.0..=1.0).contains(&options.ratio) {
             return Err(TracingError::Ratio(options.ratio));
@@ -94,8 +99,16 @@ impl TraceExport {
             resource = resource.with_service_name("routerd");
         }
         let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(options.ratio)));
+        let exporter = CountedExporter {
+            inner: exporter,
+            stats: stats.clone(),
+        };
+        let batch = CountedQueue {
+            inner: BatchSpanProcessor::builder(exporter).build(),
+            ended: stats.ended,
+        };
         let provider = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
+            .with_span_processor(batch)
             .with_sampler(sampler)
             .with_resource(resource.build())
             .build();
@@ -164,5 +177,71 @@ impl HttpClient for ExportClient {
             Ok(answer) => answer,
             Err(_) => Err(format!("no answer within {EXPORT_TIMEOUT:?}").into()),
         }
+    }
+}
+
+/// The export, counting the spans the collector took and those it did not.
+#[derive(Debug)]
+struct CountedExporter<E> {
+    inner: E,
+    stats: TraceStats,
+}
+
+impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => {
+                self.stats.exported.inc_by(spans);
+            }
+            Err(e) => {
+                self.stats.failed.inc_by(spans);
+                tracing::warn!("tracing: an export of {spans} spans failed: {e}");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The batch queue, counting the spans that end (so what it dropped shows in `/metrics`).
+#[derive(Debug)]
+struct CountedQueue {
+    inner: BatchSpanProcessor,
+    ended: prometheus_client::metrics::counter::Counter,
+}
+
+impl SpanProcessor for CountedQueue {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        self.ended.inc();
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
