@@ -18,6 +18,9 @@
 #   routerd-1k-8m     the same route with 8 header/method/query matchers, among 1,000 routes
 #   routerd-3ep       the route over three endpoints (round robin; the backend listens on three
 #                     ports), against `routerd`: the cost of balancing
+#   routerd-trace     `routerd` with tracing at 100% (--otlp-endpoint: the backend nginx takes
+#                     the exports), against `routerd`: what tracing costs when every request
+#                     is sampled; routerd-trace-0 at ratio 0 (trace context passed on, no span)
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
 # wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
@@ -139,6 +142,10 @@ echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_pr
     >"$tmp/routerd/config.json"
 routerd_dir routerd-base
 cp "$tmp/routerd/config.json" "$tmp/routerd-base/config.json"
+for setup in routerd-trace routerd-trace-0; do
+    routerd_dir "$setup"
+    cp "$tmp/routerd/config.json" "$tmp/$setup/config.json"
+done
 routerd_dir routerd-3ep
 echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}],
   \"targets\": [{\"url\": \"http://127.0.0.1:$backend_port\"}, {\"url\": \"http://127.0.0.1:$backend_port2\"},
@@ -198,9 +205,14 @@ start_proxy() {
         "${pin_proxy[@]}" "$CONN_BIN" "127.0.0.1:$proxy_port" "127.0.0.1:$backend_port" &
         ;;
     routerd*)
-        local bin="$ROUTERD_BIN"
+        local bin="$ROUTERD_BIN" extra=()
         [[ "$setup" != routerd-base ]] || bin="$BASE_BIN"
-        RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$tmp/$setup/config.json" \
+        case "$setup" in
+        routerd-trace) extra=(--otlp-endpoint "http://127.0.0.1:$backend_port/v1/traces") ;;
+        routerd-trace-0) extra=(--otlp-endpoint "http://127.0.0.1:$backend_port/v1/traces"
+            --trace-sample-ratio 0) ;;
+        esac
+        RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$tmp/$setup/config.json" "${extra[@]}" \
             --listen "127.0.0.1:$proxy_port" --admin 127.0.0.1:0 \
             --plugins "$tmp/$setup/plugins" --data "$tmp/$setup/data" >>"$tmp/$setup/log" 2>&1 &
         ;;
@@ -304,7 +316,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the issue's second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-trace", "routerd-trace-0", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF
