@@ -308,8 +308,13 @@ async fn spans_join_the_callers_trace_with_the_right_parents() {
     let r = rd
         .request("GET", "/t/new", &[("x-pass", "yes")], Bytes::new())
         .await;
-    let (_, trace, parent, flags) = received_traceparent(&r.json());
+    let echo = r.json();
+    let (_, trace, parent, flags) = received_traceparent(&echo);
     assert_eq!(flags, "01");
+    assert!(
+        echo["headers"].get("tracestate").is_none(),
+        "no empty tracestate"
+    );
     assert_ne!(trace, "0".repeat(32));
     let spans = receiver.wait_for(&trace, "GET traced").await;
     let request = one(&spans, "GET traced");

@@ -39,14 +39,14 @@ impl Tracing {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
         let span = self
             .tracer
-            .span_builder(req.method().to_string())
+            .span_builder(method_name(req.method()))
             .with_kind(SpanKind::Server)
             .start_with_context(&self.tracer, &parent);
         let sampled = span.span_context().is_sampled();
         let cx = parent.with_span(span);
         if sampled {
             cx.span().set_attributes([
-                KeyValue::new("http.request.method", req.method().to_string()),
+                KeyValue::new("http.request.method", method_name(req.method())),
                 KeyValue::new("url.path", req.uri().path().to_owned()),
                 KeyValue::new("url.scheme", peer.scheme()),
                 KeyValue::new("client.address", peer.addr.ip().to_string()),
@@ -59,6 +59,35 @@ impl Tracing {
             decision_start: None,
             method: req.method().clone(),
         })
+    }
+}
+
+/// A method's name without an allocation for the standard ones.
+fn method_name(method: &http::Method) -> std::borrow::Cow<'static, str> {
+    use http::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => return method.to_string().into(),
+    };
+    name.into()
+}
+
+/// Writes `cx`'s trace context onto `headers`; an empty `tracestate` is left out (the
+/// propagator writes one even when the caller sent none).
+fn inject(cx: &Context, headers: &mut HeaderMap) {
+    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+    if let http::header::Entry::Occupied(e) = headers.entry("tracestate")
+        && e.get().is_empty()
+    {
+        e.remove();
     }
 }
 
@@ -153,17 +182,16 @@ impl RequestSpan {
         target: &http::uri::Authority,
         headers: &mut HeaderMap,
     ) -> BackendSpan {
-        let propagator = TraceContextPropagator::new();
         if !self.sampled() {
-            propagator.inject_context(&self.cx, &mut HeaderInjector(headers));
+            inject(&self.cx, headers);
             return BackendSpan(None);
         }
         let span = self
             .tracer
-            .span_builder(method.to_string())
+            .span_builder(method_name(method))
             .with_kind(SpanKind::Client)
             .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("http.request.method", method_name(method)),
                 KeyValue::new("server.address", target.host().to_owned()),
                 KeyValue::new("server.port", i64::from(target.port_u16().unwrap_or(0))),
                 KeyValue::new("url.path", uri.path().to_owned()),
@@ -172,7 +200,7 @@ impl RequestSpan {
         let cx = self
             .cx
             .with_remote_span_context(span.span_context().clone());
-        propagator.inject_context(&cx, &mut HeaderInjector(headers));
+        inject(&cx, headers);
         BackendSpan(Some(Box::new(span)))
     }
 
