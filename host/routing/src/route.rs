@@ -132,6 +132,17 @@ pub struct Route<X: External> {
 }
 
 impl<X: External> Route<X> {
+    /// Whether compiling the rule again would give the same route: no plugin (a new version
+    /// may have been loaded) and no CA file (it may have been rewritten).
+    pub fn depends_on_rule_alone(&self) -> bool {
+        self.predicates.is_empty()
+            && !self
+                .filters
+                .iter()
+                .any(|f| matches!(f, RouteFilter::Plugin(_)))
+            && self.rule.tls_ca_file.is_none()
+    }
+
     /// Validates and compiles `rule`. All problems are reported, not only the first.
     pub fn compile(
         rule: &RouteRule,

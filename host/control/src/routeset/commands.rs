@@ -3,6 +3,7 @@
 //! the store, and only then built into a table and served.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::errors::{conflict, not_found, store_error};
 use super::{
@@ -68,6 +69,7 @@ impl RouteSet {
             &self.plugins,
             &self.endpoints,
             &document(&state.file, &api),
+            Some(&self.published.current()),
             |name| changed.contains(&name),
         )
         .map_err(|e| ChangeError::from_validation(&e))?;
@@ -108,8 +110,9 @@ impl RouteSet {
                 format!("a route named {name:?} already exists"),
             ));
         }
+        let rule = Arc::new(rule);
         let change = Change::Put {
-            rule: Box::new(rule.clone()),
+            rule: Arc::clone(&rule),
             expect: Expect::Absent,
         };
         let mut api = state.api.clone();
@@ -143,8 +146,9 @@ impl RouteSet {
                 expect,
             });
         }
+        let rule = Arc::new(rule);
         changes.push(Change::Put {
-            rule: Box::new(rule.clone()),
+            rule: Arc::clone(&rule),
             expect: if new_name == name {
                 expect
             } else {
@@ -198,7 +202,7 @@ impl RouteSet {
         for rule in doc.routes {
             let name = rule.name.clone();
             match state.api.get(&name) {
-                Some(current) if current.rule == rule => {
+                Some(current) if *current.rule == rule => {
                     api.insert(name, current.clone());
                 }
                 existing => {
@@ -209,8 +213,9 @@ impl RouteSet {
                         summary.created.push(name.clone());
                         Expect::Absent
                     };
+                    let rule = Arc::new(rule);
                     changes.push(Change::Put {
-                        rule: Box::new(rule.clone()),
+                        rule: Arc::clone(&rule),
                         expect,
                     });
                     api.insert(name, StoredRoute { rule, version: 0 });

@@ -99,6 +99,7 @@ impl RouteSet {
             &self.plugins,
             &self.endpoints,
             &document(&state.file, &api),
+            Some(&self.published.current()),
             |_| false,
         );
         state.api = api;

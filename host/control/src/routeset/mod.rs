@@ -33,7 +33,9 @@ use crate::store::{RouteStore, StoredRoute};
 use routerd_plugins::Plugin;
 use routerd_plugins::PluginRegistry;
 use routerd_proxy::metrics::Metrics;
-use routerd_routing::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
+use routerd_routing::config::{
+    ConfigFile, DocumentRef, ErrorCode, RouteError, RouteRule, RouteSetError,
+};
 use routerd_routing::endpoints::EndpointStates;
 use routerd_routing::{BuildMode, PublishedTable, RouteTable};
 
@@ -52,7 +54,7 @@ pub enum Source {
 pub struct RouteView {
     /// The route.
     #[serde(flatten)]
-    pub rule: RouteRule,
+    pub rule: Arc<RouteRule>,
     /// Its version (for `If-Match`).
     pub version: u64,
     /// Where it comes from.
@@ -122,14 +124,14 @@ pub struct RouteSet {
 }
 
 /// The document to compile: the file's routes, then every API route whose name the file does
-/// not take (see the module docs).
-fn document(file: &ConfigFile, api: &BTreeMap<String, StoredRoute>) -> ConfigFile {
+/// not take (see the module docs). Borrowed: a change does not copy every rule.
+fn document<'a>(file: &'a ConfigFile, api: &'a BTreeMap<String, StoredRoute>) -> DocumentRef<'a> {
     let taken = file_names(file);
-    let mut doc = file.clone();
+    let mut doc = DocumentRef::from(file);
     doc.routes.extend(
         api.values()
             .filter(|r| !taken.contains(r.rule.name.as_str()))
-            .map(|r| r.rule.clone()),
+            .map(|r| &*r.rule),
     );
     doc
 }
@@ -171,7 +173,8 @@ impl RouteSet {
             .map(|r| (r.rule.name.clone(), r))
             .collect();
         let endpoints = EndpointStates::default();
-        let table = Self::compile(&plugins, &endpoints, &document(&file, &api), |name| {
+        let doc = document(&file, &api);
+        let table = Self::compile(&plugins, &endpoints, &doc, None, |name| {
             file.routes.iter().any(|r| r.name == name)
         })?;
         let set = RouteSet {
@@ -205,15 +208,17 @@ impl RouteSet {
     }
 
     /// Builds a table, excluding routes whose plugin is missing unless `strict(name)` says the
-    /// route must not be excluded (then the missing plugin is an error).
+    /// route must not be excluded (then the missing plugin is an error). Routes of `previous`
+    /// that depend on their rule alone are shared where the rule is unchanged.
     fn compile(
         plugins: &PluginRegistry,
         endpoints: &EndpointStates,
-        doc: &ConfigFile,
+        doc: &DocumentRef<'_>,
+        previous: Option<&RouteTable<Plugin>>,
         strict: impl Fn(&str) -> bool,
     ) -> Result<RouteTable<Plugin>, RouteSetError> {
-        let table =
-            RouteTable::build_in(doc, plugins, BuildMode::ExcludeMissingPlugins, endpoints)?;
+        let mode = BuildMode::ExcludeMissingPlugins;
+        let table = RouteTable::build_in(doc, plugins, mode, endpoints, previous)?;
         let errors: Vec<RouteError> = table
             .excluded()
             .iter()
@@ -268,7 +273,7 @@ impl RouteSet {
             .iter()
             .map(|(r, why)| (r.name.as_str(), why.as_str()))
             .collect();
-        let view = |rule: &RouteRule, version: u64, source: Source| {
+        let view = |rule: Arc<RouteRule>, version: u64, source: Source| {
             let reason = if source == Source::Api && taken.contains(rule.name.as_str()) {
                 Some(SHADOWED.to_owned())
             } else {
@@ -282,7 +287,7 @@ impl RouteSet {
                 } else {
                     "disabled"
                 },
-                rule: rule.clone(),
+                rule,
                 version,
                 source,
                 reason,
@@ -292,12 +297,13 @@ impl RouteSet {
             .file
             .routes
             .iter()
-            .map(|r| view(r, state.file_version, Source::File))
+            // File routes are copied here; API routes are shared.
+            .map(|r| view(Arc::new(r.clone()), state.file_version, Source::File))
             .chain(
                 state
                     .api
                     .values()
-                    .map(|r| view(&r.rule, r.version, Source::Api)),
+                    .map(|r| view(Arc::clone(&r.rule), r.version, Source::Api)),
             )
             .collect();
         // Stable: a file route stays before the API route it shadows.
@@ -322,6 +328,7 @@ impl RouteSet {
             &self.plugins,
             &self.endpoints,
             &document(&config, &state.api),
+            Some(&self.published.current()),
             |name| config.routes.iter().any(|r| r.name == name),
         )?;
         state.file = config;
@@ -351,6 +358,8 @@ impl RouteSet {
             &self.plugins,
             &self.endpoints,
             &document(&state.file, &state.api),
+            // Everything again: a plugin or a file a route reads changed.
+            None,
             |_| false,
         ) {
             Ok(table) => {
@@ -370,7 +379,7 @@ impl RouteSet {
             .file
             .routes
             .iter()
-            .chain(state.api.values().map(|r| &r.rule))
+            .chain(state.api.values().map(|r| &*r.rule))
             .filter_map(|r| r.tls_ca_file.as_ref().map(std::path::PathBuf::from))
             .collect();
         files.sort();

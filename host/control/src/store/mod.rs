@@ -7,6 +7,7 @@
 //! saw them ([`Expect`]), so optimistic concurrency holds across instances.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +20,8 @@ pub mod redb;
 /// A route as stored: the rule and its version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredRoute {
-    /// The route.
-    pub rule: RouteRule,
+    /// The route (shared with the route set's document and listing, never copied per change).
+    pub rule: Arc<RouteRule>,
     /// The revision of the commit that wrote it; never reused.
     pub version: u64,
 }
@@ -56,7 +57,7 @@ pub enum Change {
     /// Insert or replace a route.
     Put {
         /// The new route; it is stored under its name.
-        rule: Box<RouteRule>,
+        rule: Arc<RouteRule>,
         /// What the stored route must be for the commit to go ahead.
         expect: Expect,
     },

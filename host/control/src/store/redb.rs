@@ -5,7 +5,7 @@
 //! before stays.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Change, RouteStore, Snapshot, StoreError, StoredRoute};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -125,7 +125,7 @@ impl RedbStore {
                 match change {
                     Change::Put { rule, .. } => {
                         let stored = StoredRoute {
-                            rule: (**rule).clone(),
+                            rule: Arc::clone(rule),
                             version: revision,
                         };
                         let bytes = serde_json::to_vec(&stored).map_err(|e| self.fail(e))?;
@@ -186,7 +186,7 @@ mod tests {
 
     fn put(name: &str, expect: Expect) -> Change {
         Change::Put {
-            rule: Box::new(rule(name)),
+            rule: Arc::new(rule(name)),
             expect,
         }
     }

@@ -9,8 +9,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, ErrorCode, FieldError, RouteError, RouteSetError};
 pub use model::{
-    BalanceSpec, ConfigFile, FilterSpec, MatcherSpec, MirrorSpec, OutlierSpec, RateLimitSpec,
-    RetrySpec, RouteRule, TargetSpec,
+    BalanceSpec, ConfigFile, DocumentRef, FilterSpec, MatcherSpec, MirrorSpec, OutlierSpec,
+    RateLimitSpec, RetrySpec, RouteRule, TargetSpec,
 };
 
 /// The route set served when no `--config` is given: a landing page and a templated greeting.

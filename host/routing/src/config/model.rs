@@ -18,6 +18,38 @@ pub struct ConfigFile {
     pub max_body_bytes: Option<usize>,
 }
 
+/// A route document with its rules borrowed: what a table is built from, so a document made
+/// of several sources (the config file's routes and the API's) is not copied to be built.
+#[derive(Debug, Clone, Default)]
+pub struct DocumentRef<'a> {
+    /// The route rules.
+    pub routes: Vec<&'a RouteRule>,
+    /// As [`ConfigFile::default_url`].
+    pub default_url: Option<&'a str>,
+    /// As [`ConfigFile::max_body_bytes`].
+    pub max_body_bytes: Option<usize>,
+}
+
+impl<'a> DocumentRef<'a> {
+    /// `file`'s settings, and none of its routes.
+    pub fn settings_of(file: &'a ConfigFile) -> DocumentRef<'a> {
+        DocumentRef {
+            routes: Vec::new(),
+            default_url: file.default_url.as_deref(),
+            max_body_bytes: file.max_body_bytes,
+        }
+    }
+}
+
+impl<'a> From<&'a ConfigFile> for DocumentRef<'a> {
+    fn from(file: &'a ConfigFile) -> DocumentRef<'a> {
+        DocumentRef {
+            routes: file.routes.iter().collect(),
+            ..DocumentRef::settings_of(file)
+        }
+    }
+}
+
 /// One route rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,6 +9,8 @@ mod predicates;
 
 pub use explain::{Candidate, Explanation, Failure};
 
+use std::sync::Arc;
+
 use http::{Method, StatusCode};
 
 use super::endpoints::EndpointStates;
@@ -19,7 +21,7 @@ use super::params::Params;
 use super::request::RequestView;
 use super::route::{Route, Target};
 use super::tree::{Candidates, PathIndex, PathIndexBuilder};
-use crate::config::{ConfigFile, ErrorCode, RouteError, RouteRule, RouteSetError};
+use crate::config::{ConfigFile, DocumentRef, ErrorCode, RouteError, RouteRule, RouteSetError};
 
 /// The default limit on bodies read for body matchers.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
@@ -30,14 +32,15 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 /// An immutable compiled route set.
 #[derive(Debug)]
 pub struct RouteTable<X: External> {
-    routes: Vec<Route<X>>,
+    /// Shared with the tables built after this one while their rule stays the same.
+    routes: Vec<Arc<Route<X>>>,
     index: PathIndex,
     /// Routes with a regex path or no path matcher, in rank order.
     unindexed: Vec<u32>,
     default_route: Option<u32>,
     default_url: Option<Target>,
     max_body_bytes: usize,
-    disabled: Vec<Route<X>>,
+    disabled: Vec<Arc<Route<X>>>,
     excluded: Vec<(RouteRule, String)>,
 }
 
@@ -131,24 +134,30 @@ impl<X: External> RouteTable<X> {
         plugins: &dyn PluginSource<X>,
         mode: BuildMode,
     ) -> Result<RouteTable<X>, RouteSetError> {
-        Self::build_in(config, plugins, mode, &EndpointStates::default())
+        let doc = DocumentRef::from(config);
+        Self::build_in(&doc, plugins, mode, &EndpointStates::default(), None)
     }
 
     /// Like [`RouteTable::build_with`], the endpoints' live state taken from `endpoints`, so
-    /// what the tables before it learned about an endpoint carries over.
+    /// what the tables before it learned about an endpoint carries over. A route of `previous`
+    /// whose rule is unchanged is shared instead of compiled again, unless it depends on more
+    /// than its rule (a plugin, which may have been replaced, or a CA file, which may have
+    /// changed): a change to one route of many compiles that route alone.
     pub fn build_in(
-        config: &ConfigFile,
+        config: &DocumentRef<'_>,
         plugins: &dyn PluginSource<X>,
         mode: BuildMode,
         endpoints: &EndpointStates,
+        previous: Option<&RouteTable<X>>,
     ) -> Result<RouteTable<X>, RouteSetError> {
+        let reusable = previous.map(RouteTable::reusable).unwrap_or_default();
         let mut errors = Vec::new();
         let mut excluded = Vec::new();
         let mut compiled = Vec::with_capacity(config.routes.len());
         let mut names = rustc_hash::FxHashSet::default();
         names.reserve(config.routes.len());
         let mut default_seen: Option<&str> = None;
-        for rule in &config.routes {
+        for &rule in &config.routes {
             if !names.insert(rule.name.as_str()) {
                 errors.push(RouteError::new(
                     &rule.name,
@@ -168,8 +177,12 @@ impl<X: External> RouteTable<X> {
                 }
                 default_seen = Some(&rule.name);
             }
+            if let Some(route) = reusable.get(rule.name.as_str()).filter(|r| r.rule == *rule) {
+                compiled.push(Arc::clone(route));
+                continue;
+            }
             match Route::compile(rule, plugins, endpoints) {
-                Ok(r) => compiled.push(r),
+                Ok(r) => compiled.push(Arc::new(r)),
                 Err(e)
                     if mode == BuildMode::ExcludeMissingPlugins
                         && e.iter().all(|e| e.code == ErrorCode::UnknownPlugin) =>
@@ -197,8 +210,19 @@ impl<X: External> RouteTable<X> {
         Ok(table)
     }
 
+    /// The routes a table built after this one may share, by name: those that depend on
+    /// nothing but their rule.
+    fn reusable(&self) -> rustc_hash::FxHashMap<&str, &Arc<Route<X>>> {
+        self.routes
+            .iter()
+            .chain(&self.disabled)
+            .filter(|r| r.depends_on_rule_alone())
+            .map(|r| (&*r.name, r))
+            .collect()
+    }
+
     fn assemble(
-        routes: Vec<Route<X>>,
+        routes: Vec<Arc<Route<X>>>,
         default_url: Option<Target>,
         max_body_bytes: usize,
     ) -> RouteTable<X> {
@@ -218,7 +242,7 @@ impl<X: External> RouteTable<X> {
                 .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
         });
         let disabled_count = routes.len() - order.len();
-        let mut slots: Vec<Option<Route<X>>> = routes.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<Arc<Route<X>>>> = routes.into_iter().map(Some).collect();
         let mut routes = Vec::with_capacity(order.len());
         routes.extend(order.into_iter().filter_map(|i| slots[i].take()));
         let mut disabled = Vec::with_capacity(disabled_count);
@@ -262,7 +286,7 @@ impl<X: External> RouteTable<X> {
 
     /// The enabled routes in decision order, then the disabled ones.
     pub fn routes(&self) -> impl Iterator<Item = &Route<X>> {
-        self.routes.iter().chain(&self.disabled)
+        self.routes.iter().chain(&self.disabled).map(|r| &**r)
     }
 
     /// The fallback backend.
@@ -506,8 +530,8 @@ fn matchers_match<X: External>(route: &Route<X>, req: &RequestView<'_>, skip_bod
 
 /// The document's own settings beside its routes: the fallback backend, and a body limit within
 /// bounds (errors go to `errors`).
-fn document_settings(config: &ConfigFile, errors: &mut Vec<RouteError>) -> Option<Target> {
-    let default_url = match &config.default_url {
+fn document_settings(config: &DocumentRef<'_>, errors: &mut Vec<RouteError>) -> Option<Target> {
+    let default_url = match config.default_url {
         Some(url) => match Target::parse(url) {
             Ok(t) => Some(t),
             Err(reason) => {
@@ -557,5 +581,61 @@ fn toggle_trailing_slash(path: &str) -> Option<String> {
         Some(p.to_owned())
     } else {
         Some(format!("{path}/"))
+    }
+}
+
+#[cfg(test)]
+mod reuse {
+    //! A table built after another shares the routes whose rule did not change, and compiles
+    //! the rest; what it serves is what a build from nothing serves.
+    use super::*;
+    use crate::config::parse;
+    use crate::external::NoExternal;
+
+    fn doc(routes: &str) -> ConfigFile {
+        parse(&format!(r#"{{"routes": [{routes}]}}"#), "test").unwrap_or_default()
+    }
+
+    fn by_name<'a>(t: &'a RouteTable<NoExternal>, name: &str) -> &'a Arc<Route<NoExternal>> {
+        let found = t
+            .routes
+            .iter()
+            .chain(&t.disabled)
+            .find(|r| &*r.name == name);
+        found.unwrap_or_else(|| panic!("no route {name}"))
+    }
+
+    #[test]
+    fn unchanged_routes_are_shared_and_changed_ones_compiled() {
+        let a = r#"{"name": "a", "target_url": "http://127.0.0.1:1", "matchers": [{"condition": "path", "pattern": "/a/{id}"}]}"#;
+        let b = r#"{"name": "b", "target_url": "http://127.0.0.1:2", "matchers": [{"condition": "path", "pattern": "/b"}]}"#;
+        let b2 = r#"{"name": "b", "target_url": "http://127.0.0.1:3", "matchers": [{"condition": "path", "pattern": "/b"}]}"#;
+        let states = EndpointStates::default();
+        let build = |d: &ConfigFile, prev: Option<&RouteTable<NoExternal>>| {
+            RouteTable::<NoExternal>::build_in(&d.into(), &(), BuildMode::Strict, &states, prev)
+        };
+        let first = match build(&doc(&format!("{a}, {b}")), None) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let second = match build(&doc(&format!("{a}, {b2}")), Some(&first)) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(Arc::ptr_eq(by_name(&first, "a"), by_name(&second, "a")));
+        assert!(!Arc::ptr_eq(by_name(&first, "b"), by_name(&second, "b")));
+        let target = |t: &RouteTable<NoExternal>| {
+            let route = by_name(t, "b");
+            route.rule.target_url.clone()
+        };
+        assert_eq!(target(&second).as_deref(), Some("http://127.0.0.1:3"));
+        // Decisions equal a build from nothing.
+        let fresh = match build(&doc(&format!("{a}, {b2}")), None) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        let names =
+            |t: &RouteTable<NoExternal>| t.routes().map(|r| r.name.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&second), names(&fresh));
     }
 }

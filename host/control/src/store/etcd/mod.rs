@@ -21,7 +21,7 @@ mod route_store;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, KvClient};
@@ -351,7 +351,7 @@ impl EtcdStore {
         let name = key.strip_prefix(&format!("{}routes/", self.prefix))?;
         match serde_json::from_slice::<RouteRule>(value) {
             Ok(rule) if rule.name == name => Some(StoredRoute {
-                rule,
+                rule: Arc::new(rule),
                 version: u64::try_from(revision).unwrap_or(0),
             }),
             Ok(rule) => {
