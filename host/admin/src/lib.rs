@@ -29,8 +29,11 @@ use routerd_control::routeset::{RouteSet, RouteView, Source};
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::server::Handler;
 
-/// The largest route document accepted.
+/// The largest single route, match request or other JSON body accepted.
 const MAX_JSON_BODY: usize = 4 << 20;
+/// The largest document `apply` accepts: a controller syncing a cluster's routes sends them all
+/// at once (100,000 routes are about 13 MiB of JSON).
+const MAX_APPLY_BODY: usize = 64 << 20;
 /// The largest plugin accepted.
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
@@ -176,7 +179,7 @@ impl Admin {
                 Ok(json(StatusCode::CREATED, &view))
             }
             (&Method::POST, ["apply"]) => {
-                let doc = parse_apply(&read_body(body, MAX_JSON_BODY).await?)?;
+                let doc = parse_apply(&read_body(body, MAX_APPLY_BODY).await?)?;
                 let routes = self.routes.clone();
                 let summary = blocking(move || routes.apply(doc)).await?;
                 Ok(json(StatusCode::OK, &summary))
