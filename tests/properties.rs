@@ -81,7 +81,7 @@ fn admin_route_target(bytes: &[u8]) {
     match routerd::admin::parse_rule(bytes) {
         Ok(rule) => {
             let doc = ConfigFile {
-                routes: vec![rule],
+                routes: vec![rule.into()],
                 ..ConfigFile::default()
             };
             if let Err(e) = RouteTable::<NoExternal>::build(&doc) {

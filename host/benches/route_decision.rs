@@ -67,7 +67,7 @@ fn generate(n: usize) -> (Vec<(String, String)>, ConfigFile) {
             }))
             .map(|mut r| {
                 r.matchers = matchers;
-                r
+                std::sync::Arc::new(r)
             })
             .unwrap_or_else(|e| panic!("{e}"))
         })

@@ -95,8 +95,8 @@ impl<X: ExternalFilter> std::fmt::Debug for RouteFilter<X> {
 pub struct Route<X: External> {
     /// The route's name.
     pub name: std::sync::Arc<str>,
-    /// The rule it was compiled from (what the API shows).
-    pub rule: RouteRule,
+    /// The rule it was compiled from (what the API shows), shared with the document.
+    pub rule: std::sync::Arc<RouteRule>,
     /// Its path matcher.
     pub path: PathMatch,
     /// Parameter names and their segment positions (catch-all flagged), for templates.
@@ -145,7 +145,7 @@ impl<X: External> Route<X> {
 
     /// Validates and compiles `rule`. All problems are reported, not only the first.
     pub fn compile(
-        rule: &RouteRule,
+        rule: &std::sync::Arc<RouteRule>,
         plugins: &dyn PluginSource<X>,
         endpoints: &EndpointStates,
     ) -> Result<Route<X>, Vec<RouteError>> {
@@ -177,7 +177,7 @@ impl<X: External> Route<X> {
         let needs_body = matchers.iter().any(|(_, m)| m.needs_body());
         Ok(Route {
             name: rule.name.as_str().into(),
-            rule: rule.clone(),
+            rule: std::sync::Arc::clone(rule),
             path,
             params,
             methods,

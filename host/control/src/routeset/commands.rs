@@ -202,7 +202,7 @@ impl RouteSet {
         for rule in doc.routes {
             let name = rule.name.clone();
             match state.api.get(&name) {
-                Some(current) if *current.rule == rule => {
+                Some(current) if current.rule == rule => {
                     api.insert(name, current.clone());
                 }
                 existing => {
@@ -213,7 +213,6 @@ impl RouteSet {
                         summary.created.push(name.clone());
                         Expect::Absent
                     };
-                    let rule = Arc::new(rule);
                     changes.push(Change::Put {
                         rule: Arc::clone(&rule),
                         expect,

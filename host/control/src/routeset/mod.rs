@@ -131,7 +131,7 @@ fn document<'a>(file: &'a ConfigFile, api: &'a BTreeMap<String, StoredRoute>) ->
     doc.routes.extend(
         api.values()
             .filter(|r| !taken.contains(r.rule.name.as_str()))
-            .map(|r| &*r.rule),
+            .map(|r| &r.rule),
     );
     doc
 }
@@ -297,8 +297,7 @@ impl RouteSet {
             .file
             .routes
             .iter()
-            // File routes are copied here; API routes are shared.
-            .map(|r| view(Arc::new(r.clone()), state.file_version, Source::File))
+            .map(|r| view(Arc::clone(r), state.file_version, Source::File))
             .chain(
                 state
                     .api
@@ -379,7 +378,7 @@ impl RouteSet {
             .file
             .routes
             .iter()
-            .chain(state.api.values().map(|r| &*r.rule))
+            .chain(state.api.values().map(|r| &r.rule))
             .filter_map(|r| r.tls_ca_file.as_ref().map(std::path::PathBuf::from))
             .collect();
         files.sort();

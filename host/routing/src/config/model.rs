@@ -2,14 +2,16 @@
 //! validation. Field names follow the Cube router's route rules, plus our extensions.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A whole config document: `{"routes": [...], "default_url": "..."}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// The route rules.
+    /// The route rules (shared: the tables built from them and the API's listing hold the
+    /// same rules, not copies).
     #[serde(default)]
-    pub routes: Vec<RouteRule>,
+    pub routes: Vec<Arc<RouteRule>>,
     /// Where requests go when no route (and no default rule) matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_url: Option<String>,
@@ -23,7 +25,7 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Default)]
 pub struct DocumentRef<'a> {
     /// The route rules.
-    pub routes: Vec<&'a RouteRule>,
+    pub routes: Vec<&'a Arc<RouteRule>>,
     /// As [`ConfigFile::default_url`].
     pub default_url: Option<&'a str>,
     /// As [`ConfigFile::max_body_bytes`].

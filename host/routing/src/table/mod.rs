@@ -41,7 +41,7 @@ pub struct RouteTable<X: External> {
     default_url: Option<Target>,
     max_body_bytes: usize,
     disabled: Vec<Arc<Route<X>>>,
-    excluded: Vec<(RouteRule, String)>,
+    excluded: Vec<(Arc<RouteRule>, String)>,
 }
 
 /// How [`RouteTable::build`] treats routes whose plugin is missing.
@@ -177,7 +177,9 @@ impl<X: External> RouteTable<X> {
                 }
                 default_seen = Some(&rule.name);
             }
-            if let Some(route) = reusable.get(rule.name.as_str()).filter(|r| r.rule == *rule) {
+            // The same rule as shared by the route set is the common case, and the cheapest.
+            let unchanged = |r: &&&Arc<Route<X>>| Arc::ptr_eq(&r.rule, rule) || *r.rule == **rule;
+            if let Some(route) = reusable.get(rule.name.as_str()).filter(unchanged) {
                 compiled.push(Arc::clone(route));
                 continue;
             }
@@ -275,7 +277,7 @@ impl<X: External> RouteTable<X> {
     }
 
     /// Routes left out because a plugin they use is missing, with the reason.
-    pub fn excluded(&self) -> &[(RouteRule, String)] {
+    pub fn excluded(&self) -> &[(Arc<RouteRule>, String)] {
         &self.excluded
     }
 
@@ -623,6 +625,13 @@ mod reuse {
             Err(e) => panic!("{e}"),
         };
         assert!(Arc::ptr_eq(by_name(&first, "a"), by_name(&second, "a")));
+        // A compiled route holds the document's rule, not a copy of it.
+        let fresh_doc = doc(&format!("{a}, {b2}"));
+        let built = match build(&fresh_doc, None) {
+            Ok(t) => t,
+            Err(e) => panic!("{e}"),
+        };
+        assert!(Arc::ptr_eq(&by_name(&built, "a").rule, &fresh_doc.routes[0]));
         assert!(!Arc::ptr_eq(by_name(&first, "b"), by_name(&second, "b")));
         let target = |t: &RouteTable<NoExternal>| {
             let route = by_name(t, "b");
