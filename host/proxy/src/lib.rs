@@ -61,7 +61,7 @@ pub struct Proxy {
     tracing: Option<Arc<spans::Tracing>>,
 }
 
-/// What a request's handling learns for its access-log line.
+/// What a request's handling learns for its access-log line, and its span when traced.
 #[derive(Debug, Default)]
 struct Trace {
     /// Whether anything reads it (the access log is on); otherwise nothing is measured.
