@@ -175,6 +175,17 @@ fn received_traceparent(echo: &Value) -> (String, String, String, String) {
     )
 }
 
+/// A GET of `path` through the traced route (with `traceparent` when given): the backend's echo.
+async fn traced_get(rd: &Routerd, path: &str, traceparent: Option<&str>) -> Value {
+    let mut headers = vec![("x-pass", "yes")];
+    if let Some(tp) = traceparent {
+        headers.push(("traceparent", tp));
+    }
+    let r = rd.request("GET", path, &headers, Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.json()
+}
+
 /// The traced route: a plugin predicate and a plugin filter in front of `backend`.
 fn traced_config(backend: &Backend) -> Value {
     config(vec![
@@ -360,16 +371,8 @@ async fn a_collector_that_is_down_costs_requests_nothing_and_shows_in_metrics() 
         .start()
         .await;
     for i in 0..20 {
-        let r = rd
-            .request(
-                "GET",
-                &format!("/t/{i}"),
-                &[("x-pass", "yes")],
-                Bytes::new(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.describe());
-        assert_eq!(received_traceparent(&r.json()).3, "01");
+        let echo = traced_get(&rd, &format!("/t/{i}"), None).await;
+        assert_eq!(received_traceparent(&echo).3, "01");
     }
     let failed = wait_until(
         async || {
@@ -399,43 +402,21 @@ async fn the_ratio_samples_new_traces_and_callers_decide_for_theirs() {
         .await;
     let mut unsampled = Vec::new();
     for i in 0..20 {
-        let r = rd
-            .request(
-                "GET",
-                &format!("/t/{i}"),
-                &[("x-pass", "yes")],
-                Bytes::new(),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", r.describe());
-        let (_, trace, _, flags) = received_traceparent(&r.json());
+        let echo = traced_get(&rd, &format!("/t/{i}"), None).await;
+        let (_, trace, _, flags) = received_traceparent(&echo);
         assert_eq!(flags, "00", "not sampled");
         unsampled.push(trace);
     }
     // A caller that did not sample is followed too: its trace id goes on, unsampled.
     let not_sampled = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-00");
-    let r = rd
-        .request(
-            "GET",
-            "/t/x",
-            &[("traceparent", &not_sampled), ("x-pass", "yes")],
-            Bytes::new(),
-        )
-        .await;
-    let (_, trace, _, flags) = received_traceparent(&r.json());
+    let echo = traced_get(&rd, "/t/x", Some(&not_sampled)).await;
+    let (_, trace, _, flags) = received_traceparent(&echo);
     assert_eq!((trace.as_str(), flags.as_str()), (CALLER_TRACE, "00"));
 
     let sampled_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let sampled = format!("00-{sampled_trace}-00f067aa0ba902b7-01");
-    let r = rd
-        .request(
-            "GET",
-            "/t/y",
-            &[("traceparent", &sampled), ("x-pass", "yes")],
-            Bytes::new(),
-        )
-        .await;
-    assert_eq!(received_traceparent(&r.json()).3, "01");
+    let echo = traced_get(&rd, "/t/y", Some(&sampled)).await;
+    assert_eq!(received_traceparent(&echo).3, "01");
     receiver.wait_for(sampled_trace, "GET traced").await;
     // Spans leave in the order they end: everything before the sampled request has gone.
     let all = receiver.spans.lock().unwrap().clone();

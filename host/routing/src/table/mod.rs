@@ -631,7 +631,10 @@ mod reuse {
             Ok(t) => t,
             Err(e) => panic!("{e}"),
         };
-        assert!(Arc::ptr_eq(&by_name(&built, "a").rule, &fresh_doc.routes[0]));
+        assert!(Arc::ptr_eq(
+            &by_name(&built, "a").rule,
+            &fresh_doc.routes[0]
+        ));
         assert!(!Arc::ptr_eq(by_name(&first, "b"), by_name(&second, "b")));
         let target = |t: &RouteTable<NoExternal>| {
             let route = by_name(t, "b");
