@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# routerd against nginx as a reverse proxy, side by side, in front of the same nginx `return 200`
-# backend, with wrk on 127.0.0.1.
+# routerd against nginx, HAProxy and Caddy as reverse proxies, side by side, in front of the same
+# nginx `return 200` backend, with wrk on 127.0.0.1.
 #
 #   bash tests/bench/e2e.sh                     # 3 rounds, 5 s per run, 8/32/256 connections
 #   ROUNDS=5 DURATION=10 CONNS="32" bash tests/bench/e2e.sh
@@ -9,6 +9,11 @@
 # Setups, each started fresh for its run and stopped after it:
 #   nginx             nginx proxy: 1 worker, upstream keepalive 64, proxy_http_version 1.1, no log
 #   nginx-njs         the same, plus an njs check of `X-Bench: yes` (what the predicate does)
+#   haproxy           HAProxy (Debian's package) as a peer: one thread, `http-reuse always`
+#                     (idle backend connections shared), keep-alive both ways, no log
+#   caddy             Caddy (Debian's package, Go) as a peer: `reverse_proxy` with its default
+#                     keep-alive pool, admin endpoint and automatic HTTPS off, no access log;
+#                     pinned, Go sizes GOMAXPROCS to the one CPU it is given
 #   hyper-bare        routerd's stack with nothing of routerd (host/examples/bare_proxy.rs): the
 #                     floor for any proxy built on hyper + tokio; BARE_BIN=PATH overrides it
 #   hyper-conn        the same with hyper's low-level client (`conn::http1`, a thread-local list
@@ -37,8 +42,8 @@
 #
 # Output: a table (rps, p50, p99, CPU µs/request and the ratios to nginx at the same connection
 # count), OUT/results.tsv and OUT/e2e.png (rps and p99 per setup; gnuplot). OUT defaults to
-# target/e2e. Installs nginx, its njs module, wrk and gnuplot with apt-get when missing. Binds
-# only 127.0.0.1; every wrk run has a fixed duration.
+# target/e2e. Installs nginx, its njs module, HAProxy, Caddy, wrk and gnuplot with apt-get when
+# missing. Binds only 127.0.0.1; every wrk run has a fixed duration.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -51,7 +56,7 @@ DURATION="${DURATION:-5}"
 CONNS="${CONNS:-8 32 256}"
 WARMUP="${WARMUP:-1}"
 OUT="${OUT:-target/e2e}"
-SETUPS="${SETUPS:-nginx nginx-njs hyper-bare hyper-conn routerd routerd-3ep routerd-1k-8m routerd-wasm routerd-wasm-f}"
+SETUPS="${SETUPS:-nginx nginx-njs haproxy caddy hyper-bare hyper-conn routerd routerd-3ep routerd-1k-8m routerd-wasm routerd-wasm-f}"
 [[ -z "${BASE_BIN:-}" || " $SETUPS " == *" routerd-base "* ]] || SETUPS="$SETUPS routerd-base"
 NJS_MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
 
@@ -61,6 +66,8 @@ command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
 command -v gnuplot >/dev/null || missing+=(gnuplot-nox)
 command -v taskset >/dev/null || missing+=(util-linux)
+[[ " $SETUPS " != *" haproxy "* ]] || command -v haproxy >/dev/null || missing+=(haproxy)
+[[ " $SETUPS " != *" caddy "* ]] || command -v caddy >/dev/null || missing+=(caddy)
 if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -134,6 +141,37 @@ nginx_conf "$tmp/nginx-njs" "js_import check from $tmp/check.js; js_set \$bench_
         location / { if (\$bench_ok != \"1\") { return 404; } $location } }" \
     "load_module $NJS_MODULE;"
 
+# The peers. HAProxy: one thread (nginx has one worker), its default `option http-keep-alive`.
+mkdir -p "$tmp/haproxy"
+cat >"$tmp/haproxy/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 8192
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend proxy
+    bind 127.0.0.1:$proxy_port
+    default_backend backend
+backend backend
+    http-reuse always
+    server b1 127.0.0.1:$backend_port
+EOF
+# Caddy: keeps its state in the setup's dir, not under $HOME.
+mkdir -p "$tmp/caddy"
+cat >"$tmp/caddy/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+    storage file_system $tmp/caddy/storage
+}
+http://127.0.0.1:$proxy_port {
+    reverse_proxy 127.0.0.1:$backend_port
+}
+EOF
+
 # routerd configs.
 target="\"target_url\": \"http://127.0.0.1:$backend_port\""
 routerd_dir() { mkdir -p "$tmp/$1/plugins" "$tmp/$1/data"; }
@@ -197,6 +235,13 @@ start_proxy() {
     case "$setup" in
     nginx*)
         "${pin_proxy[@]}" nginx -c "$tmp/$setup/nginx.conf" -e "$tmp/$setup/error.log" &
+        ;;
+    haproxy)
+        "${pin_proxy[@]}" haproxy -db -f "$tmp/haproxy/haproxy.cfg" >>"$tmp/haproxy/log" 2>&1 &
+        ;;
+    caddy)
+        XDG_DATA_HOME="$tmp/caddy" XDG_CONFIG_HOME="$tmp/caddy" "${pin_proxy[@]}" \
+            caddy run --adapter caddyfile --config "$tmp/caddy/Caddyfile" >>"$tmp/caddy/log" 2>&1 &
         ;;
     hyper-bare)
         "${pin_proxy[@]}" "$BARE_BIN" "127.0.0.1:$proxy_port" "127.0.0.1:$backend_port" &
@@ -337,7 +382,7 @@ ncols="$(echo $CONNS | wc -w)"
 gnuplot <<EOF
 set terminal pngcairo size 1400,560 font "sans,10"
 set output "$OUT/e2e.png"
-set multiplot layout 1,2 title "routerd vs nginx as a reverse proxy ($(nproc) CPUs, wrk -t1 -d${DURATION}s, median of $ROUNDS)"
+set multiplot layout 1,2 title "routerd vs nginx, HAProxy and Caddy as reverse proxies ($(nproc) CPUs, wrk -t1 -d${DURATION}s, median of $ROUNDS)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
