@@ -21,14 +21,8 @@ pub type Candidates = SmallVec<[u32; 16]>;
 /// resources under one prefix) is hashed.
 #[derive(Debug)]
 enum Literals {
-    Few(Vec<(Box<str>, u32)>),
+    Few(Box<[(Box<str>, u32)]>),
     Many(HashMap<Box<str>, u32, rustc_hash::FxBuildHasher>),
-}
-
-impl Default for Literals {
-    fn default() -> Self {
-        Literals::Few(Vec::new())
-    }
 }
 
 /// Above this many children a node hashes its literals.
@@ -51,10 +45,11 @@ impl Literals {
     }
 }
 
+/// A node being built.
 #[derive(Debug, Default)]
-struct Node {
+struct BuildNode {
     /// Literal children.
-    literals: Literals,
+    literals: HashMap<Box<str>, u32, rustc_hash::FxBuildHasher>,
     /// The child for a `{param}` segment.
     param: Option<u32>,
     /// Routes whose pattern ends at this node.
@@ -65,36 +60,70 @@ struct Node {
     prefix: Vec<u32>,
 }
 
+/// A node of the built index, kept small: a table of 100,000 routes has twice as many nodes.
+#[derive(Debug)]
+struct Node {
+    /// Literal children.
+    literals: Literals,
+    /// The routes held here, in one allocation (most nodes hold none, few more than one): the
+    /// `path_prefix` routes whose prefix ends here (they match at a segment boundary), then the
+    /// routes whose pattern ends here, then those with a `{*rest}` right after this node (it
+    /// needs at least one character).
+    routes: Box<[u32]>,
+    /// Where the pattern ends start in `routes`.
+    end_at: u32,
+    /// Where the catch-alls start in `routes`.
+    catch_all_at: u32,
+    /// The child for a `{param}` segment (`NO_CHILD`: none).
+    param: u32,
+}
+
+const NO_CHILD: u32 = u32::MAX;
+
+impl Node {
+    fn prefix(&self) -> &[u32] {
+        self.routes.get(..self.end_at as usize).unwrap_or_default()
+    }
+
+    fn end(&self) -> &[u32] {
+        let range = self.end_at as usize..self.catch_all_at as usize;
+        self.routes.get(range).unwrap_or_default()
+    }
+
+    fn catch_all(&self) -> &[u32] {
+        self.routes
+            .get(self.catch_all_at as usize..)
+            .unwrap_or_default()
+    }
+}
+
 /// Builds a [`PathIndex`].
 #[derive(Debug, Default)]
 pub struct PathIndexBuilder {
-    nodes: Vec<Node>,
-    literal_maps: Vec<HashMap<Box<str>, u32, rustc_hash::FxBuildHasher>>,
+    nodes: Vec<BuildNode>,
 }
 
 impl PathIndexBuilder {
     /// An empty index with its root.
     pub fn new() -> Self {
         PathIndexBuilder {
-            nodes: vec![Node::default()],
-            literal_maps: vec![HashMap::default()],
+            nodes: vec![BuildNode::default()],
         }
     }
 
     fn child(&mut self, node: u32, seg: Option<&str>) -> u32 {
         let existing = match seg {
-            Some(lit) => self.literal_maps[node as usize].get(lit).copied(),
+            Some(lit) => self.nodes[node as usize].literals.get(lit).copied(),
             None => self.nodes[node as usize].param,
         };
         if let Some(id) = existing {
             return id;
         }
         let id = self.nodes.len() as u32;
-        self.nodes.push(Node::default());
-        self.literal_maps.push(HashMap::default());
+        self.nodes.push(BuildNode::default());
         match seg {
             Some(lit) => {
-                self.literal_maps[node as usize].insert(lit.into(), id);
+                self.nodes[node as usize].literals.insert(lit.into(), id);
             }
             None => self.nodes[node as usize].param = Some(id),
         }
@@ -127,22 +156,41 @@ impl PathIndexBuilder {
     }
 
     /// Freezes the index for lookups.
-    pub fn build(mut self) -> PathIndex {
-        for (node, map) in self.nodes.iter_mut().zip(self.literal_maps) {
-            node.literals = if map.len() > SCAN_LIMIT {
-                Literals::Many(map.into_iter().collect())
-            } else {
-                Literals::Few(map.into_iter().collect())
-            };
+    pub fn build(self) -> PathIndex {
+        // Collected into a new allocation of the exact size (a Vec reusing the builder's would
+        // keep its larger nodes' room).
+        let nodes: Vec<Node> = self.nodes.into_iter().map(freeze).collect();
+        PathIndex {
+            nodes: nodes.into_boxed_slice(),
         }
-        PathIndex { nodes: self.nodes }
+    }
+}
+
+fn freeze(node: BuildNode) -> Node {
+    let literals = if node.literals.len() > SCAN_LIMIT {
+        Literals::Many(node.literals)
+    } else {
+        Literals::Few(node.literals.into_iter().collect())
+    };
+    // A table's route ids fit in u32 (they are u32): so do these counts.
+    let end_at = node.prefix.len() as u32;
+    let catch_all_at = end_at + node.end.len() as u32;
+    let mut routes = node.prefix;
+    routes.extend_from_slice(&node.end);
+    routes.extend_from_slice(&node.catch_all);
+    Node {
+        literals,
+        routes: routes.into_boxed_slice(),
+        end_at,
+        catch_all_at,
+        param: node.param.unwrap_or(NO_CHILD),
     }
 }
 
 /// An immutable path index; see the module docs.
 #[derive(Debug)]
 pub struct PathIndex {
-    nodes: Vec<Node>,
+    nodes: Box<[Node]>,
 }
 
 impl PathIndex {
@@ -157,18 +205,20 @@ impl PathIndex {
     fn walk(&self, node: u32, rest: Option<&str>, out: &mut Candidates) {
         let node = &self.nodes[node as usize];
         // Most nodes hold no route: an empty extend still costs a capacity check and a call.
-        if !node.prefix.is_empty() {
-            out.extend_from_slice(&node.prefix);
+        if !node.routes.is_empty() {
+            let prefix = node.prefix();
+            if !prefix.is_empty() {
+                out.extend_from_slice(prefix);
+            }
+            match rest {
+                None => out.extend_from_slice(node.end()),
+                Some(text) if !text.is_empty() => out.extend_from_slice(node.catch_all()),
+                Some(_) => {}
+            }
         }
         let Some(text) = rest else {
-            if !node.end.is_empty() {
-                out.extend_from_slice(&node.end);
-            }
             return;
         };
-        if !text.is_empty() && !node.catch_all.is_empty() {
-            out.extend_from_slice(&node.catch_all);
-        }
         // Segments are short: a plain byte scan beats the generic char searcher.
         let (seg, next) = match text.bytes().position(|b| b == b'/') {
             Some(i) => (&text[..i], Some(&text[i + 1..])),
@@ -177,10 +227,8 @@ impl PathIndex {
         if let Some(child) = node.literals.get(seg) {
             self.walk(child, next, out);
         }
-        if let Some(param) = node.param
-            && !seg.is_empty()
-        {
-            self.walk(param, next, out);
+        if node.param != NO_CHILD && !seg.is_empty() {
+            self.walk(node.param, next, out);
         }
     }
 }
@@ -229,6 +277,13 @@ mod tests {
         assert_eq!(hits(&ix, "/users/"), vec![3, 6, 7]);
         assert_eq!(hits(&ix, "/"), vec![4, 7]);
         assert_eq!(hits(&ix, "/usersx"), vec![6, 7]);
+    }
+
+    #[test]
+    fn a_node_stays_small() {
+        // Two nodes a route in a table of `/svcN/{id}` routes; 120 bytes and a Vec each before.
+        let size = std::mem::size_of::<Node>();
+        assert!(size <= 64, "a node is {size} bytes");
     }
 
     #[test]

@@ -22,11 +22,20 @@ pub struct RedbStore {
     path: String,
 }
 
+/// The page cache's bound. The routes live in memory while served; the file is read whole at
+/// start and written a route at a time, so a few MiB are plenty (redb's default, 1 GiB, let the
+/// cache grow with the route set: about 370 bytes a route).
+const CACHE_BYTES: usize = 4 << 20;
+
+fn open_database(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 impl RedbStore {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let db = Database::create(path).map_err(|e| StoreError::Failed {
+        let db = open_database(path).map_err(|e| StoreError::Failed {
             store: format!("redb {shown}"),
             reason: e.to_string(),
         })?;
@@ -41,7 +50,7 @@ impl RedbStore {
     fn db(&self) -> Result<MutexGuard<'_, Option<Database>>, StoreError> {
         let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
         if db.is_none() {
-            *db = Some(Database::create(&self.file).map_err(|e| self.fail(e))?);
+            *db = Some(open_database(&self.file).map_err(|e| self.fail(e))?);
         }
         Ok(db)
     }
@@ -49,7 +58,7 @@ impl RedbStore {
     /// After a failed write: close the database (releasing its lock), then open it again.
     fn reopen(&self, db: &mut Option<Database>) {
         drop(db.take());
-        match Database::create(&self.file) {
+        match open_database(&self.file) {
             Ok(fresh) => *db = Some(fresh),
             Err(e) => tracing::warn!(store = %self.path, "cannot reopen the route store: {e}"),
         }

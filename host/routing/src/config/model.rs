@@ -62,25 +62,29 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_url: Option<String>,
     /// Several backends, instead of `target_url`: requests are spread over them by `balance`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "exact_vec"
+    )]
     pub targets: Vec<TargetSpec>,
     /// How a request picks one of `targets` (default: weighted round robin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balance: Option<BalanceSpec>,
+    pub balance: Option<Box<BalanceSpec>>,
     /// Passive health: endpoints that keep failing are taken out for a while.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier: Option<OutlierSpec>,
+    pub outlier: Option<Box<OutlierSpec>>,
     /// Retrying a failed request (on another endpoint when there is one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<RetrySpec>,
+    pub retries: Option<Box<RetrySpec>>,
     /// A token bucket per client (or per header value): over it, 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitSpec>,
+    pub rate_limit: Option<Box<RateLimitSpec>>,
     /// A share of requests copied to another backend, whose answer is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<MirrorSpec>,
+    pub mirror: Option<Box<MirrorSpec>>,
     /// Conditions that must all hold.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_vec")]
     pub matchers: Vec<MatcherSpec>,
     /// 0..=1000; higher wins.
     #[serde(default)]
@@ -95,7 +99,11 @@ pub struct RouteRule {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Filters, run in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "exact_vec"
+    )]
     pub filters: Vec<FilterSpec>,
     /// Deadline for the backend's response head, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +139,18 @@ pub struct RouteRule {
 
 fn default_true() -> bool {
     true
+}
+
+/// A list without the spare room its parse left: a route set keeps every rule for as long as
+/// it serves it, and a list grown item by item holds room for four (matchers are 128 bytes).
+fn exact_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut items = Vec::<T>::deserialize(deserializer)?;
+    items.shrink_to_fit();
+    Ok(items)
 }
 
 /// One matcher: `{"condition": "header", "field": "X-Tier", "pattern": "gold", "is_regex": false}`,
