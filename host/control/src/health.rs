@@ -49,10 +49,26 @@ pub struct RouteHealth {
     pub endpoints: Vec<EndpointHealth>,
 }
 
-/// The health of every route's endpoints.
-#[derive(Default)]
+/// The health of every route's endpoints: what the last round found of each endpoint, kept
+/// by endpoint (routes share them), and read against the routes being served when asked. So
+/// a table of 100,000 routes keeps no health record per route, and an answer shows each
+/// endpoint's ejection and requests in flight as they are now.
 pub struct HealthChecks {
-    routes: Mutex<HashMap<String, RouteHealth>>,
+    proxy: Arc<Proxy>,
+    /// By endpoint (its live state's key).
+    findings: Mutex<HashMap<Box<str>, Finding>>,
+    /// Unix seconds when checking began: the `since` of what was never checked.
+    started: u64,
+}
+
+/// What the last round found of one endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Finding {
+    up: bool,
+    /// The connect time.
+    took: Duration,
+    /// Unix seconds since `up` holds.
+    since: u64,
 }
 
 fn unix_now() -> u64 {
@@ -72,25 +88,26 @@ fn address(target: &Target) -> String {
     format!("{}:{port}", target.authority.host())
 }
 
-/// One endpoint's probe result: up, and the connect time.
-type Probe = (bool, Duration);
-
 impl HealthChecks {
     /// Starts checking `proxy`'s routes every `interval`.
     pub fn start(proxy: Arc<Proxy>, interval: Duration) -> Arc<Self> {
-        let checks = Arc::new(HealthChecks::default());
+        let checks = Arc::new(HealthChecks {
+            proxy,
+            findings: Mutex::new(HashMap::new()),
+            started: unix_now(),
+        });
         let me = checks.clone();
         tokio::spawn(async move {
             loop {
-                me.check_all(&proxy, interval).await;
+                me.check_all(interval).await;
                 tokio::time::sleep(interval).await;
             }
         });
         checks
     }
 
-    async fn check_all(&self, proxy: &Proxy, timeout: Duration) {
-        let table = proxy.table();
+    async fn check_all(&self, timeout: Duration) {
+        let table = self.proxy.table();
         // Each endpoint once, whatever routes name it: by its state's key, which its live
         // state (the one requests read) is shared under.
         let mut states: HashMap<Box<str>, (String, Arc<EndpointState>)> = HashMap::new();
@@ -101,6 +118,7 @@ impl HealthChecks {
                     .or_insert_with(|| (address(&e.target), e.state.clone()));
             }
         }
+        drop(table);
         let mut probes = tokio::task::JoinSet::new();
         for (key, (addr, state)) in states {
             probes.spawn(async move {
@@ -110,82 +128,94 @@ impl HealthChecks {
                     Ok(Ok(_))
                 );
                 state.set_health(up);
-                (key, (up, started.elapsed()))
+                (key, up, started.elapsed())
             });
         }
-        let mut found: HashMap<Box<str>, Probe> = HashMap::new();
+        let mut results = Vec::with_capacity(probes.len());
         while let Some(done) = probes.join_next().await {
-            if let Ok((key, probe)) = done {
-                found.insert(key, probe);
+            if let Ok(result) = done {
+                results.push(result);
             }
         }
-        let now = now_ms();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seen = HashMap::with_capacity(routes.len());
-        for r in table.routes() {
-            let Some(backends) = &r.backends else {
-                continue;
+        let now = unix_now();
+        let mut findings = self.findings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut found = HashMap::with_capacity(results.len());
+        for (key, up, took) in results {
+            let since = match findings.get(&key) {
+                Some(prev) if prev.up == up => prev.since,
+                _ => now,
             };
-            let endpoints: Vec<EndpointHealth> = backends
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let target = e.target.authority.to_string();
-                    let probe = found.get(&e.state.key).copied();
-                    EndpointHealth {
-                        status: match probe {
-                            Some((true, _)) => "up",
-                            Some((false, _)) => "down",
-                            None => "unknown",
-                        },
-                        latency_ms: probe
-                            .filter(|(up, _)| *up)
-                            .map(|(_, took)| took.as_secs_f64() * 1000.0),
-                        target,
-                        weight: e.weight,
-                        ejected_ms: e.state.ejected_for(now).map(|d| d.as_millis() as u64),
-                        outstanding: e.state.outstanding(),
-                    }
-                })
-                .collect();
-            let status = if endpoints
-                .iter()
-                .any(|e| e.status == "up" && e.ejected_ms.is_none())
-            {
-                "up"
-            } else if endpoints.iter().all(|e| e.status == "unknown") {
-                "unknown"
-            } else {
-                "down"
-            };
-            let name = r.name.to_string();
-            let first = endpoints.first();
-            let target = first.map(|e| e.target.clone()).unwrap_or_default();
-            let since = match routes.get(&name) {
-                Some(prev) if prev.status == status && prev.target == target => prev.since,
-                _ => unix_now(),
-            };
-            let latency_ms = first.and_then(|e| e.latency_ms);
-            seen.insert(
-                name.clone(),
-                RouteHealth {
-                    route: name,
-                    target,
-                    status,
-                    latency_ms,
-                    since,
-                    endpoints,
-                },
-            );
+            found.insert(key, Finding { up, took, since });
         }
-        *routes = seen;
+        // Endpoints no route names any more are forgotten with the round.
+        *findings = found;
     }
 
-    /// Every checked route, by name.
+    /// Every served route with backends, by name, as its endpoints are now.
     pub fn snapshot(&self) -> Vec<RouteHealth> {
-        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<RouteHealth> = routes.values().cloned().collect();
+        let table = self.proxy.table();
+        let findings = self.findings.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let mut out: Vec<RouteHealth> = table
+            .routes()
+            .filter_map(|r| {
+                let backends = r.backends.as_ref()?;
+                let mut since = None::<u64>;
+                let endpoints: Vec<EndpointHealth> = backends
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let finding = findings.get(&e.state.key).copied();
+                        // The route's status holds since its latest endpoint change.
+                        let changed = finding.map_or(self.started, |f| f.since);
+                        since = Some(since.map_or(changed, |s| s.max(changed)));
+                        EndpointHealth {
+                            status: match finding {
+                                Some(f) if f.up => "up",
+                                Some(_) => "down",
+                                None => "unknown",
+                            },
+                            latency_ms: finding
+                                .filter(|f| f.up)
+                                .map(|f| f.took.as_secs_f64() * 1000.0),
+                            target: e.target.authority.to_string(),
+                            weight: e.weight,
+                            ejected_ms: e.state.ejected_for(now).map(|d| d.as_millis() as u64),
+                            outstanding: e.state.outstanding(),
+                        }
+                    })
+                    .collect();
+                Some(route_health(
+                    &r.name,
+                    endpoints,
+                    since.unwrap_or(self.started),
+                ))
+            })
+            .collect();
         out.sort_by(|a, b| a.route.cmp(&b.route));
         out
+    }
+}
+
+/// A route's health from its endpoints': `up` while any is up and not ejected.
+fn route_health(name: &str, endpoints: Vec<EndpointHealth>, since: u64) -> RouteHealth {
+    let status = if endpoints
+        .iter()
+        .any(|e| e.status == "up" && e.ejected_ms.is_none())
+    {
+        "up"
+    } else if endpoints.iter().all(|e| e.status == "unknown") {
+        "unknown"
+    } else {
+        "down"
+    };
+    let first = endpoints.first();
+    RouteHealth {
+        route: name.to_owned(),
+        target: first.map(|e| e.target.clone()).unwrap_or_default(),
+        status,
+        latency_ms: first.and_then(|e| e.latency_ms),
+        since,
+        endpoints,
     }
 }
