@@ -343,15 +343,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a new table generation whose routes are `routes`: series of routes no longer
-    /// in it are dropped.
-    pub fn table_swapped<'a>(&self, version: u64, routes: impl IntoIterator<Item = &'a str>) {
+    /// Records a new table generation, in which `served(name)` says whether a route is: series
+    /// of routes no longer in it are dropped. Asked per series (routes that had traffic), not
+    /// per route: a change to a table of 100,000 routes does not list them all.
+    pub fn table_swapped(&self, version: u64, served: impl Fn(&str) -> bool) {
         self.table_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
-        let keep: std::collections::HashSet<&str> =
-            routes.into_iter().chain(PSEUDO_ROUTES).collect();
         for shard in lock(&self.requests.shards).iter() {
-            lock(&shard.0).retain(|name, _| keep.contains(&**name));
+            lock(&shard.0).retain(|name, _| PSEUDO_ROUTES.contains(&&**name) || served(name));
         }
     }
 
@@ -532,7 +531,7 @@ mod tests {
         });
         metrics.request(&gone, 200, Duration::from_micros(10));
         metrics.request(&kept, 200, Duration::from_micros(10));
-        metrics.table_swapped(2, ["kept"]);
+        metrics.table_swapped(2, |name| name == "kept");
         let text = metrics.render();
         assert!(!text.contains(r#"route="gone""#), "{text}");
         assert!(text.contains(r#"route="kept""#), "{text}");

@@ -25,6 +25,17 @@ pub enum PathMatch {
     Any,
 }
 
+impl PathMatch {
+    /// The segments it takes in the path index (an upper bound on the nodes it adds).
+    pub fn segment_count(&self) -> usize {
+        match self {
+            PathMatch::Pattern(p) => p.segments.len(),
+            PathMatch::Prefix(segments) => segments.len(),
+            PathMatch::Regex(_) | PathMatch::Any => 0,
+        }
+    }
+}
+
 /// An exact value or an unanchored regex.
 #[derive(Debug)]
 pub enum ValueMatch {

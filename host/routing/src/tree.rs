@@ -106,9 +106,15 @@ pub struct PathIndexBuilder {
 impl PathIndexBuilder {
     /// An empty index with its root.
     pub fn new() -> Self {
-        PathIndexBuilder {
-            nodes: vec![BuildNode::default()],
-        }
+        Self::with_capacity(1)
+    }
+
+    /// An empty index with room for `nodes` nodes (about a node per path segment): a table of
+    /// 10,000 routes grew its node list a dozen times over, copying it each time.
+    pub fn with_capacity(nodes: usize) -> Self {
+        let mut all = Vec::with_capacity(nodes.max(1));
+        all.push(BuildNode::default());
+        PathIndexBuilder { nodes: all }
     }
 
     fn child(&mut self, node: u32, seg: Option<&str>) -> u32 {

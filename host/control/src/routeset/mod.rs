@@ -250,7 +250,15 @@ impl RouteSet {
         let routes = Self::views(state, &taken, &table);
         state.table_version += 1;
         if let Some(m) = &self.metrics {
-            m.table_swapped(state.table_version, table.routes().map(|r| &*r.name));
+            // The table's routes: the file's and the API's, but those excluded.
+            let excluded: std::collections::HashSet<&str> = table
+                .excluded()
+                .iter()
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            m.table_swapped(state.table_version, |name| {
+                (taken.contains(name) || state.api.contains_key(name)) && !excluded.contains(name)
+            });
         }
         self.published.publish(table);
         self.revision

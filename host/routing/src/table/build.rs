@@ -138,7 +138,8 @@ impl<X: External> RouteTable<X> {
         routes.extend(order.into_iter().filter_map(|i| slots[i].take()));
         let mut disabled = Vec::with_capacity(disabled_count);
         disabled.extend(slots.into_iter().flatten());
-        let mut builder = PathIndexBuilder::new();
+        let segments = routes.iter().map(|r| r.path.segment_count()).sum::<usize>();
+        let mut builder = PathIndexBuilder::with_capacity(segments + 1);
         let mut unindexed = Vec::new();
         let mut default_route = None;
         for (id, route) in routes.iter().enumerate() {
