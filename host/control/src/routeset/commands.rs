@@ -10,7 +10,13 @@ use super::{
     ApplySummary, ChangeError, Refusal, RouteSet, RouteView, Source, State, document, shadowed,
 };
 use crate::store::{Change, Expect, StoredRoute};
-use routerd_routing::config::{ConfigFile, RouteRule};
+use routerd_plugins::Plugin;
+use routerd_routing::RouteTable;
+use routerd_routing::config::{ConfigFile, RouteRule, RouteSetError};
+
+/// The most routes one change patches into the table being served; a bigger change builds a
+/// table (sharing the unchanged routes).
+const PATCH_LIMIT: usize = 64;
 
 impl RouteSet {
     fn check_writable(state: &State, name: &str) -> Result<(), ChangeError> {
@@ -56,48 +62,91 @@ impl RouteSet {
         }
     }
 
-    /// Validates the new API routes, commits them, and serves them. `api` holds the changed
-    /// routes at any version: each gets the commit's revision.
+    /// Validates the API routes a change leaves, commits the change, and serves them: `api`
+    /// is the whole new set (apply), or `None` for `changes` made to the current set in place
+    /// (and undone if the change is refused). Each changed route gets the commit's revision.
     fn commit(
         &self,
         state: &mut State,
-        mut api: BTreeMap<String, StoredRoute>,
+        api: Option<BTreeMap<String, StoredRoute>>,
         changes: Vec<Change>,
         changed: &[&str],
     ) -> Result<(), ChangeError> {
-        let table = Self::compile(
-            &self.plugins,
-            &self.endpoints,
-            &document(&state.file, &api),
-            Some(&self.published.current()),
-            |name| changed.contains(&name),
-        )
-        .map_err(|e| ChangeError::from_validation(&e))?;
+        let undo = match api {
+            Some(api) => Undo::Whole(std::mem::replace(&mut state.api, api)),
+            None => Undo::Edits(edit(&mut state.api, &changes)),
+        };
+        let table = match self.table_after(state, &changes, changed) {
+            Ok(table) => table,
+            Err(e) => {
+                undo.revert(&mut state.api);
+                return Err(ChangeError::from_validation(&e));
+            }
+        };
         let revision = match &self.store {
-            Some(store) => store
-                .commit(&changes, state.last_version + 1)
-                .map_err(store_error)?,
+            Some(store) => match store.commit(&changes, state.last_version + 1) {
+                Ok(revision) => revision,
+                Err(e) => {
+                    undo.revert(&mut state.api);
+                    return Err(store_error(e));
+                }
+            },
             None => state.last_version + 1,
         };
         for change in &changes {
             match change {
                 Change::Put { rule, .. } => {
-                    if let Some(r) = api.get_mut(&rule.name) {
+                    if let Some(r) = state.api.get_mut(&rule.name) {
                         r.version = revision;
                     }
                     state.tombstones.remove(&rule.name);
                 }
-                Change::Delete { name, .. } if !api.contains_key(name) => {
+                Change::Delete { name, .. } if !state.api.contains_key(name) => {
                     state.tombstones.insert(name.clone(), revision);
                 }
                 Change::Delete { .. } => {}
             }
         }
         state.last_version = state.last_version.max(revision);
-        state.api = api;
         self.swap(state, table);
         self.remember(state);
         Ok(())
+    }
+
+    /// The table for the API routes as `state` holds them after `changes`: the table being
+    /// served, patched, when the change is a few routes the file does not shadow; else built
+    /// (sharing the unchanged routes).
+    fn table_after(
+        &self,
+        state: &State,
+        changes: &[Change],
+        changed: &[&str],
+    ) -> Result<RouteTable<Plugin>, RouteSetError> {
+        let previous = self.published.current();
+        let patchable = changes.len() <= PATCH_LIMIT
+            && !changes.iter().any(|c| shadowed(&state.file, c.name()));
+        if patchable {
+            let mut puts = Vec::new();
+            let mut removes = Vec::new();
+            for change in changes {
+                match change {
+                    Change::Put { rule, .. } => puts.push(rule),
+                    Change::Delete { name, .. } => removes.push(name.as_str()),
+                }
+            }
+            if let Some(patched) =
+                previous.patched(&puts, &removes, &**self.plugins(), &self.endpoints)
+            {
+                return patched;
+            }
+        }
+        Self::compile(
+            self.plugins(),
+            &self.endpoints,
+            &document(&state.file, &state.api),
+            Some(&previous),
+            |name| changed.contains(&name),
+        )
     }
 
     /// Creates an API route.
@@ -110,14 +159,11 @@ impl RouteSet {
                 format!("a route named {name:?} already exists"),
             ));
         }
-        let rule = Arc::new(rule);
         let change = Change::Put {
-            rule: Arc::clone(&rule),
+            rule: Arc::new(rule),
             expect: Expect::Absent,
         };
-        let mut api = state.api.clone();
-        api.insert(name.clone(), StoredRoute { rule, version: 0 });
-        self.commit(&mut state, api, vec![change], &[&name])?;
+        self.commit(&mut state, None, vec![change], &[&name])?;
         drop(state);
         self.get(&name, Some(Source::Api))
     }
@@ -146,19 +192,15 @@ impl RouteSet {
                 expect,
             });
         }
-        let rule = Arc::new(rule);
         changes.push(Change::Put {
-            rule: Arc::clone(&rule),
+            rule: Arc::new(rule),
             expect: if new_name == name {
                 expect
             } else {
                 Expect::Absent
             },
         });
-        let mut api = state.api.clone();
-        api.remove(name);
-        api.insert(new_name.clone(), StoredRoute { rule, version: 0 });
-        self.commit(&mut state, api, changes, &[&new_name])?;
+        self.commit(&mut state, None, changes, &[&new_name])?;
         drop(state);
         self.get(&new_name, Some(Source::Api))
     }
@@ -171,13 +213,11 @@ impl RouteSet {
             Some(current) if shadowed(&state.file, name) => Self::check_version(current, if_match)?,
             _ => Self::check_changeable(&state, name, if_match)?,
         }
-        let mut api = state.api.clone();
-        api.remove(name);
         let change = Change::Delete {
             name: name.to_owned(),
             expect: if_match.map_or(Expect::Present, Expect::Version),
         };
-        self.commit(&mut state, api, vec![change], &[])
+        self.commit(&mut state, None, vec![change], &[])
     }
 
     /// Makes the API routes equal to `doc`'s routes, in one transaction.
@@ -237,7 +277,52 @@ impl RouteSet {
             .cloned()
             .collect();
         let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
-        self.commit(&mut state, api, changes, &changed)?;
+        self.commit(&mut state, Some(api), changes, &changed)?;
         Ok(summary)
     }
+}
+
+/// A change made to the API routes in place, to undo when the change is refused.
+enum Undo {
+    /// The whole set before.
+    Whole(BTreeMap<String, StoredRoute>),
+    /// What each edit replaced, in order.
+    Edits(Vec<(String, Option<StoredRoute>)>),
+}
+
+impl Undo {
+    fn revert(self, api: &mut BTreeMap<String, StoredRoute>) {
+        match self {
+            Undo::Whole(before) => *api = before,
+            Undo::Edits(edits) => {
+                for (name, before) in edits.into_iter().rev() {
+                    match before {
+                        Some(route) => api.insert(name, route),
+                        None => api.remove(&name),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Makes `changes` to `api` (a put's route at version 0 until the commit gives it one), and
+/// says what they replaced.
+fn edit(
+    api: &mut BTreeMap<String, StoredRoute>,
+    changes: &[Change],
+) -> Vec<(String, Option<StoredRoute>)> {
+    changes
+        .iter()
+        .map(|change| match change {
+            Change::Put { rule, .. } => {
+                let route = StoredRoute {
+                    rule: Arc::clone(rule),
+                    version: 0,
+                };
+                (rule.name.clone(), api.insert(rule.name.clone(), route))
+            }
+            Change::Delete { name, .. } => (name.clone(), api.remove(name)),
+        })
+        .collect()
 }

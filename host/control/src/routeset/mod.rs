@@ -244,8 +244,11 @@ impl RouteSet {
             tracing::warn!(route = %rule.name, "route excluded: {reason}");
         }
         let taken = file_names(&state.file);
-        for name in state.api.keys().filter(|n| taken.contains(n.as_str())) {
-            tracing::warn!(route = %name, "API route excluded: {SHADOWED}");
+        // The file's routes are few; the API's may be 100,000.
+        for r in state.file.routes.iter() {
+            if state.api.contains_key(&r.name) {
+                tracing::warn!(route = %r.name, "API route excluded: {SHADOWED}");
+            }
         }
         let routes = Self::views(state, &taken, &table);
         state.table_version += 1;
@@ -301,20 +304,28 @@ impl RouteSet {
                 reason,
             }
         };
-        let mut out: Vec<RouteView> = state
+        let mut file: Vec<RouteView> = state
             .file
             .routes
             .iter()
             .map(|r| view(Arc::clone(r), state.file_version, Source::File))
-            .chain(
-                state
-                    .api
-                    .values()
-                    .map(|r| view(Arc::clone(&r.rule), r.version, Source::Api)),
-            )
             .collect();
-        // Stable: a file route stays before the API route it shadows.
-        out.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
+        file.sort_by(|a, b| a.rule.name.cmp(&b.rule.name));
+        // The API's routes come in name order already: merged, not sorted again (a file route
+        // before the API route it shadows).
+        let mut api = state
+            .api
+            .values()
+            .map(|r| view(Arc::clone(&r.rule), r.version, Source::Api))
+            .peekable();
+        let mut out = Vec::with_capacity(file.len() + state.api.len());
+        for f in file {
+            while let Some(a) = api.next_if(|a| a.rule.name < f.rule.name) {
+                out.push(a);
+            }
+            out.push(f);
+        }
+        out.extend(api);
         out
     }
 

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::{BuildMode, DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_LIMIT, RouteTable};
+use super::patch::{place_of, rank_order};
+use super::{BuildMode, DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_LIMIT, NO_RANK, RouteTable};
 use crate::config::{ConfigFile, DocumentRef, ErrorCode, RouteError, RouteSetError};
 use crate::endpoints::EndpointStates;
 use crate::external::{External, PluginSource};
-use crate::matchers::PathMatch;
 use crate::route::{Route, Target};
-use crate::tree::PathIndexBuilder;
+use crate::tree::{PathIndexBuilder, Place};
 
 impl<X: External> RouteTable<X> {
     /// Validates and compiles a config document. Nothing is built unless every route is valid.
@@ -122,48 +122,39 @@ impl<X: External> RouteTable<X> {
         let mut order: Vec<usize> = (0..routes.len())
             .filter(|&i| routes[i].rule.enabled)
             .collect();
-        order.sort_by(|&a, &b| {
-            let (a, b) = (&routes[a], &routes[b]);
-            a.rule
-                .default_rule
-                .cmp(&b.rule.default_rule)
-                .then(b.rule.priority.cmp(&a.rule.priority))
-                .then_with(|| a.specificity.cmp(&b.specificity))
-                .then(b.matcher_count().cmp(&a.matcher_count()))
-                .then_with(|| a.name.as_bytes().cmp(b.name.as_bytes()))
-        });
+        order.sort_by(|&a, &b| rank_order(&routes[a], &routes[b]));
         let disabled_count = routes.len() - order.len();
-        let mut slots: Vec<Option<Arc<Route<X>>>> = routes.into_iter().map(Some).collect();
-        let mut routes = Vec::with_capacity(order.len());
-        routes.extend(order.into_iter().filter_map(|i| slots[i].take()));
+        let mut held: Vec<Option<Arc<Route<X>>>> = routes.into_iter().map(Some).collect();
+        let mut ranked = Vec::with_capacity(order.len());
+        ranked.extend(order.into_iter().filter_map(|i| held[i].take()));
         let mut disabled = Vec::with_capacity(disabled_count);
-        disabled.extend(slots.into_iter().flatten());
-        let segments = routes.iter().map(|r| r.path.segment_count()).sum::<usize>();
+        disabled.extend(held.into_iter().flatten());
+        // Built whole, a route's slot is its rank.
+        let segments = ranked.iter().map(|r| r.path.segment_count()).sum::<usize>();
         let mut builder = PathIndexBuilder::with_capacity(segments + 1);
-        let mut unindexed = Vec::new();
-        let mut default_route = None;
-        for (id, route) in routes.iter().enumerate() {
-            let id = id as u32;
-            if route.rule.default_rule {
-                default_route = Some(id);
-                continue;
-            }
-            match &route.path {
-                PathMatch::Pattern(p) => builder.insert_pattern(&p.segments, id),
-                PathMatch::Prefix(segs) => builder.insert_prefix(segs, id),
-                PathMatch::Regex(_) | PathMatch::Any => unindexed.push(id),
+        for (slot, route) in ranked.iter().enumerate() {
+            match place_of(route) {
+                Some(Place::Pattern(segments)) => builder.insert_pattern(segments, slot as u32),
+                Some(Place::Prefix(segments)) => builder.insert_prefix(segments, slot as u32),
+                None => {}
             }
         }
-        RouteTable {
-            routes,
+        let mut table = RouteTable {
+            routes: Vec::with_capacity(ranked.len()),
+            slot_of: Vec::with_capacity(ranked.len()),
+            rank_of: vec![NO_RANK; ranked.len()],
             index: builder.build(),
-            unindexed,
-            default_route,
+            unindexed: Vec::new(),
+            default_route: None,
             default_url,
             max_body_bytes,
             disabled,
             excluded: Vec::new(),
+        };
+        for (rank, route) in ranked.into_iter().enumerate() {
+            table.place(route, rank as u32, rank as u32);
         }
+        table
     }
 }
 

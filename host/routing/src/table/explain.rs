@@ -50,7 +50,7 @@ impl<X: External> RouteTable<X> {
     /// Explains the decision for `req` (the admin API's `match`). Plugin predicates run.
     pub async fn explain(&self, req: &RequestView<'_>) -> Explanation {
         let mut cands = Candidates::new();
-        self.index.candidates(req.path, &mut cands);
+        self.candidates(req.path, &mut cands);
         let mut ids: Vec<u32> = cands
             .into_iter()
             .chain(self.unindexed.iter().copied())

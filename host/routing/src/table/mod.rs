@@ -1,12 +1,16 @@
-//! The route table: an immutable, compiled route set plus its path index. A new table is built
-//! for every change (`build`: sharing the unchanged routes of the table before) and swapped in
-//! whole; requests in flight keep the table they started with.
+//! The route table: an immutable, compiled route set plus its path index. A new table is made
+//! for every change, built whole (`build`: sharing the unchanged routes of the table before) or,
+//! for a change to a few routes, patched from the table before (`patch`), and swapped in whole;
+//! requests in flight keep the table they started with.
 //!
 //! Routes are stored in decision order (priority, path specificity, matcher count, name), so a
 //! route's id is its rank and the winner among candidates is simply the smallest id that matches.
+//! The path index holds slots, which stay with a route while ranks move around it; the table
+//! maps them to ranks.
 
 mod build;
 mod explain;
+mod patch;
 mod predicates;
 
 pub use explain::{Candidate, Explanation, Failure};
@@ -35,6 +39,10 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 64 << 20;
 pub struct RouteTable<X: External> {
     /// Shared with the tables built after this one while their rule stays the same.
     routes: Vec<Arc<Route<X>>>,
+    /// Each route's slot in the path index, by rank.
+    slot_of: Vec<u32>,
+    /// Each slot's rank (`NO_RANK`: no route holds it).
+    rank_of: Vec<u32>,
     index: PathIndex,
     /// Routes with a regex path or no path matcher, in rank order.
     unindexed: Vec<u32>,
@@ -44,6 +52,9 @@ pub struct RouteTable<X: External> {
     disabled: Vec<Arc<Route<X>>>,
     excluded: Vec<(Arc<RouteRule>, String)>,
 }
+
+/// The rank of a slot no route holds.
+const NO_RANK: u32 = u32::MAX;
 
 /// How [`RouteTable::build`] treats routes whose plugin is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +160,18 @@ impl<X: External> RouteTable<X> {
         self.max_body_bytes
     }
 
+    /// The ranks of the indexed routes whose path pattern matches `path`, unordered.
+    fn candidates(&self, path: &str, out: &mut Candidates) {
+        self.index.candidates(path, out);
+        out.retain(|slot| match self.rank_of.get(*slot as usize) {
+            Some(&rank) if rank != NO_RANK => {
+                *slot = rank;
+                true
+            }
+            _ => false,
+        });
+    }
+
     /// The path parameters of route `id` for `path`.
     pub fn params<'a>(&'a self, id: u32, path: &'a str) -> Params<'a> {
         Params::new(&self.route(id).params, path)
@@ -247,7 +270,7 @@ impl<X: External> RouteTable<X> {
         allowed: &mut Option<Vec<Method>>,
     ) -> Find {
         let mut cands = Candidates::new();
-        self.index.candidates(path, &mut cands);
+        self.candidates(path, &mut cands);
         cands.sort_unstable();
         let mut indexed = cands.iter().copied().peekable();
         let mut unindexed = self.unindexed.iter().copied().peekable();
@@ -313,7 +336,7 @@ impl<X: External> RouteTable<X> {
     /// `produces`, else 404 (go-restful's order).
     fn negotiation_miss(&self, req: &RequestView<'_>, done: &PredicateResults) -> Decision {
         let mut cands = Candidates::new();
-        self.index.candidates(req.path, &mut cands);
+        self.candidates(req.path, &mut cands);
         let mut ids: Vec<u32> = cands
             .iter()
             .copied()
