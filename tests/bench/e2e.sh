@@ -73,20 +73,22 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# ROUTERD_BIN lets the smoke run reuse the test suite's debug build (its figures mean nothing).
+# routerd is built with the `dist` profile, what users run (fat LTO; slow to build), unless
+# PROFILE names another (`release`). ROUTERD_BIN lets the smoke run reuse the test suite's debug
+# build (its figures mean nothing); the bare proxies are then built as debug too.
 if [[ -z "${ROUTERD_BIN:-}" ]]; then
-    cargo build --release --quiet --bin routerd
-    ROUTERD_BIN=target/release/routerd
-    profile=release
+    PROFILE="${PROFILE:-dist}"
+    cargo build --profile "$PROFILE" --quiet --bin routerd
+    ROUTERD_BIN="target/$PROFILE/routerd"
 else
-    profile=debug
+    PROFILE="${PROFILE:-dev}"
 fi
 # The bare proxies (host/examples/), built with routerd's profile: prints the binary's path.
 example() {
-    local flags=(--quiet --example "$1")
-    [[ "$profile" != release ]] || flags+=(--release)
-    cargo build "${flags[@]}"
-    echo "target/$profile/examples/$1"
+    cargo build --profile "$PROFILE" --quiet --example "$1"
+    local dir="$PROFILE"
+    [[ "$dir" != dev ]] || dir=debug
+    echo "target/$dir/examples/$1"
 }
 if [[ -z "${BARE_BIN:-}" && " $SETUPS " == *" hyper-bare "* ]]; then
     BARE_BIN="$(example bare_proxy)"

@@ -425,11 +425,15 @@ impl RouteSet {
     /// The route `name` from `source` (the file's and an excluded API route may share a
     /// name); from either when `None`, the file's first.
     pub fn get(&self, name: &str, source: Option<Source>) -> Result<RouteView, ChangeError> {
-        self.listing
-            .load()
+        let listing = self.listing.load();
+        // The listing is in name order (a file route before an API route of its name).
+        let first = listing
             .routes
+            .partition_point(|r| r.rule.name.as_str() < name);
+        listing.routes[first..]
             .iter()
-            .find(|r| r.rule.name == name && source.is_none_or(|s| r.source == s))
+            .take_while(|r| r.rule.name == name)
+            .find(|r| source.is_none_or(|s| r.source == s))
             .cloned()
             .ok_or_else(|| not_found(name))
     }

@@ -100,7 +100,7 @@ impl<X: External> RouteTable<X> {
         for (route, &slot) in self.routes.iter().zip(&self.slot_of) {
             if gone(&route.name) {
                 if let Some(place) = place_of(route) {
-                    index = index.without_route(place, slot);
+                    index.remove(place, slot);
                 }
                 free.push(slot);
             } else {
@@ -124,7 +124,7 @@ impl<X: External> RouteTable<X> {
                 next_slot - 1
             });
             if let Some(place) = place_of(&route) {
-                index = index.with_route(place, slot);
+                index.add(place, slot);
             }
             let at = ranked.partition_point(|(r, _)| rank_order(r, &route) == Ordering::Less);
             ranked.insert(at, (route, slot));

@@ -54,63 +54,60 @@ impl Place<'_> {
 }
 
 impl PathIndex {
-    /// This index with the route in `slot` added at `place`.
-    pub fn with_route(&self, place: Place<'_>, slot: u32) -> PathIndex {
+    /// Adds the route in `slot` at `place`. A node this index shares with another (the index
+    /// it was cloned from) is copied before it changes, once: a change of many routes copies
+    /// each node on their paths at most once.
+    pub fn add(&mut self, place: Place<'_>, slot: u32) {
         let (steps, kind) = place.path();
-        PathIndex {
-            root: Arc::new(added(Some(&self.root), &steps, kind, slot)),
-        }
+        add(Arc::make_mut(&mut self.root), &steps, kind, slot);
     }
 
-    /// This index without the route in `slot` at `place`.
-    pub fn without_route(&self, place: Place<'_>, slot: u32) -> PathIndex {
+    /// Takes the route in `slot` out from `place`, and the nodes left with nothing in them (as
+    /// a build would not make them).
+    pub fn remove(&mut self, place: Place<'_>, slot: u32) {
         let (steps, kind) = place.path();
-        let root = removed(&self.root, &steps, kind, slot).unwrap_or_else(Node::empty);
-        PathIndex {
-            root: Arc::new(root),
+        remove(Arc::make_mut(&mut self.root), &steps, kind, slot);
+    }
+}
+
+fn add(node: &mut Node, steps: &[Step<'_>], kind: Kind, slot: u32) {
+    match steps.split_first() {
+        None => node.change_slots(kind, |slots| slots.push(slot)),
+        Some((Step::Literal(lit), rest)) => {
+            let child = node.literals.child_or_insert(lit);
+            add(Arc::make_mut(child), rest, kind, slot);
+        }
+        Some((Step::Param, rest)) => {
+            let child = node.param.get_or_insert_with(|| Arc::new(Node::empty()));
+            add(Arc::make_mut(child), rest, kind, slot);
         }
     }
 }
 
-fn added(node: Option<&Node>, steps: &[Step<'_>], kind: Kind, slot: u32) -> Node {
-    let mut copy = node.cloned().unwrap_or_else(Node::empty);
+/// True when nothing is left in the node.
+fn remove(node: &mut Node, steps: &[Step<'_>], kind: Kind, slot: u32) -> bool {
     match steps.split_first() {
-        None => copy.change_slots(kind, |slots| slots.push(slot)),
+        None => node.change_slots(kind, |slots| slots.retain(|&s| s != slot)),
         Some((Step::Literal(lit), rest)) => {
-            let existing = copy.literals.get(lit).cloned();
-            let child = added(existing.as_deref(), rest, kind, slot);
-            copy.literals.set(lit, Arc::new(child));
-        }
-        Some((Step::Param, rest)) => {
-            let child = added(copy.param.as_deref(), rest, kind, slot);
-            copy.param = Some(Arc::new(child));
-        }
-    }
-    copy
-}
-
-/// The node without the route; `None` when nothing is left in it (as a build would not make
-/// it).
-fn removed(node: &Node, steps: &[Step<'_>], kind: Kind, slot: u32) -> Option<Node> {
-    let mut copy = node.clone();
-    match steps.split_first() {
-        None => copy.change_slots(kind, |slots| slots.retain(|&s| s != slot)),
-        Some((Step::Literal(lit), rest)) => {
-            if let Some(child) = copy.literals.get(lit).cloned() {
-                match removed(&child, rest, kind, slot) {
-                    Some(left) => copy.literals.set(lit, Arc::new(left)),
-                    None => copy.literals.remove(lit),
-                }
+            let emptied = node
+                .literals
+                .child_mut(lit)
+                .is_some_and(|child| remove(Arc::make_mut(child), rest, kind, slot));
+            if emptied {
+                node.literals.remove(lit);
             }
         }
         Some((Step::Param, rest)) => {
-            if let Some(child) = copy.param.clone() {
-                copy.param = removed(&child, rest, kind, slot).map(Arc::new);
+            let emptied = node
+                .param
+                .as_mut()
+                .is_some_and(|child| remove(Arc::make_mut(child), rest, kind, slot));
+            if emptied {
+                node.param = None;
             }
         }
     }
-    let empty = copy.routes.is_empty() && copy.literals.is_empty() && copy.param.is_none();
-    (!empty).then_some(copy)
+    node.routes.is_empty() && node.literals.is_empty() && node.param.is_none()
 }
 
 impl Node {
@@ -129,27 +126,41 @@ impl Node {
 }
 
 impl Literals {
-    /// Sets the child for `lit`, hashing the children once there are more than a scan takes.
-    fn set(&mut self, lit: &str, child: Arc<Node>) {
+    fn child_mut(&mut self, lit: &str) -> Option<&mut Arc<Node>> {
+        match self {
+            Literals::Few(list) => list
+                .iter_mut()
+                .find(|(l, _)| **l == *lit)
+                .map(|(_, child)| child),
+            Literals::Many(map) => map.get_mut(lit),
+        }
+    }
+
+    /// The child for `lit`, made empty if there is none; the children are hashed once there
+    /// are more than a scan takes.
+    fn child_or_insert(&mut self, lit: &str) -> &mut Arc<Node> {
+        if let Literals::Few(list) = self
+            && list.len() >= SCAN_LIMIT
+            && !list.iter().any(|(l, _)| **l == *lit)
+        {
+            *self = Literals::Many(std::mem::take(list).into_vec().into_iter().collect());
+        }
         match self {
             Literals::Few(list) => {
-                let mut items = std::mem::take(list).into_vec();
-                match items.iter_mut().find(|(l, _)| **l == *lit) {
-                    Some(item) => item.1 = child,
-                    None => items.push((lit.into(), child)),
-                }
-                *self = if items.len() > SCAN_LIMIT {
-                    Literals::Many(items.into_iter().collect())
-                } else {
-                    Literals::Few(items.into_boxed_slice())
+                let at = match list.iter().position(|(l, _)| **l == *lit) {
+                    Some(at) => at,
+                    None => {
+                        let mut items = std::mem::take(list).into_vec();
+                        items.push((lit.into(), Arc::new(Node::empty())));
+                        *list = items.into_boxed_slice();
+                        list.len() - 1
+                    }
                 };
+                &mut list[at].1
             }
-            Literals::Many(map) => match map.get_mut(lit) {
-                Some(existing) => *existing = child,
-                None => {
-                    map.insert(lit.into(), child);
-                }
-            },
+            Literals::Many(map) => map
+                .entry(lit.into())
+                .or_insert_with(|| Arc::new(Node::empty())),
         }
     }
 
@@ -254,15 +265,20 @@ mod tests {
             let mut routes: Vec<Option<usize>> = vec![None; 8];
             let mut ix = built(&[]);
             for (add, slot, p) in ops {
+                // A copy of the index keeps what it found: its nodes are shared, not changed.
+                let before = ix.clone();
+                let found: Vec<Vec<u32>> = PATHS.iter().map(|p| hits(&before, p)).collect();
                 if let Some(old) = routes[slot as usize].take() {
                     let parts = segments(PATTERNS[old]);
-                    ix = ix.without_route(place(PATTERNS[old], &parts), slot);
+                    ix.remove(place(PATTERNS[old], &parts), slot);
                 }
                 if add {
                     let parts = segments(PATTERNS[p]);
-                    ix = ix.with_route(place(PATTERNS[p], &parts), slot);
+                    ix.add(place(PATTERNS[p], &parts), slot);
                     routes[slot as usize] = Some(p);
                 }
+                let still: Vec<Vec<u32>> = PATHS.iter().map(|p| hits(&before, p)).collect();
+                prop_assert_eq!(found, still);
             }
             let live: Vec<(u32, usize)> = routes
                 .iter()
@@ -282,12 +298,12 @@ mod tests {
         let parts: Vec<_> = patterns.iter().map(|p| segments(p)).collect();
         let mut ix = built(&[]);
         for (i, p) in parts.iter().enumerate() {
-            ix = ix.with_route(Place::Pattern(&p.0), i as u32);
+            ix.add(Place::Pattern(&p.0), i as u32);
         }
         assert!(matches!(ix.root.literals, Literals::Many(_)));
         assert_eq!(hits(&ix, "/s39/7"), vec![39]);
         for (i, p) in parts.iter().enumerate().skip(5) {
-            ix = ix.without_route(Place::Pattern(&p.0), i as u32);
+            ix.remove(Place::Pattern(&p.0), i as u32);
         }
         assert!(matches!(ix.root.literals, Literals::Few(_)));
         assert_eq!(hits(&ix, "/s4/7"), vec![4]);
