@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::patch::{place_of, rank_order};
+use super::patch::{Placed, place_of, rank_order};
 use super::{BuildMode, DEFAULT_MAX_BODY_BYTES, MAX_BODY_BYTES_LIMIT, NO_RANK, RouteTable};
 use crate::config::{ConfigFile, DocumentRef, ErrorCode, RouteError, RouteSetError};
 use crate::endpoints::EndpointStates;
@@ -143,6 +143,7 @@ impl<X: External> RouteTable<X> {
             routes: Vec::with_capacity(ranked.len()),
             slot_of: Vec::with_capacity(ranked.len()),
             rank_of: vec![NO_RANK; ranked.len()],
+            name_hashes: Vec::with_capacity(ranked.len()),
             index: builder.build(),
             unindexed: Vec::new(),
             default_route: None,
@@ -152,7 +153,7 @@ impl<X: External> RouteTable<X> {
             excluded: Vec::new(),
         };
         for (rank, route) in ranked.into_iter().enumerate() {
-            table.place(route, rank as u32, rank as u32);
+            table.place(Placed::new(route, rank as u32), rank as u32);
         }
         table
     }

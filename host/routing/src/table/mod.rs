@@ -43,6 +43,9 @@ pub struct RouteTable<X: External> {
     slot_of: Vec<u32>,
     /// Each slot's rank (`NO_RANK`: no route holds it).
     rank_of: Vec<u32>,
+    /// Each route's name hash, by rank: a change finds what it replaces without reading
+    /// every route.
+    name_hashes: Vec<u64>,
     index: PathIndex,
     /// Routes with a regex path or no path matcher, in rank order.
     unindexed: Vec<u32>,

@@ -36,7 +36,55 @@ type LiteralMap = HashMap<Arc<str>, Arc<Node>, rustc_hash::FxBuildHasher>;
 #[derive(Debug, Clone)]
 enum Literals {
     Few(Box<[(Arc<str>, Arc<Node>)]>),
-    Many(LiteralMap),
+    Many(Shards),
+}
+
+/// A wide node's children, hashed into shards that indexes share: a change to one child copies
+/// one shard, not a map of 100,000 children.
+#[derive(Debug, Clone)]
+struct Shards(Box<[Arc<LiteralMap>]>);
+
+/// Shards of a wide node.
+const SHARDS: usize = 64;
+
+impl Shards {
+    /// The shard that holds `seg`.
+    fn of(seg: &str) -> usize {
+        use std::hash::Hasher;
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(seg.as_bytes());
+        (hasher.finish() >> 40) as usize % SHARDS
+    }
+
+    fn get(&self, seg: &str) -> Option<&Arc<Node>> {
+        self.0.get(Self::of(seg))?.get(seg)
+    }
+
+    fn from_map(map: LiteralMap) -> Self {
+        let mut shards = vec![LiteralMap::default(); SHARDS];
+        for (lit, child) in map {
+            shards[Self::of(&lit)].insert(lit, child);
+        }
+        Shards(shards.into_iter().map(Arc::new).collect())
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().map(|s| s.len()).sum()
+    }
+
+    /// The children in one map (sharing every child).
+    fn to_map(&self) -> LiteralMap {
+        self.0
+            .iter()
+            .flat_map(|s| s.iter().map(|(l, c)| (Arc::clone(l), Arc::clone(c))))
+            .collect()
+    }
+
+    /// The shard that holds `seg`, copied first if another index shares it.
+    fn shard_mut(&mut self, seg: &str) -> &mut LiteralMap {
+        // `of` is below SHARDS, and there are SHARDS shards.
+        Arc::make_mut(&mut self.0[Self::of(seg)])
+    }
 }
 
 /// Above this many children a node hashes its literals.
@@ -54,14 +102,14 @@ impl Literals {
                         && **lit == *seg
                 })
                 .map(|(_, node)| node),
-            Literals::Many(m) => m.get(seg),
+            Literals::Many(shards) => shards.get(seg),
         }
     }
 
     /// The children as a short list or a hash, by their number (as a build makes them).
     fn from_map(map: LiteralMap) -> Self {
         if map.len() > SCAN_LIMIT {
-            Literals::Many(map)
+            Literals::Many(Shards::from_map(map))
         } else {
             Literals::Few(map.into_iter().collect())
         }
@@ -70,7 +118,7 @@ impl Literals {
     fn is_empty(&self) -> bool {
         match self {
             Literals::Few(v) => v.is_empty(),
-            Literals::Many(m) => m.is_empty(),
+            Literals::Many(shards) => shards.len() == 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Literals, Node, PathIndex, SCAN_LIMIT};
+use super::{Literals, Node, PathIndex, SCAN_LIMIT, Shards};
 use crate::pattern::Segment;
 
 /// Where a route sits in the index.
@@ -132,7 +132,7 @@ impl Literals {
                 .iter_mut()
                 .find(|(l, _)| **l == *lit)
                 .map(|(_, child)| child),
-            Literals::Many(map) => map.get_mut(lit),
+            Literals::Many(shards) => shards.shard_mut(lit).get_mut(lit),
         }
     }
 
@@ -143,7 +143,8 @@ impl Literals {
             && list.len() >= SCAN_LIMIT
             && !list.iter().any(|(l, _)| **l == *lit)
         {
-            *self = Literals::Many(std::mem::take(list).into_vec().into_iter().collect());
+            let map = std::mem::take(list).into_vec().into_iter().collect();
+            *self = Literals::Many(Shards::from_map(map));
         }
         match self {
             Literals::Few(list) => {
@@ -158,7 +159,8 @@ impl Literals {
                 };
                 &mut list[at].1
             }
-            Literals::Many(map) => map
+            Literals::Many(shards) => shards
+                .shard_mut(lit)
                 .entry(lit.into())
                 .or_insert_with(|| Arc::new(Node::empty())),
         }
@@ -175,10 +177,10 @@ impl Literals {
                     .collect();
                 *list = items.into_boxed_slice();
             }
-            Literals::Many(map) => {
-                map.remove(lit);
-                if map.len() <= SCAN_LIMIT {
-                    *self = Literals::from_map(std::mem::take(map));
+            Literals::Many(shards) => {
+                shards.shard_mut(lit).remove(lit);
+                if shards.len() <= SCAN_LIMIT {
+                    *self = Literals::from_map(shards.to_map());
                 }
             }
         }
