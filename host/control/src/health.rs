@@ -113,9 +113,10 @@ impl HealthChecks {
         let mut states: HashMap<Box<str>, (String, Arc<EndpointState>)> = HashMap::new();
         for r in table.routes() {
             for e in r.backends.iter().flat_map(|b| b.endpoints.iter()) {
-                states
-                    .entry(e.state.key.clone())
-                    .or_insert_with(|| (address(&e.target), e.state.clone()));
+                // Looked up before the key is copied: most routes share their endpoints.
+                if !states.contains_key(&e.state.key) {
+                    states.insert(e.state.key.clone(), (address(&e.target), e.state.clone()));
+                }
             }
         }
         drop(table);
