@@ -53,16 +53,16 @@ impl<X: External> RouteTable<X> {
         plugins: &dyn PluginSource<X>,
         endpoints: &EndpointStates,
     ) -> Option<Result<RouteTable<X>, RouteSetError>> {
-        let touched: Vec<&str> = removes
+        let mut names: Vec<&str> = removes
             .iter()
             .copied()
             .chain(puts.iter().map(|r| r.name.as_str()))
             .collect();
-        let mut names = touched.clone();
+        let named = names.len();
         names.sort_unstable();
         names.dedup();
         let is_touched = |name: &str| names.binary_search(&name).is_ok();
-        let builds_only = names.len() != touched.len()
+        let builds_only = names.len() != named
             || puts.iter().any(|r| r.default_rule)
             || self.excluded.iter().any(|(r, _)| is_touched(&r.name))
             || self
@@ -88,9 +88,9 @@ impl<X: External> RouteTable<X> {
         Some(Ok(self.with_routes(fresh, &names)))
     }
 
-    /// The table without the routes `names` names (sorted), and with `fresh` placed by rank. The routes
-    /// that stay are not read (a table of 100,000 is mostly cache misses): they are found by
-    /// their names' hashes, and keep the kind their old rank had.
+    /// The table without the routes `names` names (sorted), and with `fresh` placed by rank.
+    /// The routes that stay are not read (a table of 100,000 is mostly cache misses): they are
+    /// found by their names' hashes, and keep the kind their old rank had.
     fn with_routes(&self, fresh: Vec<Arc<Route<X>>>, names: &[&str]) -> Self {
         let gone = |name: &str| names.binary_search(&name).is_ok();
         let mut index = self.index.clone();
@@ -220,11 +220,9 @@ impl<X: External> Placed<X> {
 
 /// A route name's hash, kept beside each route so a change finds the routes it replaces
 /// without reading every route.
-pub(super) fn name_hash(name: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = rustc_hash::FxHasher::default();
-    hasher.write(name.as_bytes());
-    hasher.finish()
+fn name_hash(name: &str) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(name)
 }
 
 #[cfg(test)]
