@@ -50,8 +50,12 @@ const SHARDS: usize = 64;
 impl Shards {
     /// The shard that holds `seg`.
     fn of(seg: &str) -> usize {
-        use std::hash::BuildHasher;
-        (rustc_hash::FxBuildHasher.hash_one(seg) >> 40) as usize % SHARDS
+        // The bytes alone (`hash_one` on a `str` also hashes a terminator): this is on every
+        // lookup through a wide node.
+        use std::hash::Hasher;
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(seg.as_bytes());
+        (hasher.finish() >> 40) as usize % SHARDS
     }
 
     fn get(&self, seg: &str) -> Option<&Arc<Node>> {
