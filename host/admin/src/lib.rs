@@ -5,6 +5,7 @@
 //! loopback (but `/healthz` and the dashboard's files, which hold no data).
 
 mod access;
+mod dry_run;
 mod error;
 mod explain;
 mod plugins;
@@ -25,7 +26,7 @@ use routerd_base::Peer;
 use routerd_base::{ResponseBody, full};
 use routerd_control::health::HealthChecks;
 use routerd_control::live::LiveView;
-use routerd_control::routeset::{RouteSet, RouteView, Source};
+use routerd_control::routeset::{ProposedChange, RouteSet, RouteView, Source};
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::server::Handler;
 
@@ -44,6 +45,8 @@ pub struct Admin {
     health: Arc<HealthChecks>,
     live: Arc<LiveView>,
     token: Option<String>,
+    /// Recent request heads, for dry runs.
+    sample: dry_run::Sample,
 }
 
 type Reply = Result<Response<ResponseBody>, ApiError>;
@@ -119,7 +122,14 @@ impl Admin {
             health,
             live,
             token,
+            sample: None,
         }
+    }
+
+    /// Replays `sample` in dry runs.
+    pub fn with_sample(mut self, sample: dry_run::Sample) -> Self {
+        self.sample = sample;
+        self
     }
 
     fn authorized(&self, headers: &http::HeaderMap) -> bool {
@@ -174,12 +184,18 @@ impl Admin {
             (&Method::GET, []) => self.list_routes(call.query, call.headers),
             (&Method::POST, []) => {
                 let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
+                if dry_run::requested(call.query)? {
+                    return self.dry_run(ProposedChange::Create(rule)).await;
+                }
                 let routes = self.routes.clone();
                 let view = blocking(move || routes.create(rule)).await?;
                 Ok(json(StatusCode::CREATED, &view))
             }
             (&Method::POST, ["apply"]) => {
                 let doc = parse_apply(&read_body(body, MAX_APPLY_BODY).await?)?;
+                if dry_run::requested(call.query)? {
+                    return self.dry_run(ProposedChange::Apply(doc)).await;
+                }
                 let routes = self.routes.clone();
                 let summary = blocking(move || routes.apply(doc)).await?;
                 Ok(json(StatusCode::OK, &summary))
@@ -200,12 +216,32 @@ impl Admin {
             (&Method::PUT, [name]) => {
                 let version = if_match(call.headers)?;
                 let rule = parse_rule(&read_body(body, MAX_JSON_BODY).await?)?;
+                if dry_run::requested(call.query)? {
+                    let name = (*name).to_owned();
+                    let if_match = version;
+                    return self
+                        .dry_run(ProposedChange::Update {
+                            name,
+                            rule,
+                            if_match,
+                        })
+                        .await;
+                }
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());
                 let view = blocking(move || routes.update(&name, rule, version)).await?;
                 Ok(json(StatusCode::OK, &view))
             }
             (&Method::DELETE, [name]) => {
                 let version = if_match(call.headers)?;
+                if dry_run::requested(call.query)? {
+                    let name = (*name).to_owned();
+                    return self
+                        .dry_run(ProposedChange::Delete {
+                            name,
+                            if_match: version,
+                        })
+                        .await;
+                }
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());
                 blocking(move || routes.delete(&name, version)).await?;
                 Ok(no_content())

@@ -52,6 +52,13 @@ impl Head {
         }
     }
 
+    fn parts(&self) -> &http::request::Parts {
+        match self {
+            Head::Owned(p) => p,
+            Head::Shared(s) => &s.parts,
+        }
+    }
+
     fn into_parts(self) -> http::request::Parts {
         match self {
             Head::Owned(p) => p,
@@ -107,6 +114,11 @@ impl Proxy {
                     }
                 }
                 decision => {
+                    if let Some(sample) = &self.sample
+                        && sample.pick()
+                    {
+                        sample.keep(head.parts(), peer.addr, peer.scheme(), buffered.as_ref());
+                    }
                     return Ok(Decided {
                         decision,
                         parts: head.into_parts(),

@@ -23,6 +23,7 @@ mod mirror;
 pub mod pool;
 mod route;
 pub mod route_counters;
+pub mod sample;
 pub mod server;
 pub mod spans;
 pub mod upgrade;
@@ -59,6 +60,8 @@ pub struct Proxy {
     metrics: Option<Arc<Metrics>>,
     access_log: Option<Arc<AccessLog>>,
     tracing: Option<Arc<spans::Tracing>>,
+    /// Recent request heads for dry runs, when sampling is on.
+    sample: Option<Arc<sample::HeadSample>>,
 }
 
 /// What a request's handling learns for its access-log line, and its span when traced.
@@ -105,6 +108,7 @@ impl Proxy {
             metrics,
             access_log: None,
             tracing: None,
+            sample: None,
         }
     }
 
@@ -123,6 +127,12 @@ impl Proxy {
     /// Traces requests with `tracing`.
     pub fn with_tracing(mut self, tracing: Option<spans::Tracing>) -> Self {
         self.tracing = tracing.map(Arc::new);
+        self
+    }
+
+    /// Keeps a sample of request heads in `sample`.
+    pub fn with_sample(mut self, sample: Option<Arc<sample::HeadSample>>) -> Self {
+        self.sample = sample;
         self
     }
 

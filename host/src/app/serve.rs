@@ -28,6 +28,7 @@ use routerd_proxy::Proxy;
 use routerd_proxy::access_log::AccessLog;
 use routerd_proxy::metrics::Metrics;
 use routerd_proxy::route_counters::RouteCounters;
+use routerd_proxy::sample::{HeadSample, SampleOptions};
 use routerd_proxy::server::{self, conn::ConnTimeouts, workers};
 use routerd_proxy::spans::{TraceExport, Tracing, TracingOptions};
 use routerd_proxy::upstream::UpstreamOptions;
@@ -73,7 +74,15 @@ pub(super) async fn serve(
         Box::new(RouteCounters(published.clone())),
     ]);
     let (tracing, trace_export) = start_tracing(&settings, &control, &metrics)?;
-    let proxy = start_proxy(&settings, &published, &metrics, tracing)?;
+    let sample = HeadSample::new(SampleOptions {
+        every: settings.sample_every,
+        max_heads: settings.sample_max_heads,
+        max_bytes: settings.sample_max_mib << 20,
+        max_body_bytes: settings.sample_max_body_bytes,
+        secret_headers: settings.sample_secret_headers.clone(),
+        secrets_in_clear: settings.sample_secrets_in_clear,
+    });
+    let proxy = start_proxy(&settings, &published, &metrics, tracing, sample.clone())?;
     let routes = start_routes(&settings, config, &registry, &store, &published, &metrics)?;
     // Health checks and the plugin watcher spawn their tasks on the control runtime.
     let entered = control.enter();
@@ -82,7 +91,8 @@ pub(super) async fn serve(
         Duration::from_secs(settings.health_interval_secs.max(1)),
     );
     let live = LiveView::start(metrics.clone());
-    let admin = Arc::new(Admin::new(routes.clone(), metrics, health, live, token));
+    let admin =
+        Arc::new(Admin::new(routes.clone(), metrics, health, live, token).with_sample(sample));
     let _plugin_watch = watcher::watch(registry.clone()).map_err(|source| AppError::Watch {
         what: "cannot watch the plugins directory",
         source,
@@ -202,6 +212,7 @@ fn start_proxy(
     published: &Arc<PublishedTable<Plugin>>,
     metrics: &Arc<Metrics>,
     tracing: Option<Tracing>,
+    sample: Option<Arc<HeadSample>>,
 ) -> Result<Arc<Proxy>, AppError> {
     let access_log = AccessLog::start(
         settings.access_log,
@@ -221,6 +232,7 @@ fn start_proxy(
         )
         .with_access_log(access_log)
         .with_tracing(tracing)
+        .with_sample(sample)
         .with_workers(settings.workers.threads().unwrap_or(1)),
     ))
 }

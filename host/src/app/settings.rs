@@ -127,6 +127,30 @@ pub struct Settings {
     /// `traceparent` follows its caller's decision.
     #[arg(long, env = "ROUTERD_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
     pub trace_sample_ratio: f64,
+    /// Keep one request head in this many, on average, for dry runs to replay
+    /// (`?dry_run=true`); 0: keep none. Kept in memory only, secrets sealed.
+    #[arg(long, env = "ROUTERD_SAMPLE_EVERY", default_value_t = 100)]
+    pub sample_every: u32,
+    /// The most request heads the sample holds (the oldest go first).
+    #[arg(long, env = "ROUTERD_SAMPLE_MAX_HEADS", default_value_t = 10_000)]
+    pub sample_max_heads: usize,
+    /// The most MiB the sample holds.
+    #[arg(long, env = "ROUTERD_SAMPLE_MAX_MIB", default_value_t = 16)]
+    pub sample_max_mib: usize,
+    /// The most bytes of a request body the sample keeps (only bodies a body matcher read).
+    #[arg(long, env = "ROUTERD_SAMPLE_MAX_BODY_BYTES", default_value_t = 4096)]
+    pub sample_max_body_bytes: usize,
+    /// A header whose value the sample keeps only as a keyed hash, besides `Authorization`,
+    /// `Proxy-Authorization` and each cookie's value (repeat it for more).
+    #[arg(
+        long = "sample-secret-header",
+        env = "ROUTERD_SAMPLE_SECRET_HEADERS",
+        value_delimiter = ','
+    )]
+    pub sample_secret_headers: Vec<http::HeaderName>,
+    /// Keep secrets in the sample in clear (a test bed's choice, never production traffic's).
+    #[arg(long, env = "ROUTERD_SAMPLE_SECRETS_IN_CLEAR")]
+    pub sample_secrets_in_clear: bool,
     /// The most MiB of compiled plugins kept in the compile cache (`DATA/plugin-cache`); past
     /// it, the least recently used artifacts are removed. 0: no bound.
     #[arg(long, env = "ROUTERD_PLUGIN_CACHE_MAX_MIB", default_value_t = routerd_plugins::engine::DEFAULT_CACHE_BOUND_BYTES >> 20)]

@@ -1,6 +1,8 @@
 //! The API's changes to the route set: create, update, delete and a whole-document apply. Each
 //! is checked against the state (names the file owns, versions for `If-Match`), committed to
-//! the store, and only then built into a table and served.
+//! the store, and only then built into a table and served. A dry run ([`RouteSet::plan`]) goes
+//! through the same checks and build, and stops before the store: it hands back the table the
+//! change would serve, and nothing served or stored changes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +19,46 @@ use routerd_routing::config::{ConfigFile, RouteRule, RouteSetError};
 /// The most routes one change patches into the table being served; a bigger change builds a
 /// table (sharing the unchanged routes).
 const PATCH_LIMIT: usize = 64;
+
+/// A change the API proposes, to plan (a dry run) rather than make.
+#[derive(Debug)]
+pub enum ProposedChange {
+    /// Create this route.
+    Create(RouteRule),
+    /// Replace (and maybe rename) route `name`, at version `if_match` when given.
+    Update {
+        /// The route's name now.
+        name: String,
+        /// What replaces it.
+        rule: RouteRule,
+        /// The version it must be at.
+        if_match: Option<u64>,
+    },
+    /// Delete route `name`.
+    Delete {
+        /// The route.
+        name: String,
+        /// The version it must be at.
+        if_match: Option<u64>,
+    },
+    /// Make the API routes equal to this document's.
+    Apply(ConfigFile),
+}
+
+/// A change planned and not made: the table it would serve, and which routes it touches.
+pub struct Plan {
+    /// The table the change would serve.
+    pub table: RouteTable<Plugin>,
+    /// The routes it would create, update and delete.
+    pub summary: ApplySummary,
+}
+
+/// Whether a command makes its change or only plans it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Commit,
+    DryRun,
+}
 
 impl RouteSet {
     fn check_writable(state: &State, name: &str) -> Result<(), ChangeError> {
@@ -65,13 +107,15 @@ impl RouteSet {
     /// Validates the API routes a change leaves, commits the change, and serves them: `api`
     /// is the whole new set (apply), or `None` for `changes` made to the current set in place
     /// (and undone if the change is refused). Each changed route gets the commit's revision.
+    /// A dry run undoes the change once the table is built, and hands the table back.
     fn commit(
         &self,
         state: &mut State,
         api: Option<BTreeMap<String, StoredRoute>>,
         changes: Vec<Change>,
         changed: &[&str],
-    ) -> Result<(), ChangeError> {
+        mode: Mode,
+    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
         let undo = match api {
             Some(api) => Undo::Whole(std::mem::replace(&mut state.api, api)),
             None => Undo::Edits(edit(&mut state.api, &changes)),
@@ -83,6 +127,10 @@ impl RouteSet {
                 return Err(ChangeError::from_validation(&e));
             }
         };
+        if mode == Mode::DryRun {
+            undo.revert(&mut state.api);
+            return Ok(Some(table));
+        }
         let revision = match &self.store {
             Some(store) => match store.commit(&changes, state.last_version + 1) {
                 Ok(revision) => revision,
@@ -110,7 +158,7 @@ impl RouteSet {
         state.last_version = state.last_version.max(revision);
         self.swap(state, table);
         self.remember(state);
-        Ok(())
+        Ok(None)
     }
 
     /// The table for the API routes as `state` holds them after `changes`: the table being
@@ -149,8 +197,56 @@ impl RouteSet {
         )
     }
 
+    /// Plans `change` without making it: the table it would serve (a dry run).
+    pub fn plan(&self, change: ProposedChange) -> Result<Plan, ChangeError> {
+        let mut summary = ApplySummary::default();
+        let table = match change {
+            ProposedChange::Create(rule) => {
+                summary.created.push(rule.name.clone());
+                self.create_in(rule, Mode::DryRun)?
+            }
+            ProposedChange::Update {
+                name,
+                rule,
+                if_match,
+            } => {
+                if rule.name != name {
+                    summary.deleted.push(name.clone());
+                    summary.created.push(rule.name.clone());
+                } else {
+                    summary.updated.push(name.clone());
+                }
+                self.update_in(&name, rule, if_match, Mode::DryRun)?
+            }
+            ProposedChange::Delete { name, if_match } => {
+                summary.deleted.push(name.clone());
+                self.delete_in(&name, if_match, Mode::DryRun)?
+            }
+            ProposedChange::Apply(doc) => {
+                let (applied, table) = self.apply_in(doc, Mode::DryRun)?;
+                summary = applied;
+                table
+            }
+        };
+        // A dry run always builds a table; `None` would be a commit's.
+        let table = table.ok_or_else(|| {
+            ChangeError::new(Refusal::Conflict, "the dry run built no table".to_owned())
+        })?;
+        Ok(Plan { table, summary })
+    }
+
     /// Creates an API route.
     pub fn create(&self, rule: RouteRule) -> Result<RouteView, ChangeError> {
+        let name = rule.name.clone();
+        self.create_in(rule, Mode::Commit)?;
+        self.get(&name, Some(Source::Api))
+    }
+
+    fn create_in(
+        &self,
+        rule: RouteRule,
+        mode: Mode,
+    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
         let mut state = self.lock();
         let name = rule.name.clone();
         if state.file.routes.iter().any(|r| r.name == name) || state.api.contains_key(&name) {
@@ -163,9 +259,7 @@ impl RouteSet {
             rule: Arc::new(rule),
             expect: Expect::Absent,
         };
-        self.commit(&mut state, None, vec![change], &[&name])?;
-        drop(state);
-        self.get(&name, Some(Source::Api))
+        self.commit(&mut state, None, vec![change], &[&name], mode)
     }
 
     /// Replaces (and maybe renames) API route `name`.
@@ -175,6 +269,18 @@ impl RouteSet {
         rule: RouteRule,
         if_match: Option<u64>,
     ) -> Result<RouteView, ChangeError> {
+        let new_name = rule.name.clone();
+        self.update_in(name, rule, if_match, Mode::Commit)?;
+        self.get(&new_name, Some(Source::Api))
+    }
+
+    fn update_in(
+        &self,
+        name: &str,
+        rule: RouteRule,
+        if_match: Option<u64>,
+        mode: Mode,
+    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
         let mut state = self.lock();
         Self::check_changeable(&state, name, if_match)?;
         let new_name = rule.name.clone();
@@ -200,13 +306,20 @@ impl RouteSet {
                 Expect::Absent
             },
         });
-        self.commit(&mut state, None, changes, &[&new_name])?;
-        drop(state);
-        self.get(&new_name, Some(Source::Api))
+        self.commit(&mut state, None, changes, &[&new_name], mode)
     }
 
     /// Deletes API route `name`.
     pub fn delete(&self, name: &str, if_match: Option<u64>) -> Result<(), ChangeError> {
+        self.delete_in(name, if_match, Mode::Commit).map(drop)
+    }
+
+    fn delete_in(
+        &self,
+        name: &str,
+        if_match: Option<u64>,
+        mode: Mode,
+    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
         let mut state = self.lock();
         // An API route the file shadows can still be deleted (it serves nothing meanwhile).
         match state.api.get(name) {
@@ -217,11 +330,19 @@ impl RouteSet {
             name: name.to_owned(),
             expect: if_match.map_or(Expect::Present, Expect::Version),
         };
-        self.commit(&mut state, None, vec![change], &[])
+        self.commit(&mut state, None, vec![change], &[], mode)
     }
 
     /// Makes the API routes equal to `doc`'s routes, in one transaction.
     pub fn apply(&self, doc: ConfigFile) -> Result<ApplySummary, ChangeError> {
+        self.apply_in(doc, Mode::Commit).map(|(summary, _)| summary)
+    }
+
+    fn apply_in(
+        &self,
+        doc: ConfigFile,
+        mode: Mode,
+    ) -> Result<(ApplySummary, Option<RouteTable<Plugin>>), ChangeError> {
         let mut state = self.lock();
         let mut seen = std::collections::BTreeSet::new();
         for r in &doc.routes {
@@ -277,8 +398,8 @@ impl RouteSet {
             .cloned()
             .collect();
         let changed: Vec<&str> = changed.iter().map(String::as_str).collect();
-        self.commit(&mut state, Some(api), changes, &changed)?;
-        Ok(summary)
+        let table = self.commit(&mut state, Some(api), changes, &changed, mode)?;
+        Ok((summary, table))
     }
 }
 

@@ -25,6 +25,7 @@ mod commands;
 mod errors;
 mod follow;
 
+pub use commands::{Plan, ProposedChange};
 pub use errors::{ChangeError, Refusal, StartError, store_error};
 
 use errors::not_found;

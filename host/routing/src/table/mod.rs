@@ -12,6 +12,7 @@ mod build;
 mod explain;
 mod patch;
 mod predicates;
+mod reach;
 
 pub use explain::{Candidate, Explanation, Failure};
 
