@@ -27,6 +27,11 @@ pub(crate) struct Cli {
     /// Print the API's JSON answers (pretty) instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// With a route change (add, apply, update, rename, delete, enable, disable): change
+    /// nothing; show which recently seen requests it would move and where, and which routes it
+    /// would leave unreachable.
+    #[arg(long, global = true)]
+    pub(crate) dry_run: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -111,6 +116,13 @@ pub(crate) enum RouteCommand {
         /// The route's name.
         name: String,
     },
+}
+
+impl RouteCommand {
+    /// Whether the command changes routes (and so can be a dry run).
+    pub(crate) fn changes(&self) -> bool {
+        !matches!(self, RouteCommand::List | RouteCommand::Get { .. })
+    }
 }
 
 #[derive(Subcommand)]

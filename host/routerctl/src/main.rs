@@ -61,9 +61,15 @@ fn run(cli: Cli) -> Result<String> {
         None => None,
     };
     let client = Client::new(&cli.admin, token)?;
+    if cli.dry_run && !matches!(&command, Command::Route(c) if c.changes()) {
+        bail!(
+            "--dry-run goes with a route change: add, apply, update, rename, delete, enable or disable"
+        );
+    }
     let ctl = Ctl {
         client,
         json: cli.json,
+        dry_run: cli.dry_run,
     };
     match command {
         Command::Route(cmd) => ctl.route(cmd),
@@ -162,16 +168,29 @@ fn plugin_path(name: &str) -> String {
 struct Ctl {
     client: Client,
     json: bool,
+    /// Route changes are dry runs.
+    dry_run: bool,
 }
 
 impl Ctl {
     /// `doc` as pretty JSON, or through `human`.
+    /// A change's path, asking for a dry run when one was asked for.
+    fn changing(&self, path: &str) -> String {
+        match self.dry_run {
+            true => format!("{path}?dry_run=true"),
+            false => path.to_owned(),
+        }
+    }
+
     fn show(&self, doc: &Value, human: impl Fn(&Value) -> String) -> String {
         if self.json { pretty(doc) } else { human(doc) }
     }
 
     /// The answer of a mutation: pretty JSON, or a one-line `message`.
     fn done(&self, doc: Option<&Value>, message: impl FnOnce(Option<&Value>) -> String) -> String {
+        if let (true, Some(report)) = (self.dry_run, doc) {
+            return self.show(report, render::dry_run);
+        }
         match (self.json, doc) {
             (true, Some(doc)) => pretty(doc),
             (true, None) => String::new(),
@@ -199,7 +218,7 @@ impl Ctl {
                 let body = route_body(read_json_object(&file)?)?;
                 let stored = self.client.call(
                     Method::POST,
-                    "/api/v1/routes",
+                    &self.changing("/api/v1/routes"),
                     Some(Body::json(&body)),
                     None,
                 )?;
@@ -220,12 +239,15 @@ impl Ctl {
                 }
                 let summary = self.client.call(
                     Method::POST,
-                    "/api/v1/routes/apply",
+                    &self.changing("/api/v1/routes/apply"),
                     Some(Body::json(&bytes)),
                     None,
                 )?;
                 let summary = summary.unwrap_or(Value::Null);
-                Ok(self.show(&summary, render::apply_summary))
+                Ok(match self.dry_run {
+                    true => self.show(&summary, render::dry_run),
+                    false => self.show(&summary, render::apply_summary),
+                })
             }
             RouteCommand::Update { name, file } => {
                 let route = read_json_object(&file)?;
@@ -242,9 +264,12 @@ impl Ctl {
                 })
             }
             RouteCommand::Delete { name } => {
-                let answer = self
-                    .client
-                    .call(Method::DELETE, &route_path(&name), None, None)?;
+                let answer = self.client.call(
+                    Method::DELETE,
+                    &self.changing(&route_path(&name)),
+                    None,
+                    None,
+                )?;
                 Ok(self.done(answer.as_ref(), |_| format!("deleted route {name}")))
             }
             RouteCommand::Enable { name } => self.set_enabled(&name, true),
@@ -300,7 +325,7 @@ impl Ctl {
         let body = route_body(route)?;
         let stored = self.client.call(
             Method::PUT,
-            &route_path(name),
+            &self.changing(&route_path(name)),
             Some(Body::json(&body)),
             version,
         )?;
@@ -316,6 +341,11 @@ impl Ctl {
             .unwrap_or(true)
             == enabled
         {
+            if self.dry_run {
+                return Ok(format!(
+                    "route {name} is already {word}: nothing would change\n"
+                ));
+            }
             let route = Value::Object(route);
             return Ok(self.done(Some(&route), |_| format!("route {name} is already {word}")));
         }

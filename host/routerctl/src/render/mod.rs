@@ -520,5 +520,8 @@ pub fn apply_summary(doc: &Value) -> String {
     out
 }
 
+mod dry_run;
+pub use dry_run::dry_run;
+
 #[cfg(test)]
 mod tests;

@@ -183,3 +183,36 @@ fn apply_lines() {
         "created (2): a, b\nupdated (0): -\ndeleted (1): c\n"
     );
 }
+
+#[test]
+fn a_dry_run_shows_moves_examples_and_unreachable_routes() {
+    let doc = json!({
+        "dry_run": true,
+        "change": {"created": ["shadow"], "updated": [], "deleted": []},
+        "sample": {"held": 5},
+        "replayed": 5,
+        "moved": 2,
+        "groups": [{
+            "from": {"route": "api", "target": "http://127.0.0.1:9001"},
+            "to": {"route": "(404)"},
+            "count": 2,
+            "examples": [{"method": "GET", "host": "a.test", "path": "/api/a", "query": "x=1"}]
+        }],
+        "no_longer_reached": ["api"],
+        "unreachable": [{"route": "api", "shadowed_by": "shadow", "new": true}],
+        "uncertain": 0
+    });
+    let out = dry_run(&doc);
+    assert_eq!(
+        out,
+        "dry run: nothing was changed\n\
+         change: created shadow · updated - · deleted -\n\
+         replayed 5 sampled requests: 2 would move\n\
+         \x20      2  api (http://127.0.0.1:9001) → (404)\n\
+         \x20         e.g. GET a.test/api/a?x=1\n\
+         no longer reached by any sampled request: api\n\
+         unreachable routes (a route before them matches all they match):\n\
+         ROUTE  SHADOWED BY  SINCE\n\
+         api    shadow       this change\n"
+    );
+}
