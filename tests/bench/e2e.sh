@@ -26,6 +26,10 @@
 #   routerd-trace     `routerd` with tracing at 100% (--otlp-endpoint: the backend nginx takes
 #                     the exports), against `routerd`: what tracing costs when every request
 #                     is sampled; routerd-trace-0 at ratio 0 (trace context passed on, no span)
+#   routerd-nosample  `routerd` with the request sample off (--sample-every 0), against
+#                     `routerd` (one head in 100 kept): what sampling costs at its default;
+#                     routerd-sample-all keeps every head (--sample-every 1). Not in SETUPS
+#                     unless named.
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
 # wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
@@ -182,7 +186,7 @@ echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_pr
     >"$tmp/routerd/config.json"
 routerd_dir routerd-base
 cp "$tmp/routerd/config.json" "$tmp/routerd-base/config.json"
-for setup in routerd-trace routerd-trace-0; do
+for setup in routerd-trace routerd-trace-0 routerd-nosample routerd-sample-all; do
     routerd_dir "$setup"
     cp "$tmp/routerd/config.json" "$tmp/$setup/config.json"
 done
@@ -258,6 +262,8 @@ start_proxy() {
         routerd-trace) extra=(--otlp-endpoint "http://127.0.0.1:$backend_port/v1/traces") ;;
         routerd-trace-0) extra=(--otlp-endpoint "http://127.0.0.1:$backend_port/v1/traces"
             --trace-sample-ratio 0) ;;
+        routerd-nosample) extra=(--sample-every 0) ;;
+        routerd-sample-all) extra=(--sample-every 1) ;;
         esac
         RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$tmp/$setup/config.json" "${extra[@]}" \
             --listen "127.0.0.1:$proxy_port" --admin 127.0.0.1:0 \
@@ -363,7 +369,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-trace", "routerd-trace-0", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-trace", "routerd-trace-0", "routerd-nosample", "routerd-sample-all", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF
