@@ -258,12 +258,27 @@ impl Admin {
                 let name = query_param(call.query, "name")
                     .map(|n| n.into_owned())
                     .unwrap_or_default();
+                let trial = plugins::trial_mode(call.query)?;
                 let bytes = read_body(body, MAX_PLUGIN_BYTES).await?;
                 let routes = self.routes.clone();
-                let doc = blocking(move || plugins::upload(&routes, &name, &bytes)).await?;
+                let doc = match trial {
+                    None => blocking(move || plugins::upload(&routes, &name, &bytes)).await?,
+                    Some(mode) => {
+                        blocking(move || plugins::try_version(&routes, &name, &bytes, mode)).await?
+                    }
+                };
                 Ok(json(StatusCode::CREATED, &doc))
             }
             (&Method::GET, [name]) => Ok(json(StatusCode::OK, &plugins::get(&self.routes, name)?)),
+            (&Method::POST, [name, "promote"]) => {
+                let (routes, name) = (self.routes.clone(), (*name).to_owned());
+                let doc = blocking(move || plugins::promote(&routes, &name)).await?;
+                Ok(json(StatusCode::OK, &doc))
+            }
+            (&Method::POST, [name, "discard"]) => {
+                plugins::discard(&self.routes, name)?;
+                Ok(no_content())
+            }
             (&Method::DELETE, [name]) => {
                 let force =
                     query_param(call.query, "force").is_some_and(|v| v == "true" || v == "1");

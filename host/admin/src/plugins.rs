@@ -1,5 +1,6 @@
 //! The plugin endpoints: upload (validated and compiled before it replaces anything, then
-//! written to the plugins directory), list and show with counters, unload.
+//! written to the plugins directory), list and show with counters, unload; and trial versions
+//! (shadow or canary) beside a live one, promoted or discarded.
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +11,9 @@ use routerd_control::routeset::{RouteSet, RouteView, store_error};
 use routerd_control::store::PluginManifest;
 use routerd_plugins::registry::{InstallError, valid_name};
 use routerd_plugins::services::OutboundOutcome;
+use routerd_plugins::trial::{Sticky, TrialMode};
 use routerd_plugins::{Phase, Plugin, PluginError};
+use routerd_routing::RouteFilter;
 
 /// The routes (from one listing) that use plugin `name`.
 fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {
@@ -74,7 +77,20 @@ fn describe(listing: &[RouteView], p: &Plugin) -> serde_json::Value {
             .iter()
             .map(|o| (o.as_str(), p.outbound().count(*o)))
             .collect::<std::collections::BTreeMap<_, _>>(),
+        "trial": p.trial().map(|t| trial_doc(&t)),
     })
+}
+
+/// A trial version: what it has seen, and its own counters.
+fn trial_doc(t: &routerd_plugins::trial::Trial) -> serde_json::Value {
+    let mut doc = serde_json::to_value(t.report()).unwrap_or_default();
+    let s = &t.plugin.stats;
+    doc["calls"] = s.total_calls().into();
+    doc["traps"] = s.traps.load(Ordering::Relaxed).into();
+    doc["deadline_hits"] = s.deadline_hits.load(Ordering::Relaxed).into();
+    doc["memory_cap_hits"] = s.memory_cap_hits.load(Ordering::Relaxed).into();
+    doc["rejected_results"] = s.bad_results.load(Ordering::Relaxed).into();
+    doc
 }
 
 /// `GET /api/v1/plugins`.
@@ -195,4 +211,137 @@ pub fn unload(routes: &RouteSet, name: &str, force: bool) -> Result<(), ApiError
     }
     registry.unload(name);
     Ok(())
+}
+
+/// The args the served table's routes give plugin `name`, each set once.
+fn args_in_use(routes: &RouteSet, name: &str) -> Vec<Vec<String>> {
+    let table = routes.table();
+    let mut args: Vec<Vec<String>> = Vec::new();
+    for route in table.routes() {
+        let predicates = route
+            .predicates
+            .iter()
+            .filter(|(_, call)| call.name() == name)
+            .map(|(_, call)| &call.prepared.args);
+        let filters = route.filters.iter().filter_map(|f| match f {
+            RouteFilter::Plugin(call) if call.name() == name => Some(&call.prepared.args),
+            _ => None,
+        });
+        for a in predicates.chain(filters) {
+            if !args.contains(a) {
+                args.push(a.clone());
+            }
+        }
+    }
+    args
+}
+
+/// `POST /api/v1/plugins?name=NAME&shadow=true` (or `&canary=...`): loads a trial version
+/// beside the live one.
+pub fn try_version(
+    routes: &RouteSet,
+    name: &str,
+    bytes: &[u8],
+    mode: TrialMode,
+) -> Result<serde_json::Value, ApiError> {
+    let registry = routes.plugins();
+    if registry.get(name).is_none() {
+        return Err(not_found(name));
+    }
+    let args = args_in_use(routes, name);
+    registry
+        .try_version(name, bytes, mode, &args)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string()))?;
+    get(routes, name)
+}
+
+/// `POST /api/v1/plugins/{name}/promote`: the trial version becomes the live one, installed
+/// as an upload is (written to the plugins directory, shared through the store).
+pub fn promote(routes: &RouteSet, name: &str) -> Result<serde_json::Value, ApiError> {
+    let live = routes.plugins().get(name).ok_or_else(|| not_found(name))?;
+    let trial = live.trial().ok_or_else(|| no_trial(name))?;
+    let doc = upload(routes, name, &trial.bytes)?;
+    // Only the trial that was promoted ends: one loaded meanwhile stays.
+    if let Some(now) = routes.plugins().get(name)
+        && now
+            .trial()
+            .is_some_and(|t| std::sync::Arc::ptr_eq(&t, &trial))
+    {
+        now.set_trial(None);
+    }
+    tracing::info!(plugin = name, sha256 = %trial.plugin.sha256, "trial version promoted");
+    let mut doc = doc;
+    doc["trial"] = serde_json::Value::Null;
+    Ok(doc)
+}
+
+/// `POST /api/v1/plugins/{name}/discard`: the trial version is dropped.
+pub fn discard(routes: &RouteSet, name: &str) -> Result<(), ApiError> {
+    routes.plugins().get(name).ok_or_else(|| not_found(name))?;
+    routes
+        .plugins()
+        .discard_trial(name)
+        .map(drop)
+        .ok_or_else(|| no_trial(name))
+}
+
+fn no_trial(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "trial_not_found",
+        format!("plugin {name:?} has no shadow or canary version"),
+    )
+}
+
+/// The trial a plugin upload asks for: `shadow=true`, or `canary=5%` (or `5`) with
+/// `sticky=client|header:NAME` and `margin=POINTS` (default 5); `None` for a plain upload.
+pub fn trial_mode(query: Option<&str>) -> Result<Option<TrialMode>, ApiError> {
+    let param = |key: &str| super::requests::query_param(query, key).map(|v| v.into_owned());
+    let bad = |m: String| super::requests::bad_body(m);
+    let shadow = matches!(param("shadow").as_deref(), Some("true" | "1" | ""));
+    let Some(share) = param("canary") else {
+        for key in ["sticky", "margin"] {
+            if param(key).is_some() {
+                return Err(bad(format!("{key} goes with canary=PERCENT")));
+            }
+        }
+        return Ok(shadow.then_some(TrialMode::Shadow));
+    };
+    if shadow {
+        return Err(bad("shadow and canary exclude each other: pick one".into()));
+    }
+    let percent: f64 = share
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+        .ok_or_else(|| bad(format!("canary={share} is not a percentage in (0, 100]")))?;
+    let sticky = match param("sticky").as_deref() {
+        None | Some("none") => Sticky::No,
+        Some("client") => Sticky::ClientAddr,
+        Some(other) => match other.strip_prefix("header:") {
+            Some(h) => Sticky::Header(
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| bad(format!("sticky={other}: {h:?} is not a header name")))?,
+            ),
+            None => {
+                return Err(bad(format!(
+                    "sticky={other} is none of client, header:NAME, none"
+                )));
+            }
+        },
+    };
+    let margin = match param("margin") {
+        None => 5.0,
+        Some(m) => m
+            .parse::<f64>()
+            .ok()
+            .filter(|m| (0.0..=100.0).contains(m))
+            .ok_or_else(|| bad(format!("margin={m} is not a number of points in [0, 100]")))?,
+    };
+    Ok(Some(TrialMode::Canary {
+        per_mille: (percent * 10.0).round().max(1.0) as u32,
+        sticky,
+        margin: margin / 100.0,
+    }))
 }

@@ -5,8 +5,8 @@
 //! plugin routing's external predicate and filter, `state` the host side of the contract, `services` the store and outbound HTTP plugins may use, `settings` a plugin's `NAME.json`, `gate` the
 //! concurrency cap, circuit breaker and counters in front of every call, `journal` the record
 //! of a traced request's calls, `plugin` one loaded
-//! plugin with its warm instances and calls, `registry` the loaded set, and `watcher` the
-//! plugins directory.
+//! plugin with its warm instances and calls, `registry` the loaded set, `trial` a new version tried beside the live one (shadow or
+//! canary) before it replaces it, and `watcher` the plugins directory.
 
 mod clock;
 pub mod contract;
@@ -21,6 +21,7 @@ pub mod registry;
 pub mod services;
 pub mod settings;
 pub mod state;
+pub mod trial;
 pub mod watcher;
 
 pub use counters::PluginCounters;
@@ -72,6 +73,14 @@ pub enum PluginError {
     /// The component failed to start.
     #[error("the component failed to instantiate: {0}")]
     Instantiate(String),
+    /// A trial version was given for a name with no live version.
+    #[error("no plugin {0:?} is loaded: a shadow or canary tries a new version of a loaded plugin")]
+    NotLoaded(String),
+    /// A trial version exports something else than the live one.
+    #[error(
+        "plugin {0:?} is a {1}; the new version is a {2}: a trial version must be the same kind"
+    )]
+    KindChanged(String, &'static str, &'static str),
 }
 
 impl PluginError {

@@ -15,6 +15,7 @@ use super::engine::PluginEngine;
 use super::plugin::Plugin;
 use super::services::{AllowList, HostServices, Kept, OutboundPolicy, StoreBounds};
 use super::settings::PluginSettings;
+use super::trial::{Trial, TrialMode};
 
 /// Checks a plugin name: letters, digits, `-`, `_`; no path separators or dots.
 pub fn valid_name(name: &str) -> bool {
@@ -244,17 +245,33 @@ impl PluginRegistry {
         {
             return Ok(current);
         }
+        // A new version keeps the name's counters and store.
+        let kept = self.get(name).map(|previous| previous.kept());
+        let plugin = self.build(name, bytes, sha256, settings, kept)?;
+        if let Ok(mut map) = self.plugins.write() {
+            map.insert(name.to_owned(), plugin.clone());
+        }
+        self.generation.send_modify(|g| *g += 1);
+        Ok(plugin)
+    }
+
+    /// Compiles, links and test-instantiates `bytes` as a version of plugin `name` with what
+    /// its name keeps (fresh counters and store when `kept` is `None`), without serving it.
+    fn build(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: String,
+        settings: PluginSettings,
+        kept: Option<Kept>,
+    ) -> Result<Arc<Plugin>, PluginError> {
         let allow = AllowList::parse(&settings.http.allow)
             .map_err(|e| PluginError::Settings(format!("{name}.json"), e))?;
         let bounds = settings.store.bounds(self.services.store_defaults);
         let compiled = self.engine.compile(&sha256, bytes)?;
         let compiled_by = compiled.by;
         let took = compiled.took;
-        // A new version keeps the name's counters and store.
-        let kept = match self.get(name) {
-            Some(previous) => previous.kept(),
-            None => Kept::new(bounds),
-        };
+        let kept = kept.unwrap_or_else(|| Kept::new(bounds));
         let outbound = Arc::new(OutboundPolicy::new(
             name.into(),
             allow,
@@ -288,11 +305,45 @@ impl PluginRegistry {
             instantiate_ms = plugin.instantiate_time.as_millis() as u64,
             "plugin loaded"
         );
-        if let Ok(mut map) = self.plugins.write() {
-            map.insert(name.to_owned(), plugin.clone());
-        }
-        self.generation.send_modify(|g| *g += 1);
         Ok(plugin)
+    }
+
+    /// Loads `bytes` as a trial version of loaded plugin `name` (shadow or canary), beside the
+    /// live one and replacing any earlier trial; `args_in_use` are the args its routes give it,
+    /// prepared now. The trial version gets counters and a store of its own. Blocks: call it
+    /// off the proxy's workers.
+    pub fn try_version(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        mode: TrialMode,
+        args_in_use: &[Vec<String>],
+    ) -> Result<Arc<Trial>, PluginError> {
+        let live = self
+            .get(name)
+            .ok_or_else(|| PluginError::NotLoaded(name.to_owned()))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let plugin = self.build(name, bytes, sha256, live.settings.clone(), None)?;
+        if plugin.kind != live.kind {
+            return Err(PluginError::KindChanged(
+                name.to_owned(),
+                live.kind.as_str(),
+                plugin.kind.as_str(),
+            ));
+        }
+        let trial = Trial::start(plugin, Arc::from(bytes), mode, args_in_use);
+        live.set_trial(Some(trial.clone()));
+        tracing::info!(plugin = name, sha256 = %trial.plugin.sha256, mode = ?trial.mode, "trial version loaded");
+        Ok(trial)
+    }
+
+    /// Drops plugin `name`'s trial version; the one dropped.
+    pub fn discard_trial(&self, name: &str) -> Option<Arc<Trial>> {
+        let dropped = self.get(name)?.set_trial(None);
+        if dropped.is_some() {
+            tracing::info!(plugin = name, "trial version discarded");
+        }
+        dropped
     }
 
     /// Unloads `name`; calls in flight finish on it.

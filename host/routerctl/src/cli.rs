@@ -147,6 +147,33 @@ pub(crate) enum PluginCommand {
         /// The plugin's name (default: the file name without `.wasm`).
         #[arg(long)]
         name: Option<String>,
+        /// Load it as a shadow of the loaded plugin of that name: the live version keeps
+        /// deciding, the shadow runs on copies of its calls, after them, and routerd counts
+        /// where the two agree and differ, per route (`plugin info`).
+        #[arg(long, conflicts_with = "canary")]
+        shadow: bool,
+        /// Load it as a canary: it decides for this share of calls (`5%`); if its failure
+        /// rate exceeds the live version's by more than `--margin` points, routerd rolls it
+        /// back by itself.
+        #[arg(long, value_name = "PERCENT")]
+        canary: Option<String>,
+        /// What keeps a client on one version during a canary: `client` (its address) or
+        /// `header:NAME`.
+        #[arg(long, requires = "canary", value_name = "client|header:NAME")]
+        sticky: Option<String>,
+        /// How many points the canary's failure rate may exceed the live version's (default 5).
+        #[arg(long, requires = "canary", value_name = "POINTS")]
+        margin: Option<f64>,
+    },
+    /// Make a plugin's shadow or canary version the live one (installed as `load` installs).
+    Promote {
+        /// The plugin's name.
+        name: String,
+    },
+    /// Drop a plugin's shadow or canary version; the live one goes on alone.
+    Discard {
+        /// The plugin's name.
+        name: String,
     },
     /// List the loaded plugins with their counters.
     List,

@@ -367,7 +367,14 @@ impl Ctl {
                     dir.display()
                 ))
             }
-            PluginCommand::Load { file, name } => {
+            PluginCommand::Load {
+                file,
+                name,
+                shadow,
+                canary,
+                sticky,
+                margin,
+            } => {
                 let name = match name {
                     Some(name) => name,
                     None => file
@@ -385,8 +392,31 @@ impl Ctl {
                     content_type: "application/wasm",
                     bytes: &bytes,
                 };
-                let path = format!("/api/v1/plugins?name={}", encode(&name));
+                let mut path = format!("/api/v1/plugins?name={}", encode(&name));
+                if shadow {
+                    path.push_str("&shadow=true");
+                }
+                let trial = match &canary {
+                    Some(share) => {
+                        path.push_str(&format!("&canary={}", encode(share)));
+                        if let Some(s) = &sticky {
+                            path.push_str(&format!("&sticky={}", encode(s)));
+                        }
+                        if let Some(m) = margin {
+                            path.push_str(&format!("&margin={m}"));
+                        }
+                        Some(format!("a canary at {share}"))
+                    }
+                    None => shadow.then(|| "a shadow".to_owned()),
+                };
                 let plugin = self.client.call(Method::POST, &path, Some(body), None)?;
+                if let Some(what) = trial {
+                    return Ok(self.done(plugin.as_ref(), |_| {
+                        format!(
+                            "loaded {what} of plugin {name}; see it with: routerctl plugin info {name}"
+                        )
+                    }));
+                }
                 Ok(self.done(plugin.as_ref(), |p| {
                     let Some(p) = p else {
                         return format!("loaded plugin {name}");
@@ -409,6 +439,20 @@ impl Ctl {
             PluginCommand::Info { name } => {
                 let plugin = self.client.get(&plugin_path(&name))?;
                 Ok(self.show(&plugin, |p| render::details(p, render::PLUGIN_ORDER)))
+            }
+            PluginCommand::Promote { name } => {
+                let path = format!("{}/promote", plugin_path(&name));
+                let plugin = self.client.call(Method::POST, &path, None, None)?;
+                Ok(self.done(plugin.as_ref(), |_| {
+                    format!("promoted the trial version of plugin {name}: it is the live one now")
+                }))
+            }
+            PluginCommand::Discard { name } => {
+                let path = format!("{}/discard", plugin_path(&name));
+                let answer = self.client.call(Method::POST, &path, None, None)?;
+                Ok(self.done(answer.as_ref(), |_| {
+                    format!("discarded the trial version of plugin {name}")
+                }))
             }
             PluginCommand::Unload { name, force } => {
                 let mut path = plugin_path(&name);

@@ -232,6 +232,9 @@ pub struct Prepared {
     pub config: u32,
     /// The phases a filter runs with these arguments (unused for a predicate).
     pub phases: FilterPhases,
+    /// The route the arguments are for (set when the route is compiled), for counting a
+    /// plugin's trial versions per route.
+    pub route: Arc<str>,
 }
 
 /// Which phases of a filter run for a route.

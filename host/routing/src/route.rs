@@ -372,7 +372,10 @@ impl RuleCheck<'_> {
             }
         };
         match prepare(&p) {
-            Ok(prepared) => Some((p, prepared)),
+            Ok(mut prepared) => {
+                prepared.route = Arc::from(self.rule.name.as_str());
+                Some((p, prepared))
+            }
             Err(reason) => {
                 self.err(
                     &format!("{field}.args"),

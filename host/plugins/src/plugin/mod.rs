@@ -85,6 +85,8 @@ pub struct Plugin {
     /// Its counters, shared by every version loaded under its name (a replaced plugin's
     /// counters go on counting, so `/metrics` never sees a reset while the name stays loaded).
     pub stats: Arc<PluginStats>,
+    /// The name's trial version (shadow or canary), shared the same way.
+    trial: Arc<arc_swap::ArcSwapOption<crate::trial::Trial>>,
     /// What its instances are given: its name's store (shared the same way) and where it may
     /// send requests.
     services: InstanceServices,
@@ -153,6 +155,7 @@ impl Plugin {
                 outbound,
             },
             stats: kept.stats,
+            trial: kept.trial,
             engine: engine.clone(),
             pre,
             indices,
@@ -175,7 +178,22 @@ impl Plugin {
             stats: self.stats.clone(),
             store: self.services.store.clone(),
             outbound: self.services.outbound.stats.clone(),
+            trial: self.trial.clone(),
         }
+    }
+
+    /// The name's trial version, if one is loaded.
+    pub fn trial(&self) -> Option<Arc<crate::trial::Trial>> {
+        self.trial.load_full()
+    }
+
+    /// Puts `trial` beside this name's live version (replacing any), or takes it away; the
+    /// one it replaced.
+    pub fn set_trial(
+        &self,
+        trial: Option<Arc<crate::trial::Trial>>,
+    ) -> Option<Arc<crate::trial::Trial>> {
+        self.trial.swap(trial)
     }
 
     /// Its key-value store.
@@ -243,11 +261,25 @@ impl Plugin {
             args: args.to_vec(),
             config: id,
             phases,
+            route: Arc::from(""),
         })
     }
 
-    /// Runs the predicate.
+    /// Runs the predicate (through the name's trial version, when one is loaded).
     pub async fn run_predicate(
+        &self,
+        request: ExternalRequest,
+        args: &Prepared,
+    ) -> Result<bool, CallFailure> {
+        match self.trial.load().as_deref() {
+            None => self.live_predicate(request, args).await,
+            // Boxed: a trial's path stays out of every call's future.
+            Some(trial) => Box::pin(self.predicate_on_trial(trial, request, args)).await,
+        }
+    }
+
+    /// Runs this version's predicate.
+    pub(crate) async fn live_predicate(
         &self,
         request: ExternalRequest,
         args: &Prepared,
@@ -267,8 +299,21 @@ impl Plugin {
         }
     }
 
-    /// Runs the filter's request phase.
+    /// Runs the filter's request phase (through the name's trial version, when one is
+    /// loaded).
     pub async fn run_request_phase(
+        &self,
+        request: ExternalRequest,
+        args: &Prepared,
+    ) -> Result<RequestAction, CallFailure> {
+        match self.trial.load().as_deref() {
+            None => self.live_request_phase(request, args).await,
+            Some(trial) => Box::pin(self.request_phase_on_trial(trial, request, args)).await,
+        }
+    }
+
+    /// Runs this version's request phase.
+    pub(crate) async fn live_request_phase(
         &self,
         request: ExternalRequest,
         args: &Prepared,

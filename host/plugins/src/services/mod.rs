@@ -57,6 +57,8 @@ pub struct Kept {
     pub store: Arc<PluginStore>,
     /// Outbound request counters.
     pub outbound: Arc<OutboundStats>,
+    /// The trial version beside the live one (shadow or canary), if any.
+    pub trial: Arc<arc_swap::ArcSwapOption<crate::trial::Trial>>,
 }
 
 impl Kept {
@@ -66,6 +68,7 @@ impl Kept {
             stats: Arc::default(),
             store: Arc::new(PluginStore::new(bounds)),
             outbound: Arc::default(),
+            trial: Arc::default(),
         }
     }
 }

@@ -1,30 +1,31 @@
 //! The sample of recent request heads that dry runs replay: one request in `every` (picked at
 //! random per worker thread, so a periodic client is not always or never picked) has its head
-//! copied into a bounded ring, oldest out first, bounded in count and bytes. A request that is
-//! not picked costs a thread-local countdown: no lock and no allocation. A picked one takes
-//! the ring's lock only if it is free; under contention the head is dropped (and counted).
+//! encoded into a bounded ring (`ring`), oldest out first, bounded in count and bytes. A request
+//! that is not picked costs a thread-local countdown: no lock and no allocation. A picked one
+//! is encoded in a per-thread buffer and copied in only if the ring's lock is free; under
+//! contention the head is dropped (and counted).
 //!
 //! Secrets are sealed before they are kept: the values of `Authorization`,
 //! `Proxy-Authorization`, each cookie's value and any header named by the operator are replaced
 //! by a keyed hash (`sealed:` and 16 hex digits, keyed per process), enough to replay an
 //! equality matcher, never the secret itself. Nothing here is written anywhere.
 
-use std::cell::Cell;
-use std::collections::VecDeque;
-use std::hash::BuildHasher;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, COOKIE, HeaderName, PROXY_AUTHORIZATION};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderName;
 
 use routerd_routing::{BufferedBody, SharedHead};
 
-/// What a sealed value starts with.
-pub const SEALED_PREFIX: &str = "sealed:";
+mod ring;
+mod seal;
+
+use ring::Ring;
+pub use seal::{SEALED_PREFIX, Seal};
 
 /// How the sample is kept (the `--sample-*` flags).
 #[derive(Debug, Clone)]
@@ -33,7 +34,7 @@ pub struct SampleOptions {
     pub every: u32,
     /// The most heads kept.
     pub max_heads: usize,
-    /// The most bytes kept (headers, target and bodies, counted as their lengths).
+    /// The most bytes kept (heads and bodies, encoded).
     pub max_bytes: usize,
     /// The most bytes of a body kept (only bodies a body matcher read are kept at all).
     pub max_body_bytes: usize,
@@ -65,7 +66,6 @@ pub struct SampledHead {
     pub body: Option<(Bytes, bool)>,
     /// When it was seen, in milliseconds since the Unix epoch.
     pub unix_ms: u64,
-    bytes: usize,
 }
 
 impl SampledHead {
@@ -75,78 +75,6 @@ impl SampledHead {
             .as_ref()
             .map(|(bytes, cut)| BufferedBody::new(bytes.clone(), *cut))
     }
-}
-
-/// The sealing key and which headers it seals.
-#[derive(Debug)]
-pub struct Seal {
-    key: std::hash::RandomState,
-    headers: Vec<HeaderName>,
-    in_clear: bool,
-}
-
-impl Seal {
-    fn new(options: &SampleOptions) -> Self {
-        let mut headers = vec![AUTHORIZATION, PROXY_AUTHORIZATION];
-        headers.extend(options.secret_headers.iter().cloned());
-        Seal {
-            key: std::hash::RandomState::new(),
-            headers,
-            in_clear: options.secrets_in_clear,
-        }
-    }
-
-    /// The sealed form of `value`.
-    pub fn seal(&self, value: &[u8]) -> String {
-        format!("{SEALED_PREFIX}{:016x}", self.key.hash_one(value))
-    }
-
-    /// Whether a header's values are sealed (cookies: each value, not the names).
-    pub fn covers(&self, name: &HeaderName) -> bool {
-        !self.in_clear && (*name == COOKIE || self.headers.contains(name))
-    }
-
-    /// `headers` with secrets sealed.
-    fn headers(&self, headers: &HeaderMap) -> HeaderMap {
-        let mut out = HeaderMap::with_capacity(headers.len());
-        for (name, value) in headers {
-            let kept = if !self.covers(name) {
-                value.clone()
-            } else if *name == COOKIE {
-                self.cookies(value)
-            } else {
-                sealed_value(self.seal(value.as_bytes()))
-            };
-            out.append(name.clone(), kept);
-        }
-        out
-    }
-
-    /// A `Cookie` header with each value sealed and the names kept.
-    fn cookies(&self, value: &HeaderValue) -> HeaderValue {
-        let Ok(text) = value.to_str() else {
-            return sealed_value(self.seal(value.as_bytes()));
-        };
-        let pairs: Vec<String> = text
-            .split(';')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, v)) => format!("{}={}", k.trim(), self.seal(v.trim().as_bytes())),
-                None => pair.trim().to_owned(),
-            })
-            .collect();
-        sealed_value(pairs.join("; "))
-    }
-}
-
-fn sealed_value(text: String) -> HeaderValue {
-    // A sealed value is ASCII (names from a valid header, `sealed:` and hex), so this holds.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("sealed:invalid"))
-}
-
-#[derive(Default)]
-struct Ring {
-    heads: VecDeque<Arc<SampledHead>>,
-    bytes: usize,
 }
 
 /// See the module docs.
@@ -161,7 +89,12 @@ pub struct HeadSample {
 thread_local! {
     /// Requests this thread lets pass before it keeps one.
     static UNTIL_NEXT: Cell<u32> = const { Cell::new(0) };
+    /// Where this thread encodes a head before copying it into the ring.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
+
+/// A scratch buffer past this is given back after use.
+const SCRATCH_KEEP: usize = 64 << 10;
 
 impl HeadSample {
     /// An empty sample; `None` when `options.every` is 0 (sampling off).
@@ -169,8 +102,8 @@ impl HeadSample {
         (options.every > 0 && options.max_heads > 0).then(|| {
             Arc::new(HeadSample {
                 seal: Seal::new(&options),
+                ring: Mutex::new(Ring::new(options.max_heads, options.max_bytes)),
                 options,
-                ring: Mutex::new(Ring::default()),
                 dropped: AtomicU64::new(0),
                 kept: AtomicU64::new(0),
             })
@@ -206,71 +139,64 @@ impl HeadSample {
         scheme: &'static str,
         body: Option<&BufferedBody>,
     ) {
-        let headers = self.seal.headers(&parts.headers);
-        let body = body.map(|b| {
-            let cap = self.options.max_body_bytes;
-            let cut = b.too_large || b.bytes.len() > cap;
-            (b.bytes.slice(..b.bytes.len().min(cap)), cut)
-        });
-        let bytes = 128
-            + parts.uri.to_string().len()
-            + headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len() + 16)
-                .sum::<usize>()
-            + body.as_ref().map_or(0, |(b, _)| b.len());
-        if bytes > self.options.max_bytes {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let mut head = http::Request::new(()).into_parts().0;
-        head.method = parts.method.clone();
-        head.uri = parts.uri.clone();
-        head.version = parts.version;
-        head.headers = headers;
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let sampled = Arc::new(SampledHead {
-            head: SharedHead {
-                parts: Arc::new(head),
-                remote,
-                scheme,
-            },
-            body,
-            unix_ms,
-            bytes,
-        });
-        let Ok(mut ring) = self.ring.try_lock() else {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        while !ring.heads.is_empty()
-            && (ring.heads.len() >= self.options.max_heads
-                || ring.bytes + bytes > self.options.max_bytes)
-        {
-            if let Some(old) = ring.heads.pop_front() {
-                ring.bytes -= old.bytes;
+        let kept = SCRATCH.with(|scratch| {
+            let Ok(mut out) = scratch.try_borrow_mut() else {
+                return false;
+            };
+            let encoded = ring::encode(
+                parts,
+                body,
+                self.options.max_body_bytes,
+                &self.seal,
+                &mut out,
+            );
+            let kept = encoded
+                && match self.ring.try_lock() {
+                    Ok(mut ring) => ring.push(&out, remote, scheme, unix_ms),
+                    Err(_) => false,
+                };
+            if out.capacity() > SCRATCH_KEEP {
+                *out = Vec::new();
             }
-        }
-        ring.bytes += bytes;
-        ring.heads.push_back(sampled);
-        drop(ring);
-        self.kept.fetch_add(1, Ordering::Relaxed);
+            kept
+        });
+        let counter = if kept { &self.kept } else { &self.dropped };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The heads kept now, oldest first (shared, so the ring goes on meanwhile).
+    /// The heads kept now, oldest first (copied, so the ring goes on meanwhile).
     pub fn heads(&self) -> Vec<Arc<SampledHead>> {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        ring.heads.iter().cloned().collect()
+        let copied = self
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .copy();
+        copied
+            .into_iter()
+            .filter_map(|(entry, bytes)| {
+                let (parts, body) = ring::decode(&bytes)?;
+                Some(Arc::new(SampledHead {
+                    head: SharedHead {
+                        parts: Arc::new(parts),
+                        remote: entry.remote,
+                        scheme: entry.scheme,
+                    },
+                    body,
+                    unix_ms: entry.unix_ms,
+                }))
+            })
+            .collect()
     }
 
     /// Heads kept and dropped since the start, and the bytes held now.
     pub fn stats(&self) -> SampleStats {
         let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
         SampleStats {
-            held: ring.heads.len(),
-            bytes: ring.bytes,
+            held: ring.len(),
+            bytes: ring.held(),
             kept: self.kept.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             every: self.options.every,
@@ -292,7 +218,7 @@ pub struct SampleStats {
     pub bytes: usize,
     /// Heads kept since the start (some since pushed out).
     pub kept: u64,
-    /// Heads picked but dropped (the ring was busy, or one head was over the byte bound).
+    /// Heads picked but dropped (the ring was busy, or the head was larger than it).
     pub dropped: u64,
     /// One request in this many is picked.
     pub every: u32,

@@ -1,0 +1,252 @@
+//! Black-box tests of trial plugin versions: a real `routerd` process, real plugins compiled from
+//! `plugins/`. A shadow decides nothing and reports exactly where it disagrees with the live
+//! version; promotion and discarding under load fail no request; a canary that traps is rolled
+//! back by itself, with the reason logged.
+#![allow(clippy::unwrap_used)]
+
+mod admin_common;
+mod harness;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use admin_common::*;
+use harness::*;
+use serde_json::Value;
+
+/// `tier` answers `gold` when plugin `geo` (header-eq on x-tier: gold) matches; `rest`
+/// answers `other` on the same path.
+fn tier_config() -> Value {
+    config(vec![
+        Route::respond("gold")
+            .m(path("/tier"))
+            .m(plugin_pred("geo", &["x-tier", "gold"])),
+        Route::respond("other").m(path("/tier")),
+    ])
+}
+
+async fn start() -> Routerd {
+    launch(&tier_config(), &[])
+        .plugin_as("geo", "header-eq")
+        .start()
+        .await
+}
+
+async fn upload(rd: &Routerd, query: &str, plugin: &str) -> Resp {
+    let bytes = std::fs::read(dist_plugin(plugin)).unwrap();
+    rd.admin_request(
+        "POST",
+        &format!("{PLUGINS}?name=geo&{query}"),
+        &[("content-type", "application/wasm")],
+        bytes,
+    )
+    .await
+}
+
+async fn tier(rd: &Routerd, gold: bool) -> String {
+    let headers: &[(&str, &str)] = if gold { &[("x-tier", "gold")] } else { &[] };
+    let resp = rd.request("GET", "/tier", headers, "").await;
+    assert_eq!(resp.status, 200, "{}", resp.describe());
+    resp.text()
+}
+
+async fn geo(rd: &Routerd) -> Value {
+    assert_status(
+        &rd.admin_get(&format!("{PLUGINS}/geo")).await,
+        200,
+        "GET geo",
+    )
+}
+
+/// Waits until the trial's comparisons on route `gold` add up to `calls`.
+async fn compared(rd: &Routerd, calls: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let doc = geo(rd).await;
+        let c = &doc["trial"]["routes"]["gold"];
+        let seen = c["agreed"].as_u64().unwrap_or(0) + c["diverged"].as_u64().unwrap_or(0);
+        if seen >= calls {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shadow compared {seen} of {calls}: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_reports_where_it_disagrees_and_decides_nothing() {
+    let rd = start().await;
+    // The new version matches everything: it disagrees exactly on requests without the header.
+    let resp = upload(&rd, "shadow=true", "noop-predicate").await;
+    let doc = assert_status(&resp, 201, "shadow upload");
+    assert_eq!(doc["trial"]["mode"], "shadow", "{doc}");
+    let live_sha = doc["sha256"].clone();
+
+    for _ in 0..10 {
+        assert_eq!(tier(&rd, true).await, "gold");
+    }
+    for _ in 0..6 {
+        // The live version decides: without the header, `other`.
+        assert_eq!(tier(&rd, false).await, "other");
+    }
+    let doc = compared(&rd, 16).await;
+    let c = &doc["trial"]["routes"]["gold"];
+    assert_eq!(c["agreed"], 10, "{doc}");
+    assert_eq!(c["diverged"], 6, "{doc}");
+    assert_eq!(c["trial_failed"], 0, "{doc}");
+    let example = &c["examples"][0];
+    assert_eq!(
+        (&example["path"], &example["live"], &example["trial"]),
+        (
+            &Value::from("/tier"),
+            &Value::from("false"),
+            &Value::from("true")
+        ),
+        "{doc}"
+    );
+    assert_eq!(
+        doc["sha256"], live_sha,
+        "the shadow replaced the live version"
+    );
+    assert_eq!(doc["trial"]["dropped"], 0, "{doc}");
+
+    // Promotion under load: no request fails, and the new version decides afterwards.
+    let rd = Arc::new(rd);
+    let mut load = Vec::new();
+    for t in 0..4 {
+        let rd = rd.clone();
+        load.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for i in 0..50 {
+                let gold = (i + t) % 2 == 0;
+                let headers: &[(&str, &str)] = if gold { &[("x-tier", "gold")] } else { &[] };
+                let resp = rd.request("GET", "/tier", headers, "").await;
+                if resp.status != 200 {
+                    failed.push(resp.describe());
+                }
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let promoted = rd
+        .admin_request("POST", &format!("{PLUGINS}/geo/promote"), &[], "")
+        .await;
+    let doc = assert_status(&promoted, 200, "promote");
+    for task in load {
+        let failed = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during promotion: {failed:?}"
+        );
+    }
+    assert_ne!(doc["sha256"], live_sha, "{doc}");
+    assert_eq!(doc["trial"], Value::Null, "{doc}");
+    assert_eq!(
+        tier(&rd, false).await,
+        "gold",
+        "the promoted version decides"
+    );
+    let on_disk = std::fs::read(rd.plugins_dir().join("geo.wasm")).unwrap();
+    assert_eq!(
+        on_disk,
+        std::fs::read(dist_plugin("noop-predicate")).unwrap()
+    );
+
+    // A shadow discarded: gone, and a second discard says there is none.
+    assert_status(
+        &upload(&rd, "shadow=true", "header-eq").await,
+        201,
+        "shadow",
+    );
+    let resp = rd
+        .admin_request("POST", &format!("{PLUGINS}/geo/discard"), &[], "")
+        .await;
+    assert_eq!(resp.status, 204, "{}", resp.describe());
+    assert_eq!(geo(&rd).await["trial"], Value::Null);
+    let resp = rd
+        .admin_request("POST", &format!("{PLUGINS}/geo/discard"), &[], "")
+        .await;
+    assert_error(&resp, 404, "trial_not_found", "a second discard");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_canary_is_rolled_back_by_itself() {
+    let rd = start().await;
+    let resp = upload(&rd, "canary=50%25", "bad-recursion").await;
+    let doc = assert_status(&resp, 201, "canary upload");
+    assert_eq!(doc["trial"]["mode"], "canary 50%", "{doc}");
+
+    // Half the calls go to a version that traps: no request fails (the route's failure
+    // policy answers for it), and past 20 canary calls it is rolled back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        for _ in 0..10 {
+            tier(&rd, true).await;
+        }
+        let doc = geo(&rd).await;
+        if let Some(why) = doc["trial"]["rolled_back"].as_str() {
+            assert!(
+                doc["trial"]["trial_failures"].as_u64().unwrap() >= 20,
+                "{doc}"
+            );
+            // Its breaker opens after 5 traps; the calls it refuses count against it too.
+            assert!(doc["trial"]["traps"].as_u64().unwrap() >= 5, "{doc}");
+            assert_eq!(doc["traps"], 0, "the live version's counters: {doc}");
+            break why.to_owned();
+        }
+        assert!(Instant::now() < deadline, "never rolled back: {doc}");
+    };
+    assert!(reason.contains("failure rate 100.0%"), "{reason}");
+    rd.wait_for_log(0, Duration::from_secs(5), |l| {
+        l.contains("canary rolled back")
+    })
+    .await
+    .expect("the rollback is logged");
+    let calls = geo(&rd).await["trial"]["trial_calls"].as_u64().unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            tier(&rd, true).await,
+            "gold",
+            "a call went to the rolled-back canary"
+        );
+    }
+    assert_eq!(geo(&rd).await["trial"]["trial_calls"], calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trial_uploads_are_checked() {
+    let rd = start().await;
+    let bytes = std::fs::read(dist_plugin("noop-predicate")).unwrap();
+    let resp = rd
+        .admin_request(
+            "POST",
+            &format!("{PLUGINS}?name=nobody&shadow=true"),
+            &[("content-type", "application/wasm")],
+            bytes,
+        )
+        .await;
+    assert_error(&resp, 404, "plugin_not_found", "a shadow of no plugin");
+    let resp = upload(&rd, "shadow=true", "add-headers").await;
+    let message = assert_error(
+        &resp,
+        400,
+        "invalid_plugin",
+        "a filter shadowing a predicate",
+    );
+    assert!(message.contains("same kind"), "{message}");
+    for (query, needle) in [
+        ("canary=0", "not a percentage"),
+        ("canary=5%25&shadow=true", "exclude each other"),
+        ("canary=5&sticky=cookie", "none of client"),
+        ("sticky=client", "goes with canary"),
+    ] {
+        let resp = upload(&rd, query, "noop-predicate").await;
+        let message = assert_error(&resp, 400, "invalid_body", query);
+        assert!(message.contains(needle), "{query}: {message}");
+    }
+    assert_eq!(geo(&rd).await["trial"], Value::Null);
+}
