@@ -250,3 +250,53 @@ async fn trial_uploads_are_checked() {
     }
     assert_eq!(geo(&rd).await["trial"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_dry_runs_report_the_requests_a_new_version_or_an_unload_would_move() {
+    let rd = launch(&tier_config(), &[])
+        .plugin_as("geo", "header-eq")
+        .arg("--sample-every")
+        .arg("1")
+        .start()
+        .await;
+    for gold in [true, true, true, false, false] {
+        tier(&rd, gold).await;
+    }
+    let moves = |doc: &Value| -> Vec<(String, String, u64)> {
+        doc["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["from"]["route"].as_str().unwrap().to_owned(),
+                    g["to"]["route"].as_str().unwrap().to_owned(),
+                    g["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+
+    // Unloading geo would exclude `gold`: its three requests would go to `other`.
+    let resp = rd
+        .admin_request("DELETE", &format!("{PLUGINS}/geo?dry_run=true"), &[], "")
+        .await;
+    let doc = assert_status(&resp, 200, "unload dry run");
+    assert_eq!(moves(&doc), [("gold".into(), "other".into(), 3)], "{doc}");
+    assert_eq!(doc["change"]["updated"], serde_json::json!(["gold"]));
+
+    // A version that matches everything would take the two others.
+    let resp = upload(&rd, "dry_run=true", "noop-predicate").await;
+    let doc = assert_status(&resp, 200, "upload dry run");
+    assert_eq!(moves(&doc), [("other".into(), "gold".into(), 2)], "{doc}");
+
+    // Nothing changed: the live version is the same and still decides.
+    let live = geo(&rd).await;
+    assert_eq!(
+        live["sha256"].as_str().unwrap(),
+        sha256_hex(&std::fs::read(dist_plugin("header-eq")).unwrap())
+    );
+    assert_eq!(tier(&rd, false).await, "other");
+    let resp = upload(&rd, "dry_run=true&shadow=true", "noop-predicate").await;
+    assert_error(&resp, 400, "invalid_body", "a dry run with a shadow");
+}

@@ -32,6 +32,9 @@
 #                     unless named.
 #   routerd-wasm      the route with the `header-eq` Wasm predicate (X-Bench: yes)
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
+#   routerd-wasm-shadow  routerd-wasm with a shadow version of the predicate (the same build)
+#                     loaded through the admin API: every call also queued for the shadow and
+#                     compared, against routerd-wasm. Not in SETUPS unless named.
 # wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
 # the native route served by another routerd binary, for before/after comparisons in one run.
 #
@@ -224,12 +227,14 @@ routes.append({"name": "all", "target_url": target, "matchers": [
 json.dump({"routes": routes}, open(path, "w"))
 EOF
 predicate='{"condition": "plugin", "plugin": "header-eq", "args": ["X-Bench", "yes"]}'
-for setup in routerd-wasm routerd-wasm-f; do
+for setup in routerd-wasm routerd-wasm-f routerd-wasm-shadow; do
     routerd_dir "$setup"
     cp plugins/dist/header-eq.wasm plugins/dist/add-headers.wasm "$tmp/$setup/plugins/"
 done
 echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}, $predicate], $target}]}" \
     >"$tmp/routerd-wasm/config.json"
+cp "$tmp/routerd-wasm/config.json" "$tmp/routerd-wasm-shadow/config.json"
+admin_port="$(port)"
 echo "{\"routes\": [{\"name\": \"all\", \"matchers\": [{\"condition\": \"path_prefix\", \"pattern\": \"/\"}, $predicate], $target,
   \"filters\": [{\"plugin\": \"add-headers\", \"args\": [\"resp:X-Bench\", \"yes\"]}]}]}" \
     >"$tmp/routerd-wasm-f/config.json"
@@ -266,7 +271,7 @@ start_proxy() {
         routerd-sample-all) extra=(--sample-every 1) ;;
         esac
         RUST_LOG=warn "${pin_proxy[@]}" "$bin" --config "$tmp/$setup/config.json" "${extra[@]}" \
-            --listen "127.0.0.1:$proxy_port" --admin 127.0.0.1:0 \
+            --listen "127.0.0.1:$proxy_port" --admin "127.0.0.1:$admin_port" \
             --plugins "$tmp/$setup/plugins" --data "$tmp/$setup/data" >>"$tmp/$setup/log" 2>&1 &
         ;;
     esac
@@ -274,7 +279,12 @@ start_proxy() {
     pids+=("$proxy_pid")
     local body=""
     for _ in $(seq 300); do
-        body="$(curl -s -H 'X-Bench: yes' "$url" 2>/dev/null)" && [[ "$body" == ok ]] && return 0
+        if body="$(curl -s -H 'X-Bench: yes' "$url" 2>/dev/null)" && [[ "$body" == ok ]]; then
+            [[ "$setup" != routerd-wasm-shadow ]] || curl -sf -o /dev/null -X POST \
+                "http://127.0.0.1:$admin_port/api/v1/plugins?name=header-eq&shadow=true" \
+                --data-binary @plugins/dist/header-eq.wasm
+            return 0
+        fi
         sleep 0.1
     done
     echo "e2e: $setup does not answer through $url (got: $body)" >&2
@@ -369,7 +379,7 @@ with open(out, "w") as f:
     # Wasm setups against routerd native, the issue's second ratio.
     for c in conns:
         native = med.get(("routerd", c))
-        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-trace", "routerd-trace-0", "routerd-nosample", "routerd-sample-all", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f"):
+        for s in ("hyper-bare", "hyper-conn", "routerd-base", "routerd-trace", "routerd-trace-0", "routerd-nosample", "routerd-sample-all", "routerd-3ep", "routerd-1k-8m", "routerd-wasm", "routerd-wasm-f", "routerd-wasm-shadow"):
             if native and (s, c) in med:
                 print(f"{s} vs routerd at c={c}: {med[(s, c)][0] / native[0]:.2f}x rps")
 EOF

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use http::StatusCode;
 
 use super::requests::{bad_body, query_param};
-use super::{Admin, Reply, blocking, json};
+use super::{Admin, ApiError, Reply, blocking, json};
 use routerd_control::dry_run::replay;
-use routerd_control::routeset::ProposedChange;
+use routerd_control::routeset::{Plan, ProposedChange};
 
 /// Whether the query asks for a dry run (`dry_run=true` or `1`; `false`, `0` or absent: no).
 pub(crate) fn requested(query: Option<&str>) -> Result<bool, super::ApiError> {
@@ -22,12 +22,53 @@ pub(crate) fn requested(query: Option<&str>) -> Result<bool, super::ApiError> {
     }
 }
 
+/// A plugin change to plan.
+pub(crate) enum PluginChange {
+    /// Replace (or load) it with these bytes.
+    Upload(String, bytes::Bytes),
+    /// Unload it.
+    Unload(String),
+}
+
 impl Admin {
     /// Plans `change` (refused as the change itself would be) and answers the replay.
     pub(crate) async fn dry_run(&self, change: ProposedChange) -> Reply {
-        let served = self.routes.table();
         let routes = self.routes.clone();
-        let plan = blocking(move || routes.plan(change)).await?;
+        self.replayed(move || routes.plan(change)).await
+    }
+
+    /// Plans a plugin upload or unload (the new version compiled, not installed) and answers
+    /// the replay.
+    pub(crate) async fn plugin_dry_run(&self, change: PluginChange) -> Reply {
+        let routes = self.routes.clone();
+        self.replayed(move || match change {
+            PluginChange::Upload(name, bytes) => {
+                let candidate = routes.plugins().candidate(&name, &bytes).map_err(|e| {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string())
+                })?;
+                Ok(routes.plan_plugin(&name, Some(&candidate))?)
+            }
+            PluginChange::Unload(name) => {
+                if routes.plugins().get(&name).is_none() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "plugin_not_found",
+                        format!("no plugin named {name:?}"),
+                    ));
+                }
+                Ok(routes.plan_plugin(&name, None)?)
+            }
+        })
+        .await
+    }
+
+    /// Runs `plan` off the runtime's threads, then replays the sample through its table.
+    async fn replayed<E: Into<ApiError> + Send + 'static>(
+        &self,
+        plan: impl FnOnce() -> Result<Plan, E> + Send + 'static,
+    ) -> Reply {
+        let served = self.routes.table();
+        let plan = blocking(plan).await?;
         let heads = self.sample.as_ref().map(|s| s.heads()).unwrap_or_default();
         let sample = self.sample.as_deref();
         let report = replay(

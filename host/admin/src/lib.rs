@@ -6,6 +6,7 @@
 
 mod access;
 mod dry_run;
+use dry_run::PluginChange;
 mod error;
 mod explain;
 mod plugins;
@@ -260,6 +261,14 @@ impl Admin {
                     .unwrap_or_default();
                 let trial = plugins::trial_mode(call.query)?;
                 let bytes = read_body(body, MAX_PLUGIN_BYTES).await?;
+                if dry_run::requested(call.query)? {
+                    if trial.is_some() {
+                        return Err(bad_body(
+                            "a dry run replaces the live version: it goes without shadow or canary",
+                        ));
+                    }
+                    return self.plugin_dry_run(PluginChange::Upload(name, bytes)).await;
+                }
                 let routes = self.routes.clone();
                 let doc = match trial {
                     None => blocking(move || plugins::upload(&routes, &name, &bytes)).await?,
@@ -280,6 +289,10 @@ impl Admin {
                 Ok(no_content())
             }
             (&Method::DELETE, [name]) => {
+                if dry_run::requested(call.query)? {
+                    let change = PluginChange::Unload((*name).to_owned());
+                    return self.plugin_dry_run(change).await;
+                }
                 let force =
                     query_param(call.query, "force").is_some_and(|v| v == "true" || v == "1");
                 let (routes, name) = (self.routes.clone(), (*name).to_owned());

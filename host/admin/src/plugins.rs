@@ -19,16 +19,7 @@ use routerd_routing::RouteFilter;
 fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {
     listing
         .iter()
-        .filter(|r| {
-            r.rule
-                .matchers
-                .iter()
-                .any(|m| m.plugin.as_deref() == Some(name))
-                || r.rule
-                    .filters
-                    .iter()
-                    .any(|f| f.plugin.as_deref() == Some(name))
-        })
+        .filter(|r| r.rule.uses_plugin(name))
         .map(|r| r.rule.name.clone())
         .collect()
 }

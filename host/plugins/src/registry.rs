@@ -337,6 +337,18 @@ impl PluginRegistry {
         Ok(trial)
     }
 
+    /// Compiles `bytes` as a version of plugin `name` (its settings file's settings) with
+    /// counters and a store of its own, without serving it: what a dry run of an upload
+    /// decides with. Blocks.
+    pub fn candidate(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, PluginError> {
+        if !valid_name(name) {
+            return Err(PluginError::InvalidName(name.to_owned()));
+        }
+        let settings = self.read_settings(name)?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        self.build(name, bytes, sha256, settings, None)
+    }
+
     /// Drops plugin `name`'s trial version; the one dropped.
     pub fn discard_trial(&self, name: &str) -> Option<Arc<Trial>> {
         let dropped = self.get(name)?.set_trial(None);

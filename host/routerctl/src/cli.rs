@@ -27,9 +27,9 @@ pub(crate) struct Cli {
     /// Print the API's JSON answers (pretty) instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
-    /// With a route change (add, apply, update, rename, delete, enable, disable): change
-    /// nothing; show which recently seen requests it would move and where, and which routes it
-    /// would leave unreachable.
+    /// With a route change (add, apply, update, rename, delete, enable, disable) or a plugin
+    /// load or unload: change nothing; show which recently seen requests it would move and
+    /// where, and which routes it would leave unreachable.
     #[arg(long, global = true)]
     pub(crate) dry_run: bool,
     #[command(subcommand)]

@@ -61,9 +61,16 @@ fn run(cli: Cli) -> Result<String> {
         None => None,
     };
     let client = Client::new(&cli.admin, token)?;
-    if cli.dry_run && !matches!(&command, Command::Route(c) if c.changes()) {
+    let plans = match &command {
+        Command::Route(c) => c.changes(),
+        Command::Plugin(c) => {
+            matches!(c, PluginCommand::Load { .. } | PluginCommand::Unload { .. })
+        }
+        _ => false,
+    };
+    if cli.dry_run && !plans {
         bail!(
-            "--dry-run goes with a route change: add, apply, update, rename, delete, enable or disable"
+            "--dry-run goes with a route change (add, apply, update, rename, delete, enable, disable) or a plugin load or unload"
         );
     }
     let ctl = Ctl {
@@ -393,6 +400,9 @@ impl Ctl {
                     bytes: &bytes,
                 };
                 let mut path = format!("/api/v1/plugins?name={}", encode(&name));
+                if self.dry_run {
+                    path.push_str("&dry_run=true");
+                }
                 if shadow {
                     path.push_str("&shadow=true");
                 }
@@ -438,7 +448,16 @@ impl Ctl {
             }
             PluginCommand::Info { name } => {
                 let plugin = self.client.get(&plugin_path(&name))?;
-                Ok(self.show(&plugin, |p| render::details(p, render::PLUGIN_ORDER)))
+                Ok(self.show(&plugin, |p| {
+                    // The trial version gets its own section.
+                    let mut live = p.clone();
+                    if let Some(fields) = live.as_object_mut() {
+                        fields.remove("trial");
+                    }
+                    let mut out = render::details(&live, render::PLUGIN_ORDER);
+                    out.push_str(&render::trial(p));
+                    out
+                }))
             }
             PluginCommand::Promote { name } => {
                 let path = format!("{}/promote", plugin_path(&name));
@@ -455,9 +474,13 @@ impl Ctl {
                 }))
             }
             PluginCommand::Unload { name, force } => {
-                let mut path = plugin_path(&name);
+                let mut path = self.changing(&plugin_path(&name));
                 if force {
-                    path.push_str("?force=true");
+                    path.push_str(if self.dry_run {
+                        "&force=true"
+                    } else {
+                        "?force=true"
+                    });
                 }
                 let answer = self.client.call(Method::DELETE, &path, None, None)?;
                 Ok(self.done(answer.as_ref(), |_| format!("unloaded plugin {name}")))

@@ -542,8 +542,23 @@ async function editorPage(name) {
     general,
     h("div", { class: "toolbar" },
       h("button", { type: "submit", id: "save-route" }, view ? "Save" : "Create route"),
+      h("button", { type: "button", class: "secondary", id: "dry-run-route", onclick: () => dryRun() }, "Dry run"),
       h("a", { href: view ? routeHref(name, view.status === "excluded" ? "api" : null) : "#/routes" }, "Cancel"),
       view ? h("span", { class: "muted" }, `Editing version ${view.version}; saving checks nobody saved in between.`) : null));
+  const dryRunBox = h("div", { id: "dry-run" });
+  // What saving would do to recently seen requests, before anything is saved.
+  const dryRun = async () => {
+    clearErrors(form);
+    replace(dryRunBox);
+    let body;
+    try { body = collectRule(form, matchers, filters); } catch (e) { showErrors(form, general, e); return; }
+    try {
+      const { doc } = view
+        ? await api("PUT", "/api/v1/routes/" + encodeURIComponent(name) + "?dry_run=true", { body, headers: { "If-Match": `"${view.version}"` } })
+        : await api("POST", "/api/v1/routes?dry_run=true", { body });
+      replace(dryRunBox, dryRunReport(doc));
+    } catch (e) { showErrors(form, general, e); }
+  };
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     clearErrors(form);
@@ -560,7 +575,32 @@ async function editorPage(name) {
       showErrors(form, general, e);
     }
   });
-  replace(main, h("h1", {}, h("a", { href: "#/routes" }, "Routes"), " / ", view ? `Edit ${name}` : "New route"), form);
+  replace(main, h("h1", {}, h("a", { href: "#/routes" }, "Routes"), " / ", view ? `Edit ${name}` : "New route"), form, dryRunBox);
+}
+
+function outcomeText(o) { return o.target ? `${o.route} (${o.target})` : o.route; }
+
+/** A dry run's answer: the moved requests by group, with examples, and unreachable routes. */
+function dryRunReport(doc) {
+  const card = h("div", { class: "card" }, h("h2", {}, "Dry run: nothing was saved"));
+  if (!doc.sample) card.append(h("p", { class: "muted" }, "routerd keeps no request sample (--sample-every 0): only unreachable routes are checked."));
+  else card.append(h("p", { id: "dry-run-summary" }, `${doc.moved} of ${doc.replayed} recently sampled requests would move.`));
+  if (doc.groups.length) {
+    card.append(h("table", { id: "dry-run-groups" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Requests"), h("th", {}, "Now"), h("th", {}, "After"), h("th", {}, "For example"))),
+      h("tbody", {}, doc.groups.map((g) => h("tr", {},
+        h("td", { class: "num" }, fmtNum(g.count, 0)),
+        h("td", {}, outcomeText(g.from)),
+        h("td", {}, outcomeText(g.to)),
+        h("td", { class: "mono" }, g.examples.map((e) => h("div", {}, `${e.method} ${e.host || ""}${e.path}${e.query ? "?" + e.query : ""}`))))))));
+  }
+  if (doc.no_longer_reached.length) card.append(h("p", {}, "No sampled request would reach: ", doc.no_longer_reached.map((r, i) => [i ? ", " : "", routeLink(r)])));
+  if (doc.unreachable.length) {
+    card.append(h("p", { id: "dry-run-unreachable" }, "Unreachable routes: ",
+      doc.unreachable.map((u, i) => [i ? ", " : "", h("b", {}, u.route), ` (behind ${u.shadowed_by}${u.new ? ", by this change" : ""})`])));
+  }
+  if (doc.uncertain) card.append(h("p", { class: "muted" }, `${doc.uncertain} sampled requests carry sealed secrets a regex matcher reads: their replay may differ.`));
+  return card;
 }
 
 function collectRule(form, matchers, filters) {
@@ -643,7 +683,7 @@ async function pluginsPage() {
   const tbody = h("tbody", { id: "plugins-body" });
   const load = async () => {
     const { doc } = await api("GET", "/api/v1/plugins");
-    replace(tbody, doc.plugins.length ? doc.plugins.map((p) => pluginRow(p, load)) :
+    replace(tbody, doc.plugins.length ? doc.plugins.map((p) => [pluginRow(p, load), trialRow(p, load)]) :
       h("tr", {}, h("td", { colspan: 14, class: "muted" }, "No plugins loaded.")));
   };
   const nameInput = h("input", { id: "plugin-name", placeholder: "name (default: the file's name)" });
@@ -683,6 +723,38 @@ async function pluginsPage() {
         h("th", { class: i >= 7 && i <= 11 ? "num" : "" }, t)))),
       tbody));
   await keepLoading(main, REFRESH_MS, "the plugins", load);
+}
+
+/** A plugin's trial version (shadow or canary) under its row: agreement per route, examples of
+ * where it differs, a canary's failures beside the live version's, and promote / discard. */
+function trialRow(p, reload) {
+  const t = p.trial;
+  if (!t) return null;
+  const act = async (what) => {
+    try {
+      await api("POST", `/api/v1/plugins/${encodeURIComponent(p.name)}/${what}`);
+      banner(`Trial version of ${p.name} ${what === "promote" ? "promoted" : "discarded"}.`, "info");
+      await reload();
+    } catch (e) { banner(`Not done: ${e.message}`); }
+  };
+  const routes = Object.entries(t.routes);
+  return h("tr", { class: "trial", dataset: { trial: p.name } },
+    h("td", { colspan: 14 },
+      h("b", {}, t.mode), " ", h("span", { class: "mono", title: t.sha256 }, t.sha256.slice(0, 12) + "…"),
+      ` — its calls ${fmtNum(t.calls, 0)}, traps ${fmtNum(t.traps, 0)}, deadline hits ${fmtNum(t.deadline_hits, 0)}`,
+      t.mode.startsWith("canary") ? ` — canary ${t.trial_failures}/${t.trial_calls} failed, live ${t.live_failures}/${t.live_calls}` : null,
+      t.rolled_back ? h("div", {}, badge("rolled back", "down"), " ", t.rolled_back) : null,
+      routes.length ? h("table", {},
+        h("thead", {}, h("tr", {}, ["Route", "Agreed", "Diverged", "Trial failed", "Differs on"].map((c) => h("th", {}, c)))),
+        h("tbody", {}, routes.map(([route, c]) => h("tr", {},
+          h("td", {}, routeLink(route)),
+          h("td", { class: "num" }, fmtNum(c.agreed, 0)),
+          h("td", { class: "num" }, fmtNum(c.diverged, 0)),
+          h("td", { class: "num" }, fmtNum(c.trial_failed, 0)),
+          h("td", { class: "mono" }, c.examples.map((e) => h("div", {}, `${e.method} ${e.path}${e.query ? "?" + e.query : ""}: live ${e.live}, trial ${e.trial}`))))))) : null,
+      h("div", { class: "toolbar" },
+        h("button", { type: "button", dataset: { action: "promote" }, onclick: () => act("promote") }, "Promote"),
+        h("button", { type: "button", class: "secondary", dataset: { action: "discard" }, onclick: () => act("discard") }, "Discard"))));
 }
 
 function pluginRow(p, reload) {

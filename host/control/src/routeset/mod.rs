@@ -24,6 +24,7 @@ use serde::Serialize;
 mod commands;
 mod errors;
 mod follow;
+mod plugin_plan;
 
 pub use commands::{Plan, ProposedChange};
 pub use errors::{ChangeError, Refusal, StartError, store_error};

@@ -35,6 +35,8 @@ use routerd_routing::{ExternalRequest, Prepared};
 
 /// Calls waiting for the shadow; more are dropped.
 const SHADOW_QUEUE: usize = 1024;
+/// How often the shadow's runner takes the calls queued meanwhile.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
 /// Trial calls a canary makes before its failure rate is judged.
 pub const CANARY_MIN_CALLS: u64 = 20;
 
@@ -350,39 +352,55 @@ impl ShadowTicket {
 }
 
 /// The shadow's runner: runs queued calls on the trial version, one at a time, and compares.
+/// It takes what was queued every few milliseconds instead of waiting on the queue, so a call
+/// queued on the request path never wakes this runtime (a wake-up per call cost the worker
+/// more than the copy itself).
 async fn run(trial: Weak<Trial>, mut queue: mpsc::Receiver<Job>) {
-    while let Some(job) = queue.recv().await {
-        let Some(trial) = trial.upgrade() else { return };
-        match job {
-            Job::Prepare(args) => {
-                ready(&trial, &args).await;
-            }
-            Job::Compare {
-                route,
-                args,
-                phase,
-                request,
-                live,
-            } => {
-                let Some(prepared) = ready(&trial, &args).await else {
-                    trial.comparisons.refused(&route);
-                    continue;
-                };
-                let example = compare::Example::of(&request);
-                let started = Instant::now();
-                let shadow = match phase {
-                    Shadowed::Predicate => {
-                        Verdict::of_predicate(&trial.plugin.run_predicate(request, &prepared).await)
-                    }
-                    Shadowed::Request => Verdict::of_action(
-                        &trial.plugin.run_request_phase(request, &prepared).await,
-                    ),
-                };
-                trial
-                    .shadow_nanos
-                    .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                trial.comparisons.record(&route, &live, &shadow, example);
-            }
+    loop {
+        tokio::time::sleep(DRAIN_EVERY).await;
+        loop {
+            let job = match queue.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            };
+            let Some(trial) = trial.upgrade() else { return };
+            work(&trial, job).await;
+        }
+    }
+}
+
+/// One queued job: prepare args, or run a call on the trial version and compare.
+async fn work(trial: &Arc<Trial>, job: Job) {
+    match job {
+        Job::Prepare(args) => {
+            ready(trial, &args).await;
+        }
+        Job::Compare {
+            route,
+            args,
+            phase,
+            request,
+            live,
+        } => {
+            let Some(prepared) = ready(trial, &args).await else {
+                trial.comparisons.refused(&route);
+                return;
+            };
+            let example = compare::Example::of(&request);
+            let started = Instant::now();
+            let shadow = match phase {
+                Shadowed::Predicate => {
+                    Verdict::of_predicate(&trial.plugin.run_predicate(request, &prepared).await)
+                }
+                Shadowed::Request => {
+                    Verdict::of_action(&trial.plugin.run_request_phase(request, &prepared).await)
+                }
+            };
+            trial
+                .shadow_nanos
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            trial.comparisons.record(&route, &live, &shadow, example);
         }
     }
 }

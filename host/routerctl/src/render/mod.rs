@@ -521,7 +521,9 @@ pub fn apply_summary(doc: &Value) -> String {
 }
 
 mod dry_run;
+mod trial;
 pub use dry_run::dry_run;
+pub use trial::trial;
 
 #[cfg(test)]
 mod tests;

@@ -216,3 +216,23 @@ fn a_dry_run_shows_moves_examples_and_unreachable_routes() {
          api    shadow       this change\n"
     );
 }
+
+#[test]
+fn a_shadow_shows_agreement_per_route_and_its_divergences() {
+    let doc = json!({"name": "geo", "trial": {
+        "mode": "shadow", "sha256": "f76f51b2737ad9a5058b", "calls": 16, "traps": 0,
+        "deadline_hits": 0, "memory_cap_hits": 0, "dropped": 0, "rolled_back": null,
+        "routes": {"gold": {"agreed": 10, "diverged": 6, "trial_failed": 0, "refused_args": 0,
+            "examples": [{"method": "GET", "host": "a.test", "path": "/tier",
+                          "live": "false", "trial": "true"}]}}
+    }});
+    assert_eq!(
+        trial(&doc),
+        "\ntrial version: shadow (sha256 f76f51b2737a)\n\
+         \x20 its calls 16 · traps 0 · deadline hits 0 · memory cap hits 0\n\
+         \x20 ROUTE  AGREED  DIVERGED  TRIAL FAILED  REFUSED ARGS\n\
+         \x20 gold   10      6         0             0\n\
+         \x20 gold: GET a.test/tier: live false, trial true\n"
+    );
+    assert_eq!(trial(&json!({"name": "geo", "trial": null})), "");
+}

@@ -137,6 +137,19 @@ pub struct RouteRule {
     pub system: bool,
 }
 
+impl RouteRule {
+    /// Whether a matcher or filter of the rule names plugin `name`.
+    pub fn uses_plugin(&self, name: &str) -> bool {
+        self.matchers
+            .iter()
+            .any(|m| m.plugin.as_deref() == Some(name))
+            || self
+                .filters
+                .iter()
+                .any(|f| f.plugin.as_deref() == Some(name))
+    }
+}
+
 fn default_true() -> bool {
     true
 }
