@@ -300,3 +300,27 @@ async fn plugin_dry_runs_report_the_requests_a_new_version_or_an_unload_would_mo
     let resp = upload(&rd, "dry_run=true&shadow=true", "noop-predicate").await;
     assert_error(&resp, 400, "invalid_body", "a dry run with a shadow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_canary_keeps_each_client_on_one_version() {
+    let rd = start().await;
+    // The canary matches everything (`gold` without the header); the live version does not.
+    let resp = upload(&rd, "canary=50&sticky=header:x-user", "noop-predicate").await;
+    assert_status(&resp, 201, "sticky canary");
+    let mut on_canary = 0;
+    for user in 0..20 {
+        let id = format!("u{user}");
+        let mut answers = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let resp = rd.request("GET", "/tier", &[("x-user", &id)], "").await;
+            answers.insert(resp.text());
+        }
+        assert_eq!(answers.len(), 1, "user {id} saw both versions: {answers:?}");
+        on_canary += usize::from(answers.contains("gold"));
+    }
+    // 20 users at 50%: both versions serve someone (all on one side: 2 in a million).
+    assert!((1..20).contains(&on_canary), "{on_canary} of 20 users on the canary");
+    let doc = geo(&rd).await;
+    assert_eq!(doc["trial"]["trial_calls"], on_canary as u64 * 5, "{doc}");
+    assert_eq!(doc["trial"]["rolled_back"], Value::Null);
+}
