@@ -470,3 +470,84 @@ async fn the_dashboard_s_cluster_page_lists_every_instance() {
     b.shot("cluster-etcd").await;
     b.assert_clean("cluster", &[]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_loaded_on_one_instance_runs_on_every_instance_and_the_cluster_sums_it() {
+    let etcd = Etcd::cluster(1).await;
+    let store = store_url(&[&etcd[0]], "t-trials");
+    let (a, b) = (
+        instance(&store, "a", None).await,
+        instance(&store, "b", None).await,
+    );
+    let live = std::fs::read(dist_plugin("header-eq")).unwrap();
+    let up = a
+        .admin_request("POST", "/api/v1/plugins?name=geo", &[], live)
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text());
+    let tier = json!({"name": "tier", "matchers": [prefix("/tier"), plugin_pred("geo", &["x-tier", "gold"])],
+                      "filters": [{"name": "respond", "args": ["200", "gold", "text/plain"]}]});
+    let other = json!({"name": "other", "matchers": [prefix("/tier")],
+                       "filters": [{"name": "respond", "args": ["200", "other", "text/plain"]}]});
+    for route in [&tier, &other] {
+        let made = a.admin_json("POST", ROUTES, Some(route)).await;
+        assert_eq!(made.status, 201, "{}", made.text());
+    }
+    served(&b, "/tier", "other").await;
+
+    // A shadow that matches everything, loaded on A, follows to B.
+    let shadow = std::fs::read(dist_plugin("noop-predicate")).unwrap();
+    let shadow_sha = sha256_hex(&shadow);
+    let up = a
+        .admin_request("POST", "/api/v1/plugins?name=geo&shadow=true", &[], shadow)
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text());
+    let followed = wait_until(
+        async || {
+            b.admin_get("/api/v1/plugins/geo").await.json()["trial"]["sha256"]
+                == shadow_sha.as_str()
+        },
+        CONVERGE,
+    )
+    .await;
+    assert!(followed, "B has no shadow; logs:\n{}", b.logs().join("\n"));
+
+    // Three requests it disagrees on at each instance: the cluster view sums six.
+    for rd in [&a, &b] {
+        for _ in 0..3 {
+            assert_eq!(rd.get("/tier").await.text(), "other");
+        }
+    }
+    let mut view = json!(null);
+    let summed = wait_until(
+        async || {
+            view = a.admin_get("/api/v1/cluster").await.json();
+            view["trials"]["geo"]["diverged"] == 6
+        },
+        CONVERGE,
+    )
+    .await;
+    assert!(summed, "the cluster view does not sum the shadows: {view}");
+    assert_eq!(view["trials"]["geo"]["mode"], "shadow", "{view}");
+    assert_eq!(view["trials"]["geo"]["agreed"], 0, "{view}");
+
+    // Discarded on B: gone on A too, and its stored bytes leave etcd.
+    let gone = b
+        .admin_request("POST", "/api/v1/plugins/geo/discard", &[], "")
+        .await;
+    assert_eq!(gone.status, 204, "{}", gone.text());
+    let ended = wait_until(
+        async || a.admin_get("/api/v1/plugins/geo").await.json()["trial"].is_null(),
+        CONVERGE,
+    )
+    .await;
+    assert!(ended, "A kept its shadow; logs:\n{}", a.logs().join("\n"));
+    let blobs = stored_keys(&etcd[0], "/t-trials/plugins/blobs/").await;
+    assert!(
+        !blobs.iter().any(|k| k.contains(&shadow_sha)),
+        "the shadow's chunks were left behind: {blobs:?}"
+    );
+    assert!(
+        blobs.iter().any(|k| !k.contains(&shadow_sha)),
+        "the live version's chunks went: {blobs:?}"
+    );
+}

@@ -319,7 +319,10 @@ async fn a_sticky_canary_keeps_each_client_on_one_version() {
         on_canary += usize::from(answers.contains("gold"));
     }
     // 20 users at 50%: both versions serve someone (all on one side: 2 in a million).
-    assert!((1..20).contains(&on_canary), "{on_canary} of 20 users on the canary");
+    assert!(
+        (1..20).contains(&on_canary),
+        "{on_canary} of 20 users on the canary"
+    );
     let doc = geo(&rd).await;
     assert_eq!(doc["trial"]["trial_calls"], on_canary as u64 * 5, "{doc}");
     assert_eq!(doc["trial"]["rolled_back"], Value::Null);

@@ -433,7 +433,8 @@ fn cluster(routes: &RouteSet) -> Result<serde_json::Value, ApiError> {
         Some(found) => found.map_err(routerd_control::routeset::store_error)?,
         None => vec![this()],
     };
-    Ok(serde_json::json!({"store": store.describe(), "instances": instances}))
+    let trials = plugins::cluster_trials(&instances);
+    Ok(serde_json::json!({"store": store.describe(), "instances": instances, "trials": trials}))
 }
 
 /// `/ui` redirects to `/ui/`, the page; `/ui/<file>` is one of its files.

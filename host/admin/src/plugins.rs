@@ -8,12 +8,11 @@ use http::StatusCode;
 
 use super::ApiError;
 use routerd_control::routeset::{RouteSet, RouteView, store_error};
-use routerd_control::store::PluginManifest;
+use routerd_control::store::{PluginManifest, TrialManifest};
 use routerd_plugins::registry::{InstallError, valid_name};
 use routerd_plugins::services::OutboundOutcome;
 use routerd_plugins::trial::{Sticky, TrialMode};
 use routerd_plugins::{Phase, Plugin, PluginError};
-use routerd_routing::RouteFilter;
 
 /// The routes (from one listing) that use plugin `name`.
 fn used_by(listing: &[RouteView], name: &str) -> Vec<String> {
@@ -204,29 +203,6 @@ pub fn unload(routes: &RouteSet, name: &str, force: bool) -> Result<(), ApiError
     Ok(())
 }
 
-/// The args the served table's routes give plugin `name`, each set once.
-fn args_in_use(routes: &RouteSet, name: &str) -> Vec<Vec<String>> {
-    let table = routes.table();
-    let mut args: Vec<Vec<String>> = Vec::new();
-    for route in table.routes() {
-        let predicates = route
-            .predicates
-            .iter()
-            .filter(|(_, call)| call.name() == name)
-            .map(|(_, call)| &call.prepared.args);
-        let filters = route.filters.iter().filter_map(|f| match f {
-            RouteFilter::Plugin(call) if call.name() == name => Some(&call.prepared.args),
-            _ => None,
-        });
-        for a in predicates.chain(filters) {
-            if !args.contains(a) {
-                args.push(a.clone());
-            }
-        }
-    }
-    args
-}
-
 /// `POST /api/v1/plugins?name=NAME&shadow=true` (or `&canary=...`): loads a trial version
 /// beside the live one.
 pub fn try_version(
@@ -239,10 +215,29 @@ pub fn try_version(
     if registry.get(name).is_none() {
         return Err(not_found(name));
     }
-    let args = args_in_use(routes, name);
-    registry
-        .try_version(name, bytes, mode, &args)
+    let args = routes.plugin_args(name);
+    let trial = registry
+        .try_version(name, bytes, mode.clone(), &args)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string()))?;
+    // With a shared store, every instance loads it too; if the store cannot take it, this
+    // instance does not keep it either.
+    if let Some(store) = routes.store() {
+        let shared = store
+            .stage_plugin(&trial.plugin.sha256, bytes)
+            .and_then(|chunks| {
+                let plugin = PluginManifest {
+                    sha256: trial.plugin.sha256.clone(),
+                    size: bytes.len(),
+                    chunks,
+                    settings: None,
+                };
+                store.publish_trial(name, &TrialManifest::new(plugin, &mode))
+            });
+        if let Err(e) = shared {
+            registry.discard_trial(name);
+            return Err(store_error(e).into());
+        }
+    }
     get(routes, name)
 }
 
@@ -260,6 +255,9 @@ pub fn promote(routes: &RouteSet, name: &str) -> Result<serde_json::Value, ApiEr
     {
         now.set_trial(None);
     }
+    if let Some(store) = routes.store() {
+        store.withdraw_trial(name).map_err(store_error)?;
+    }
     tracing::info!(plugin = name, sha256 = %trial.plugin.sha256, "trial version promoted");
     let mut doc = doc;
     doc["trial"] = serde_json::Value::Null;
@@ -268,12 +266,16 @@ pub fn promote(routes: &RouteSet, name: &str) -> Result<serde_json::Value, ApiEr
 
 /// `POST /api/v1/plugins/{name}/discard`: the trial version is dropped.
 pub fn discard(routes: &RouteSet, name: &str) -> Result<(), ApiError> {
-    routes.plugins().get(name).ok_or_else(|| not_found(name))?;
-    routes
-        .plugins()
-        .discard_trial(name)
-        .map(drop)
-        .ok_or_else(|| no_trial(name))
+    let live = routes.plugins().get(name).ok_or_else(|| not_found(name))?;
+    if live.trial().is_none() {
+        return Err(no_trial(name));
+    }
+    if let Some(store) = routes.store() {
+        store.withdraw_trial(name).map_err(store_error)?;
+    }
+    // With a shared store, this instance's own follower may have ended it already.
+    routes.plugins().discard_trial(name);
+    Ok(())
 }
 
 fn no_trial(name: &str) -> ApiError {
@@ -335,4 +337,48 @@ pub fn trial_mode(query: Option<&str>) -> Result<Option<TrialMode>, ApiError> {
         sticky,
         margin: margin / 100.0,
     }))
+}
+
+/// The trial versions' counts summed over the instances that report them (each instance's
+/// record says its own), with the instances that rolled a canary back.
+pub fn cluster_trials(instances: &[serde_json::Value]) -> serde_json::Value {
+    const SUMMED: [&str; 7] = [
+        "agreed",
+        "diverged",
+        "trial_failed",
+        "live_calls",
+        "live_failures",
+        "trial_calls",
+        "trial_failures",
+    ];
+    let mut out = serde_json::Map::new();
+    for instance in instances {
+        let Some(trials) = instance.get("trials").and_then(|t| t.as_object()) else {
+            continue;
+        };
+        for (name, t) in trials {
+            let sum = out.entry(name.clone()).or_insert_with(|| {
+                serde_json::json!({"mode": t.get("mode"), "sha256": t.get("sha256"),
+                                   "instances": [], "rolled_back_on": []})
+            });
+            for key in SUMMED {
+                let add = t.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                let now = sum
+                    .get(key)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
+                sum[key] = (now + add).into();
+            }
+            let id = instance.get("id").cloned().unwrap_or_default();
+            if let Some(list) = sum["instances"].as_array_mut() {
+                list.push(id.clone());
+            }
+            if t.get("rolled_back").and_then(serde_json::Value::as_bool) == Some(true)
+                && let Some(list) = sum["rolled_back_on"].as_array_mut()
+            {
+                list.push(id);
+            }
+        }
+    }
+    serde_json::Value::Object(out)
 }

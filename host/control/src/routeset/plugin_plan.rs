@@ -1,13 +1,14 @@
 //! Dry runs of plugin changes: the table the route set would serve if plugin `name` were
 //! replaced by another version (compiled, not installed) or unloaded, built beside the served
-//! one; nothing served or loaded changes.
+//! one; nothing served or loaded changes. And the args the served routes give a plugin, which
+//! a trial version prepares.
 
 use std::sync::Arc;
 
 use super::{ApplySummary, ChangeError, Plan, RouteSet, document};
 use routerd_plugins::{Plugin, PluginRegistry};
 use routerd_routing::external::{Lookup, PluginSource};
-use routerd_routing::{BuildMode, RouteTable};
+use routerd_routing::{BuildMode, RouteFilter, RouteTable};
 
 /// The loaded plugins, with plugin `name` replaced by `with` (or missing, for `None`).
 struct Overlay<'a> {
@@ -44,6 +45,30 @@ impl PluginSource<Plugin> for Overlay<'_> {
 }
 
 impl RouteSet {
+    /// The args the served table's routes give plugin `name`, each set once (what a trial
+    /// version prepares when it is loaded).
+    pub fn plugin_args(&self, name: &str) -> Vec<Vec<String>> {
+        let table = self.table();
+        let mut args: Vec<Vec<String>> = Vec::new();
+        for route in table.routes() {
+            let predicates = route
+                .predicates
+                .iter()
+                .filter(|(_, call)| call.name() == name)
+                .map(|(_, call)| &call.prepared.args);
+            let filters = route.filters.iter().filter_map(|f| match f {
+                RouteFilter::Plugin(call) if call.name() == name => Some(&call.prepared.args),
+                _ => None,
+            });
+            for a in predicates.chain(filters) {
+                if !args.contains(a) {
+                    args.push(a.clone());
+                }
+            }
+        }
+        args
+    }
+
     /// Plans replacing plugin `name` by `with` (a version compiled and not installed), or
     /// unloading it (`None`): the table that would be served. Routes a new version's
     /// `configure` refuses, or that lose their plugin, are excluded, as a real change would

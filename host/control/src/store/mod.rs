@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use routerd_plugins::trial::{Sticky, TrialMode};
 use routerd_routing::config::RouteRule;
 
 #[cfg(feature = "etcd")]
@@ -146,6 +147,76 @@ pub struct PluginManifest {
     pub settings: Option<serde_json::Value>,
 }
 
+/// A trial version of a plugin (shadow or canary) as the store shares it: its bytes, staged
+/// like a plugin's, and how it takes part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialManifest {
+    /// The trial version's bytes.
+    #[serde(flatten)]
+    pub plugin: PluginManifest,
+    /// `shadow` or `canary`.
+    pub mode: String,
+    /// A canary's share of calls, per thousand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_mille: Option<u32>,
+    /// A canary's stickiness: `client` or `header:NAME` (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<String>,
+    /// A canary's margin, as a fraction (0.05: five points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+}
+
+impl TrialManifest {
+    /// The manifest of a trial of the version `plugin` names, taking part as `mode` says.
+    pub fn new(plugin: PluginManifest, mode: &TrialMode) -> Self {
+        match mode {
+            TrialMode::Shadow => TrialManifest {
+                plugin,
+                mode: "shadow".to_owned(),
+                per_mille: None,
+                sticky: None,
+                margin: None,
+            },
+            TrialMode::Canary {
+                per_mille,
+                sticky,
+                margin,
+            } => TrialManifest {
+                plugin,
+                mode: "canary".to_owned(),
+                per_mille: Some(*per_mille),
+                sticky: match sticky {
+                    Sticky::No => None,
+                    Sticky::ClientAddr => Some("client".to_owned()),
+                    Sticky::Header(h) => Some(format!("header:{h}")),
+                },
+                margin: Some(*margin),
+            },
+        }
+    }
+
+    /// How the trial takes part; `None` for a manifest this version cannot read.
+    pub fn mode(&self) -> Option<TrialMode> {
+        match self.mode.as_str() {
+            "shadow" => Some(TrialMode::Shadow),
+            "canary" => Some(TrialMode::Canary {
+                per_mille: self.per_mille?,
+                sticky: match self.sticky.as_deref() {
+                    None => Sticky::No,
+                    Some("client") => Sticky::ClientAddr,
+                    Some(other) => Sticky::Header(
+                        http::HeaderName::from_bytes(other.strip_prefix("header:")?.as_bytes())
+                            .ok()?,
+                    ),
+                },
+                margin: self.margin.unwrap_or(0.05),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Where the admin API's changes are kept. Called from blocking threads: every method may
 /// wait for disk or network.
 pub trait RouteStore: Send + Sync {
@@ -182,6 +253,17 @@ pub trait RouteStore: Send + Sync {
 
     /// Removes plugin `name` from every instance.
     fn withdraw_plugin(&self, _name: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Puts a trial version beside plugin `name` on every instance (its bytes staged first).
+    /// A local store shares nothing: the trial lives in this instance's memory.
+    fn publish_trial(&self, _name: &str, _manifest: &TrialManifest) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Ends plugin `name`'s trial version on every instance.
+    fn withdraw_trial(&self, _name: &str) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use etcd_client::{Client, ConnectOptions, DeleteOptions, GetOptions, KvClient};
 use serde::{Deserialize, Serialize};
 
-use super::{PluginManifest, StoreError, StoredRoute};
+use super::{PluginManifest, StoreError, StoredRoute, TrialManifest};
 use routerd_routing::config::RouteRule;
 
 /// How long one request to etcd may take before the store counts as unreachable.
@@ -324,13 +324,13 @@ impl EtcdStore {
     fn drop_unused_bytes(
         &self,
         name: &str,
-        (before, now): (Option<PluginManifest>, BTreeMap<String, PluginManifest>),
+        (before, in_use): (Option<String>, std::collections::BTreeSet<String>),
     ) {
         let Some(before) = before else { return };
-        if now.values().any(|m| m.sha256 == before.sha256) {
+        if in_use.contains(&before) {
             return;
         }
-        let base = self.blob_prefix(&before.sha256);
+        let base = self.blob_prefix(&before);
         if let Err(e) = self.block(move |mut kv| {
             let base = base.clone();
             async move {
@@ -367,6 +367,54 @@ impl EtcdStore {
                 None
             }
         }
+    }
+
+    /// The key of plugin `name`'s trial manifest.
+    pub fn trial_key(&self, name: &str) -> String {
+        format!("{}plugins/trials/{name}", self.prefix)
+    }
+
+    /// Every trial manifest, by plugin name.
+    pub async fn trials(
+        kv: &mut KvClient,
+        prefix: &str,
+    ) -> Result<BTreeMap<String, TrialManifest>, etcd_client::Error> {
+        let base = format!("{prefix}plugins/trials/");
+        let resp = kv
+            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Some(name) = std::str::from_utf8(kv.key())
+                .ok()
+                .and_then(|k| k.strip_prefix(&base))
+            else {
+                continue;
+            };
+            match serde_json::from_slice::<TrialManifest>(kv.value()) {
+                Ok(m) => {
+                    out.insert(name.to_owned(), m);
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = name, "ignoring an unreadable trial manifest: {e}")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The SHA-256 of every stored version a plugin or trial manifest points at.
+    pub async fn blobs_in_use(
+        kv: &mut KvClient,
+        prefix: &str,
+    ) -> Result<std::collections::BTreeSet<String>, etcd_client::Error> {
+        let plugins = Self::manifests(kv, prefix).await?;
+        let trials = Self::trials(kv, prefix).await?;
+        Ok(plugins
+            .into_values()
+            .map(|m| m.sha256)
+            .chain(trials.into_values().map(|t| t.plugin.sha256))
+            .collect())
     }
 
     /// Every plugin manifest, by name.

@@ -11,7 +11,9 @@ use etcd_client::{
 };
 
 use super::{CHUNK_BYTES, EtcdStore, LocalCopy, unix};
-use crate::store::{Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute};
+use crate::store::{
+    Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute, TrialManifest,
+};
 
 impl RouteStore for EtcdStore {
     fn describe(&self) -> String {
@@ -209,7 +211,8 @@ impl RouteStore for EtcdStore {
                 let before: Option<PluginManifest> = resp
                     .prev_key()
                     .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                Ok((before, EtcdStore::manifests(&mut kv, &prefix).await?))
+                let before = before.map(|m| m.sha256);
+                Ok((before, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
             }
         })?;
         self.drop_unused_bytes(name, replaced);
@@ -229,7 +232,50 @@ impl RouteStore for EtcdStore {
                     .prev_kvs()
                     .first()
                     .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                Ok((gone, EtcdStore::manifests(&mut kv, &prefix).await?))
+                let gone = gone.map(|m| m.sha256);
+                Ok((gone, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
+            }
+        })?;
+        self.drop_unused_bytes(name, removed);
+        Ok(())
+    }
+
+    fn publish_trial(&self, name: &str, manifest: &TrialManifest) -> Result<(), StoreError> {
+        let key = self.trial_key(name);
+        let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
+        let prefix = self.prefix.clone();
+        let replaced = self.block(move |mut kv| {
+            let (key, value, prefix) = (key.clone(), value.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .put(key, value, Some(PutOptions::new().with_prev_key()))
+                    .await?;
+                let before: Option<TrialManifest> = resp
+                    .prev_key()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
+                let before = before.map(|m| m.plugin.sha256);
+                Ok((before, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
+            }
+        })?;
+        self.drop_unused_bytes(name, replaced);
+        Ok(())
+    }
+
+    fn withdraw_trial(&self, name: &str) -> Result<(), StoreError> {
+        let key = self.trial_key(name);
+        let prefix = self.prefix.clone();
+        let removed = self.block(move |mut kv| {
+            let (key, prefix) = (key.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
+                    .await?;
+                let gone: Option<TrialManifest> = resp
+                    .prev_kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
+                let gone = gone.map(|m| m.plugin.sha256);
+                Ok((gone, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
             }
         })?;
         self.drop_unused_bytes(name, removed);

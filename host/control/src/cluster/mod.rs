@@ -18,9 +18,12 @@ use std::time::{Duration, SystemTime};
 use etcd_client::{EventType, PutOptions, WatchOptions, WatchResponse, WatchStream};
 use serde::Serialize;
 
+mod trials;
+
 use crate::routeset::{Observed, RouteSet};
 use crate::store::etcd::EtcdStore;
 use crate::store::{PluginManifest, RouteStore};
+use trials::TrialChange;
 
 /// How long an instance stays listed after it stopped renewing its lease.
 const LEASE_TTL_SECS: i64 = 5;
@@ -104,6 +107,12 @@ async fn follow(store: Arc<EtcdStore>, routes: Arc<RouteSet>, mut plugins: Plugi
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         }
+        if let Err(e) = trials::sync_all(&store, &routes).await {
+            store.error(e);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
         let Some(mut stream) = watch_from(&store, revision).await else {
             tokio::time::sleep(backoff).await;
             continue;
@@ -172,7 +181,11 @@ async fn follow_stream(
             );
             return;
         }
-        let (observed, manifests) = changes(store, &resp);
+        let Changes {
+            observed,
+            manifests,
+            trials,
+        } = changes(store, &resp);
         if !observed.is_empty() {
             let routes = routes.clone();
             let _ = tokio::task::spawn_blocking(move || routes.observe(observed)).await;
@@ -180,18 +193,34 @@ async fn follow_stream(
         for (name, manifest) in manifests {
             plugins.apply(&name, manifest.as_ref()).await;
         }
+        // After the plugins: a trial needs its live version loaded.
+        for (name, manifest) in trials {
+            trials::apply(store, routes, &name, manifest.as_ref()).await;
+        }
     }
 }
 
 /// A plugin's manifest as the store now has it (`None`: withdrawn).
 type ManifestChange = (String, Option<PluginManifest>);
 
-/// One watch response's route changes and plugin manifest changes.
-fn changes(store: &EtcdStore, resp: &WatchResponse) -> (Vec<Observed>, Vec<ManifestChange>) {
+/// One watch response's changes.
+struct Changes {
+    /// To routes.
+    observed: Vec<Observed>,
+    /// To plugin manifests.
+    manifests: Vec<ManifestChange>,
+    /// To trial manifests.
+    trials: Vec<TrialChange>,
+}
+
+/// One watch response's route, plugin and trial changes.
+fn changes(store: &EtcdStore, resp: &WatchResponse) -> Changes {
     let mut observed = Vec::new();
     let mut manifests = Vec::new();
+    let mut trial_changes = Vec::new();
     let routes_prefix = format!("{}routes/", store.prefix());
     let manifests_prefix = format!("{}plugins/manifests/", store.prefix());
+    let trials_prefix = format!("{}plugins/trials/", store.prefix());
     for event in resp.events() {
         let Some(kv) = event.kv() else { continue };
         let Ok(key) = std::str::from_utf8(kv.key()) else {
@@ -222,9 +251,17 @@ fn changes(store: &EtcdStore, resp: &WatchResponse) -> (Vec<Observed>, Vec<Manif
                 EventType::Delete => None,
             };
             manifests.push((name.to_owned(), manifest));
+        } else if let Some(change) =
+            trials::trial_change(&trials_prefix, key, event.event_type(), kv.value())
+        {
+            trial_changes.push(change);
         }
     }
-    (observed, manifests)
+    Changes {
+        observed,
+        manifests,
+        trials: trial_changes,
+    }
 }
 
 /// Loads, replaces and unloads the plugins the store names.
@@ -381,6 +418,8 @@ async fn register(
         let mut shown = None;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut renewed = tokio::time::Instant::now();
+        // Trial counts change with every call: they are read at most once a second.
+        let mut counted = (serde_json::Value::Null, tokio::time::Instant::now());
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -390,12 +429,16 @@ async fn register(
                     _ => break,
                 },
             }
+            if counted.0.is_null() || counted.1.elapsed() >= Duration::from_secs(1) {
+                counted = (trials::counts(&routes), tokio::time::Instant::now());
+            }
             let now = (
                 routes.table_version(),
                 routes.revision(),
                 store.stale().is_some(),
+                counted.0.to_string(),
             );
-            if shown != Some(now) {
+            if shown.as_ref() != Some(&now) {
                 let doc = serde_json::json!({
                     "id": member.id,
                     "admin": member.admin,
@@ -404,6 +447,7 @@ async fn register(
                     "started_unix": member.started_unix,
                     "table_version": now.0,
                     "revision": now.1,
+                    "trials": counted.0,
                     "seen_unix": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
                 });
                 let put = tokio::time::timeout(
