@@ -112,6 +112,14 @@ async fn a_shadow_reports_where_it_disagrees_and_decides_nothing() {
         "the shadow replaced the live version"
     );
     assert_eq!(doc["trial"]["dropped"], 0, "{doc}");
+    let metrics = rd.admin_get("/metrics").await.text();
+    for series in [
+        "routerd_plugin_trial_comparisons_total{plugin=\"geo\",result=\"agreed\"} 10",
+        "routerd_plugin_trial_comparisons_total{plugin=\"geo\",result=\"diverged\"} 6",
+        "routerd_plugin_trial_traps_total{plugin=\"geo\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} not in:\n{metrics}");
+    }
 
     // Promotion under load: no request fails, and the new version decides afterwards.
     let rd = Arc::new(rd);
@@ -156,16 +164,39 @@ async fn a_shadow_reports_where_it_disagrees_and_decides_nothing() {
         std::fs::read(dist_plugin("noop-predicate")).unwrap()
     );
 
-    // A shadow discarded: gone, and a second discard says there is none.
+    // A shadow discarded under load: no request fails; it is gone, and a second discard says
+    // there is none.
     assert_status(
         &upload(&rd, "shadow=true", "header-eq").await,
         201,
         "shadow",
     );
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let rd = rd.clone();
+        load.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..50 {
+                let resp = rd.request("GET", "/tier", &[], "").await;
+                if resp.status != 200 || resp.text() != "gold" {
+                    failed.push(resp.describe());
+                }
+            }
+            failed
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let resp = rd
         .admin_request("POST", &format!("{PLUGINS}/geo/discard"), &[], "")
         .await;
     assert_eq!(resp.status, 204, "{}", resp.describe());
+    for task in load {
+        let failed = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "requests failed during the discard: {failed:?}"
+        );
+    }
     assert_eq!(geo(&rd).await["trial"], Value::Null);
     let resp = rd
         .admin_request("POST", &format!("{PLUGINS}/geo/discard"), &[], "")
@@ -201,6 +232,11 @@ async fn a_trapping_canary_is_rolled_back_by_itself() {
         assert!(Instant::now() < deadline, "never rolled back: {doc}");
     };
     assert!(reason.contains("failure rate 100.0%"), "{reason}");
+    let metrics = rd.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("routerd_plugin_trial_rolled_back{plugin=\"geo\"} 1"),
+        "{metrics}"
+    );
     rd.wait_for_log(0, Duration::from_secs(5), |l| {
         l.contains("canary rolled back")
     })

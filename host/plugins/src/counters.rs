@@ -138,6 +138,7 @@ impl Collector for PluginCounters {
         let plugins = self.0.list();
         encode_calls(&mut encoder, &plugins)?;
         encode_services(&mut encoder, &plugins)?;
+        encode_trials(&mut encoder, &plugins)?;
         for (name, help, read) in COUNTERS {
             let metric_type = ConstCounter::new(0u64).metric_type();
             let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
@@ -216,6 +217,126 @@ fn encode_services(
             ConstCounter::new(p.outbound().count(outcome))
                 .encode(family.encode_family(&labels)?)?;
         }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TrialLabels {
+    plugin: String,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    plugin: String,
+    version: &'static str,
+}
+
+/// The trial versions' series, for the plugins that have one: a shadow's comparisons by
+/// result, a canary's calls and failures by version, the trial version's own traps and
+/// deadline hits, shadow calls dropped, and whether a canary was rolled back.
+fn encode_trials(
+    encoder: &mut DescriptorEncoder,
+    plugins: &[Arc<Plugin>],
+) -> Result<(), std::fmt::Error> {
+    let trials: Vec<_> = plugins
+        .iter()
+        .filter_map(|p| p.trial().map(|t| (p.name.to_string(), t.report(), t)))
+        .collect();
+    let counter = ConstCounter::new(0u64).metric_type();
+    let mut family = encoder.encode_descriptor(
+        "routerd_plugin_trial_comparisons",
+        "A shadow version's calls compared with the live version's answer, by result: agreed, diverged, trial_failed, refused_args",
+        None,
+        counter,
+    )?;
+    for (plugin, r, _) in &trials {
+        let sum = |f: fn(&crate::trial::RouteComparison) -> u64| -> u64 {
+            r.routes.values().map(f).sum()
+        };
+        for (result, n) in [
+            ("agreed", sum(|c| c.agreed)),
+            ("diverged", sum(|c| c.diverged)),
+            ("trial_failed", sum(|c| c.trial_failed)),
+            ("refused_args", sum(|c| c.refused_args)),
+        ] {
+            let labels = TrialLabels {
+                plugin: plugin.clone(),
+                result,
+            };
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    for (name, help, live, trial) in [
+        (
+            "routerd_plugin_trial_calls",
+            "Calls answered during a canary, by version: live, trial",
+            (|r| r.live_calls) as fn(&crate::trial::TrialReport) -> u64,
+            (|r| r.trial_calls) as fn(&crate::trial::TrialReport) -> u64,
+        ),
+        (
+            "routerd_plugin_trial_failures",
+            "Calls that failed during a canary (traps, deadline, memory, refused results, open breaker), by version",
+            |r| r.live_failures,
+            |r| r.trial_failures,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, counter)?;
+        for (plugin, r, _) in &trials {
+            for (version, n) in [("live", live(r)), ("trial", trial(r))] {
+                let labels = VersionLabels {
+                    plugin: plugin.clone(),
+                    version,
+                };
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    for (name, help, read) in [
+        (
+            "routerd_plugin_trial_traps",
+            "Calls the trial version trapped in",
+            (|t| t.plugin.stats.traps.load(Ordering::Relaxed)) as fn(&crate::trial::Trial) -> u64,
+        ),
+        (
+            "routerd_plugin_trial_deadline_hits",
+            "Calls of the trial version stopped at the deadline",
+            |t| t.plugin.stats.deadline_hits.load(Ordering::Relaxed),
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, counter)?;
+        for (plugin, _, t) in &trials {
+            let labels = PluginLabels {
+                plugin: plugin.clone(),
+            };
+            ConstCounter::new(read(t)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "routerd_plugin_trial_dropped",
+        "Calls not shadowed because the shadow's queue was full",
+        None,
+        counter,
+    )?;
+    for (plugin, r, _) in &trials {
+        let labels = PluginLabels {
+            plugin: plugin.clone(),
+        };
+        ConstCounter::new(r.dropped).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "routerd_plugin_trial_rolled_back",
+        "1 when a plugin's canary was rolled back",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for (plugin, r, _) in &trials {
+        let labels = PluginLabels {
+            plugin: plugin.clone(),
+        };
+        ConstGauge::new(i64::from(r.rolled_back.is_some()))
+            .encode(family.encode_family(&labels)?)?;
     }
     Ok(())
 }
