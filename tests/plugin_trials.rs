@@ -279,6 +279,8 @@ async fn trial_uploads_are_checked() {
         ("canary=5%25&shadow=true", "exclude each other"),
         ("canary=5&sticky=cookie", "none of client"),
         ("sticky=client", "goes with canary"),
+        ("budget=5", "goes with shadow"),
+        ("shadow=true&budget=0", "not a percentage"),
     ] {
         let resp = upload(&rd, query, "noop-predicate").await;
         let message = assert_error(&resp, 400, "invalid_body", query);

@@ -11,7 +11,7 @@ use routerd_control::routeset::{RouteSet, RouteView, store_error};
 use routerd_control::store::{PluginManifest, TrialManifest};
 use routerd_plugins::registry::{InstallError, valid_name};
 use routerd_plugins::services::OutboundOutcome;
-use routerd_plugins::trial::{Sticky, TrialMode};
+use routerd_plugins::trial::{DEFAULT_SHADOW_BUDGET, Sticky, TrialMode};
 use routerd_plugins::{Phase, Plugin, PluginError};
 
 /// The routes (from one listing) that use plugin `name`.
@@ -286,8 +286,9 @@ fn no_trial(name: &str) -> ApiError {
     )
 }
 
-/// The trial a plugin upload asks for: `shadow=true`, or `canary=5%` (or `5`) with
-/// `sticky=client|header:NAME` and `margin=POINTS` (default 5); `None` for a plain upload.
+/// The trial a plugin upload asks for: `shadow=true` (with `budget=PERCENT` of one core,
+/// default 5), or `canary=5%` (or `5`) with `sticky=client|header:NAME` and `margin=POINTS`
+/// (default 5); `None` for a plain upload.
 pub fn trial_mode(query: Option<&str>) -> Result<Option<TrialMode>, ApiError> {
     let param = |key: &str| super::requests::query_param(query, key).map(|v| v.into_owned());
     let bad = |m: String| super::requests::bad_body(m);
@@ -298,7 +299,21 @@ pub fn trial_mode(query: Option<&str>) -> Result<Option<TrialMode>, ApiError> {
                 return Err(bad(format!("{key} goes with canary=PERCENT")));
             }
         }
-        return Ok(shadow.then_some(TrialMode::Shadow));
+        let budget = match param("budget") {
+            None => DEFAULT_SHADOW_BUDGET,
+            Some(b) => {
+                b.trim_end_matches('%')
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| *p > 0.0 && *p <= 100.0)
+                    .ok_or_else(|| bad(format!("budget={b} is not a percentage in (0, 100]")))?
+                    / 100.0
+            }
+        };
+        if !shadow && param("budget").is_some() {
+            return Err(bad("budget goes with shadow=true".into()));
+        }
+        return Ok(shadow.then_some(TrialMode::Shadow { budget }));
     };
     if shadow {
         return Err(bad("shadow and canary exclude each other: pick one".into()));

@@ -152,6 +152,10 @@ pub(crate) enum PluginCommand {
         /// where the two agree and differ, per route (`plugin info`).
         #[arg(long, conflicts_with = "canary")]
         shadow: bool,
+        /// The most of one core the shadow's calls may take (default 5); past it, calls are
+        /// skipped (and counted) until the next second.
+        #[arg(long, requires = "shadow", value_name = "PERCENT")]
+        budget: Option<f64>,
         /// Load it as a canary: it decides for this share of calls (`5%`); if its failure
         /// rate exceeds the live version's by more than `--margin` points, routerd rolls it
         /// back by itself.

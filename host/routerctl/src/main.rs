@@ -378,6 +378,7 @@ impl Ctl {
                 file,
                 name,
                 shadow,
+                budget,
                 canary,
                 sticky,
                 margin,
@@ -405,6 +406,9 @@ impl Ctl {
                 }
                 if shadow {
                     path.push_str("&shadow=true");
+                    if let Some(b) = budget {
+                        path.push_str(&format!("&budget={b}"));
+                    }
                 }
                 let trial = match &canary {
                     Some(share) => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use routerd_plugins::trial::{Sticky, TrialMode};
+use routerd_plugins::trial::{DEFAULT_SHADOW_BUDGET, Sticky, TrialMode};
 use routerd_routing::config::RouteRule;
 
 #[cfg(feature = "etcd")]
@@ -165,18 +165,22 @@ pub struct TrialManifest {
     /// A canary's margin, as a fraction (0.05: five points).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub margin: Option<f64>,
+    /// A shadow's share of one core, as a fraction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
 }
 
 impl TrialManifest {
     /// The manifest of a trial of the version `plugin` names, taking part as `mode` says.
     pub fn new(plugin: PluginManifest, mode: &TrialMode) -> Self {
         match mode {
-            TrialMode::Shadow => TrialManifest {
+            TrialMode::Shadow { budget } => TrialManifest {
                 plugin,
                 mode: "shadow".to_owned(),
                 per_mille: None,
                 sticky: None,
                 margin: None,
+                budget: Some(*budget),
             },
             TrialMode::Canary {
                 per_mille,
@@ -192,6 +196,7 @@ impl TrialManifest {
                     Sticky::Header(h) => Some(format!("header:{h}")),
                 },
                 margin: Some(*margin),
+                budget: None,
             },
         }
     }
@@ -199,7 +204,9 @@ impl TrialManifest {
     /// How the trial takes part; `None` for a manifest this version cannot read.
     pub fn mode(&self) -> Option<TrialMode> {
         match self.mode.as_str() {
-            "shadow" => Some(TrialMode::Shadow),
+            "shadow" => Some(TrialMode::Shadow {
+                budget: self.budget.unwrap_or(DEFAULT_SHADOW_BUDGET),
+            }),
             "canary" => Some(TrialMode::Canary {
                 per_mille: self.per_mille?,
                 sticky: match self.sticky.as_deref() {

@@ -153,6 +153,8 @@ pub struct TrialReport {
     pub routes: BTreeMap<String, RouteComparison>,
     /// Shadow calls dropped because the shadow's queue was full.
     pub dropped: u64,
+    /// Shadow calls skipped because the shadow had spent its CPU budget for the second.
+    pub over_budget: u64,
     /// Time the shadow spent in its calls, in milliseconds.
     pub shadow_calls_ms: f64,
     /// Calls the live version answered during a canary, and its failures.

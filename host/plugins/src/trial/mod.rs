@@ -37,6 +37,10 @@ use routerd_routing::{ExternalRequest, Prepared};
 const SHADOW_QUEUE: usize = 1024;
 /// How often the shadow's runner takes the calls queued meanwhile.
 const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+/// The window a shadow's CPU budget is counted over.
+const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+/// A shadow's default budget: 5% of one core.
+pub const DEFAULT_SHADOW_BUDGET: f64 = 0.05;
 /// Trial calls a canary makes before its failure rate is judged.
 pub const CANARY_MIN_CALLS: u64 = 20;
 
@@ -44,7 +48,11 @@ pub const CANARY_MIN_CALLS: u64 = 20;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrialMode {
     /// Runs on copies of calls, after them, and decides nothing.
-    Shadow,
+    Shadow {
+        /// The most of one core its calls may take (0.05: 5%); past it, queued calls are
+        /// skipped (and counted) until the next second.
+        budget: f64,
+    },
     /// Decides for this share of calls.
     Canary {
         /// Calls per thousand.
@@ -116,8 +124,10 @@ pub struct Trial {
     /// Calls the canary answered, and how many failed.
     trial_calls: AtomicU64,
     trial_failures: AtomicU64,
-    /// Shadow calls dropped because the queue was full; their time, in nanoseconds.
+    /// Shadow calls dropped because the queue was full, or skipped over the budget; the
+    /// time of those run, in nanoseconds.
     dropped: AtomicU64,
+    over_budget: AtomicU64,
     shadow_nanos: AtomicU64,
     rolled_back: AtomicBool,
     rollback_reason: Mutex<Option<String>>,
@@ -161,6 +171,7 @@ impl Trial {
             trial_calls: AtomicU64::new(0),
             trial_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            over_budget: AtomicU64::new(0),
             shadow_nanos: AtomicU64::new(0),
             rolled_back: AtomicBool::new(false),
             rollback_reason: Mutex::new(None),
@@ -261,7 +272,7 @@ impl Trial {
 
     /// Queues a copy of a call for the shadow (dropped, and counted, when the queue is full).
     fn shadow(&self, route: &Arc<str>, args: &Prepared, phase: Shadowed) -> Option<ShadowTicket> {
-        if self.mode != TrialMode::Shadow || self.jobs.is_none() {
+        if !matches!(self.mode, TrialMode::Shadow { .. }) || self.jobs.is_none() {
             return None;
         }
         Some(ShadowTicket {
@@ -285,7 +296,7 @@ impl Trial {
     pub fn report(&self) -> TrialReport {
         TrialReport {
             mode: match &self.mode {
-                TrialMode::Shadow => "shadow".to_owned(),
+                TrialMode::Shadow { .. } => "shadow".to_owned(),
                 TrialMode::Canary { per_mille, .. } => {
                     format!("canary {}%", *per_mille as f64 / 10.0)
                 }
@@ -297,6 +308,7 @@ impl Trial {
                 .map_or(0, |d| d.as_secs()),
             routes: self.comparisons.snapshot(),
             dropped: self.dropped.load(Ordering::Relaxed),
+            over_budget: self.over_budget.load(Ordering::Relaxed),
             shadow_calls_ms: self.shadow_nanos.load(Ordering::Relaxed) as f64 / 1e6,
             live_calls: self.live_calls.load(Ordering::Relaxed),
             live_failures: self.live_failures.load(Ordering::Relaxed),
@@ -355,9 +367,21 @@ impl ShadowTicket {
 /// It takes what was queued every few milliseconds instead of waiting on the queue, so a call
 /// queued on the request path never wakes this runtime (a wake-up per call cost the worker
 /// more than the copy itself).
+///
+/// A shadow runs on its own budget: at most its share of one core over each second. Calls past
+/// it are skipped and counted, so on a saturated core the shadow takes its share and no more,
+/// and the live traffic keeps the rest.
 async fn run(trial: Weak<Trial>, mut queue: mpsc::Receiver<Job>) {
+    let budget = match trial.upgrade().map(|t| t.mode.clone()) {
+        Some(TrialMode::Shadow { budget }) => budget,
+        _ => 1.0,
+    };
+    let (mut window, mut spent) = (Instant::now(), std::time::Duration::ZERO);
     loop {
         tokio::time::sleep(DRAIN_EVERY).await;
+        if window.elapsed() >= BUDGET_WINDOW {
+            (window, spent) = (Instant::now(), std::time::Duration::ZERO);
+        }
         loop {
             let job = match queue.try_recv() {
                 Ok(job) => job,
@@ -365,7 +389,14 @@ async fn run(trial: Weak<Trial>, mut queue: mpsc::Receiver<Job>) {
                 Err(mpsc::error::TryRecvError::Disconnected) => return,
             };
             let Some(trial) = trial.upgrade() else { return };
+            let allowed = BUDGET_WINDOW.mul_f64(budget);
+            if spent >= allowed && matches!(job, Job::Compare { .. }) {
+                trial.over_budget.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let started = Instant::now();
             work(&trial, job).await;
+            spent += started.elapsed();
         }
     }
 }

@@ -99,5 +99,12 @@ pub fn trial(doc: &Value) -> String {
             "  {dropped} calls not shadowed: the shadow's queue was full"
         );
     }
+    let skipped = count(t, "over_budget");
+    if skipped > 0 {
+        let _ = writeln!(
+            out,
+            "  {skipped} calls not shadowed: the shadow had spent its CPU budget"
+        );
+    }
     out
 }
