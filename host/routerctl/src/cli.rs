@@ -141,34 +141,7 @@ pub(crate) enum PluginCommand {
     },
     /// Upload a WebAssembly component; routerd validates and compiles it before it replaces
     /// a plugin of the same name.
-    Load {
-        /// The `.wasm` file.
-        file: PathBuf,
-        /// The plugin's name (default: the file name without `.wasm`).
-        #[arg(long)]
-        name: Option<String>,
-        /// Load it as a shadow of the loaded plugin of that name: the live version keeps
-        /// deciding, the shadow runs on copies of its calls, after them, and routerd counts
-        /// where the two agree and differ, per route (`plugin info`).
-        #[arg(long, conflicts_with = "canary")]
-        shadow: bool,
-        /// The most of one core the shadow's calls may take (default 5); past it, calls are
-        /// skipped (and counted) until the next second.
-        #[arg(long, requires = "shadow", value_name = "PERCENT")]
-        budget: Option<f64>,
-        /// Load it as a canary: it decides for this share of calls (`5%`); if its failure
-        /// rate exceeds the live version's by more than `--margin` points, routerd rolls it
-        /// back by itself.
-        #[arg(long, value_name = "PERCENT")]
-        canary: Option<String>,
-        /// What keeps a client on one version during a canary: `client` (its address) or
-        /// `header:NAME`.
-        #[arg(long, requires = "canary", value_name = "client|header:NAME")]
-        sticky: Option<String>,
-        /// How many points the canary's failure rate may exceed the live version's (default 5).
-        #[arg(long, requires = "canary", value_name = "POINTS")]
-        margin: Option<f64>,
-    },
+    Load(LoadArgs),
     /// Make a plugin's shadow or canary version the live one (installed as `load` installs).
     Promote {
         /// The plugin's name.
@@ -194,6 +167,37 @@ pub(crate) enum PluginCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// What `plugin load` uploads, and whether as a trial version beside the live one.
+#[derive(Args)]
+pub(crate) struct LoadArgs {
+    /// The `.wasm` file.
+    pub(crate) file: PathBuf,
+    /// The plugin's name (default: the file name without `.wasm`).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Load it as a shadow of the loaded plugin of that name: the live version keeps
+    /// deciding, the shadow runs on copies of its calls, after them, and routerd counts
+    /// where the two agree and differ, per route (`plugin info`).
+    #[arg(long, conflicts_with = "canary")]
+    pub(crate) shadow: bool,
+    /// The most of one core the shadow's calls may take (default 5); past it, calls are
+    /// skipped (and counted) until the next second.
+    #[arg(long, requires = "shadow", value_name = "PERCENT")]
+    pub(crate) budget: Option<f64>,
+    /// Load it as a canary: it decides for this share of calls (`5%`); if its failure
+    /// rate exceeds the live version's by more than `--margin` points, routerd rolls it
+    /// back by itself.
+    #[arg(long, value_name = "PERCENT")]
+    pub(crate) canary: Option<String>,
+    /// What keeps a client on one version during a canary: `client` (its address) or
+    /// `header:NAME`.
+    #[arg(long, requires = "canary", value_name = "client|header:NAME")]
+    pub(crate) sticky: Option<String>,
+    /// How many points the canary's failure rate may exceed the live version's (default 5).
+    #[arg(long, requires = "canary", value_name = "POINTS")]
+    pub(crate) margin: Option<f64>,
 }
 
 /// A request to explain, written like curl's arguments.
