@@ -365,3 +365,42 @@ async fn a_sticky_canary_keeps_each_client_on_one_version() {
     assert_eq!(doc["trial"]["trial_calls"], on_canary as u64 * 5, "{doc}");
     assert_eq!(doc["trial"]["rolled_back"], Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_s_shadow_compares_its_edits_in_both_phases() {
+    let cfg = config(vec![
+        Route::respond("tagged")
+            .m(path("/tagged"))
+            .plugin_filter("tag", &["req:x-seen", "1", "resp:x-v", "1"]),
+    ]);
+    let rd = launch(&cfg, &[])
+        .plugin_as("tag", "add-headers")
+        .start()
+        .await;
+    let bytes = std::fs::read(dist_plugin("add-headers")).unwrap();
+    let resp = rd
+        .admin_request(
+            "POST",
+            &format!("{PLUGINS}?name=tag&shadow=true"),
+            &[("content-type", "application/wasm")],
+            bytes,
+        )
+        .await;
+    assert_status(&resp, 201, "a filter's shadow");
+    for _ in 0..5 {
+        let resp = rd.get("/tagged").await;
+        assert_eq!(resp.headers["x-v"], "1", "{}", resp.describe());
+    }
+    // The same build: every request-phase action and response-phase edit agrees.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let doc = assert_status(&rd.admin_get(&format!("{PLUGINS}/tag")).await, 200, "tag");
+        let c = &doc["trial"]["routes"]["tagged"];
+        if c["agreed"] == 10 {
+            assert_eq!(c["diverged"], 0, "{doc}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not both phases compared: {doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

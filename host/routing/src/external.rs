@@ -31,7 +31,7 @@ pub struct ExternalRequest {
 }
 
 /// The response head a filter's response phase sees (handed back after the call).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ResponseHead {
     /// Status code.
     pub status: u16,

@@ -337,8 +337,24 @@ impl Plugin {
         }
     }
 
-    /// Runs the filter's response phase on `response` (handed back with the result).
+    /// Runs the filter's response phase on `response` (handed back with the result), through
+    /// the name's trial version when one is loaded.
     pub async fn run_response_phase(
+        &self,
+        request: ExternalRequest,
+        response: ResponseHead,
+        args: &Prepared,
+    ) -> (Result<ResponseEdits, CallFailure>, ResponseHead) {
+        match self.trial.load().as_deref() {
+            None => self.live_response_phase(request, response, args).await,
+            Some(trial) => {
+                Box::pin(self.response_phase_on_trial(trial, request, response, args)).await
+            }
+        }
+    }
+
+    /// Runs this version's response phase.
+    pub(crate) async fn live_response_phase(
         &self,
         request: ExternalRequest,
         response: ResponseHead,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use crate::contract::RequestAction;
+use crate::contract::{RequestAction, ResponseEdits};
 use crate::plugin::CallFailure;
 use routerd_routing::{ExternalRequest, request_host};
 
@@ -19,7 +19,8 @@ const EXAMPLES: usize = 5;
 pub(super) enum Verdict {
     /// A predicate's answer.
     Matched(bool),
-    /// A filter's request-phase action, as text (the contract's types compare by it).
+    /// A filter's request-phase action or response-phase edits, as text (the contract's
+    /// types compare by it).
     Action(String),
     /// The call failed, this way.
     Failed(&'static str),
@@ -29,6 +30,13 @@ impl Verdict {
     pub(super) fn of_predicate(result: &Result<bool, CallFailure>) -> Verdict {
         match result {
             Ok(m) => Verdict::Matched(*m),
+            Err(f) => Verdict::Failed(f.kind()),
+        }
+    }
+
+    pub(super) fn of_edits(result: &Result<ResponseEdits, CallFailure>) -> Verdict {
+        match result {
+            Ok(e) => Verdict::Action(format!("{e:?}")),
             Err(f) => Verdict::Failed(f.kind()),
         }
     }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::plugin::{CallFailure, Plugin};
 use compare::{Comparisons, Verdict};
-use routerd_routing::{ExternalRequest, Prepared};
+use routerd_routing::{ExternalRequest, Prepared, ResponseHead};
 
 /// Calls waiting for the shadow; more are dropped.
 const SHADOW_QUEUE: usize = 1024;
@@ -75,10 +75,11 @@ pub enum Sticky {
     Header(HeaderName),
 }
 
-/// Which phase a queued call compares.
+/// Which phase a queued call compares (a response phase with the response head it saw).
 enum Shadowed {
     Predicate,
     Request,
+    Response(ResponseHead),
 }
 
 /// One call queued for the shadow, or args to prepare.
@@ -271,14 +272,19 @@ impl Trial {
     }
 
     /// Queues a copy of a call for the shadow (dropped, and counted, when the queue is full).
-    fn shadow(&self, route: &Arc<str>, args: &Prepared, phase: Shadowed) -> Option<ShadowTicket> {
+    fn shadow(
+        &self,
+        route: &Arc<str>,
+        args: &Prepared,
+        phase: impl FnOnce() -> Shadowed,
+    ) -> Option<ShadowTicket> {
         if !matches!(self.mode, TrialMode::Shadow { .. }) || self.jobs.is_none() {
             return None;
         }
         Some(ShadowTicket {
             route: route.clone(),
             args: args.args.clone(),
-            phase,
+            phase: phase(),
         })
     }
 
@@ -427,6 +433,13 @@ async fn work(trial: &Arc<Trial>, job: Job) {
                 Shadowed::Request => {
                     Verdict::of_action(&trial.plugin.run_request_phase(request, &prepared).await)
                 }
+                Shadowed::Response(head) => Verdict::of_edits(
+                    &trial
+                        .plugin
+                        .run_response_phase(request, head, &prepared)
+                        .await
+                        .0,
+                ),
             };
             trial
                 .shadow_nanos
@@ -473,7 +486,7 @@ impl Plugin {
             trial.count(true, &result);
             return result;
         }
-        let ticket = trial.shadow(&args.route, args, Shadowed::Predicate);
+        let ticket = trial.shadow(&args.route, args, || Shadowed::Predicate);
         let copy = ticket.as_ref().map(|_| request.clone());
         let result = self.live_predicate(request, args).await;
         trial.count(false, &result);
@@ -496,7 +509,7 @@ impl Plugin {
             trial.count(true, &result);
             return result;
         }
-        let ticket = trial.shadow(&args.route, args, Shadowed::Request);
+        let ticket = trial.shadow(&args.route, args, || Shadowed::Request);
         let copy = ticket.as_ref().map(|_| request.clone());
         let result = self.live_request_phase(request, args).await;
         trial.count(false, &result);
@@ -504,5 +517,37 @@ impl Plugin {
             ticket.send(trial, copy, Verdict::of_action(&result));
         }
         result
+    }
+
+    /// Runs the filter's response phase through the name's trial, as
+    /// [`predicate_on_trial`](Self::predicate_on_trial) does (the shadow gets a copy of the
+    /// response head the live version saw).
+    pub(crate) async fn response_phase_on_trial(
+        &self,
+        trial: &Trial,
+        request: ExternalRequest,
+        response: ResponseHead,
+        args: &Prepared,
+    ) -> (
+        Result<crate::contract::ResponseEdits, CallFailure>,
+        ResponseHead,
+    ) {
+        if let Some(prepared) = trial.canary_pick(&request, args) {
+            let (result, back) = trial
+                .plugin
+                .run_response_phase(request, response, &prepared)
+                .await;
+            trial.count(true, &result);
+            return (result, back);
+        }
+        let copy = trial
+            .shadow(&args.route, args, || Shadowed::Response(response.clone()))
+            .map(|ticket| (ticket, request.clone()));
+        let (result, back) = self.live_response_phase(request, response, args).await;
+        trial.count(false, &result);
+        if let Some((ticket, request)) = copy {
+            ticket.send(trial, request, Verdict::of_edits(&result));
+        }
+        (result, back)
     }
 }
