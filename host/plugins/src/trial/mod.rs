@@ -79,7 +79,7 @@ pub enum Sticky {
 enum Shadowed {
     Predicate,
     Request,
-    Response(ResponseHead),
+    Response(Box<ResponseHead>),
 }
 
 /// One call queued for the shadow, or args to prepare.
@@ -436,7 +436,7 @@ async fn work(trial: &Arc<Trial>, job: Job) {
                 Shadowed::Response(head) => Verdict::of_edits(
                     &trial
                         .plugin
-                        .run_response_phase(request, head, &prepared)
+                        .run_response_phase(request, *head, &prepared)
                         .await
                         .0,
                 ),
@@ -541,7 +541,9 @@ impl Plugin {
             return (result, back);
         }
         let copy = trial
-            .shadow(&args.route, args, || Shadowed::Response(response.clone()))
+            .shadow(&args.route, args, || {
+                Shadowed::Response(Box::new(response.clone()))
+            })
             .map(|ticket| (ticket, request.clone()));
         let (result, back) = self.live_response_phase(request, response, args).await;
         trial.count(false, &result);
