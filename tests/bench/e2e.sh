@@ -34,7 +34,8 @@
 #   routerd-wasm-f    the predicate plus the `add-headers` Wasm filter (one response header)
 #   routerd-wasm-shadow  routerd-wasm with a shadow version of the predicate (the same build)
 #                     loaded through the admin API: every call also queued for the shadow and
-#                     compared, against routerd-wasm. Not in SETUPS unless named.
+#                     compared on the shadow's CPU budget (SHADOW_BUDGET percent of one core,
+#                     default 5), against routerd-wasm. Not in SETUPS unless named.
 # wrk sends `X-Bench: yes` and `?q=1` to every setup alike. BASE_BIN=PATH adds `routerd-base`:
 # the native route served by another routerd binary, for before/after comparisons in one run.
 #
@@ -281,7 +282,7 @@ start_proxy() {
     for _ in $(seq 300); do
         if body="$(curl -s -H 'X-Bench: yes' "$url" 2>/dev/null)" && [[ "$body" == ok ]]; then
             [[ "$setup" != routerd-wasm-shadow ]] || curl -sf -o /dev/null -X POST \
-                "http://127.0.0.1:$admin_port/api/v1/plugins?name=header-eq&shadow=true" \
+                "http://127.0.0.1:$admin_port/api/v1/plugins?name=header-eq&shadow=true&budget=${SHADOW_BUDGET:-5}" \
                 --data-binary @plugins/dist/header-eq.wasm
             return 0
         fi

@@ -129,6 +129,9 @@ pub struct Trial {
     /// time of those run, in nanoseconds.
     dropped: AtomicU64,
     over_budget: AtomicU64,
+    /// Set while the shadow has spent its budget for the current second: calls are then
+    /// not even copied.
+    paused: AtomicBool,
     shadow_nanos: AtomicU64,
     rolled_back: AtomicBool,
     rollback_reason: Mutex<Option<String>>,
@@ -173,6 +176,7 @@ impl Trial {
             trial_failures: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             over_budget: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
             shadow_nanos: AtomicU64::new(0),
             rolled_back: AtomicBool::new(false),
             rollback_reason: Mutex::new(None),
@@ -281,6 +285,10 @@ impl Trial {
         if !matches!(self.mode, TrialMode::Shadow { .. }) || self.jobs.is_none() {
             return None;
         }
+        if self.paused.load(Ordering::Relaxed) {
+            self.over_budget.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         Some(ShadowTicket {
             route: route.clone(),
             args: args.args.clone(),
@@ -387,6 +395,9 @@ async fn run(trial: Weak<Trial>, mut queue: mpsc::Receiver<Job>) {
         tokio::time::sleep(DRAIN_EVERY).await;
         if window.elapsed() >= BUDGET_WINDOW {
             (window, spent) = (Instant::now(), std::time::Duration::ZERO);
+            if let Some(t) = trial.upgrade() {
+                t.paused.store(false, Ordering::Relaxed);
+            }
         }
         loop {
             let job = match queue.try_recv() {
@@ -403,6 +414,10 @@ async fn run(trial: Weak<Trial>, mut queue: mpsc::Receiver<Job>) {
             let started = Instant::now();
             work(&trial, job).await;
             spent += started.elapsed();
+            if spent >= allowed {
+                // Until the next window, the request path stops copying calls for it.
+                trial.paused.store(true, Ordering::Relaxed);
+            }
         }
     }
 }
