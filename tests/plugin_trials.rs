@@ -315,6 +315,9 @@ async fn plugin_dry_runs_report_the_requests_a_new_version_or_an_unload_would_mo
             .collect()
     };
 
+    // Replays call replicas: the live version's counters do not move.
+    let calls_before = geo(&rd).await["calls"].clone();
+
     // Unloading geo would exclude `gold`: its three requests would go to `other`.
     let resp = rd
         .admin_request("DELETE", &format!("{PLUGINS}/geo?dry_run=true"), &[], "")
@@ -328,8 +331,12 @@ async fn plugin_dry_runs_report_the_requests_a_new_version_or_an_unload_would_mo
     let doc = assert_status(&resp, 200, "upload dry run");
     assert_eq!(moves(&doc), [("other".into(), "gold".into(), 2)], "{doc}");
 
-    // Nothing changed: the live version is the same and still decides.
+    // Nothing changed: the live version is the same, was not called, and still decides.
     let live = geo(&rd).await;
+    assert_eq!(
+        live["calls"], calls_before,
+        "the replay called the live version"
+    );
     assert_eq!(
         live["sha256"].as_str().unwrap(),
         sha256_hex(&std::fs::read(dist_plugin("header-eq")).unwrap())

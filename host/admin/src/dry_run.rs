@@ -67,13 +67,20 @@ impl Admin {
         &self,
         plan: impl FnOnce() -> Result<Plan, E> + Send + 'static,
     ) -> Reply {
-        let served = self.routes.table();
-        let plan = blocking(plan).await?;
+        let routes = self.routes.clone();
+        // Planned (refused as the change would be), then both tables built again with plugin
+        // replicas, so the replay changes nothing the live plugins count or keep.
+        let (tables, summary) = blocking(move || {
+            let plan = plan().map_err(Into::into)?;
+            let tables = routes.replay_tables(&plan)?;
+            Ok::<_, ApiError>((tables, plan.summary))
+        })
+        .await?;
         let heads = self.sample.as_ref().map(|s| s.heads()).unwrap_or_default();
         let sample = self.sample.as_deref();
         let report = replay(
-            &served,
-            plan,
+            (&tables.0, &tables.1),
+            summary,
             &heads,
             sample.map(|s| s.seal()),
             sample.map(|s| s.stats()),

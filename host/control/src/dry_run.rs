@@ -18,7 +18,7 @@ use http::header::COOKIE;
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-use crate::routeset::{ApplySummary, Plan};
+use crate::routeset::ApplySummary;
 use routerd_plugins::Plugin;
 use routerd_proxy::sample::{SEALED_PREFIX, SampleStats, SampledHead, Seal};
 use routerd_routing::matchers::{Matcher, ValueMatch};
@@ -118,17 +118,19 @@ pub struct DryRunReport {
     pub took_ms: u64,
 }
 
-/// Replays `heads` through the table being served and the one `plan` would serve.
+/// Replays `heads` through `served` (the table being served) and `table` (the one a plan
+/// would serve), both built with plugin replicas ([`RouteSet::replay_tables`]).
+///
+/// [`RouteSet::replay_tables`]: crate::routeset::RouteSet::replay_tables
 pub async fn replay(
-    served: &RouteTable<Plugin>,
-    plan: Plan,
+    (served, table): (&RouteTable<Plugin>, &RouteTable<Plugin>),
+    summary: ApplySummary,
     heads: &[Arc<SampledHead>],
     seal: Option<&Seal>,
     sample: Option<SampleStats>,
 ) -> DryRunReport {
     let started = Instant::now();
-    let Plan { table, summary } = plan;
-    let unsealing = seal.map(|s| Unsealing::new(s, &[served, &table]));
+    let unsealing = seal.map(|s| Unsealing::new(s, &[served, table]));
     let mut groups: BTreeMap<(Outcome, Outcome), MovedGroup> = BTreeMap::new();
     let mut reached_before: HashMap<String, usize> = HashMap::new();
     let mut reached_after: HashSet<String> = HashSet::new();
@@ -146,7 +148,7 @@ pub async fn replay(
         let body = sampled.buffered();
         let view = head.view(body.as_ref());
         let before = outcome(served, served.decide_with_predicates(&view).await);
-        let after = outcome(&table, table.decide_with_predicates(&view).await);
+        let after = outcome(table, table.decide_with_predicates(&view).await);
         *reached_before.entry(before.route.clone()).or_default() += 1;
         reached_after.insert(after.route.clone());
         if before == after {
@@ -189,7 +191,7 @@ pub async fn replay(
             .into_iter()
             .map(|(route, count)| Reaching { route, count })
             .collect(),
-        unreachable: unreachable(served, &table),
+        unreachable: unreachable(served, table),
         uncertain,
         took_ms: started.elapsed().as_millis() as u64,
     }

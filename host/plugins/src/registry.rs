@@ -247,7 +247,7 @@ impl PluginRegistry {
         }
         // A new version keeps the name's counters and store.
         let kept = self.get(name).map(|previous| previous.kept());
-        let plugin = self.build(name, bytes, sha256, settings, kept)?;
+        let plugin = self.build(name, bytes, sha256, settings, kept, false)?;
         if let Ok(mut map) = self.plugins.write() {
             map.insert(name.to_owned(), plugin.clone());
         }
@@ -256,7 +256,8 @@ impl PluginRegistry {
     }
 
     /// Compiles, links and test-instantiates `bytes` as a version of plugin `name` with what
-    /// its name keeps (fresh counters and store when `kept` is `None`), without serving it.
+    /// its name keeps (fresh counters and store when `kept` is `None`), without serving it;
+    /// logged unless it is a `replica` made for a dry run.
     fn build(
         &self,
         name: &str,
@@ -264,6 +265,7 @@ impl PluginRegistry {
         sha256: String,
         settings: PluginSettings,
         kept: Option<Kept>,
+        replica: bool,
     ) -> Result<Arc<Plugin>, PluginError> {
         let allow = AllowList::parse(&settings.http.allow)
             .map_err(|e| PluginError::Settings(format!("{name}.json"), e))?;
@@ -293,6 +295,10 @@ impl PluginRegistry {
         // Only now that it replaces the previous version do its bounds apply to the store.
         plugin.store().set_bounds(bounds);
         let plugin = Arc::new(plugin);
+        // A replica for a dry run is not news; a version that may serve is.
+        if replica {
+            return Ok(plugin);
+        }
         tracing::info!(
             plugin = name,
             kind = plugin.kind.as_str(),
@@ -323,7 +329,7 @@ impl PluginRegistry {
             .get(name)
             .ok_or_else(|| PluginError::NotLoaded(name.to_owned()))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let plugin = self.build(name, bytes, sha256, live.settings.clone(), None)?;
+        let plugin = self.build(name, bytes, sha256, live.settings.clone(), None, false)?;
         if plugin.kind != live.kind {
             return Err(PluginError::KindChanged(
                 name.to_owned(),
@@ -338,15 +344,52 @@ impl PluginRegistry {
     }
 
     /// Compiles `bytes` as a version of plugin `name` (its settings file's settings) with
-    /// counters and a store of its own, without serving it: what a dry run of an upload
-    /// decides with. Blocks.
+    /// counters of its own and a copy of the live version's store, without serving it: what
+    /// a dry run of an upload decides with. Blocks.
     pub fn candidate(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, PluginError> {
         if !valid_name(name) {
             return Err(PluginError::InvalidName(name.to_owned()));
         }
         let settings = self.read_settings(name)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        self.build(name, bytes, sha256, settings, None)
+        // It reads what the live version's store holds now; its writes go nowhere.
+        let kept = self.get(name).map(|live| Kept {
+            store: Arc::new(live.store().snapshot()),
+            ..Kept::new(Default::default())
+        });
+        self.build(name, bytes, sha256, settings, kept, true)
+    }
+
+    /// A replica of loaded plugin `name`: the same bytes (read back from the plugins
+    /// directory, checked against the loaded version's SHA-256) and settings, with counters of
+    /// its own and a copy of its store, so calls to it change nothing the live version sees.
+    /// What a dry run replays requests with. Blocks.
+    pub fn replica(&self, name: &str) -> Result<Arc<Plugin>, PluginError> {
+        let live = self
+            .get(name)
+            .ok_or_else(|| PluginError::NotLoaded(name.to_owned()))?;
+        let path = self.dir.join(format!("{name}.wasm"));
+        let bytes =
+            std::fs::read(&path).map_err(|e| PluginError::Read(path.display().to_string(), e))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        if sha256 != live.sha256 {
+            return Err(PluginError::Invalid(format!(
+                "{} changed since plugin {name:?} was loaded",
+                path.display()
+            )));
+        }
+        let kept = Kept {
+            store: Arc::new(live.store().snapshot()),
+            ..Kept::new(Default::default())
+        };
+        self.build(
+            name,
+            &bytes,
+            sha256,
+            live.settings.clone(),
+            Some(kept),
+            true,
+        )
     }
 
     /// Drops plugin `name`'s trial version; the one dropped.

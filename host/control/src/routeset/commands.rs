@@ -14,7 +14,7 @@ use super::{
 use crate::store::{Change, Expect, StoredRoute};
 use routerd_plugins::Plugin;
 use routerd_routing::RouteTable;
-use routerd_routing::config::{ConfigFile, RouteRule, RouteSetError};
+use routerd_routing::config::{ConfigFile, DocumentRef, RouteRule, RouteSetError};
 
 /// The most routes one change patches into the table being served; a bigger change builds a
 /// table (sharing the unchanged routes).
@@ -51,6 +51,41 @@ pub struct Plan {
     pub table: RouteTable<Plugin>,
     /// The routes it would create, update and delete.
     pub summary: ApplySummary,
+    /// The route document that table was built from.
+    pub document: PlannedDocument,
+    /// For a plugin change: the plugin, and the version it would be (`None`: unloaded).
+    pub swap: Option<(String, Option<Arc<Plugin>>)>,
+}
+
+/// A table planned by a dry run, and the document it was built from.
+type Planned = (RouteTable<Plugin>, PlannedDocument);
+
+/// A route document owned (its rules shared), kept beside a plan to build it again.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedDocument {
+    routes: Vec<Arc<RouteRule>>,
+    default_url: Option<String>,
+    max_body_bytes: Option<usize>,
+}
+
+impl PlannedDocument {
+    /// `doc`, owned.
+    pub fn of(doc: &DocumentRef<'_>) -> Self {
+        PlannedDocument {
+            routes: doc.routes.iter().map(|r| Arc::clone(r)).collect(),
+            default_url: doc.default_url.map(str::to_owned),
+            max_body_bytes: doc.max_body_bytes,
+        }
+    }
+
+    /// The document, to build from.
+    pub fn as_doc(&self) -> DocumentRef<'_> {
+        DocumentRef {
+            routes: self.routes.iter().collect(),
+            default_url: self.default_url.as_deref(),
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
 }
 
 /// Whether a command makes its change or only plans it.
@@ -115,7 +150,7 @@ impl RouteSet {
         changes: Vec<Change>,
         changed: &[&str],
         mode: Mode,
-    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
+    ) -> Result<Option<Planned>, ChangeError> {
         let undo = match api {
             Some(api) => Undo::Whole(std::mem::replace(&mut state.api, api)),
             None => Undo::Edits(edit(&mut state.api, &changes)),
@@ -128,8 +163,9 @@ impl RouteSet {
             }
         };
         if mode == Mode::DryRun {
+            let planned = PlannedDocument::of(&document(&state.file, &state.api));
             undo.revert(&mut state.api);
-            return Ok(Some(table));
+            return Ok(Some((table, planned)));
         }
         let revision = match &self.store {
             Some(store) => match store.commit(&changes, state.last_version + 1) {
@@ -229,10 +265,15 @@ impl RouteSet {
             }
         };
         // A dry run always builds a table; `None` would be a commit's.
-        let table = table.ok_or_else(|| {
+        let (table, document) = table.ok_or_else(|| {
             ChangeError::new(Refusal::Conflict, "the dry run built no table".to_owned())
         })?;
-        Ok(Plan { table, summary })
+        Ok(Plan {
+            table,
+            summary,
+            document,
+            swap: None,
+        })
     }
 
     /// Creates an API route.
@@ -242,11 +283,7 @@ impl RouteSet {
         self.get(&name, Some(Source::Api))
     }
 
-    fn create_in(
-        &self,
-        rule: RouteRule,
-        mode: Mode,
-    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
+    fn create_in(&self, rule: RouteRule, mode: Mode) -> Result<Option<Planned>, ChangeError> {
         let mut state = self.lock();
         let name = rule.name.clone();
         if state.file.routes.iter().any(|r| r.name == name) || state.api.contains_key(&name) {
@@ -280,7 +317,7 @@ impl RouteSet {
         rule: RouteRule,
         if_match: Option<u64>,
         mode: Mode,
-    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
+    ) -> Result<Option<Planned>, ChangeError> {
         let mut state = self.lock();
         Self::check_changeable(&state, name, if_match)?;
         let new_name = rule.name.clone();
@@ -319,7 +356,7 @@ impl RouteSet {
         name: &str,
         if_match: Option<u64>,
         mode: Mode,
-    ) -> Result<Option<RouteTable<Plugin>>, ChangeError> {
+    ) -> Result<Option<Planned>, ChangeError> {
         let mut state = self.lock();
         // An API route the file shadows can still be deleted (it serves nothing meanwhile).
         match state.api.get(name) {
@@ -342,7 +379,7 @@ impl RouteSet {
         &self,
         doc: ConfigFile,
         mode: Mode,
-    ) -> Result<(ApplySummary, Option<RouteTable<Plugin>>), ChangeError> {
+    ) -> Result<(ApplySummary, Option<Planned>), ChangeError> {
         let mut state = self.lock();
         let mut seen = std::collections::BTreeSet::new();
         for r in &doc.routes {

@@ -25,8 +25,9 @@ mod commands;
 mod errors;
 mod follow;
 mod plugin_plan;
+mod replicas;
 
-pub use commands::{Plan, ProposedChange};
+pub use commands::{Plan, PlannedDocument, ProposedChange};
 pub use errors::{ChangeError, Refusal, StartError, store_error};
 
 use errors::not_found;

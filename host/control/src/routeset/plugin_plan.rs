@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{ApplySummary, ChangeError, Plan, RouteSet, document};
+use super::{ApplySummary, ChangeError, Plan, PlannedDocument, RouteSet, document};
 use routerd_plugins::{Plugin, PluginRegistry};
 use routerd_routing::external::{Lookup, PluginSource};
 use routerd_routing::{BuildMode, RouteFilter, RouteTable};
@@ -99,6 +99,11 @@ impl RouteSet {
                 .collect(),
             ..ApplySummary::default()
         };
-        Ok(Plan { table, summary })
+        Ok(Plan {
+            table,
+            summary,
+            document: PlannedDocument::of(&doc),
+            swap: Some((name.to_owned(), with.cloned())),
+        })
     }
 }

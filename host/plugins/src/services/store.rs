@@ -84,6 +84,7 @@ impl StoreOp {
     }
 }
 
+#[derive(Clone)]
 struct Entry {
     value: Vec<u8>,
     expires: Option<Instant>,
@@ -95,7 +96,7 @@ impl Entry {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Entries {
     map: HashMap<Box<str>, Entry>,
     /// Bytes of every key and value in `map`.
@@ -183,6 +184,20 @@ impl PluginStore {
         let store = PluginStore::default();
         store.set_bounds(bounds);
         store
+    }
+
+    /// A copy of the store as it is now, with its bounds and fresh counters: what a replica
+    /// reads, so its writes never reach this store.
+    pub fn snapshot(&self) -> PluginStore {
+        let copy = PluginStore {
+            entries: Mutex::new(self.lock().clone()),
+            ..PluginStore::default()
+        };
+        copy.max_keys
+            .store(self.max_keys.load(Ordering::Relaxed), Ordering::Relaxed);
+        copy.max_bytes
+            .store(self.max_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+        copy
     }
 
     /// New bounds (a replaced plugin's settings); entries over them stay until they go, and
