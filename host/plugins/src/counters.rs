@@ -233,6 +233,9 @@ struct VersionLabels {
     version: &'static str,
 }
 
+/// A loaded trial version: its plugin's name, what it has seen, and the trial itself.
+type TrialSeries = (String, crate::trial::TrialReport, Arc<crate::trial::Trial>);
+
 /// The trial versions' series, for the plugins that have one: a shadow's comparisons by
 /// result, a canary's calls and failures by version, the trial version's own traps and
 /// deadline hits, shadow calls dropped, and whether a canary was rolled back.
@@ -240,18 +243,27 @@ fn encode_trials(
     encoder: &mut DescriptorEncoder,
     plugins: &[Arc<Plugin>],
 ) -> Result<(), std::fmt::Error> {
-    let trials: Vec<_> = plugins
+    let trials: Vec<TrialSeries> = plugins
         .iter()
         .filter_map(|p| p.trial().map(|t| (p.name.to_string(), t.report(), t)))
         .collect();
-    let counter = ConstCounter::new(0u64).metric_type();
+    encode_comparisons(encoder, &trials)?;
+    encode_versions(encoder, &trials)?;
+    encode_trial_plugins(encoder, &trials)
+}
+
+/// `routerd_plugin_trial_comparisons`, by plugin and result.
+fn encode_comparisons(
+    encoder: &mut DescriptorEncoder,
+    trials: &[TrialSeries],
+) -> Result<(), std::fmt::Error> {
     let mut family = encoder.encode_descriptor(
         "routerd_plugin_trial_comparisons",
         "A shadow version's calls compared with the live version's answer, by result: agreed, diverged, trial_failed, refused_args",
         None,
-        counter,
+        ConstCounter::new(0u64).metric_type(),
     )?;
-    for (plugin, r, _) in &trials {
+    for (plugin, r, _) in trials {
         let sum = |f: fn(&crate::trial::RouteComparison) -> u64| -> u64 {
             r.routes.values().map(f).sum()
         };
@@ -268,12 +280,21 @@ fn encode_trials(
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
     }
-    for (name, help, live, trial) in [
+    Ok(())
+}
+
+/// A canary's calls and failures, by version (live, trial).
+fn encode_versions(
+    encoder: &mut DescriptorEncoder,
+    trials: &[TrialSeries],
+) -> Result<(), std::fmt::Error> {
+    type Read = fn(&crate::trial::TrialReport) -> u64;
+    let series: [(&str, &str, Read, Read); 2] = [
         (
             "routerd_plugin_trial_calls",
             "Calls answered during a canary, by version: live, trial",
-            (|r| r.live_calls) as fn(&crate::trial::TrialReport) -> u64,
-            (|r| r.trial_calls) as fn(&crate::trial::TrialReport) -> u64,
+            |r| r.live_calls,
+            |r| r.trial_calls,
         ),
         (
             "routerd_plugin_trial_failures",
@@ -281,9 +302,11 @@ fn encode_trials(
             |r| r.live_failures,
             |r| r.trial_failures,
         ),
-    ] {
+    ];
+    for (name, help, live, trial) in series {
+        let counter = ConstCounter::new(0u64).metric_type();
         let mut family = encoder.encode_descriptor(name, help, None, counter)?;
-        for (plugin, r, _) in &trials {
+        for (plugin, r, _) in trials {
             for (version, n) in [("live", live(r)), ("trial", trial(r))] {
                 let labels = VersionLabels {
                     plugin: plugin.clone(),
@@ -293,37 +316,42 @@ fn encode_trials(
             }
         }
     }
-    for (name, help, read) in [
+    Ok(())
+}
+
+/// The trial version's own traps and deadline hits, shadow calls dropped, and whether a
+/// canary was rolled back, by plugin.
+fn encode_trial_plugins(
+    encoder: &mut DescriptorEncoder,
+    trials: &[TrialSeries],
+) -> Result<(), std::fmt::Error> {
+    type Read = fn(&TrialSeries) -> u64;
+    let counters: [(&str, &str, Read); 3] = [
         (
             "routerd_plugin_trial_traps",
             "Calls the trial version trapped in",
-            (|t| t.plugin.stats.traps.load(Ordering::Relaxed)) as fn(&crate::trial::Trial) -> u64,
+            |(_, _, t)| t.plugin.stats.traps.load(Ordering::Relaxed),
         ),
         (
             "routerd_plugin_trial_deadline_hits",
             "Calls of the trial version stopped at the deadline",
-            |t| t.plugin.stats.deadline_hits.load(Ordering::Relaxed),
+            |(_, _, t)| t.plugin.stats.deadline_hits.load(Ordering::Relaxed),
         ),
-    ] {
+        (
+            "routerd_plugin_trial_dropped",
+            "Calls not shadowed because the shadow's queue was full",
+            |(_, r, _)| r.dropped,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let counter = ConstCounter::new(0u64).metric_type();
         let mut family = encoder.encode_descriptor(name, help, None, counter)?;
-        for (plugin, _, t) in &trials {
+        for series in trials {
             let labels = PluginLabels {
-                plugin: plugin.clone(),
+                plugin: series.0.clone(),
             };
-            ConstCounter::new(read(t)).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(read(series)).encode(family.encode_family(&labels)?)?;
         }
-    }
-    let mut family = encoder.encode_descriptor(
-        "routerd_plugin_trial_dropped",
-        "Calls not shadowed because the shadow's queue was full",
-        None,
-        counter,
-    )?;
-    for (plugin, r, _) in &trials {
-        let labels = PluginLabels {
-            plugin: plugin.clone(),
-        };
-        ConstCounter::new(r.dropped).encode(family.encode_family(&labels)?)?;
     }
     let mut family = encoder.encode_descriptor(
         "routerd_plugin_trial_rolled_back",
@@ -331,7 +359,7 @@ fn encode_trials(
         None,
         ConstGauge::new(0i64).metric_type(),
     )?;
-    for (plugin, r, _) in &trials {
+    for (plugin, r, _) in trials {
         let labels = PluginLabels {
             plugin: plugin.clone(),
         };

@@ -44,6 +44,29 @@ pub struct Member {
     pub started_unix: u64,
 }
 
+impl Member {
+    /// What the instance says of itself now: serving table `table_version` at store revision
+    /// `revision`, with these trial counts.
+    fn record(
+        &self,
+        table_version: u64,
+        revision: u64,
+        trials: &serde_json::Value,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "admin": self.admin,
+            "listen": self.listen,
+            "version": self.version,
+            "started_unix": self.started_unix,
+            "table_version": table_version,
+            "revision": revision,
+            "trials": trials,
+            "seen_unix": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        })
+    }
+}
+
 /// The running follower and registration.
 pub struct Cluster {
     lease: Arc<std::sync::atomic::AtomicI64>,
@@ -439,17 +462,7 @@ async fn register(
                 counted.0.to_string(),
             );
             if shown.as_ref() != Some(&now) {
-                let doc = serde_json::json!({
-                    "id": member.id,
-                    "admin": member.admin,
-                    "listen": member.listen,
-                    "version": member.version,
-                    "started_unix": member.started_unix,
-                    "table_version": now.0,
-                    "revision": now.1,
-                    "trials": counted.0,
-                    "seen_unix": SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-                });
+                let doc = member.record(now.0, now.1, &counted.0);
                 let put = tokio::time::timeout(
                     crate::store::etcd::REQUEST_TIMEOUT,
                     client.put(

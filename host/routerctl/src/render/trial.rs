@@ -40,57 +40,8 @@ pub fn trial(doc: &Value) -> String {
     if let Some(why) = t.get("rolled_back").and_then(Value::as_str) {
         let _ = writeln!(out, "  ROLLED BACK: {why}");
     }
-    let routes = t.get("routes").and_then(Value::as_object);
-    if let Some(routes) = routes.filter(|r| !r.is_empty()) {
-        let rows: Vec<Vec<String>> = routes
-            .iter()
-            .map(|(name, c)| {
-                vec![
-                    name.clone(),
-                    count(c, "agreed").to_string(),
-                    count(c, "diverged").to_string(),
-                    count(c, "trial_failed").to_string(),
-                    count(c, "refused_args").to_string(),
-                ]
-            })
-            .collect();
-        for line in table(
-            &[
-                "ROUTE",
-                "AGREED",
-                "DIVERGED",
-                "TRIAL FAILED",
-                "REFUSED ARGS",
-            ],
-            &rows,
-        )
-        .lines()
-        {
-            let _ = writeln!(out, "  {line}");
-        }
-        for (name, c) in routes {
-            for e in c
-                .get("examples")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let query = e
-                    .get("query")
-                    .and_then(Value::as_str)
-                    .map(|q| format!("?{q}"))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  {name}: {} {}{}{query}: live {}, trial {}",
-                    text(e.get("method")),
-                    e.get("host").and_then(Value::as_str).unwrap_or(""),
-                    text(e.get("path")),
-                    text(e.get("live")),
-                    text(e.get("trial"))
-                );
-            }
-        }
+    if let Some(routes) = t.get("routes").and_then(Value::as_object) {
+        out.push_str(&routes_section(routes));
     }
     let dropped = count(t, "dropped");
     if dropped > 0 {
@@ -105,6 +56,64 @@ pub fn trial(doc: &Value) -> String {
             out,
             "  {skipped} calls not shadowed: the shadow had spent its CPU budget"
         );
+    }
+    out
+}
+
+/// A shadow's comparisons per route, then the divergent examples.
+fn routes_section(routes: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::new();
+    if routes.is_empty() {
+        return out;
+    }
+    let rows: Vec<Vec<String>> = routes
+        .iter()
+        .map(|(name, c)| {
+            vec![
+                name.clone(),
+                count(c, "agreed").to_string(),
+                count(c, "diverged").to_string(),
+                count(c, "trial_failed").to_string(),
+                count(c, "refused_args").to_string(),
+            ]
+        })
+        .collect();
+    for line in table(
+        &[
+            "ROUTE",
+            "AGREED",
+            "DIVERGED",
+            "TRIAL FAILED",
+            "REFUSED ARGS",
+        ],
+        &rows,
+    )
+    .lines()
+    {
+        let _ = writeln!(out, "  {line}");
+    }
+    for (name, c) in routes {
+        for e in c
+            .get("examples")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let query = e
+                .get("query")
+                .and_then(Value::as_str)
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {name}: {} {}{}{query}: live {}, trial {}",
+                text(e.get("method")),
+                e.get("host").and_then(Value::as_str).unwrap_or(""),
+                text(e.get("path")),
+                text(e.get("live")),
+                text(e.get("trial"))
+            );
+        }
     }
     out
 }
