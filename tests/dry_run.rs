@@ -58,6 +58,25 @@ async fn traffic(rd: &Routerd) {
     assert_eq!(rd.get("/missing").await.status, 404);
 }
 
+/// A routerd keeping every request head, with [`routes`] applied and [`traffic`] sent.
+async fn sampled_with_traffic(a: &Backend, b: &Backend) -> Routerd {
+    let rd = Routerd::launch(&config(vec![]))
+        .arg("--sample-every")
+        .arg("1")
+        .start()
+        .await;
+    let applied = rd
+        .admin_json(
+            "POST",
+            &format!("{ROUTES}/apply"),
+            Some(&routes(&a.url(), &b.url())),
+        )
+        .await;
+    assert_status(&applied, 200, "apply");
+    traffic(&rd).await;
+    rd
+}
+
 /// A dry run through the admin API; its report.
 async fn dry_run(rd: &Routerd, method: &str, path: &str, body: Option<&Value>) -> Value {
     let sep = if path.contains('?') { '&' } else { '?' };
@@ -117,20 +136,7 @@ async fn dry_runs_report_what_moves_and_change_nothing() {
         Backend::start("b").await,
         Backend::start("c").await,
     );
-    let rd = Routerd::launch(&config(vec![]))
-        .arg("--sample-every")
-        .arg("1")
-        .start()
-        .await;
-    let applied = rd
-        .admin_json(
-            "POST",
-            &format!("{ROUTES}/apply"),
-            Some(&routes(&a.url(), &b.url())),
-        )
-        .await;
-    assert_status(&applied, 200, "apply");
-    traffic(&rd).await;
+    let rd = sampled_with_traffic(&a, &b).await;
 
     // Orders to another backend: exactly the three plain orders requests move; the vip one
     // (sealed cookie, equal to vip's matcher) stays on vip.
@@ -245,20 +251,7 @@ async fn dry_runs_report_what_moves_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routerctl_dry_run_prints_the_moves() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let rd = Routerd::launch(&config(vec![]))
-        .arg("--sample-every")
-        .arg("1")
-        .start()
-        .await;
-    let applied = rd
-        .admin_json(
-            "POST",
-            &format!("{ROUTES}/apply"),
-            Some(&routes(&a.url(), &b.url())),
-        )
-        .await;
-    assert_status(&applied, 200, "apply");
-    traffic(&rd).await;
+    let rd = sampled_with_traffic(&a, &b).await;
 
     let out = run_ctl(&rd, &["route", "delete", "web", "--dry-run"]).await;
     assert!(out.0, "routerctl failed: {}", out.2);

@@ -379,28 +379,7 @@ impl EtcdStore {
         kv: &mut KvClient,
         prefix: &str,
     ) -> Result<BTreeMap<String, TrialManifest>, etcd_client::Error> {
-        let base = format!("{prefix}plugins/trials/");
-        let resp = kv
-            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        let mut out = BTreeMap::new();
-        for kv in resp.kvs() {
-            let Some(name) = std::str::from_utf8(kv.key())
-                .ok()
-                .and_then(|k| k.strip_prefix(&base))
-            else {
-                continue;
-            };
-            match serde_json::from_slice::<TrialManifest>(kv.value()) {
-                Ok(m) => {
-                    out.insert(name.to_owned(), m);
-                }
-                Err(e) => {
-                    tracing::warn!(plugin = name, "ignoring an unreadable trial manifest: {e}")
-                }
-            }
-        }
-        Ok(out)
+        Self::named(kv, &format!("{prefix}plugins/trials/")).await
     }
 
     /// The SHA-256 of every stored version a plugin or trial manifest points at.
@@ -422,23 +401,29 @@ impl EtcdStore {
         kv: &mut KvClient,
         prefix: &str,
     ) -> Result<BTreeMap<String, PluginManifest>, etcd_client::Error> {
-        let base = format!("{prefix}plugins/manifests/");
-        let resp = kv
-            .get(base.as_str(), Some(GetOptions::new().with_prefix()))
-            .await?;
+        Self::named(kv, &format!("{prefix}plugins/manifests/")).await
+    }
+
+    /// Every JSON document under `base`, by the rest of its key; unreadable ones are logged
+    /// and left out.
+    async fn named<M: serde::de::DeserializeOwned>(
+        kv: &mut KvClient,
+        base: &str,
+    ) -> Result<BTreeMap<String, M>, etcd_client::Error> {
+        let resp = kv.get(base, Some(GetOptions::new().with_prefix())).await?;
         let mut out = BTreeMap::new();
         for kv in resp.kvs() {
             let Some(name) = std::str::from_utf8(kv.key())
                 .ok()
-                .and_then(|k| k.strip_prefix(&base))
+                .and_then(|k| k.strip_prefix(base))
             else {
                 continue;
             };
-            match serde_json::from_slice::<PluginManifest>(kv.value()) {
+            match serde_json::from_slice::<M>(kv.value()) {
                 Ok(m) => {
                     out.insert(name.to_owned(), m);
                 }
-                Err(e) => tracing::warn!(plugin = name, "ignoring an unreadable manifest: {e}"),
+                Err(e) => tracing::warn!(key = %base, name, "ignoring an unreadable manifest: {e}"),
             }
         }
         Ok(out)

@@ -10,6 +10,9 @@ use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::{CHUNK_BYTES, EtcdStore, LocalCopy, unix};
 use crate::store::{
     Change, Expect, PluginManifest, RouteStore, Snapshot, StoreError, StoredRoute, TrialManifest,
@@ -200,86 +203,22 @@ impl RouteStore for EtcdStore {
 
     fn publish_plugin(&self, name: &str, manifest: &PluginManifest) -> Result<(), StoreError> {
         let key = self.manifest_key(name);
-        let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
-        let prefix = self.prefix.clone();
-        let replaced = self.block(move |mut kv| {
-            let (key, value, prefix) = (key.clone(), value.clone(), prefix.clone());
-            async move {
-                let resp = kv
-                    .put(key, value, Some(PutOptions::new().with_prev_key()))
-                    .await?;
-                let before: Option<PluginManifest> = resp
-                    .prev_key()
-                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                let before = before.map(|m| m.sha256);
-                Ok((before, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
-            }
-        })?;
-        self.drop_unused_bytes(name, replaced);
-        Ok(())
+        self.put_manifest(name, key, manifest, |m: PluginManifest| m.sha256)
     }
 
     fn withdraw_plugin(&self, name: &str) -> Result<(), StoreError> {
         let key = self.manifest_key(name);
-        let prefix = self.prefix.clone();
-        let removed = self.block(move |mut kv| {
-            let (key, prefix) = (key.clone(), prefix.clone());
-            async move {
-                let resp = kv
-                    .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
-                    .await?;
-                let gone: Option<PluginManifest> = resp
-                    .prev_kvs()
-                    .first()
-                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                let gone = gone.map(|m| m.sha256);
-                Ok((gone, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
-            }
-        })?;
-        self.drop_unused_bytes(name, removed);
-        Ok(())
+        self.delete_manifest(name, key, |m: PluginManifest| m.sha256)
     }
 
     fn publish_trial(&self, name: &str, manifest: &TrialManifest) -> Result<(), StoreError> {
         let key = self.trial_key(name);
-        let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
-        let prefix = self.prefix.clone();
-        let replaced = self.block(move |mut kv| {
-            let (key, value, prefix) = (key.clone(), value.clone(), prefix.clone());
-            async move {
-                let resp = kv
-                    .put(key, value, Some(PutOptions::new().with_prev_key()))
-                    .await?;
-                let before: Option<TrialManifest> = resp
-                    .prev_key()
-                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                let before = before.map(|m| m.plugin.sha256);
-                Ok((before, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
-            }
-        })?;
-        self.drop_unused_bytes(name, replaced);
-        Ok(())
+        self.put_manifest(name, key, manifest, |m: TrialManifest| m.plugin.sha256)
     }
 
     fn withdraw_trial(&self, name: &str) -> Result<(), StoreError> {
         let key = self.trial_key(name);
-        let prefix = self.prefix.clone();
-        let removed = self.block(move |mut kv| {
-            let (key, prefix) = (key.clone(), prefix.clone());
-            async move {
-                let resp = kv
-                    .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
-                    .await?;
-                let gone: Option<TrialManifest> = resp
-                    .prev_kvs()
-                    .first()
-                    .and_then(|kv| serde_json::from_slice(kv.value()).ok());
-                let gone = gone.map(|m| m.plugin.sha256);
-                Ok((gone, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
-            }
-        })?;
-        self.drop_unused_bytes(name, removed);
-        Ok(())
+        self.delete_manifest(name, key, |m: TrialManifest| m.plugin.sha256)
     }
 
     fn instances(&self) -> Option<Result<Vec<serde_json::Value>, StoreError>> {
@@ -299,5 +238,62 @@ impl RouteStore for EtcdStore {
                     .collect()
             }),
         )
+    }
+}
+
+impl EtcdStore {
+    /// Writes `manifest` under `key`; then the bytes the manifest it replaced named (`sha`
+    /// says which) go, unless a manifest still names them.
+    fn put_manifest<M: Serialize + DeserializeOwned + 'static>(
+        &self,
+        name: &str,
+        key: String,
+        manifest: &M,
+        sha: fn(M) -> String,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_vec(manifest).map_err(|e| self.failed(e.to_string()))?;
+        let prefix = self.prefix.clone();
+        let replaced = self.block(move |mut kv| {
+            let (key, value, prefix) = (key.clone(), value.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .put(key, value, Some(PutOptions::new().with_prev_key()))
+                    .await?;
+                let before = resp
+                    .prev_key()
+                    .and_then(|kv| serde_json::from_slice::<M>(kv.value()).ok())
+                    .map(sha);
+                Ok((before, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
+            }
+        })?;
+        self.drop_unused_bytes(name, replaced);
+        Ok(())
+    }
+
+    /// Deletes the manifest under `key`; then the bytes it named go, unless a manifest still
+    /// names them.
+    fn delete_manifest<M: DeserializeOwned + 'static>(
+        &self,
+        name: &str,
+        key: String,
+        sha: fn(M) -> String,
+    ) -> Result<(), StoreError> {
+        let prefix = self.prefix.clone();
+        let removed = self.block(move |mut kv| {
+            let (key, prefix) = (key.clone(), prefix.clone());
+            async move {
+                let resp = kv
+                    .delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()))
+                    .await?;
+                let gone = resp
+                    .prev_kvs()
+                    .first()
+                    .and_then(|kv| serde_json::from_slice::<M>(kv.value()).ok())
+                    .map(sha);
+                Ok((gone, EtcdStore::blobs_in_use(&mut kv, &prefix).await?))
+            }
+        })?;
+        self.drop_unused_bytes(name, removed);
+        Ok(())
     }
 }
