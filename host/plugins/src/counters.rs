@@ -264,14 +264,12 @@ fn encode_comparisons(
         ConstCounter::new(0u64).metric_type(),
     )?;
     for (plugin, r, _) in trials {
-        let sum = |f: fn(&crate::trial::RouteComparison) -> u64| -> u64 {
-            r.routes.values().map(f).sum()
-        };
+        let total = r.total();
         for (result, n) in [
-            ("agreed", sum(|c| c.agreed)),
-            ("diverged", sum(|c| c.diverged)),
-            ("trial_failed", sum(|c| c.trial_failed)),
-            ("refused_args", sum(|c| c.refused_args)),
+            ("agreed", total.agreed),
+            ("diverged", total.diverged),
+            ("trial_failed", total.trial_failed),
+            ("refused_args", total.refused_args),
         ] {
             let labels = TrialLabels {
                 plugin: plugin.clone(),

@@ -152,6 +152,7 @@ impl<X: External> Route<X> {
     ) -> Result<Route<X>, Vec<RouteError>> {
         let mut check = RuleCheck {
             rule,
+            name: rule.name.as_str().into(),
             errors: Vec::new(),
         };
         let strip_prefix = check.identity();
@@ -181,7 +182,7 @@ impl<X: External> Route<X> {
         }
         let needs_body = matchers.iter().any(|(_, m)| m.needs_body());
         Ok(Route {
-            name: rule.name.as_str().into(),
+            name: check.name,
             rule: std::sync::Arc::clone(rule),
             path,
             params,
@@ -210,6 +211,8 @@ impl<X: External> Route<X> {
 /// A route's checks, part by part, gathering every error (each naming the route and field).
 struct RuleCheck<'a> {
     rule: &'a RouteRule,
+    /// The route's name, made once: the route and its plugin calls share it.
+    name: Arc<str>,
     errors: Vec<RouteError>,
 }
 
@@ -373,7 +376,7 @@ impl RuleCheck<'_> {
         };
         match prepare(&p) {
             Ok(mut prepared) => {
-                prepared.route = Arc::from(self.rule.name.as_str());
+                prepared.route = self.name.clone();
                 Some((p, prepared))
             }
             Err(reason) => {

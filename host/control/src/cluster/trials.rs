@@ -11,7 +11,6 @@ use etcd_client::EventType;
 use crate::routeset::RouteSet;
 use crate::store::TrialManifest;
 use crate::store::etcd::EtcdStore;
-use routerd_plugins::trial::RouteComparison;
 
 /// A trial manifest as the store now has it (`None`: withdrawn).
 pub(super) type TrialChange = (String, Option<TrialManifest>);
@@ -117,15 +116,15 @@ pub(super) fn counts(routes: &RouteSet) -> serde_json::Value {
     for plugin in routes.plugins().list() {
         let Some(t) = plugin.trial() else { continue };
         let r = t.report();
-        let sum = |f: fn(&RouteComparison) -> u64| -> u64 { r.routes.values().map(f).sum() };
+        let total = r.total();
         out.insert(
             plugin.name.to_string(),
             serde_json::json!({
                 "sha256": r.sha256,
                 "mode": r.mode,
-                "agreed": sum(|c| c.agreed),
-                "diverged": sum(|c| c.diverged),
-                "trial_failed": sum(|c| c.trial_failed),
+                "agreed": total.agreed,
+                "diverged": total.diverged,
+                "trial_failed": total.trial_failed,
                 "live_calls": r.live_calls,
                 "live_failures": r.live_failures,
                 "trial_calls": r.trial_calls,

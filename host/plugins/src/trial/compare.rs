@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::contract::{RequestAction, ResponseEdits};
 use crate::plugin::CallFailure;
-use routerd_routing::{ExternalRequest, request_host};
+use routerd_routing::{ExternalRequest, ResponseHead, request_host};
 
 /// Divergent examples kept per route.
 const EXAMPLES: usize = 5;
@@ -26,28 +26,56 @@ pub(super) enum Verdict {
     Failed(&'static str),
 }
 
+/// A phase's answer, as a trial compares it and counts its failures.
+pub(crate) trait Answer {
+    /// How the call failed, if it did.
+    fn failure(&self) -> Option<&CallFailure>;
+    /// What is compared with the other version's answer.
+    fn verdict(&self) -> Verdict;
+}
+
+fn verdict_of<T: std::fmt::Debug>(
+    result: &Result<T, CallFailure>,
+    ok: fn(&T) -> Verdict,
+) -> Verdict {
+    match result {
+        Ok(v) => ok(v),
+        Err(f) => Verdict::Failed(f.kind()),
+    }
+}
+
+impl Answer for Result<bool, CallFailure> {
+    fn failure(&self) -> Option<&CallFailure> {
+        self.as_ref().err()
+    }
+
+    fn verdict(&self) -> Verdict {
+        verdict_of(self, |m| Verdict::Matched(*m))
+    }
+}
+
+impl Answer for Result<RequestAction, CallFailure> {
+    fn failure(&self) -> Option<&CallFailure> {
+        self.as_ref().err()
+    }
+
+    fn verdict(&self) -> Verdict {
+        verdict_of(self, |a| Verdict::Action(format!("{a:?}")))
+    }
+}
+
+/// A response phase's edits, with the response head handed back.
+impl Answer for (Result<ResponseEdits, CallFailure>, ResponseHead) {
+    fn failure(&self) -> Option<&CallFailure> {
+        self.0.as_ref().err()
+    }
+
+    fn verdict(&self) -> Verdict {
+        verdict_of(&self.0, |e| Verdict::Action(format!("{e:?}")))
+    }
+}
+
 impl Verdict {
-    pub(super) fn of_predicate(result: &Result<bool, CallFailure>) -> Verdict {
-        match result {
-            Ok(m) => Verdict::Matched(*m),
-            Err(f) => Verdict::Failed(f.kind()),
-        }
-    }
-
-    pub(super) fn of_edits(result: &Result<ResponseEdits, CallFailure>) -> Verdict {
-        match result {
-            Ok(e) => Verdict::Action(format!("{e:?}")),
-            Err(f) => Verdict::Failed(f.kind()),
-        }
-    }
-
-    pub(super) fn of_action(result: &Result<RequestAction, CallFailure>) -> Verdict {
-        match result {
-            Ok(a) => Verdict::Action(format!("{a:?}")),
-            Err(f) => Verdict::Failed(f.kind()),
-        }
-    }
-
     fn text(&self) -> String {
         match self {
             Verdict::Matched(m) => m.to_string(),
@@ -145,6 +173,20 @@ impl Comparisons {
         map.iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+}
+
+impl TrialReport {
+    /// The comparisons summed over every route (without examples).
+    pub fn total(&self) -> RouteComparison {
+        let mut t = RouteComparison::default();
+        for c in self.routes.values() {
+            t.agreed += c.agreed;
+            t.diverged += c.diverged;
+            t.trial_failed += c.trial_failed;
+            t.refused_args += c.refused_args;
+        }
+        t
     }
 }
 

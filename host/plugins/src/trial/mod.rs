@@ -30,7 +30,7 @@ use http::HeaderName;
 use tokio::sync::mpsc;
 
 use crate::plugin::{CallFailure, Plugin};
-use compare::{Comparisons, Verdict};
+use compare::{Answer, Comparisons, Verdict};
 use routerd_routing::{ExternalRequest, Prepared, ResponseHead};
 
 /// Calls waiting for the shadow; more are dropped.
@@ -227,13 +227,13 @@ impl Trial {
     }
 
     /// Counts a call answered by the live version (canary) or the canary.
-    fn count<T>(&self, canary: bool, result: &Result<T, CallFailure>) {
+    fn count(&self, canary: bool, answer: &impl Answer) {
         let (calls, failures) = match canary {
             true => (&self.trial_calls, &self.trial_failures),
             false => (&self.live_calls, &self.live_failures),
         };
         calls.fetch_add(1, Ordering::Relaxed);
-        if result.as_ref().is_err_and(counts_against) {
+        if answer.failure().is_some_and(counts_against) {
             failures.fetch_add(1, Ordering::Relaxed);
         }
         if canary {
@@ -442,19 +442,21 @@ async fn work(trial: &Arc<Trial>, job: Job) {
             let example = compare::Example::of(&request);
             let started = Instant::now();
             let shadow = match phase {
-                Shadowed::Predicate => {
-                    Verdict::of_predicate(&trial.plugin.run_predicate(request, &prepared).await)
-                }
-                Shadowed::Request => {
-                    Verdict::of_action(&trial.plugin.run_request_phase(request, &prepared).await)
-                }
-                Shadowed::Response(head) => Verdict::of_edits(
-                    &trial
-                        .plugin
-                        .run_response_phase(request, *head, &prepared)
-                        .await
-                        .0,
-                ),
+                Shadowed::Predicate => trial
+                    .plugin
+                    .live_predicate(request, &prepared)
+                    .await
+                    .verdict(),
+                Shadowed::Request => trial
+                    .plugin
+                    .live_request_phase(request, &prepared)
+                    .await
+                    .verdict(),
+                Shadowed::Response(head) => trial
+                    .plugin
+                    .live_response_phase(request, *head, &prepared)
+                    .await
+                    .verdict(),
             };
             trial
                 .shadow_nanos
@@ -488,55 +490,62 @@ async fn ready(trial: &Arc<Trial>, args: &[String]) -> Option<Prepared> {
 }
 
 impl Plugin {
-    /// Runs the predicate through the name's trial, if there is one: the canary may decide,
-    /// or a copy goes to the shadow after the live version answers.
+    /// Runs one call through the name's trial: the canary may answer it; otherwise this
+    /// version answers, and a copy (made by `shadowed` from the call's `input`) goes to the
+    /// shadow with that answer. `call` runs a version's phase itself.
+    async fn on_trial<I, R: Answer>(
+        &self,
+        trial: &Trial,
+        request: ExternalRequest,
+        input: I,
+        args: &Prepared,
+        shadowed: impl FnOnce(&I) -> Shadowed,
+        call: impl AsyncFnOnce(&Plugin, ExternalRequest, I, &Prepared) -> R,
+    ) -> R {
+        if let Some(prepared) = trial.canary_pick(&request, args) {
+            let answer = call(&trial.plugin, request, input, &prepared).await;
+            trial.count(true, &answer);
+            return answer;
+        }
+        let copy = trial
+            .shadow(&args.route, args, || shadowed(&input))
+            .map(|ticket| (ticket, request.clone()));
+        let answer = call(self, request, input, args).await;
+        trial.count(false, &answer);
+        if let Some((ticket, request)) = copy {
+            ticket.send(trial, request, answer.verdict());
+        }
+        answer
+    }
+
+    /// Runs the predicate through the name's trial ([`on_trial`](Self::on_trial)).
     pub(crate) async fn predicate_on_trial(
         &self,
         trial: &Trial,
         request: ExternalRequest,
         args: &Prepared,
     ) -> Result<bool, CallFailure> {
-        if let Some(prepared) = trial.canary_pick(&request, args) {
-            let result = trial.plugin.run_predicate(request, &prepared).await;
-            trial.count(true, &result);
-            return result;
-        }
-        let ticket = trial.shadow(&args.route, args, || Shadowed::Predicate);
-        let copy = ticket.as_ref().map(|_| request.clone());
-        let result = self.live_predicate(request, args).await;
-        trial.count(false, &result);
-        if let (Some(ticket), Some(copy)) = (ticket, copy) {
-            ticket.send(trial, copy, Verdict::of_predicate(&result));
-        }
-        result
+        let shadowed = |_: &()| Shadowed::Predicate;
+        let call = async |p: &Plugin, r, (), a: &Prepared| p.live_predicate(r, a).await;
+        self.on_trial(trial, request, (), args, shadowed, call)
+            .await
     }
 
-    /// Runs the filter's request phase through the name's trial, as
-    /// [`predicate_on_trial`](Self::predicate_on_trial) does.
+    /// Runs the filter's request phase through the name's trial.
     pub(crate) async fn request_phase_on_trial(
         &self,
         trial: &Trial,
         request: ExternalRequest,
         args: &Prepared,
     ) -> Result<crate::contract::RequestAction, CallFailure> {
-        if let Some(prepared) = trial.canary_pick(&request, args) {
-            let result = trial.plugin.run_request_phase(request, &prepared).await;
-            trial.count(true, &result);
-            return result;
-        }
-        let ticket = trial.shadow(&args.route, args, || Shadowed::Request);
-        let copy = ticket.as_ref().map(|_| request.clone());
-        let result = self.live_request_phase(request, args).await;
-        trial.count(false, &result);
-        if let (Some(ticket), Some(copy)) = (ticket, copy) {
-            ticket.send(trial, copy, Verdict::of_action(&result));
-        }
-        result
+        let shadowed = |_: &()| Shadowed::Request;
+        let call = async |p: &Plugin, r, (), a: &Prepared| p.live_request_phase(r, a).await;
+        self.on_trial(trial, request, (), args, shadowed, call)
+            .await
     }
 
-    /// Runs the filter's response phase through the name's trial, as
-    /// [`predicate_on_trial`](Self::predicate_on_trial) does (the shadow gets a copy of the
-    /// response head the live version saw).
+    /// Runs the filter's response phase through the name's trial (the shadow gets a copy of
+    /// the response head this version saw).
     pub(crate) async fn response_phase_on_trial(
         &self,
         trial: &Trial,
@@ -547,24 +556,10 @@ impl Plugin {
         Result<crate::contract::ResponseEdits, CallFailure>,
         ResponseHead,
     ) {
-        if let Some(prepared) = trial.canary_pick(&request, args) {
-            let (result, back) = trial
-                .plugin
-                .run_response_phase(request, response, &prepared)
-                .await;
-            trial.count(true, &result);
-            return (result, back);
-        }
-        let copy = trial
-            .shadow(&args.route, args, || {
-                Shadowed::Response(Box::new(response.clone()))
-            })
-            .map(|ticket| (ticket, request.clone()));
-        let (result, back) = self.live_response_phase(request, response, args).await;
-        trial.count(false, &result);
-        if let Some((ticket, request)) = copy {
-            ticket.send(trial, request, Verdict::of_edits(&result));
-        }
-        (result, back)
+        let shadowed = |head: &ResponseHead| Shadowed::Response(Box::new(head.clone()));
+        let call =
+            async |p: &Plugin, r, head, a: &Prepared| p.live_response_phase(r, head, a).await;
+        self.on_trial(trial, request, response, args, shadowed, call)
+            .await
     }
 }
